@@ -1,0 +1,65 @@
+//! Signals and batches as the aggregator accepts them, after validation.
+
+use std::fmt;
+
+use crate::{BuurtCode, Month, PartnerPseudonym, SignalTypeName};
+
+/// A small severity bucket, 1 (low) to 3 (high).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Severity(u8);
+
+impl Severity {
+    pub fn new(v: u32) -> Option<Severity> {
+        (1..=3).contains(&v).then_some(Severity(v as u8))
+    }
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    pub pseudonym: PartnerPseudonym,
+    pub buurt: BuurtCode,
+    pub signal_type: SignalTypeName,
+    pub month: Month,
+    pub severity: Option<Severity>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchIdError {
+    #[error("must be 1 to 128 printable ASCII characters")]
+    Invalid,
+}
+
+/// A partner-chosen batch id: 1 to 128 printable ASCII characters.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct BatchId(String);
+
+impl BatchId {
+    pub fn new(s: &str) -> Result<BatchId, BatchIdError> {
+        let ok = (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic());
+        if ok { Ok(BatchId(s.to_owned())) } else { Err(BatchIdError::Invalid) }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BatchId({})", self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub id: BatchId,
+    pub signals: Vec<Signal>,
+}
