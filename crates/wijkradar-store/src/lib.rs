@@ -1,0 +1,214 @@
+//! Durable storage of Wijkradar on sled.
+//!
+//! Everything lives in one sled tree under one-byte key prefixes, so that a
+//! whole batch (its signals, the counts it changes, its batch id) is a single
+//! atomic `apply_batch`: after a crash a batch is either all there or absent.
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `S` | server pseudonym (32) · type id (u16) · month (u32) | buurt (8) · severity (1) |
+//! | `C` | type id (u16) · month (u32) · buurt (8) | distinct households (u64) |
+//! | `B` | partner name length (u8) · partner name · batch id | content digest (32) |
+//! | `T` | signal type name | type id (u16) |
+//! | `M` | month (u32) | empty |
+//! | `K` | (none) | id of the server key the store was written with |
+//!
+//! Integers are big-endian so keys sort in order; `C` keys of one gemeente are
+//! one prefix range (type · month · 4 gemeente digits).
+//!
+//! Architecture invariant: the store only ever sees server pseudonyms, never a
+//! partner pseudonym. Only one writer thread writes; readers run concurrently.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod writer;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use wijkradar_domain::{BatchId, BuurtCode, GemeenteCode, Month, ServerPseudonym, Severity, SignalTypeName};
+
+pub use writer::{IngestQueue, Outcome, WriterThread};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("batch id `{0}` was stored earlier with other content")]
+    BatchConflict(String),
+    #[error("the store was written with server key {stored}, not with the configured key {configured}")]
+    KeyMismatch { stored: String, configured: String },
+    #[error("the store is unavailable after a failed write; restart the server")]
+    Unavailable,
+    #[error("the store holds a malformed record")]
+    Corrupt,
+}
+
+/// One signal as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSignal {
+    pub pseudonym: ServerPseudonym,
+    pub buurt: BuurtCode,
+    pub signal_type: SignalTypeName,
+    pub month: Month,
+    pub severity: Option<Severity>,
+}
+
+/// A validated batch, ready to store.
+#[derive(Debug, Clone)]
+pub struct IncomingBatch {
+    /// The partner's identity, from its certificate.
+    pub partner: String,
+    pub id: BatchId,
+    /// SHA-256 over the batch's content as the partner sent it; see [`content_digest`].
+    pub digest: [u8; 32],
+    pub signals: Vec<StoredSignal>,
+}
+
+/// The digest that tells a resent batch from a different one under the same id.
+pub fn content_digest<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        ctx.update(&(part.len() as u32).to_be_bytes());
+        ctx.update(part);
+    }
+    ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+const SIGNAL: u8 = b'S';
+const COUNT: u8 = b'C';
+const BATCH: u8 = b'B';
+const TYPE: u8 = b'T';
+const MONTH: u8 = b'M';
+const KEY_ID: &[u8] = b"K";
+
+fn signal_key(p: &ServerPseudonym, type_id: u16, month: Month) -> [u8; 39] {
+    let mut k = [0u8; 39];
+    k[0] = SIGNAL;
+    k[1..33].copy_from_slice(p.as_bytes());
+    k[33..35].copy_from_slice(&type_id.to_be_bytes());
+    k[35..39].copy_from_slice(&month.index().to_be_bytes());
+    k
+}
+
+fn count_key(type_id: u16, month: Month, buurt: &BuurtCode) -> [u8; 15] {
+    let mut k = [0u8; 15];
+    k[0] = COUNT;
+    k[1..3].copy_from_slice(&type_id.to_be_bytes());
+    k[3..7].copy_from_slice(&month.index().to_be_bytes());
+    k[7..15].copy_from_slice(buurt.body());
+    k
+}
+
+fn batch_key(partner: &str, id: &BatchId) -> Vec<u8> {
+    let name = &partner.as_bytes()[..partner.len().min(255)];
+    let mut k = Vec::with_capacity(2 + name.len() + id.as_str().len());
+    k.push(BATCH);
+    k.push(name.len() as u8);
+    k.extend_from_slice(name);
+    k.extend_from_slice(id.as_str().as_bytes());
+    k
+}
+
+fn month_key(m: Month) -> [u8; 5] {
+    let mut k = [MONTH; 5];
+    k[1..].copy_from_slice(&m.index().to_be_bytes());
+    k
+}
+
+/// Read access to the store, shared by queries and the ingest queue.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    types: Arc<RwLock<HashMap<SignalTypeName, u16>>>,
+}
+
+impl Store {
+    /// Opens (or creates) the store, checking it was written with the same
+    /// server key: a store keyed under another key would silently stop
+    /// linking households.
+    pub fn open(path: &Path, server_key_id: &str) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(path).flush_every_ms(Some(500)).open()?;
+        match db.get(KEY_ID)? {
+            Some(stored) if stored != server_key_id.as_bytes() => {
+                return Err(StoreError::KeyMismatch {
+                    stored: String::from_utf8_lossy(&stored).into_owned(),
+                    configured: server_key_id.to_owned(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                db.insert(KEY_ID, server_key_id.as_bytes())?;
+                db.flush()?;
+            }
+        }
+        let mut types = HashMap::new();
+        for kv in db.scan_prefix([TYPE]) {
+            let (k, v) = kv?;
+            let name = std::str::from_utf8(&k[1..]).ok().and_then(|s| s.parse().ok()).ok_or(StoreError::Corrupt)?;
+            let id = u16::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?);
+            types.insert(name, id);
+        }
+        Ok(Store { db, types: Arc::new(RwLock::new(types)) })
+    }
+
+    fn type_id(&self, t: &SignalTypeName) -> Option<u16> {
+        self.types.read().expect("type map lock").get(t).copied()
+    }
+
+    /// Distinct households per buurt of a gemeente with a signal of this
+    /// type in this month, from the counts kept at write time.
+    pub fn buurt_counts(&self, t: &SignalTypeName, month: Month, g: GemeenteCode) -> Result<Vec<(BuurtCode, u64)>, StoreError> {
+        let Some(type_id) = self.type_id(t) else { return Ok(Vec::new()) };
+        let key = count_key(type_id, month, &BuurtCode::from_body(*b"00000000").expect("valid"));
+        let mut prefix = key[..7].to_vec();
+        prefix.extend_from_slice(g.body());
+        self.db
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let buurt = BuurtCode::from_body(k[7..15].try_into().map_err(|_| StoreError::Corrupt)?).map_err(|_| StoreError::Corrupt)?;
+                let n = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?);
+                Ok((buurt, n))
+            })
+            .collect()
+    }
+
+    /// First and last month with stored signals.
+    pub fn month_range(&self) -> Result<Option<(Month, Month)>, StoreError> {
+        let month = |kv: Option<Result<(sled::IVec, sled::IVec), sled::Error>>| -> Result<Option<Month>, StoreError> {
+            match kv.transpose()? {
+                None => Ok(None),
+                Some((k, _)) => {
+                    let i = u32::from_be_bytes(k[1..5].try_into().map_err(|_| StoreError::Corrupt)?);
+                    Month::from_index(i).map(Some).ok_or(StoreError::Corrupt)
+                }
+            }
+        };
+        let mut scan = self.db.scan_prefix([MONTH]);
+        let first = month(scan.next())?;
+        let last = month(scan.next_back())?;
+        Ok(first.map(|f| (f, last.unwrap_or(f))))
+    }
+
+    /// Number of distinct stored signals (a full scan of the `S` range).
+    pub fn signal_count(&self) -> usize {
+        self.db.scan_prefix([SIGNAL]).count()
+    }
+
+    /// A checksum over every key and value, to prove a rejected request
+    /// changed nothing.
+    pub fn checksum(&self) -> Result<u32, StoreError> {
+        Ok(self.db.checksum()?)
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,163 @@
+//! The single writer: one thread takes batches from a bounded queue, applies
+//! each as one atomic sled batch, flushes once for everything it took, and
+//! only then answers. Grouping concurrent batches into one flush is what keeps
+//! durable acknowledgements fast; one writer keeps sled's concurrency simple
+//! and makes read-then-write of the counts safe.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{IncomingBatch, Store, StoreError, batch_key, count_key, month_key, signal_key, TYPE};
+
+/// How many queued batches one flush may cover.
+const MAX_GROUP: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored and flushed to disk.
+    Stored,
+    /// The same batch id with the same content was stored before.
+    AlreadyStored,
+}
+
+struct Request {
+    batch: IncomingBatch,
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+/// The queue in front of the writer thread. Cloning shares the one writer.
+#[derive(Debug, Clone)]
+pub struct IngestQueue {
+    tx: mpsc::Sender<Request>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Request({})", self.batch.id)
+    }
+}
+
+impl IngestQueue {
+    /// Starts the writer thread; it ends when every queue handle is dropped,
+    /// which [`WriterThread::join`] waits for.
+    pub fn start(store: Store, depth: usize) -> (IngestQueue, WriterThread) {
+        let (tx, rx) = mpsc::channel(depth.max(1));
+        let thread = std::thread::Builder::new()
+            .name("wijkradar-writer".into())
+            .spawn(move || run(store, rx))
+            .expect("spawn the writer thread");
+        (IngestQueue { tx }, WriterThread(thread))
+    }
+
+    /// Stores a batch; returns once it is flushed to disk.
+    pub async fn submit(&self, batch: IncomingBatch) -> Result<Outcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Request { batch, reply }).await.map_err(|_| StoreError::Unavailable)?;
+        answer.await.map_err(|_| StoreError::Unavailable)?
+    }
+}
+
+/// The writer thread; join it after dropping every [`IngestQueue`] to know
+/// the store is closed.
+#[derive(Debug)]
+pub struct WriterThread(std::thread::JoinHandle<()>);
+
+impl WriterThread {
+    pub fn join(self) {
+        let _ = self.0.join();
+    }
+}
+
+fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
+    let mut poisoned = false;
+    while let Some(first) = rx.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        if poisoned {
+            group.into_iter().for_each(|r| drop(r.reply.send(Err(StoreError::Unavailable))));
+            continue;
+        }
+        let results: Vec<_> = group.iter().map(|r| apply(&store, &r.batch)).collect();
+        // Flush even when every batch was already stored: an earlier batch of
+        // this same group may have stored it, and is not on disk yet.
+        if let Err(e) = store.db.flush() {
+            tracing::error!(error = %e, "flush failed; refusing further writes until restart");
+            poisoned = true;
+            group.into_iter().for_each(|r| drop(r.reply.send(Err(StoreError::Unavailable))));
+            continue;
+        }
+        for (r, result) in group.into_iter().zip(results) {
+            let _ = r.reply.send(result);
+        }
+    }
+}
+
+fn apply(store: &Store, batch: &IncomingBatch) -> Result<Outcome, StoreError> {
+    let db = &store.db;
+    let bkey = batch_key(&batch.partner, &batch.id);
+    if let Some(digest) = db.get(&bkey)? {
+        return if digest.as_ref() == batch.digest {
+            Ok(Outcome::AlreadyStored)
+        } else {
+            Err(StoreError::BatchConflict(batch.id.to_string()))
+        };
+    }
+
+    let mut types = store.types.read().expect("type map lock").clone();
+    let mut new_types = Vec::new();
+    let mut writes = sled::Batch::default();
+    let mut seen = HashSet::with_capacity(batch.signals.len());
+    let mut deltas: HashMap<[u8; 15], u64> = HashMap::new();
+    let mut months = BTreeSet::new();
+
+    for s in &batch.signals {
+        let type_id = match types.get(&s.signal_type) {
+            Some(&id) => id,
+            None => {
+                let id = u16::try_from(types.len()).map_err(|_| StoreError::Corrupt)?;
+                types.insert(s.signal_type.clone(), id);
+                new_types.push((s.signal_type.clone(), id));
+                id
+            }
+        };
+        let key = signal_key(&s.pseudonym, type_id, s.month);
+        // Kept once per (pseudonym, type, month): a retry, a second partner
+        // or a repeat inside this batch counts once.
+        if !seen.insert(key) || db.contains_key(key)? {
+            continue;
+        }
+        let mut value = [0u8; 9];
+        value[..8].copy_from_slice(s.buurt.body());
+        value[8] = s.severity.map_or(0, |v| v.get());
+        writes.insert(&key[..], &value[..]);
+        *deltas.entry(count_key(type_id, s.month, &s.buurt)).or_default() += 1;
+        months.insert(s.month);
+    }
+    for (key, delta) in deltas {
+        let current = match db.get(key)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?),
+            None => 0,
+        };
+        writes.insert(&key[..], &(current + delta).to_be_bytes()[..]);
+    }
+    for m in months {
+        writes.insert(&month_key(m)[..], &[][..]);
+    }
+    for (name, id) in &new_types {
+        let mut key = vec![TYPE];
+        key.extend_from_slice(name.as_str().as_bytes());
+        writes.insert(key, &id.to_be_bytes()[..]);
+    }
+    writes.insert(bkey, &batch.digest[..]);
+    db.apply_batch(writes)?;
+    if !new_types.is_empty() {
+        store.types.write().expect("type map lock").extend(new_types);
+    }
+    Ok(Outcome::Stored)
+}
