@@ -30,7 +30,7 @@ use std::sync::{Arc, RwLock};
 
 use wijkradar_domain::{BatchId, BuurtCode, GemeenteCode, Month, ServerPseudonym, Severity, SignalTypeName};
 
-pub use writer::{IngestQueue, Outcome, WriterThread};
+pub use writer::{IngestQueue, Outcome, Pending, WriterThread};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -62,19 +62,9 @@ pub struct IncomingBatch {
     /// The partner's identity, from its certificate.
     pub partner: String,
     pub id: BatchId,
-    /// SHA-256 over the batch's content as the partner sent it; see [`content_digest`].
+    /// A digest (SHA-256) over the batch's content as the partner sent it.
     pub digest: [u8; 32],
     pub signals: Vec<StoredSignal>,
-}
-
-/// The digest that tells a resent batch from a different one under the same id.
-pub fn content_digest<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for part in parts {
-        ctx.update(&(part.len() as u32).to_be_bytes());
-        ctx.update(part);
-    }
-    ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 
 const SIGNAL: u8 = b'S';

@@ -50,11 +50,29 @@ impl IngestQueue {
         (IngestQueue { tx }, WriterThread(thread))
     }
 
-    /// Stores a batch; returns once it is flushed to disk.
-    pub async fn submit(&self, batch: IncomingBatch) -> Result<Outcome, StoreError> {
+    /// Places a batch in the writer's queue, in call order, and returns what
+    /// to wait on. A stream enqueues its next batch while earlier ones are
+    /// still being flushed, so one flush can cover several of them.
+    pub async fn enqueue(&self, batch: IncomingBatch) -> Result<Pending, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Request { batch, reply }).await.map_err(|_| StoreError::Unavailable)?;
-        answer.await.map_err(|_| StoreError::Unavailable)?
+        Ok(Pending(answer))
+    }
+
+    /// Stores a batch; returns once it is flushed to disk.
+    pub async fn submit(&self, batch: IncomingBatch) -> Result<Outcome, StoreError> {
+        self.enqueue(batch).await?.durable().await
+    }
+}
+
+/// A batch in the writer's queue.
+#[derive(Debug)]
+pub struct Pending(oneshot::Receiver<Result<Outcome, StoreError>>);
+
+impl Pending {
+    /// Waits until the batch is flushed to disk (or refused).
+    pub async fn durable(self) -> Result<Outcome, StoreError> {
+        self.0.await.map_err(|_| StoreError::Unavailable)?
     }
 }
 

@@ -1,0 +1,159 @@
+//! The aggregator's configuration: typed TOML with `deny_unknown_fields`,
+//! documented by `deploy/server.example.toml`, checked before anything starts
+//! with errors that name the field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use wijkradar_domain::{Catalogue, CatalogueError, SignalTypeDef};
+use wijkradar_release::Threshold;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {field}: {message}")]
+    Invalid { path: PathBuf, field: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Directory of the sled store.
+    pub data_dir: PathBuf,
+    pub tls: TlsConfig,
+    pub keys: KeysConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub release: ReleaseConfig,
+    /// The signal-type catalogue; the Dutch defaults when absent.
+    #[serde(default)]
+    pub signal_types: Option<Vec<SignalTypeDef>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA whose client certificates are accepted (PEM).
+    pub client_ca: PathBuf,
+    /// The server's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// The aggregator's re-keying key, kept apart from `data_dir`.
+    pub server_key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most signals one batch may hold.
+    pub max_batch_signals: usize,
+    /// Largest gRPC message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    /// Batches waiting for the writer before senders wait.
+    pub ingest_queue_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_batch_signals: 10_000, max_message_bytes: 4 * 1024 * 1024, ingest_queue_depth: 256 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseConfig {
+    /// Cells below k are released as suppressed; at least 5.
+    #[serde(default)]
+    pub k: Threshold,
+}
+
+impl ServerConfig {
+    /// Reads a config file; relative paths in it are taken from the file's folder.
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut config.data_dir, &mut config.tls.client_ca, &mut config.tls.cert, &mut config.tls.key, &mut config.keys.server_key] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        config.check().map_err(|(field, message)| ConfigError::Invalid { path: path.to_owned(), field, message })?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; the message names the field at fault.
+    pub fn parse(text: &str) -> Result<ServerConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.limits.max_batch_signals == 0 {
+            return Err(("limits.max_batch_signals", "must be at least 1".into()));
+        }
+        if self.limits.max_message_bytes < 1024 {
+            return Err(("limits.max_message_bytes", "must be at least 1024".into()));
+        }
+        self.catalogue().map_err(|e| ("signal_types", e.to_string()))?;
+        Ok(())
+    }
+
+    pub fn catalogue(&self) -> Result<Catalogue, CatalogueError> {
+        match &self.signal_types {
+            Some(types) => Catalogue::new(types.clone()),
+            None => Ok(Catalogue::dutch_defaults()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/server.example.toml");
+        let config = ServerConfig::load(&path).unwrap();
+        assert_eq!(config.release.k.k(), 10);
+        assert_eq!(config.catalogue().unwrap().types().len(), 10);
+        assert!(config.tls.cert.is_absolute() || config.tls.cert.starts_with(path.parent().unwrap()));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let base = r#"
+            listen = "127.0.0.1:0"
+            data_dir = "d"
+            [tls]
+            client_ca = "a"
+            cert = "b"
+            key = "c"
+            [keys]
+            server_key = "s"
+        "#;
+        assert!(ServerConfig::parse(base).is_ok());
+        let err = ServerConfig::parse(&format!("{base}\n[release]\nk = 4\n")).unwrap_err();
+        assert!(err.contains("k") && err.contains("below the minimum of 5"), "{err}");
+        let err = ServerConfig::parse(&format!("{base}\n[limits]\nmax_batch = 5\n")).unwrap_err();
+        assert!(err.contains("unknown field `max_batch`"), "{err}");
+        let err = ServerConfig::parse(&base.replace("listen = \"127.0.0.1:0\"", "listen = \"nowhere\"")).unwrap_err();
+        assert!(err.contains("listen"), "{err}");
+        let mut c = ServerConfig::parse(base).unwrap();
+        c.limits.max_batch_signals = 0;
+        assert_eq!(c.check().unwrap_err().0, "limits.max_batch_signals");
+    }
+}

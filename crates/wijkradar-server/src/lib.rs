@@ -1,0 +1,155 @@
+//! The aggregator: gRPC services for partners (ingest) and the municipality
+//! (query) over mutual TLS, plus gRPC health and reflection (v1 and v1alpha).
+//!
+//! Requests are converted into domain values at the boundary
+//! ([`convert`]); errors become a gRPC status in one place ([`error`]).
+//! Partner pseudonyms are re-keyed under the server key here, before they
+//! reach the store.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod auth;
+pub mod config;
+pub mod convert;
+pub mod error;
+mod ingest;
+mod query;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use wijkradar_domain::{Catalogue, Hierarchy};
+use wijkradar_proto::v1::{ingest_service_server::IngestServiceServer, query_service_server::QueryServiceServer};
+use wijkradar_pseudonym::{KeyError, ServerKey};
+use wijkradar_release::Threshold;
+use wijkradar_store::{IngestQueue, Store, StoreError, WriterThread};
+
+pub use config::{ConfigError, Limits, ServerConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {source}")]
+    Read { path: std::path::PathBuf, source: std::io::Error },
+    #[error("signal_types: {0}")]
+    Catalogue(#[from] wijkradar_domain::CatalogueError),
+    #[error("listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Everything the services share.
+#[derive(Debug)]
+pub(crate) struct State {
+    hierarchy: Hierarchy,
+    catalogue: Catalogue,
+    store: Store,
+    queue: IngestQueue,
+    server_key: ServerKey,
+    k: Threshold,
+    limits: Limits,
+}
+
+/// A server that is accepting connections.
+#[derive(Debug)]
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    writer: WriterThread,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets open calls finish, and closes the store.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let RunningServer { stop, task, writer, .. } = self;
+        let _ = stop.send(());
+        finish(task, writer).await
+    }
+}
+
+async fn finish(task: JoinHandle<Result<(), tonic::transport::Error>>, writer: WriterThread) -> Result<(), ServerError> {
+    let served = task.await.unwrap_or(Ok(()));
+    // The services, and with them every queue handle, are dropped once
+    // serving ends; the writer then drains and the store closes.
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    Ok(served?)
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, ServerError> {
+    std::fs::read(path).map_err(|source| ServerError::Read { path: path.to_owned(), source })
+}
+
+/// Opens the store, binds the listener and starts serving.
+pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> {
+    let server_key = ServerKey::load(&config.keys.server_key)?;
+    let store = Store::open(&config.data_dir, server_key.id().as_str())?;
+    let (queue, writer) = IngestQueue::start(store.clone(), config.limits.ingest_queue_depth);
+    let hierarchy = Hierarchy::netherlands_2023();
+    let state = Arc::new(State {
+        hierarchy,
+        catalogue: config.catalogue()?,
+        store,
+        queue,
+        server_key,
+        k: config.release.k,
+        limits: config.limits.clone(),
+    });
+
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&config.tls.cert)?, read(&config.tls.key)?))
+        .client_ca_root(Certificate::from_pem(read(&config.tls.client_ca)?));
+
+    let limit = config.limits.max_message_bytes;
+    let ingest = IngestServiceServer::new(ingest::Ingest { state: state.clone() })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let query = QueryServiceServer::new(query::Query { state: state.clone() })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<IngestServiceServer<ingest::Ingest>>().await;
+    health_reporter.set_serving::<QueryServiceServer<query::Query>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(wijkradar_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(wijkradar_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = Server::builder()
+        .tls_config(tls)?
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ingest)
+        .add_service(query);
+    let task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, k = config.release.k.k(), "aggregator listening (mutual TLS)");
+    Ok(RunningServer { addr, stop, task, writer })
+}

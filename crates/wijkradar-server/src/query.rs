@@ -1,0 +1,116 @@
+//! The query service: the catalogue and protected tables, nothing else.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use wijkradar_domain::AreaCode;
+use wijkradar_pki::Role;
+use wijkradar_proto::v1::{self as pb, query_service_server::QueryService};
+use wijkradar_release::{Released, roll_up};
+
+use crate::auth::authorize;
+use crate::convert::{gemeente_from_proto, level_to_proto, table_query_from_proto};
+use crate::error::ApiError;
+use crate::State;
+
+#[derive(Debug)]
+pub struct Query {
+    pub(crate) state: Arc<State>,
+}
+
+fn signal_unit(u: wijkradar_domain::SignalUnit) -> pb::SignalUnit {
+    match u {
+        wijkradar_domain::SignalUnit::Household => pb::SignalUnit::Household,
+        wijkradar_domain::SignalUnit::Person => pb::SignalUnit::Person,
+    }
+}
+
+fn signal_kind(k: wijkradar_domain::SignalKind) -> pb::SignalKind {
+    match k {
+        wijkradar_domain::SignalKind::Risk => pb::SignalKind::Risk,
+        wijkradar_domain::SignalKind::Protective => pb::SignalKind::Protective,
+    }
+}
+
+impl Query {
+    fn table(&self, req: pb::GetTableRequest) -> Result<pb::GetTableResponse, ApiError> {
+        let state = &self.state;
+        let q = table_query_from_proto(req, &state.hierarchy, &state.catalogue)?;
+        let areas = state.hierarchy.areas_of(q.gemeente, q.level);
+        let mut cells = Vec::with_capacity(areas.len() * q.signal_types.len());
+        for signal_type in &q.signal_types {
+            for month in q.from.through(q.to) {
+                let buurt_counts = state.store.buurt_counts(signal_type, month, q.gemeente)?;
+                for (area, count) in roll_up(q.level, &areas, &buurt_counts) {
+                    let (status, value) = match state.k.release(count) {
+                        Released::Value(v) => (pb::CellStatus::Released, Some(v)),
+                        Released::Suppressed => (pb::CellStatus::Suppressed, None),
+                    };
+                    cells.push(pb::Cell {
+                        area_code: area.to_string(),
+                        signal_type: signal_type.to_string(),
+                        month: month.to_string(),
+                        status: status.into(),
+                        value,
+                    });
+                }
+            }
+        }
+        Ok(pb::GetTableResponse { cells, k: state.k.k() })
+    }
+
+    fn catalogue(&self, req: pb::GetCatalogueRequest) -> Result<pb::GetCatalogueResponse, ApiError> {
+        let state = &self.state;
+        let g = gemeente_from_proto(&req.gemeente_code, &state.hierarchy)?;
+        let areas = state
+            .hierarchy
+            .all_of(g)
+            .into_iter()
+            .map(|a| pb::Area {
+                code: a.code.to_string(),
+                name: a.name,
+                level: level_to_proto(a.code.level()).into(),
+                parent_code: a.code.parent().map(|p: AreaCode| p.to_string()).unwrap_or_default(),
+            })
+            .collect();
+        let signal_types = state
+            .catalogue
+            .types()
+            .iter()
+            .map(|t| pb::SignalType {
+                name: t.name.to_string(),
+                description: t.description.clone(),
+                unit: signal_unit(t.unit).into(),
+                kind: signal_kind(t.kind).into(),
+            })
+            .collect();
+        let range = state.store.month_range()?;
+        Ok(pb::GetCatalogueResponse {
+            areas,
+            signal_types,
+            first_month: range.map(|r| r.0.to_string()).unwrap_or_default(),
+            last_month: range.map(|r| r.1.to_string()).unwrap_or_default(),
+            k: state.k.k(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl QueryService for Query {
+    async fn get_catalogue(&self, request: Request<pb::GetCatalogueRequest>) -> Result<Response<pb::GetCatalogueResponse>, Status> {
+        let analyst = authorize(&request, Role::Analyst)?;
+        let answer = self.catalogue(request.into_inner())?;
+        tracing::info!(analyst = %analyst, "catalogue answered");
+        Ok(Response::new(answer))
+    }
+
+    async fn get_table(&self, request: Request<pb::GetTableRequest>) -> Result<Response<pb::GetTableResponse>, Status> {
+        let analyst = authorize(&request, Role::Analyst)?;
+        let this = Query { state: self.state.clone() };
+        let answer = tokio::task::spawn_blocking(move || this.table(request.into_inner()))
+            .await
+            .map_err(|_| Status::from(ApiError::Internal))??;
+        tracing::info!(analyst = %analyst, "table answered");
+        Ok(Response::new(answer))
+    }
+}
