@@ -16,13 +16,14 @@ pub enum ClientError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("connect to {url}: {source}")]
     Connect { url: String, source: tonic::transport::Error },
-    #[error("the aggregator refused: {}", describe(.0))]
+    #[error("the aggregator refused: {}", describe_status(.0))]
     Refused(tonic::Status),
     #[error("the aggregator ended the stream before acknowledging every batch")]
     Incomplete,
 }
 
-fn describe(status: &tonic::Status) -> String {
+/// A status as a person reads it: code, message and every field violation.
+pub fn describe_status(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;
     let mut s = format!("{:?}: {}", status.code(), status.message());
     for v in status.get_details_bad_request().map(|b| b.field_violations).unwrap_or_default() {

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod config;
 pub mod convert;
+pub mod dev;
 pub mod error;
 mod ingest;
 mod query;

@@ -202,3 +202,26 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+/// The baseline for the ingest benchmark: the raw speed of writing the same
+/// signal records into a fresh sled database in batches of `batch_size`, one
+/// `apply_batch` and one flush per batch, with none of the ingest work (no
+/// de-duplication lookups, no counts, no batch ids, no network).
+pub fn raw_write_baseline(path: &Path, signals: &[StoredSignal], batch_size: usize) -> Result<std::time::Duration, StoreError> {
+    let db = sled::Config::new().path(path).open()?;
+    let mut type_ids: HashMap<&SignalTypeName, u16> = HashMap::new();
+    let started = std::time::Instant::now();
+    for chunk in signals.chunks(batch_size.max(1)) {
+        let mut batch = sled::Batch::default();
+        for s in chunk {
+            let next = type_ids.len() as u16;
+            let type_id = *type_ids.entry(&s.signal_type).or_insert(next);
+            let mut value = [0u8; 9];
+            value[..8].copy_from_slice(s.buurt.body());
+            batch.insert(&signal_key(&s.pseudonym, type_id, s.month)[..], &value[..]);
+        }
+        db.apply_batch(batch)?;
+        db.flush()?;
+    }
+    Ok(started.elapsed())
+}

@@ -1,0 +1,129 @@
+//! `wijkradar query`: the analyst's view of the released figures.
+
+use std::collections::HashMap;
+
+use clap::{Args, Subcommand, ValueEnum};
+use wijkradar_proto::v1::{self as pb, query_service_client::QueryServiceClient};
+
+use crate::connection::Connection;
+use crate::render;
+
+#[derive(Debug, Subcommand)]
+pub enum QueryCommand {
+    /// Areas, signal types and months available for a gemeente.
+    Catalogue {
+        #[arg(long, default_value = "GM0034")]
+        gemeente: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// A protected table: areas × signal types × months.
+    Table(TableArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Level {
+    Buurt,
+    Wijk,
+    Gemeente,
+}
+
+#[derive(Debug, Args)]
+pub struct TableArgs {
+    #[arg(long, default_value = "GM0034")]
+    pub gemeente: String,
+    #[arg(long, value_enum, default_value = "wijk")]
+    pub level: Level,
+    /// Signal type(s); all types when left out.
+    #[arg(long = "type")]
+    pub types: Vec<String>,
+    /// First month, YYYY-MM; default: six months before the last month with data.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last month, YYYY-MM; default: the last month with data.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Print CSV (for Excel) instead of a table.
+    #[arg(long)]
+    pub csv: bool,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+pub fn level_to_proto(level: Level) -> pb::AreaLevel {
+    match level {
+        Level::Buurt => pb::AreaLevel::Buurt,
+        Level::Wijk => pb::AreaLevel::Wijk,
+        Level::Gemeente => pb::AreaLevel::Gemeente,
+    }
+}
+
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("the aggregator refused: {}", wijkradar_agent::client::describe_status(&status))
+}
+
+/// The catalogue and a table, answered over one connection.
+pub async fn fetch_table(
+    client: &mut QueryServiceClient<tonic::transport::Channel>,
+    gemeente: &str,
+    level: pb::AreaLevel,
+    types: Vec<String>,
+    from: Option<String>,
+    to: Option<String>,
+) -> anyhow::Result<(pb::GetCatalogueResponse, pb::GetTableResponse)> {
+    let catalogue = client
+        .get_catalogue(pb::GetCatalogueRequest { gemeente_code: gemeente.to_owned() })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if catalogue.last_month.is_empty() && (from.is_none() || to.is_none()) {
+        anyhow::bail!("er zijn nog geen signalen opgeslagen; geef --from en --to op");
+    }
+    let to = to.unwrap_or_else(|| catalogue.last_month.clone());
+    let from = match from {
+        Some(f) => f,
+        None => {
+            let last: wijkradar_domain::Month = to.parse().map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+            last.add(-5).to_string()
+        }
+    };
+    let req = pb::GetTableRequest { gemeente_code: gemeente.to_owned(), level: level.into(), signal_types: types, from_month: from, to_month: to };
+    let table = client.get_table(req).await.map_err(status_error)?.into_inner();
+    Ok((catalogue, table))
+}
+
+pub fn names(catalogue: &pb::GetCatalogueResponse) -> (render::Names, HashMap<String, String>) {
+    let names = catalogue.areas.iter().map(|a| (a.code.clone(), a.name.clone())).collect();
+    let descriptions = catalogue.signal_types.iter().map(|t| (t.name.clone(), t.description.clone())).collect();
+    (names, descriptions)
+}
+
+pub async fn run(cmd: QueryCommand) -> anyhow::Result<()> {
+    match cmd {
+        QueryCommand::Catalogue { gemeente, connection } => {
+            let mut client = QueryServiceClient::new(connection.connect().await?);
+            let c = client.get_catalogue(pb::GetCatalogueRequest { gemeente_code: gemeente }).await.map_err(status_error)?.into_inner();
+            let count = |l: pb::AreaLevel| c.areas.iter().filter(|a| a.level == l as i32).count();
+            println!("Gebieden: {} wijken, {} buurten", count(pb::AreaLevel::Wijk), count(pb::AreaLevel::Buurt));
+            println!("Maanden met gegevens: {} t/m {}", c.first_month, c.last_month);
+            println!("Drempel k = {} (cellen met minder huishoudens worden niet getoond)", c.k);
+            println!("Signaaltypen:");
+            for t in &c.signal_types {
+                println!("  {:<28} {}", t.name, t.description);
+            }
+        }
+        QueryCommand::Table(args) => {
+            let mut client = QueryServiceClient::new(args.connection.connect().await?);
+            let (catalogue, table) =
+                fetch_table(&mut client, &args.gemeente, level_to_proto(args.level), args.types, args.from, args.to).await?;
+            let (names, descriptions) = names(&catalogue);
+            if args.csv {
+                print!("{}", render::csv(&table, &names)?);
+            } else {
+                print!("{}", render::table(&table, &names, &descriptions));
+                println!("Bron gebiedsindeling: CBS");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! A complete development setup in one directory: CA, server and client
+//! certificates, the server key, a partner domain key and a server config
+//! listening on `127.0.0.1:0`. Used by the demo, the benchmarks and the
+//! tests, so all three run the same real parts.
+
+use std::path::{Path, PathBuf};
+
+use wijkradar_pki::{CertFiles, PkiError, Role};
+use wijkradar_pseudonym::{KeyError, PartnerKey, ServerKey};
+
+use crate::config::{KeysConfig, Limits, ReleaseConfig, ServerConfig, TlsConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// What [`DevSetup::create`] made.
+#[derive(Debug, Clone)]
+pub struct DevSetup {
+    pub dir: PathBuf,
+    pub pki_dir: PathBuf,
+    pub config: ServerConfig,
+    /// The partners' shared domain key (stays with the partners).
+    pub partner_key: PathBuf,
+}
+
+impl DevSetup {
+    /// Creates everything in `dir`; `clients` are (certificate name,
+    /// organisation, role).
+    pub fn create(dir: &Path, clients: &[(&str, &str, Role)]) -> Result<DevSetup, DevError> {
+        let pki_dir = dir.join("pki");
+        let keys = dir.join("keys");
+        for d in [&pki_dir, &keys] {
+            std::fs::create_dir_all(d).map_err(|source| DevError::Io { path: d.clone(), source })?;
+        }
+        wijkradar_pki::init(&pki_dir, &[])?;
+        for (name, organisation, role) in clients {
+            wijkradar_pki::issue(&pki_dir, name, organisation, *role)?;
+        }
+        let server_key = keys.join("server.key");
+        ServerKey::generate(&server_key)?;
+        let partner_key = keys.join("partner-domein.key");
+        PartnerKey::generate(&partner_key)?;
+        let server = CertFiles::in_dir(&pki_dir, "server");
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            data_dir: dir.join("data"),
+            tls: TlsConfig { client_ca: pki_dir.join("ca.pem"), cert: server.cert, key: server.key },
+            keys: KeysConfig { server_key },
+            limits: Limits::default(),
+            release: ReleaseConfig::default(),
+            signal_types: None,
+        };
+        Ok(DevSetup { dir: dir.to_owned(), pki_dir, config, partner_key })
+    }
+
+    pub fn client(&self, name: &str) -> CertFiles {
+        CertFiles::in_dir(&self.pki_dir, name)
+    }
+
+    /// Writes the config as TOML (absolute paths), for `wijkradar serve`.
+    pub fn write_config(&self, listen: &str) -> Result<PathBuf, DevError> {
+        let c = &self.config;
+        let text = format!(
+            "listen = \"{listen}\"\ndata_dir = \"{}\"\n\n[tls]\nclient_ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n[keys]\nserver_key = \"{}\"\n\n[release]\nk = {}\n",
+            c.data_dir.display(),
+            c.tls.client_ca.display(),
+            c.tls.cert.display(),
+            c.tls.key.display(),
+            c.keys.server_key.display(),
+            c.release.k.k(),
+        );
+        let path = self.dir.join("server.toml");
+        std::fs::write(&path, text).map_err(|source| DevError::Io { path: path.clone(), source })?;
+        Ok(path)
+    }
+}
