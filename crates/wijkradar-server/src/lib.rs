@@ -66,15 +66,22 @@ pub(crate) struct State {
 #[derive(Debug)]
 pub struct RunningServer {
     pub addr: SocketAddr,
+    store: Store,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     writer: WriterThread,
 }
 
 impl RunningServer {
+    /// The open store, for in-process checks (tests, benchmarks).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Stops accepting, lets open calls finish, and closes the store.
     pub async fn shutdown(self) -> Result<(), ServerError> {
-        let RunningServer { stop, task, writer, .. } = self;
+        let RunningServer { stop, task, writer, store, .. } = self;
+        drop(store);
         let _ = stop.send(());
         finish(task, writer).await
     }
@@ -152,5 +159,5 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
             .await
     });
     tracing::info!(%addr, k = config.release.k.k(), "aggregator listening (mutual TLS)");
-    Ok(RunningServer { addr, stop, task, writer })
+    Ok(RunningServer { addr, store: state.store.clone(), stop, task, writer })
 }

@@ -1,0 +1,78 @@
+//! Test support: a real aggregator on `127.0.0.1:0` with a development PKI,
+//! keys and a sled store in a temporary directory, and clients that connect
+//! to it over mutual TLS with a chosen certificate.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+use tonic::transport::Channel;
+use wijkradar_agent::ClientTls;
+use wijkradar_pki::Role;
+use wijkradar_proto::v1::{ingest_service_client::IngestServiceClient, query_service_client::QueryServiceClient};
+use wijkradar_server::{RunningServer, ServerConfig, dev::DevSetup};
+
+pub const PARTNER_A: &str = "partner-a";
+pub const PARTNER_B: &str = "partner-b";
+pub const ANALYST: &str = "analyst";
+
+#[derive(Debug)]
+pub struct TestServer {
+    pub setup: DevSetup,
+    server: Option<RunningServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `adjust` changed its configuration.
+    pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut setup = DevSetup::create(
+            dir.path(),
+            &[(PARTNER_A, "Corporatie A", Role::Partner), (PARTNER_B, "Energie B", Role::Partner), (ANALYST, "Gemeente", Role::Analyst)],
+        )
+        .expect("development setup");
+        adjust(&mut setup.config);
+        let server = wijkradar_server::start(&setup.config).await.expect("server starts");
+        TestServer { setup, server: Some(server), _dir: dir }
+    }
+
+    fn running(&self) -> &RunningServer {
+        self.server.as_ref().expect("server running")
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.running().addr)
+    }
+
+    /// Stops the server, closing the store, and starts it again on the same data.
+    pub async fn restart(&mut self) {
+        self.server.take().expect("server running").shutdown().await.expect("clean shutdown");
+        self.server = Some(wijkradar_server::start(&self.setup.config).await.expect("server restarts"));
+    }
+
+    /// A checksum over every key and value in the store.
+    pub fn store_checksum(&self) -> u32 {
+        self.running().store().checksum().expect("checksum")
+    }
+
+    pub fn tls(&self, name: &str) -> ClientTls {
+        let files = self.setup.client(name);
+        ClientTls { ca: self.setup.pki_dir.join("ca.pem"), cert: files.cert, key: files.key, domain: "localhost".into() }
+    }
+
+    pub async fn channel(&self, name: &str) -> Channel {
+        wijkradar_agent::connect(&self.url(), &self.tls(name)).await.expect("mutual TLS connection")
+    }
+
+    pub async fn ingest(&self, name: &str) -> IngestServiceClient<Channel> {
+        IngestServiceClient::new(self.channel(name).await)
+    }
+
+    pub async fn query(&self, name: &str) -> QueryServiceClient<Channel> {
+        QueryServiceClient::new(self.channel(name).await)
+    }
+}
