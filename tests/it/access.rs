@@ -13,30 +13,76 @@ use crate::table_request;
 async fn a_partner_cannot_query_and_an_analyst_cannot_submit() {
     let server = TestServer::start().await;
     let mut as_partner = server.query(PARTNER_A).await;
-    let status = as_partner.get_table(table_request(pb::AreaLevel::Wijk, &[], "2024-01", "2024-02")).await.unwrap_err();
-    assert_eq!(status.code(), Code::PermissionDenied, "{}", status.message());
-    let status = as_partner.get_catalogue(pb::GetCatalogueRequest { gemeente_code: "GM0034".into() }).await.unwrap_err();
+    let status = as_partner
+        .get_table(table_request(
+            pb::AreaLevel::Wijk,
+            &[],
+            "2024-01",
+            "2024-02",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "{}",
+        status.message()
+    );
+    let status = as_partner
+        .get_catalogue(pb::GetCatalogueRequest {
+            gemeente_code: "GM0034".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
 
     let mut as_analyst = server.ingest(ANALYST).await;
     let batch = pb::Batch {
         batch_id: "x".into(),
-        signals: vec![pb::Signal { pseudonym: vec![1; 32], buurt_code: "BU00340101".into(), signal_type: "huurachterstand".into(), month: "2024-01".into(), severity: None }],
+        signals: vec![pb::Signal {
+            pseudonym: vec![1; 32],
+            buurt_code: "BU00340101".into(),
+            signal_type: "huurachterstand".into(),
+            month: "2024-01".into(),
+            severity: None,
+        }],
     };
     let checksum = server.store_checksum();
-    let status = match as_analyst.submit(tokio_stream::iter(vec![pb::SubmitRequest { batch: Some(batch) }])).await {
+    let status = match as_analyst
+        .submit(tokio_stream::iter(vec![pb::SubmitRequest {
+            batch: Some(batch),
+        }]))
+        .await
+    {
         Err(status) => status,
-        Ok(mut stream) => stream.get_mut().message().await.expect_err("an analyst's batch must be refused"),
+        Ok(mut stream) => stream
+            .get_mut()
+            .message()
+            .await
+            .expect_err("an analyst's batch must be refused"),
     };
-    assert_eq!(status.code(), Code::PermissionDenied, "{}", status.message());
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "{}",
+        status.message()
+    );
     assert_eq!(server.store_checksum(), checksum);
 }
 
 /// Connects and calls GetCatalogue with `tls`; the error, if any.
 async fn call_with(server: &TestServer, tls: ClientTlsConfig) -> Result<(), String> {
-    let channel = Endpoint::from_shared(server.url()).unwrap().tls_config(tls).unwrap().connect().await.map_err(|e| e.to_string())?;
+    let channel = Endpoint::from_shared(server.url())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
     QueryServiceClient::new(channel)
-        .get_catalogue(pb::GetCatalogueRequest { gemeente_code: "GM0034".into() })
+        .get_catalogue(pb::GetCatalogueRequest {
+            gemeente_code: "GM0034".into(),
+        })
         .await
         .map(|_| ())
         .map_err(|s| s.to_string())
@@ -47,24 +93,58 @@ fn ca(server: &TestServer) -> Certificate {
 }
 
 fn identity(files: &wijkradar_pki::CertFiles) -> Identity {
-    Identity::from_pem(std::fs::read(&files.cert).unwrap(), std::fs::read(&files.key).unwrap())
+    Identity::from_pem(
+        std::fs::read(&files.cert).unwrap(),
+        std::fs::read(&files.key).unwrap(),
+    )
 }
 
 #[tokio::test]
 async fn clients_without_a_valid_certificate_from_the_ca_are_refused() {
     let server = TestServer::start().await;
-    let base = || ClientTlsConfig::new().ca_certificate(ca(&server)).domain_name("localhost");
+    let base = || {
+        ClientTlsConfig::new()
+            .ca_certificate(ca(&server))
+            .domain_name("localhost")
+    };
 
     // The analyst's own certificate works: the refusals below are the certificate's doing.
-    assert_eq!(call_with(&server, base().identity(identity(&server.setup.client(ANALYST)))).await, Ok(()));
+    assert_eq!(
+        call_with(
+            &server,
+            base().identity(identity(&server.setup.client(ANALYST)))
+        )
+        .await,
+        Ok(())
+    );
 
-    assert!(call_with(&server, base()).await.is_err(), "no client certificate");
+    assert!(
+        call_with(&server, base()).await.is_err(),
+        "no client certificate"
+    );
 
     let other = tempfile::tempdir().unwrap();
     wijkradar_pki::init(other.path(), &[]).unwrap();
     let foreign = wijkradar_pki::issue(other.path(), "analyst", "Elders", Role::Analyst).unwrap();
-    assert!(call_with(&server, base().identity(identity(&foreign))).await.is_err(), "a certificate from another CA");
+    assert!(
+        call_with(&server, base().identity(identity(&foreign)))
+            .await
+            .is_err(),
+        "a certificate from another CA"
+    );
 
-    let expired = wijkradar_pki::issue_valid_for(&server.setup.pki_dir, "expired", "Gemeente", Role::Analyst, -1).unwrap();
-    assert!(call_with(&server, base().identity(identity(&expired))).await.is_err(), "an expired certificate");
+    let expired = wijkradar_pki::issue_valid_for(
+        &server.setup.pki_dir,
+        "expired",
+        "Gemeente",
+        Role::Analyst,
+        -1,
+    )
+    .unwrap();
+    assert!(
+        call_with(&server, base().identity(identity(&expired)))
+            .await
+            .is_err(),
+        "an expired certificate"
+    );
 }

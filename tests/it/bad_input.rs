@@ -21,7 +21,10 @@ fn good(i: u8) -> pb::Signal {
 }
 
 fn batch(id: &str, signals: Vec<pb::Signal>) -> pb::Batch {
-    pb::Batch { batch_id: id.into(), signals }
+    pb::Batch {
+        batch_id: id.into(),
+        signals,
+    }
 }
 
 /// Three signals with the middle one changed by `f`.
@@ -33,7 +36,10 @@ fn with_bad(f: impl FnOnce(&mut pb::Signal)) -> pb::Batch {
 
 /// Sends requests on one stream; returns the acknowledgements and the
 /// status that ended the stream, if any.
-async fn send(server: &TestServer, requests: Vec<pb::SubmitRequest>) -> (Vec<pb::SubmitResponse>, Option<tonic::Status>) {
+async fn send(
+    server: &TestServer,
+    requests: Vec<pb::SubmitRequest>,
+) -> (Vec<pb::SubmitResponse>, Option<tonic::Status>) {
     let mut client = server.ingest(PARTNER_A).await;
     let mut acks = Vec::new();
     let mut stream = match client.submit(tokio_stream::iter(requests)).await {
@@ -50,7 +56,10 @@ async fn send(server: &TestServer, requests: Vec<pb::SubmitRequest>) -> (Vec<pb:
 }
 
 fn fields(status: &tonic::Status) -> Vec<String> {
-    status.get_details_bad_request().map(|b| b.field_violations.into_iter().map(|v| v.field).collect()).unwrap_or_default()
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -60,28 +69,102 @@ async fn each_bad_input_gets_its_status_and_field_and_stores_nothing() {
         c.limits.max_message_bytes = MAX_BYTES;
     })
     .await;
-    let (acks, end) = send(&server, vec![pb::SubmitRequest { batch: Some(batch("first", vec![good(9)])) }]).await;
+    let (acks, end) = send(
+        &server,
+        vec![pb::SubmitRequest {
+            batch: Some(batch("first", vec![good(9)])),
+        }],
+    )
+    .await;
     assert_eq!((acks.len(), end.map(|s| s.code())), (1, None));
     let checksum = server.store_checksum();
 
     let field = |name: &str| format!("batch.signals[1].{name}");
     let cases: Vec<(&str, Option<pb::Batch>, Code, String)> = vec![
-        ("malformed buurt code", Some(with_bad(|s| s.buurt_code = "BU0034010".into())), Code::InvalidArgument, field("buurt_code")),
-        ("wijk code as buurt", Some(with_bad(|s| s.buurt_code = "WK003401".into())), Code::InvalidArgument, field("buurt_code")),
-        ("unknown buurt code", Some(with_bad(|s| s.buurt_code = "BU00349998".into())), Code::InvalidArgument, field("buurt_code")),
-        ("unknown signal type", Some(with_bad(|s| s.signal_type = "onbekend".into())), Code::InvalidArgument, field("signal_type")),
-        ("malformed month", Some(with_bad(|s| s.month = "2024-13".into())), Code::InvalidArgument, field("month")),
-        ("month in the future", Some(with_bad(|s| s.month = "2099-01".into())), Code::InvalidArgument, field("month")),
-        ("short pseudonym", Some(with_bad(|s| s.pseudonym = vec![1; 31])), Code::InvalidArgument, field("pseudonym")),
-        ("long pseudonym", Some(with_bad(|s| s.pseudonym = vec![1; 33])), Code::InvalidArgument, field("pseudonym")),
-        ("severity out of range", Some(with_bad(|s| s.severity = Some(7))), Code::InvalidArgument, field("severity")),
-        ("empty batch", Some(batch("empty", vec![])), Code::InvalidArgument, "batch.signals".into()),
-        ("empty batch id", Some(batch("", vec![good(1)])), Code::InvalidArgument, "batch.batch_id".into()),
+        (
+            "malformed buurt code",
+            Some(with_bad(|s| s.buurt_code = "BU0034010".into())),
+            Code::InvalidArgument,
+            field("buurt_code"),
+        ),
+        (
+            "wijk code as buurt",
+            Some(with_bad(|s| s.buurt_code = "WK003401".into())),
+            Code::InvalidArgument,
+            field("buurt_code"),
+        ),
+        (
+            "unknown buurt code",
+            Some(with_bad(|s| s.buurt_code = "BU00349998".into())),
+            Code::InvalidArgument,
+            field("buurt_code"),
+        ),
+        (
+            "unknown signal type",
+            Some(with_bad(|s| s.signal_type = "onbekend".into())),
+            Code::InvalidArgument,
+            field("signal_type"),
+        ),
+        (
+            "malformed month",
+            Some(with_bad(|s| s.month = "2024-13".into())),
+            Code::InvalidArgument,
+            field("month"),
+        ),
+        (
+            "month in the future",
+            Some(with_bad(|s| s.month = "2099-01".into())),
+            Code::InvalidArgument,
+            field("month"),
+        ),
+        (
+            "short pseudonym",
+            Some(with_bad(|s| s.pseudonym = vec![1; 31])),
+            Code::InvalidArgument,
+            field("pseudonym"),
+        ),
+        (
+            "long pseudonym",
+            Some(with_bad(|s| s.pseudonym = vec![1; 33])),
+            Code::InvalidArgument,
+            field("pseudonym"),
+        ),
+        (
+            "severity out of range",
+            Some(with_bad(|s| s.severity = Some(7))),
+            Code::InvalidArgument,
+            field("severity"),
+        ),
+        (
+            "empty batch",
+            Some(batch("empty", vec![])),
+            Code::InvalidArgument,
+            "batch.signals".into(),
+        ),
+        (
+            "empty batch id",
+            Some(batch("", vec![good(1)])),
+            Code::InvalidArgument,
+            "batch.batch_id".into(),
+        ),
         ("no batch", None, Code::InvalidArgument, "batch".into()),
-        ("batch over the size limit", Some(batch("big", (0..=MAX_SIGNALS as u8).map(good).collect())), Code::ResourceExhausted, "batch.signals".into()),
+        (
+            "batch over the size limit",
+            Some(batch("big", (0..=MAX_SIGNALS as u8).map(good).collect())),
+            Code::ResourceExhausted,
+            "batch.signals".into(),
+        ),
         (
             "oversized message",
-            Some(batch("huge", (0..40).map(|i| pb::Signal { pseudonym: vec![i; 2048], ..good(i) }).collect())),
+            Some(batch(
+                "huge",
+                (0..40)
+                    .map(|i| pb::Signal {
+                        pseudonym: vec![i; 2048],
+                        ..good(i)
+                    })
+                    .collect(),
+            )),
             Code::ResourceExhausted,
             "batch".into(),
         ),
@@ -91,8 +174,17 @@ async fn each_bad_input_gets_its_status_and_field_and_stores_nothing() {
         let status = end.unwrap_or_else(|| panic!("{name}: accepted"));
         assert!(acks.is_empty(), "{name}");
         assert_eq!(status.code(), code, "{name}: {}", status.message());
-        assert_eq!(fields(&status).first(), Some(&want_field), "{name}: {}", status.message());
-        assert!(status.message().contains(&want_field), "{name}: the message names the field: {}", status.message());
+        assert_eq!(
+            fields(&status).first(),
+            Some(&want_field),
+            "{name}: {}",
+            status.message()
+        );
+        assert!(
+            status.message().contains(&want_field),
+            "{name}: the message names the field: {}",
+            status.message()
+        );
         assert_eq!(server.store_checksum(), checksum, "{name}: nothing stored");
     }
 
@@ -100,27 +192,54 @@ async fn each_bad_input_gets_its_status_and_field_and_stores_nothing() {
     let mut b = with_bad(|s| s.month = "2099-01".into());
     b.signals[2].signal_type = "onbekend".into();
     let (_, end) = send(&server, vec![pb::SubmitRequest { batch: Some(b) }]).await;
-    assert_eq!(fields(&end.unwrap()), ["batch.signals[1].month", "batch.signals[2].signal_type"]);
+    assert_eq!(
+        fields(&end.unwrap()),
+        ["batch.signals[1].month", "batch.signals[2].signal_type"]
+    );
 
     // The server keeps serving.
-    let (acks, end) = send(&server, vec![pb::SubmitRequest { batch: Some(batch("after", vec![good(5)])) }]).await;
+    let (acks, end) = send(
+        &server,
+        vec![pb::SubmitRequest {
+            batch: Some(batch("after", vec![good(5)])),
+        }],
+    )
+    .await;
     assert_eq!((acks.len(), end.map(|s| s.code())), (1, None));
 }
 
 #[tokio::test]
 async fn batch_id_reused_with_other_content_is_refused() {
     let server = TestServer::start().await;
-    let (acks, _) = send(&server, vec![pb::SubmitRequest { batch: Some(batch("b-1", vec![good(1)])) }]).await;
+    let (acks, _) = send(
+        &server,
+        vec![pb::SubmitRequest {
+            batch: Some(batch("b-1", vec![good(1)])),
+        }],
+    )
+    .await;
     assert_eq!(acks[0].outcome, pb::BatchOutcome::Stored as i32);
     let checksum = server.store_checksum();
-    let (acks, end) = send(&server, vec![pb::SubmitRequest { batch: Some(batch("b-1", vec![good(2)])) }]).await;
+    let (acks, end) = send(
+        &server,
+        vec![pb::SubmitRequest {
+            batch: Some(batch("b-1", vec![good(2)])),
+        }],
+    )
+    .await;
     let status = end.expect("refused");
     assert!(acks.is_empty());
     assert_eq!(status.code(), Code::AlreadyExists, "{}", status.message());
     assert!(status.message().contains("b-1"), "{}", status.message());
     assert_eq!(server.store_checksum(), checksum);
     // The same id with the same content is acknowledged again.
-    let (acks, end) = send(&server, vec![pb::SubmitRequest { batch: Some(batch("b-1", vec![good(1)])) }]).await;
+    let (acks, end) = send(
+        &server,
+        vec![pb::SubmitRequest {
+            batch: Some(batch("b-1", vec![good(1)])),
+        }],
+    )
+    .await;
     assert!(end.is_none());
     assert_eq!(acks[0].outcome, pb::BatchOutcome::AlreadyStored as i32);
 }
@@ -130,15 +249,22 @@ async fn batches_before_a_bad_one_stay_acknowledged_and_stored() {
     let server = TestServer::start().await;
     let empty = server.store_checksum();
     let requests = vec![
-        pb::SubmitRequest { batch: Some(batch("ok-1", vec![good(1)])) },
-        pb::SubmitRequest { batch: Some(batch("ok-2", vec![good(2)])) },
-        pb::SubmitRequest { batch: Some(with_bad(|s| s.month = "nooit".into())) },
-        pb::SubmitRequest { batch: Some(batch("never-read", vec![good(4)])) },
+        pb::SubmitRequest {
+            batch: Some(batch("ok-1", vec![good(1)])),
+        },
+        pb::SubmitRequest {
+            batch: Some(batch("ok-2", vec![good(2)])),
+        },
+        pb::SubmitRequest {
+            batch: Some(with_bad(|s| s.month = "nooit".into())),
+        },
+        pb::SubmitRequest {
+            batch: Some(batch("never-read", vec![good(4)])),
+        },
     ];
     let (acks, end) = send(&server, requests).await;
     let ids: Vec<_> = acks.iter().map(|a| a.batch_id.as_str()).collect();
     assert_eq!(ids, ["ok-1", "ok-2"]);
     assert_eq!(end.map(|s| s.code()), Some(Code::InvalidArgument));
     assert_ne!(server.store_checksum(), empty);
-    assert_eq!(server.setup.config.data_dir.exists(), true);
 }

@@ -25,12 +25,20 @@ pub fn cells(resp: &pb::GetTableResponse) -> Cells {
                 }
                 pb::CellStatus::Unspecified => panic!("unspecified cell status"),
             };
-            ((c.area_code.clone(), c.signal_type.clone(), c.month.clone()), value)
+            (
+                (c.area_code.clone(), c.signal_type.clone(), c.month.clone()),
+                value,
+            )
         })
         .collect()
 }
 
-pub fn table_request(level: pb::AreaLevel, types: &[&str], from: &str, to: &str) -> pb::GetTableRequest {
+pub fn table_request(
+    level: pb::AreaLevel,
+    types: &[&str],
+    from: &str,
+    to: &str,
+) -> pb::GetTableRequest {
     pb::GetTableRequest {
         gemeente_code: "GM0034".into(),
         level: level.into(),

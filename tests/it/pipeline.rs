@@ -29,10 +29,20 @@ fn fixture() -> Fixture {
     for (pc, buurt) in [("1315AA", a), ("1315AB", b), ("1315AC", c)] {
         let code = buurt.to_string();
         for n in 1..=20 {
-            csv.push_str(&format!("{pc};{n};{};{};{}\n", &code[2..], &code[2..8], &code[2..6]));
+            csv.push_str(&format!(
+                "{pc};{n};{};{};{}\n",
+                &code[2..],
+                &code[2..8],
+                &code[2..6]
+            ));
         }
     }
-    Fixture { a, b, c, table: Pc6Table::from_reader(csv.as_bytes()).unwrap() }
+    Fixture {
+        a,
+        b,
+        c,
+        table: Pc6Table::from_reader(csv.as_bytes()).unwrap(),
+    }
 }
 
 /// Partner A's export: 12 households in A (one written twice in another
@@ -54,24 +64,48 @@ fn export_a() -> String {
     csv
 }
 
-async fn run_agent(server: &TestServer, partner: &str, export: &str, key: &PartnerKey, table: &Pc6Table) -> wijkradar_agent::SubmitReport {
+async fn run_agent(
+    server: &TestServer,
+    partner: &str,
+    export: &str,
+    key: &PartnerKey,
+    table: &Pc6Table,
+) -> wijkradar_agent::SubmitReport {
     let export = read_export(export.as_bytes(), table, key, Month::new(2026, 1).unwrap()).unwrap();
-    wijkradar_agent::submit(server.channel(partner).await, export.signals, 7, |_| {}).await.unwrap()
+    wijkradar_agent::submit(server.channel(partner).await, export.signals, 7, |_| {})
+        .await
+        .unwrap()
 }
 
 async fn table(server: &TestServer, level: pb::AreaLevel) -> Cells {
     let mut q = server.query(ANALYST).await;
-    cells(&q.get_table(table_request(level, &["huurachterstand", "energieachterstand"], "2024-02", "2024-03")).await.unwrap().into_inner())
+    cells(
+        &q.get_table(table_request(
+            level,
+            &["huurachterstand", "energieachterstand"],
+            "2024-02",
+            "2024-03",
+        ))
+        .await
+        .unwrap()
+        .into_inner(),
+    )
 }
 
 /// Asserts `got` releases exactly `expected` and suppresses every other cell.
 fn assert_released(got: &Cells, expected: &[(String, &str, &str, u64)]) {
     for ((area, t, m), value) in got {
-        let want = expected.iter().find(|e| &e.0 == area && e.1 == t && e.2 == m).map(|e| e.3);
+        let want = expected
+            .iter()
+            .find(|e| &e.0 == area && e.1 == t && e.2 == m)
+            .map(|e| e.3);
         assert_eq!(*value, want, "{area} {t} {m}");
     }
     for e in expected {
-        assert!(got.contains_key(&(e.0.clone(), e.1.into(), e.2.into())), "missing cell {e:?}");
+        assert!(
+            got.contains_key(&(e.0.clone(), e.1.into(), e.2.into())),
+            "missing cell {e:?}"
+        );
     }
 }
 
@@ -81,17 +115,31 @@ async fn csv_through_agent_and_server_gives_the_expected_protected_table() {
     let f = fixture();
     let key = PartnerKey::load(&server.setup.partner_key).unwrap();
 
-    let export = read_export(export_a().as_bytes(), &f.table, &key, Month::new(2026, 1).unwrap()).unwrap();
+    let export = read_export(
+        export_a().as_bytes(),
+        &f.table,
+        &key,
+        Month::new(2026, 1).unwrap(),
+    )
+    .unwrap();
     assert_eq!((export.rows, export.signals.len()), (28, 27));
     assert_eq!(export.rejects.len(), 1);
     assert_eq!(export.rejects[0].line, 29);
-    assert_eq!(export.rejects[0].reason, "address not in the postcode table");
+    assert_eq!(
+        export.rejects[0].reason,
+        "address not in the postcode table"
+    );
 
     let report = run_agent(&server, PARTNER_A, &export_a(), &key, &f.table).await;
-    assert_eq!((report.batches, report.stored, report.already_stored), (4, 4, 0));
+    assert_eq!(
+        (report.batches, report.stored, report.already_stored),
+        (4, 4, 0)
+    );
 
     // Partner B knows household 1315AA 1 too, and 12 energy arrears in A.
-    let mut export_b = String::from("postcode;huisnummer;toevoeging;signaaltype;maand\n1315AA;1;;huurachterstand;2024-03\n");
+    let mut export_b = String::from(
+        "postcode;huisnummer;toevoeging;signaaltype;maand\n1315AA;1;;huurachterstand;2024-03\n",
+    );
     for n in 1..=12 {
         export_b.push_str(&format!("1315aa;{n};;energieachterstand;2024-03\n"));
     }
@@ -99,28 +147,79 @@ async fn csv_through_agent_and_server_gives_the_expected_protected_table() {
 
     let (a, b, c) = (f.a.to_string(), f.b.to_string(), f.c.to_string());
     let (wa, wc) = (f.a.wijk().to_string(), f.c.wijk().to_string());
-    let buurt_expected = [(a.clone(), "huurachterstand", "2024-03", 12), (c.clone(), "huurachterstand", "2024-03", 10), (a.clone(), "energieachterstand", "2024-03", 12)];
+    let buurt_expected = [
+        (a.clone(), "huurachterstand", "2024-03", 12),
+        (c.clone(), "huurachterstand", "2024-03", 10),
+        (a.clone(), "energieachterstand", "2024-03", 12),
+    ];
     let buurten = table(&server, pb::AreaLevel::Buurt).await;
     assert_released(&buurten, &buurt_expected);
-    assert_eq!(buurten.get(&(b.clone(), "huurachterstand".into(), "2024-03".into())), Some(&None), "4 households: suppressed");
-    let all_buurten = Hierarchy::netherlands_2023().areas_of("GM0034".parse().unwrap(), AreaLevel::Buurt).len();
-    assert_eq!(buurten.len(), all_buurten * 2 * 2, "every buurt × type × month is answered");
+    assert_eq!(
+        buurten.get(&(b.clone(), "huurachterstand".into(), "2024-03".into())),
+        Some(&None),
+        "4 households: suppressed"
+    );
+    let all_buurten = Hierarchy::netherlands_2023()
+        .areas_of("GM0034".parse().unwrap(), AreaLevel::Buurt)
+        .len();
+    assert_eq!(
+        buurten.len(),
+        all_buurten * 2 * 2,
+        "every buurt × type × month is answered"
+    );
 
-    let wijk_expected = [(wa.clone(), "huurachterstand", "2024-03", 16), (wc, "huurachterstand", "2024-03", 10), (wa, "energieachterstand", "2024-03", 12)];
+    let wijk_expected = [
+        (wa.clone(), "huurachterstand", "2024-03", 16),
+        (wc, "huurachterstand", "2024-03", 10),
+        (wa, "energieachterstand", "2024-03", 12),
+    ];
     assert_released(&table(&server, pb::AreaLevel::Wijk).await, &wijk_expected);
-    let gemeente_expected = [("GM0034".to_string(), "huurachterstand", "2024-03", 26), ("GM0034".to_string(), "energieachterstand", "2024-03", 12)];
-    assert_released(&table(&server, pb::AreaLevel::Gemeente).await, &gemeente_expected);
+    let gemeente_expected = [
+        ("GM0034".to_string(), "huurachterstand", "2024-03", 26),
+        ("GM0034".to_string(), "energieachterstand", "2024-03", 12),
+    ];
+    assert_released(
+        &table(&server, pb::AreaLevel::Gemeente).await,
+        &gemeente_expected,
+    );
 
     // A restart changes no answer.
-    let before = (table(&server, pb::AreaLevel::Buurt).await, table(&server, pb::AreaLevel::Wijk).await);
+    let before = (
+        table(&server, pb::AreaLevel::Buurt).await,
+        table(&server, pb::AreaLevel::Wijk).await,
+    );
     let mut q = server.query(ANALYST).await;
-    let catalogue = q.get_catalogue(pb::GetCatalogueRequest { gemeente_code: "GM0034".into() }).await.unwrap().into_inner();
-    assert_eq!((catalogue.first_month.as_str(), catalogue.last_month.as_str(), catalogue.k), ("2024-03", "2024-03", 10));
+    let catalogue = q
+        .get_catalogue(pb::GetCatalogueRequest {
+            gemeente_code: "GM0034".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            catalogue.first_month.as_str(),
+            catalogue.last_month.as_str(),
+            catalogue.k
+        ),
+        ("2024-03", "2024-03", 10)
+    );
     server.restart().await;
-    let after = (table(&server, pb::AreaLevel::Buurt).await, table(&server, pb::AreaLevel::Wijk).await);
+    let after = (
+        table(&server, pb::AreaLevel::Buurt).await,
+        table(&server, pb::AreaLevel::Wijk).await,
+    );
     assert_eq!(before, after);
     let mut q = server.query(ANALYST).await;
-    assert_eq!(q.get_catalogue(pb::GetCatalogueRequest { gemeente_code: "GM0034".into() }).await.unwrap().into_inner(), catalogue);
+    assert_eq!(
+        q.get_catalogue(pb::GetCatalogueRequest {
+            gemeente_code: "GM0034".into()
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+        catalogue
+    );
 }
 
 #[tokio::test]
@@ -129,10 +228,20 @@ async fn a_resent_export_is_acknowledged_again_and_changes_no_count() {
     let f = fixture();
     let key = PartnerKey::load(&server.setup.partner_key).unwrap();
     run_agent(&server, PARTNER_A, &export_a(), &key, &f.table).await;
-    let (cells_before, checksum_before) = (table(&server, pb::AreaLevel::Buurt).await, server.store_checksum());
+    let (cells_before, checksum_before) = (
+        table(&server, pb::AreaLevel::Buurt).await,
+        server.store_checksum(),
+    );
 
     let again = run_agent(&server, PARTNER_A, &export_a(), &key, &f.table).await;
-    assert_eq!((again.batches, again.stored, again.already_stored), (4, 0, 4));
+    assert_eq!(
+        (again.batches, again.stored, again.already_stored),
+        (4, 0, 4)
+    );
     assert_eq!(table(&server, pb::AreaLevel::Buurt).await, cells_before);
-    assert_eq!(server.store_checksum(), checksum_before, "a resent batch writes nothing");
+    assert_eq!(
+        server.store_checksum(),
+        checksum_before,
+        "a resent batch writes nothing"
+    );
 }

@@ -8,7 +8,9 @@
 use tonic::transport::Channel;
 use wijkradar_agent::ClientTls;
 use wijkradar_pki::Role;
-use wijkradar_proto::v1::{ingest_service_client::IngestServiceClient, query_service_client::QueryServiceClient};
+use wijkradar_proto::v1::{
+    ingest_service_client::IngestServiceClient, query_service_client::QueryServiceClient,
+};
 use wijkradar_server::{RunningServer, ServerConfig, dev::DevSetup};
 
 pub const PARTNER_A: &str = "partner-a";
@@ -32,12 +34,22 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut setup = DevSetup::create(
             dir.path(),
-            &[(PARTNER_A, "Corporatie A", Role::Partner), (PARTNER_B, "Energie B", Role::Partner), (ANALYST, "Gemeente", Role::Analyst)],
+            &[
+                (PARTNER_A, "Corporatie A", Role::Partner),
+                (PARTNER_B, "Energie B", Role::Partner),
+                (ANALYST, "Gemeente", Role::Analyst),
+            ],
         )
         .expect("development setup");
         adjust(&mut setup.config);
-        let server = wijkradar_server::start(&setup.config).await.expect("server starts");
-        TestServer { setup, server: Some(server), _dir: dir }
+        let server = wijkradar_server::start(&setup.config)
+            .await
+            .expect("server starts");
+        TestServer {
+            setup,
+            server: Some(server),
+            _dir: dir,
+        }
     }
 
     fn running(&self) -> &RunningServer {
@@ -50,8 +62,17 @@ impl TestServer {
 
     /// Stops the server, closing the store, and starts it again on the same data.
     pub async fn restart(&mut self) {
-        self.server.take().expect("server running").shutdown().await.expect("clean shutdown");
-        self.server = Some(wijkradar_server::start(&self.setup.config).await.expect("server restarts"));
+        self.server
+            .take()
+            .expect("server running")
+            .shutdown()
+            .await
+            .expect("clean shutdown");
+        self.server = Some(
+            wijkradar_server::start(&self.setup.config)
+                .await
+                .expect("server restarts"),
+        );
     }
 
     /// A checksum over every key and value in the store.
@@ -61,11 +82,18 @@ impl TestServer {
 
     pub fn tls(&self, name: &str) -> ClientTls {
         let files = self.setup.client(name);
-        ClientTls { ca: self.setup.pki_dir.join("ca.pem"), cert: files.cert, key: files.key, domain: "localhost".into() }
+        ClientTls {
+            ca: self.setup.pki_dir.join("ca.pem"),
+            cert: files.cert,
+            key: files.key,
+            domain: "localhost".into(),
+        }
     }
 
     pub async fn channel(&self, name: &str) -> Channel {
-        wijkradar_agent::connect(&self.url(), &self.tls(name)).await.expect("mutual TLS connection")
+        wijkradar_agent::connect(&self.url(), &self.tls(name))
+            .await
+            .expect("mutual TLS connection")
     }
 
     pub async fn ingest(&self, name: &str) -> IngestServiceClient<Channel> {

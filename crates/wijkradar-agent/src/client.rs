@@ -13,9 +13,15 @@ use wijkradar_proto::v1::{self as pb, ingest_service_client::IngestServiceClient
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("connect to {url}: {source}")]
-    Connect { url: String, source: tonic::transport::Error },
+    Connect {
+        url: String,
+        source: tonic::transport::Error,
+    },
     #[error("the aggregator refused: {}", describe_status(.0))]
     Refused(tonic::Status),
     #[error("the aggregator ended the stream before acknowledging every batch")]
@@ -26,7 +32,11 @@ pub enum ClientError {
 pub fn describe_status(status: &tonic::Status) -> String {
     use tonic_types::StatusExt;
     let mut s = format!("{:?}: {}", status.code(), status.message());
-    for v in status.get_details_bad_request().map(|b| b.field_violations).unwrap_or_default() {
+    for v in status
+        .get_details_bad_request()
+        .map(|b| b.field_violations)
+        .unwrap_or_default()
+    {
         s.push_str(&format!("\n  {}: {}", v.field, v.description));
     }
     s
@@ -46,16 +56,28 @@ pub struct ClientTls {
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(path).map_err(|source| ClientError::Read { path: path.clone(), source })
+    std::fs::read(path).map_err(|source| ClientError::Read {
+        path: path.clone(),
+        source,
+    })
 }
 
 pub async fn connect(url: &str, tls: &ClientTls) -> Result<Channel, ClientError> {
-    let err = |source| ClientError::Connect { url: url.to_owned(), source };
+    let err = |source| ClientError::Connect {
+        url: url.to_owned(),
+        source,
+    };
     let config = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read(&tls.ca)?))
         .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?))
         .domain_name(tls.domain.clone());
-    Endpoint::from_shared(url.to_owned()).map_err(err)?.tls_config(config).map_err(err)?.connect().await.map_err(err)
+    Endpoint::from_shared(url.to_owned())
+        .map_err(err)?
+        .tls_config(config)
+        .map_err(err)?
+        .connect()
+        .await
+        .map_err(err)
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -85,18 +107,32 @@ pub async fn submit(
     let mut client = IngestServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let batches: Vec<Vec<pb::Signal>> = signals.chunks(batch_size.max(1)).map(<[_]>::to_vec).collect();
+    let batches: Vec<Vec<pb::Signal>> = signals
+        .chunks(batch_size.max(1))
+        .map(<[_]>::to_vec)
+        .collect();
     let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         for signals in batches {
-            let batch = pb::Batch { batch_id: batch_id(&signals), signals };
-            if tx.send(pb::SubmitRequest { batch: Some(batch) }).await.is_err() {
+            let batch = pb::Batch {
+                batch_id: batch_id(&signals),
+                signals,
+            };
+            if tx
+                .send(pb::SubmitRequest { batch: Some(batch) })
+                .await
+                .is_err()
+            {
                 break;
             }
         }
     });
-    let mut responses = client.submit(ReceiverStream::new(rx)).await.map_err(ClientError::Refused)?.into_inner();
+    let mut responses = client
+        .submit(ReceiverStream::new(rx))
+        .await
+        .map_err(ClientError::Refused)?
+        .into_inner();
     let mut report = SubmitReport::default();
     let mut acknowledged = 0;
     while let Some(ack) = responses.message().await.map_err(ClientError::Refused)? {

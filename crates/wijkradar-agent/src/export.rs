@@ -16,7 +16,9 @@ use crate::pc6::Pc6Table;
 pub enum ExportError {
     #[error("export: {0}")]
     Csv(#[from] csv::Error),
-    #[error("export line 1: missing column `{0}`; expected postcode, huisnummer, toevoeging, signaaltype, maand")]
+    #[error(
+        "export line 1: missing column `{0}`; expected postcode, huisnummer, toevoeging, signaaltype, maand"
+    )]
     MissingColumn(&'static str),
 }
 
@@ -35,19 +37,44 @@ pub struct Export {
     pub rejects: Vec<Reject>,
 }
 
-const COLUMNS: [&str; 5] = ["postcode", "huisnummer", "toevoeging", "signaaltype", "maand"];
+const COLUMNS: [&str; 5] = [
+    "postcode",
+    "huisnummer",
+    "toevoeging",
+    "signaaltype",
+    "maand",
+];
 
-pub fn read_export(mut reader: impl Read, pc6: &Pc6Table, key: &PartnerKey, now: Month) -> Result<Export, ExportError> {
+pub fn read_export(
+    mut reader: impl Read,
+    pc6: &Pc6Table,
+    key: &PartnerKey,
+    now: Month,
+) -> Result<Export, ExportError> {
     let mut bytes = Vec::new();
     reader.read_to_end(&mut bytes).map_err(csv::Error::from)?;
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let first_line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-    let delimiter = if first_line.contains(&b';') { b';' } else { b',' };
-    let mut csv = csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).from_reader(bytes);
-    let header: Vec<String> = csv.headers()?.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+    let delimiter = if first_line.contains(&b';') {
+        b';'
+    } else {
+        b','
+    };
+    let mut csv = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .flexible(true)
+        .from_reader(bytes);
+    let header: Vec<String> = csv
+        .headers()?
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
     let mut index = [0usize; 5];
     for (i, name) in COLUMNS.iter().enumerate() {
-        index[i] = header.iter().position(|h| h == name).ok_or(ExportError::MissingColumn(name))?;
+        index[i] = header
+            .iter()
+            .position(|h| h == name)
+            .ok_or(ExportError::MissingColumn(name))?;
     }
 
     let mut out = Export::default();
@@ -60,11 +87,17 @@ pub fn read_export(mut reader: impl Read, pc6: &Pc6Table, key: &PartnerKey, now:
             let pc = normalise::postcode(field(0)).map_err(|e| e.to_string())?;
             let number = normalise::house_number(field(1)).map_err(|e| e.to_string())?;
             let addition = normalise::addition(field(2)).map_err(|e| e.to_string())?;
-            let signal_type: SignalTypeName = field(3).trim().parse().map_err(|e| format!("signaaltype: {e}"))?;
+            let signal_type: SignalTypeName = field(3)
+                .trim()
+                .parse()
+                .map_err(|e| format!("signaaltype: {e}"))?;
             let month: Month = field(4).trim().parse().map_err(|e| format!("maand: {e}"))?;
             month.not_after(now).map_err(|e| format!("maand: {e}"))?;
-            let buurt = pc6.buurt(&pc, number).ok_or("address not in the postcode table")?;
-            let pseudonym = key.pseudonymise(normalise::household_key(&pc, number, &addition).as_bytes());
+            let buurt = pc6
+                .buurt(&pc, number)
+                .ok_or("address not in the postcode table")?;
+            let pseudonym =
+                key.pseudonymise(normalise::household_key(&pc, number, &addition).as_bytes());
             Ok(pb::Signal {
                 pseudonym: pseudonym.as_bytes().to_vec(),
                 buurt_code: buurt.to_string(),

@@ -15,15 +15,29 @@ pub enum AddressError {
 
 /// A Dutch postcode as 6 ASCII bytes, `1234AB`.
 pub fn postcode(raw: &str) -> Result<[u8; 6], AddressError> {
-    let compact: Vec<u8> = raw.bytes().filter(|b| !b.is_ascii_whitespace()).map(|b| b.to_ascii_uppercase()).collect();
+    let compact: Vec<u8> = raw
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .map(|b| b.to_ascii_uppercase())
+        .collect();
     let pc: [u8; 6] = compact.try_into().map_err(|_| AddressError::Postcode)?;
-    let ok = pc[0] != b'0' && pc[..4].iter().all(u8::is_ascii_digit) && pc[4..].iter().all(u8::is_ascii_uppercase);
-    if ok { Ok(pc) } else { Err(AddressError::Postcode) }
+    let ok = pc[0] != b'0'
+        && pc[..4].iter().all(u8::is_ascii_digit)
+        && pc[4..].iter().all(u8::is_ascii_uppercase);
+    if ok {
+        Ok(pc)
+    } else {
+        Err(AddressError::Postcode)
+    }
 }
 
 pub fn house_number(raw: &str) -> Result<u32, AddressError> {
     let n: u32 = raw.trim().parse().map_err(|_| AddressError::HouseNumber)?;
-    if (1..=99_999).contains(&n) { Ok(n) } else { Err(AddressError::HouseNumber) }
+    if (1..=99_999).contains(&n) {
+        Ok(n)
+    } else {
+        Err(AddressError::HouseNumber)
+    }
 }
 
 /// The addition without separators, upper case: `-a`, ` A`, `a` → `A`.
@@ -33,12 +47,19 @@ pub fn addition(raw: &str) -> Result<String, AddressError> {
         .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '/' | '_' | '.'))
         .map(|c| c.to_ascii_uppercase())
         .collect();
-    if out.len() <= 6 && out.chars().all(|c| c.is_ascii_alphanumeric()) { Ok(out) } else { Err(AddressError::Addition) }
+    if out.len() <= 6 && out.chars().all(|c| c.is_ascii_alphanumeric()) {
+        Ok(out)
+    } else {
+        Err(AddressError::Addition)
+    }
 }
 
 /// The normalised household key that is hashed: `1234AB|12|A`.
 pub fn household_key(pc: &[u8; 6], number: u32, addition: &str) -> String {
-    format!("{}|{number}|{addition}", std::str::from_utf8(pc).expect("ASCII postcode"))
+    format!(
+        "{}|{number}|{addition}",
+        std::str::from_utf8(pc).expect("ASCII postcode")
+    )
 }
 
 #[cfg(test)]
@@ -48,7 +69,13 @@ mod tests {
 
     #[test]
     fn spellings_of_one_address_agree() {
-        let key = |p: &str, n: &str, a: &str| household_key(&postcode(p).unwrap(), house_number(n).unwrap(), &addition(a).unwrap());
+        let key = |p: &str, n: &str, a: &str| {
+            household_key(
+                &postcode(p).unwrap(),
+                house_number(n).unwrap(),
+                &addition(a).unwrap(),
+            )
+        };
         let k = key("1234AB", "12", "A");
         assert_eq!(key("1234 ab", " 12", "-a"), k);
         assert_eq!(key(" 1234ab ", "12", " a "), k);

@@ -13,7 +13,9 @@ use crate::normalise;
 pub enum Pc6Error {
     #[error("postcode table: {0}")]
     Csv(#[from] csv::Error),
-    #[error("postcode table: the header must start with PC6, Huisnummer and a Buurt20xx column, got `{0}`")]
+    #[error(
+        "postcode table: the header must start with PC6, Huisnummer and a Buurt20xx column, got `{0}`"
+    )]
     Header(String),
     #[error("postcode table line {line}: {reason}")]
     Row { line: u64, reason: String },
@@ -35,12 +37,27 @@ impl Pc6Table {
         let mut bytes = Vec::new();
         reader.read_to_end(&mut bytes).map_err(csv::Error::from)?;
         let first_line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-        let delimiter = if first_line.contains(&b';') { b';' } else { b',' };
-        let mut csv = csv::ReaderBuilder::new().delimiter(delimiter).from_reader(bytes.as_slice());
+        let delimiter = if first_line.contains(&b';') {
+            b';'
+        } else {
+            b','
+        };
+        let mut csv = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .from_reader(bytes.as_slice());
         let header = csv.headers()?.clone();
-        let names: Vec<String> = header.iter().map(|h| h.trim().trim_matches('"').to_ascii_lowercase()).collect();
-        if names.len() < 3 || names[0] != "pc6" || names[1] != "huisnummer" || !names[2].starts_with("buurt") {
-            return Err(Pc6Error::Header(header.iter().collect::<Vec<_>>().join(",")));
+        let names: Vec<String> = header
+            .iter()
+            .map(|h| h.trim().trim_matches('"').to_ascii_lowercase())
+            .collect();
+        if names.len() < 3
+            || names[0] != "pc6"
+            || names[1] != "huisnummer"
+            || !names[2].starts_with("buurt")
+        {
+            return Err(Pc6Error::Header(
+                header.iter().collect::<Vec<_>>().join(","),
+            ));
         }
         let mut table = Pc6Table::default();
         for record in csv.records() {
@@ -49,8 +66,9 @@ impl Pc6Table {
             let row = |reason: String| Pc6Error::Row { line, reason };
             let pc = normalise::postcode(&record[0]).map_err(|e| row(e.to_string()))?;
             let number = normalise::house_number(&record[1]).map_err(|e| row(e.to_string()))?;
-            let buurt: BuurtCode =
-                format!("BU{}", pad_code(&record[2], 8)).parse().map_err(|e| row(format!("buurt code: {e}")))?;
+            let buurt: BuurtCode = format!("BU{}", pad_code(&record[2], 8))
+                .parse()
+                .map_err(|e| row(format!("buurt code: {e}")))?;
             table.map.insert((pc, number), buurt);
         }
         Ok(table)
@@ -90,6 +108,9 @@ mod tests {
         let bad = "PC6,Huisnummer,Buurt2024\n1315AB,12,00340101\n13X5AB,1,00340101\n";
         let err = Pc6Table::from_reader(bad.as_bytes()).unwrap_err();
         assert!(matches!(err, Pc6Error::Row { line: 3, .. }), "{err}");
-        assert!(matches!(Pc6Table::from_reader("a,b,c\n".as_bytes()), Err(Pc6Error::Header(_))));
+        assert!(matches!(
+            Pc6Table::from_reader("a,b,c\n".as_bytes()),
+            Err(Pc6Error::Header(_))
+        ));
     }
 }

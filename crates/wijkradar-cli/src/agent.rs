@@ -50,13 +50,16 @@ pub struct Summary {
 }
 
 pub fn current_month() -> Month {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     Month::from_unix_seconds(secs as i64)
 }
 
 pub fn load_postcode_table(path: &Path) -> anyhow::Result<Pc6Table> {
     let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-    Ok(Pc6Table::from_reader(std::io::BufReader::new(file)).with_context(|| format!("{}", path.display()))?)
+    Pc6Table::from_reader(std::io::BufReader::new(file))
+        .with_context(|| format!("{}", path.display()))
 }
 
 fn write_reject_report(path: &Path, export: &Export) -> anyhow::Result<()> {
@@ -80,9 +83,11 @@ pub async fn submit_export(
     reject_report: Option<PathBuf>,
     label: &str,
 ) -> anyhow::Result<Summary> {
-    let file = std::fs::File::open(export_path).with_context(|| format!("{}", export_path.display()))?;
-    let export = wijkradar_agent::read_export(std::io::BufReader::new(file), table, key, current_month())
-        .with_context(|| format!("{}", export_path.display()))?;
+    let file =
+        std::fs::File::open(export_path).with_context(|| format!("{}", export_path.display()))?;
+    let export =
+        wijkradar_agent::read_export(std::io::BufReader::new(file), table, key, current_month())
+            .with_context(|| format!("{}", export_path.display()))?;
     let reject_report = if export.rejects.is_empty() {
         None
     } else {
@@ -97,9 +102,18 @@ pub async fn submit_export(
             .expect("valid template")
             .progress_chars("=> "),
     );
-    let report = wijkradar_agent::submit(channel, export.signals, batch_size, |n| bar.set_position(n as u64)).await;
+    let report = wijkradar_agent::submit(channel, export.signals, batch_size, |n| {
+        bar.set_position(n as u64)
+    })
+    .await;
     bar.finish();
-    Ok(Summary { rows, sent, rejected, report: report?, reject_report })
+    Ok(Summary {
+        rows,
+        sent,
+        rejected,
+        report: report?,
+        reject_report,
+    })
 }
 
 pub fn print_summary(s: &Summary) {
@@ -108,7 +122,10 @@ pub fn print_summary(s: &Summary) {
         s.rows, s.sent, s.report.batches, s.report.stored, s.report.already_stored, s.rejected
     );
     if let Some(path) = &s.reject_report {
-        println!("  afgewezen regels (regelnummer en reden, zonder adres): {}", path.display());
+        println!(
+            "  afgewezen regels (regelnummer en reden, zonder adres): {}",
+            path.display()
+        );
     }
 }
 
@@ -117,7 +134,16 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
     let table = load_postcode_table(&args.postcode_table)?;
     let key = PartnerKey::load(&args.pseudonym_key)?;
     let channel = args.connection.connect().await?;
-    let summary = submit_export(channel, &args.export, &table, &key, args.batch_size, args.reject_report, "versturen").await?;
+    let summary = submit_export(
+        channel,
+        &args.export,
+        &table,
+        &key,
+        args.batch_size,
+        args.reject_report,
+        "versturen",
+    )
+    .await?;
     print_summary(&summary);
     Ok(())
 }

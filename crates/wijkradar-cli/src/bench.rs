@@ -31,12 +31,22 @@ pub enum BenchCommand {
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Ingest { signals: n, batch_size, runs } = cmd;
+    let BenchCommand::Ingest {
+        signals: n,
+        batch_size,
+        runs,
+    } = cmd;
     let hierarchy = Hierarchy::netherlands_2023();
     let almere: GemeenteCode = "GM0034".parse().expect("valid");
     let buurten: Vec<BuurtCode> = hierarchy.buurten_of(almere).collect();
-    let types: Vec<SignalTypeName> = ["huurachterstand", "energieachterstand", "schoolverzuim"].iter().map(|t| t.parse().expect("valid")).collect();
-    let months: Vec<_> = current_month().add(-24).through(current_month().add(-1)).collect();
+    let types: Vec<SignalTypeName> = ["huurachterstand", "energieachterstand", "schoolverzuim"]
+        .iter()
+        .map(|t| t.parse().expect("valid"))
+        .collect();
+    let months: Vec<_> = current_month()
+        .plus(-24)
+        .through(current_month().plus(-1))
+        .collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let signals: Vec<pb::Signal> = (0..n)
         .map(|_| pb::Signal {
@@ -59,14 +69,17 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         let stored: Vec<StoredSignal> = signals
             .iter()
             .map(|s| StoredSignal {
-                pseudonym: key.rekey(&PartnerPseudonym::try_from(s.pseudonym.as_slice()).expect("32 bytes")),
+                pseudonym: key
+                    .rekey(&PartnerPseudonym::try_from(s.pseudonym.as_slice()).expect("32 bytes")),
                 buurt: s.buurt_code.parse().expect("valid"),
                 signal_type: s.signal_type.parse().expect("valid"),
                 month: s.month.parse().expect("valid"),
                 severity: None,
             })
             .collect();
-        let raw = wijkradar_store::raw_write_baseline(&dir.path().join("raw"), &stored, batch_size)?.as_secs_f64();
+        let raw =
+            wijkradar_store::raw_write_baseline(&dir.path().join("raw"), &stored, batch_size)?
+                .as_secs_f64();
 
         // End to end: agent client → gRPC over mutual TLS → server → sled, flushed.
         let server = wijkradar_server::start(&setup.config).await?;
@@ -83,7 +96,10 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         let report = wijkradar_agent::submit(channel, signals.clone(), batch_size, |_| {}).await?;
         let e2e = started.elapsed().as_secs_f64();
         server.shutdown().await?;
-        anyhow::ensure!(report.stored * batch_size >= n, "not every batch was stored");
+        anyhow::ensure!(
+            report.stored * batch_size >= n,
+            "not every batch was stored"
+        );
 
         println!(
             "  run {run}: raw sled {:>9.0} signals/s, end to end {:>9.0} signals/s, ratio {:.2}",
@@ -94,8 +110,17 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         best_raw = best_raw.min(raw);
         best_e2e = best_e2e.min(e2e);
     }
-    println!("| raw sled (apply_batch + flush per batch) | {:.0} signals/s |", n as f64 / best_raw);
-    println!("| end to end (gRPC + mTLS + durable ack)   | {:.0} signals/s |", n as f64 / best_e2e);
-    println!("| ratio end to end / raw                   | {:.2} |", best_raw / best_e2e);
+    println!(
+        "| raw sled (apply_batch + flush per batch) | {:.0} signals/s |",
+        n as f64 / best_raw
+    );
+    println!(
+        "| end to end (gRPC + mTLS + durable ack)   | {:.0} signals/s |",
+        n as f64 / best_e2e
+    );
+    println!(
+        "| ratio end to end / raw                   | {:.2} |",
+        best_raw / best_e2e
+    );
     Ok(())
 }

@@ -9,7 +9,11 @@ use wijkradar_agent::ClientTls;
 #[derive(Debug, Clone, Args)]
 pub struct Connection {
     /// The aggregator's address.
-    #[arg(long, env = "WIJKRADAR_SERVER", default_value = "https://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "WIJKRADAR_SERVER",
+        default_value = "https://127.0.0.1:50051"
+    )]
     pub server: String,
     /// CA certificate that signed the server's certificate (PEM).
     #[arg(long, env = "WIJKRADAR_CA")]
@@ -27,7 +31,12 @@ pub struct Connection {
 
 impl Connection {
     pub async fn connect(&self) -> anyhow::Result<tonic::transport::Channel> {
-        let tls = ClientTls { ca: self.ca.clone(), cert: self.cert.clone(), key: self.key.clone(), domain: self.server_name.clone() };
+        let tls = ClientTls {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            domain: self.server_name.clone(),
+        };
         Ok(wijkradar_agent::connect(&self.server, &tls).await?)
     }
 }

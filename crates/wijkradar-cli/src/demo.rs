@@ -55,35 +55,64 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             d
         }
         None => {
-            _temp = tempfile::Builder::new().prefix("wijkradar-demo-").tempdir()?;
+            _temp = tempfile::Builder::new()
+                .prefix("wijkradar-demo-")
+                .tempdir()?;
             _temp.path().to_owned()
         }
     };
     let gemeente: GemeenteCode = "GM0034".parse().expect("valid code");
     let hierarchy = Hierarchy::netherlands_2023();
-    let name = hierarchy.name(AreaCode::Gemeente(gemeente)).unwrap_or("?").to_owned();
+    let name = hierarchy
+        .name(AreaCode::Gemeente(gemeente))
+        .unwrap_or("?")
+        .to_owned();
     println!("Wijkradar demo: {name} ({gemeente}), 24 maanden, drie gesimuleerde partners");
-    println!("Gebiedsindeling 2023 en woningvoorraad 2024: Bron: CBS. Adressen en signalen zijn verzonnen.\n");
+    println!(
+        "Gebiedsindeling 2023 en woningvoorraad 2024: Bron: CBS. Adressen en signalen zijn verzonnen.\n"
+    );
 
     // 1. Certificates, keys and the aggregator.
-    let mut clients: Vec<(&str, &str, Role)> = PARTNERS.iter().map(|p| (p.name, p.organisation, Role::Partner)).collect();
+    let mut clients: Vec<(&str, &str, Role)> = PARTNERS
+        .iter()
+        .map(|p| (p.name, p.organisation, Role::Partner))
+        .collect();
     clients.push((ANALYST, "Gemeente Almere", Role::Analyst));
     let setup = DevSetup::create(&dir, &clients)?;
     let server = wijkradar_server::start(&setup.config).await?;
-    println!("1. Aggregator gestart op {} (mutual TLS, sled-opslag in {})", server.addr, setup.config.data_dir.display());
+    println!(
+        "1. Aggregator gestart op {} (mutual TLS, sled-opslag in {})",
+        server.addr,
+        setup.config.data_dir.display()
+    );
 
     // 2. The synthetic municipality and the partners' exports.
     let dwellings = Dwellings::kwb_2024();
-    let municipality = wijkradar_sim::municipality(&hierarchy, &dwellings, gemeente, 1.0, args.seed);
-    let to = current_month().add(-1);
-    let from = to.add(-23);
-    let mut wijk_sizes: Vec<(WijkCode, usize)> =
-        hierarchy.wijken_of(gemeente).map(|w| (w, municipality.households.iter().filter(|h| h.buurt.wijk() == w).count())).collect();
+    let municipality =
+        wijkradar_sim::municipality(&hierarchy, &dwellings, gemeente, 1.0, args.seed);
+    let to = current_month().plus(-1);
+    let from = to.plus(-23);
+    let mut wijk_sizes: Vec<(WijkCode, usize)> = hierarchy
+        .wijken_of(gemeente)
+        .map(|w| {
+            (
+                w,
+                municipality
+                    .households
+                    .iter()
+                    .filter(|h| h.buurt.wijk() == w)
+                    .count(),
+            )
+        })
+        .collect();
     wijk_sizes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let rising: Vec<WijkCode> = wijk_sizes.iter().take(2).map(|w| w.0).collect();
     let signals = wijkradar_sim::signals(&municipality, from, to, &rising, 8, args.seed);
     let table_path = dir.join("pc6hnr_gwb.csv");
-    std::fs::write(&table_path, wijkradar_sim::postcode_table_csv(&municipality))?;
+    std::fs::write(
+        &table_path,
+        wijkradar_sim::postcode_table_csv(&municipality),
+    )?;
     println!(
         "2. {} huishoudens op verzonnen adressen in de echte wijken en buurten, {} signalen van {from} t/m {to}",
         municipality.households.len(),
@@ -98,14 +127,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let table = load_postcode_table(&table_path)?;
     let key = PartnerKey::load(&setup.partner_key)?;
     for (i, partner) in PARTNERS.iter().enumerate() {
-        let mut export = wijkradar_sim::export_csv(&municipality, partner, &signals, args.seed + i as u64);
+        let mut export =
+            wijkradar_sim::export_csv(&municipality, partner, &signals, args.seed + i as u64);
         if i == 0 {
             // A real export has a few rows that cannot be used.
             export.push_str("9999ZZ;1;;huurachterstand;2024-01\n1234;5;;huurachterstand;2024-01\n");
         }
         let path = dir.join(format!("export-{}.csv", partner.name));
         std::fs::write(&path, export)?;
-        let channel = connection(&setup, server.addr, partner.name).connect().await?;
+        let channel = connection(&setup, server.addr, partner.name)
+            .connect()
+            .await?;
         println!("  {} ({})", partner.organisation, partner.types.join(", "));
         let summary = submit_export(channel, &path, &table, &key, 5000, None, partner.name).await?;
         print_summary(&summary);
@@ -114,27 +146,57 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // 4. The analyst's view.
     let analyst = connection(&setup, server.addr, ANALYST);
     let mut client = QueryServiceClient::new(analyst.connect().await?);
-    let (catalogue, answer) =
-        fetch_table(&mut client, &gemeente.to_string(), pb::AreaLevel::Wijk, vec!["huurachterstand".into()], None, None).await?;
+    let (catalogue, answer) = fetch_table(
+        &mut client,
+        &gemeente.to_string(),
+        pb::AreaLevel::Wijk,
+        vec!["huurachterstand".into()],
+        None,
+        None,
+    )
+    .await?;
     let (area_names, descriptions) = names(&catalogue);
     println!("\n4. Wat de gemeente ziet (als analist, over mutual TLS):\n");
     print!("{}", render::table(&answer, &area_names, &descriptions));
-    let rising_names: Vec<String> =
-        rising.iter().map(|w| format!("{} ({w})", hierarchy.name(AreaCode::Wijk(*w)).unwrap_or("?"))).collect();
-    println!("In {} is een stijging ingebouwd over de laatste 8 maanden: ziet u die terug?", rising_names.join(" en "));
+    let rising_names: Vec<String> = rising
+        .iter()
+        .map(|w| {
+            format!(
+                "{} ({w})",
+                hierarchy.name(AreaCode::Wijk(*w)).unwrap_or("?")
+            )
+        })
+        .collect();
+    println!(
+        "In {} is een stijging ingebouwd over de laatste 8 maanden: ziet u die terug?",
+        rising_names.join(" en ")
+    );
     println!("Klaar in {:.1} s.\n", started.elapsed().as_secs_f64());
 
-    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "wijkradar".into());
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "wijkradar".into());
     if args.keep {
         let config = setup.write_config(&server.addr.to_string())?;
         println!("Wat nu? De aggregator blijft draaien. In een tweede terminal:");
         println!("  export WIJKRADAR_SERVER=https://{}", server.addr);
-        println!("  export WIJKRADAR_CA={} WIJKRADAR_CERT={} WIJKRADAR_KEY={}", analyst.ca.display(), analyst.cert.display(), analyst.key.display());
+        println!(
+            "  export WIJKRADAR_CA={} WIJKRADAR_CERT={} WIJKRADAR_KEY={}",
+            analyst.ca.display(),
+            analyst.cert.display(),
+            analyst.key.display()
+        );
         println!("  {exe} query catalogue");
         println!("  {exe} query table --level buurt --type schoolverzuim");
         println!("  {exe} query table --level gemeente --csv > almere.csv");
-        println!("  grpcurl -cacert $WIJKRADAR_CA -cert $WIJKRADAR_CERT -key $WIJKRADAR_KEY {} list", server.addr);
-        println!("De serverconfiguratie staat in {}. Stoppen met Ctrl-C.", config.display());
+        println!(
+            "  grpcurl -cacert $WIJKRADAR_CA -cert $WIJKRADAR_CERT -key $WIJKRADAR_KEY {} list",
+            server.addr
+        );
+        println!(
+            "De serverconfiguratie staat in {}. Stoppen met Ctrl-C.",
+            config.display()
+        );
         tokio::signal::ctrl_c().await?;
     } else {
         println!("Wat nu?");

@@ -21,7 +21,11 @@ use wijkradar_pseudonym::{PartnerKey, ServerKey};
 use wijkradar_server::ServerConfig;
 
 #[derive(Debug, Parser)]
-#[command(name = "wijkradar", version, about = "Privacy-preserving early warning for Dutch neighbourhoods")]
+#[command(
+    name = "wijkradar",
+    version,
+    about = "Privacy-preserving early warning for Dutch neighbourhoods"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -92,8 +96,12 @@ enum KeysCommand {
 }
 
 fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WIJKRADAR_LOG").unwrap_or_else(|_| default.into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WIJKRADAR_LOG")
+        .unwrap_or_else(|_| default.into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 #[tokio::main]
@@ -104,8 +112,13 @@ async fn main() -> anyhow::Result<()> {
             init_logging("info");
             let config = ServerConfig::load(&config)?;
             let server = wijkradar_server::start(&config).await?;
-            eprintln!("Wijkradar luistert op {} (mutual TLS). Stoppen met Ctrl-C.", server.addr);
-            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            eprintln!(
+                "Wijkradar luistert op {} (mutual TLS). Stoppen met Ctrl-C.",
+                server.addr
+            );
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
             server.shutdown().await?;
         }
         Command::Agent(cmd) => {
@@ -124,17 +137,29 @@ async fn main() -> anyhow::Result<()> {
             wijkradar_pki::init(&dir, &server_names)?;
             println!("CA en servercertificaat aangemaakt in {}", dir.display());
         }
-        Command::Pki(PkiCommand::Issue { dir, name, organisation, role }) => {
+        Command::Pki(PkiCommand::Issue {
+            dir,
+            name,
+            organisation,
+            role,
+        }) => {
             let role: Role = role.parse()?;
             let files = wijkradar_pki::issue(&dir, &name, &organisation, role)?;
-            println!("Certificaat {} en sleutel {} aangemaakt", files.cert.display(), files.key.display());
+            println!(
+                "Certificaat {} en sleutel {} aangemaakt",
+                files.cert.display(),
+                files.key.display()
+            );
         }
         Command::Keys(KeysCommand::Generate { out, kind }) => {
             let id = match kind.as_str() {
                 "server" => ServerKey::generate(&out)?.id().clone(),
                 _ => PartnerKey::generate(&out)?.id().clone(),
             };
-            println!("Sleutel {id} aangemaakt in {} (alleen leesbaar voor de eigenaar)", out.display());
+            println!(
+                "Sleutel {id} aangemaakt in {} (alleen leesbaar voor de eigenaar)",
+                out.display()
+            );
         }
         Command::Bench(cmd) => {
             init_logging("warn");

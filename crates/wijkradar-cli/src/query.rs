@@ -59,7 +59,10 @@ pub fn level_to_proto(level: Level) -> pb::AreaLevel {
 }
 
 fn status_error(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("the aggregator refused: {}", wijkradar_agent::client::describe_status(&status))
+    anyhow::anyhow!(
+        "the aggregator refused: {}",
+        wijkradar_agent::client::describe_status(&status)
+    )
 }
 
 /// The catalogue and a table, answered over one connection.
@@ -72,7 +75,9 @@ pub async fn fetch_table(
     to: Option<String>,
 ) -> anyhow::Result<(pb::GetCatalogueResponse, pb::GetTableResponse)> {
     let catalogue = client
-        .get_catalogue(pb::GetCatalogueRequest { gemeente_code: gemeente.to_owned() })
+        .get_catalogue(pb::GetCatalogueRequest {
+            gemeente_code: gemeente.to_owned(),
+        })
         .await
         .map_err(status_error)?
         .into_inner();
@@ -83,30 +88,68 @@ pub async fn fetch_table(
     let from = match from {
         Some(f) => f,
         None => {
-            let last: wijkradar_domain::Month = to.parse().map_err(|e| anyhow::anyhow!("--to: {e}"))?;
-            last.add(-5).to_string()
+            let last: wijkradar_domain::Month =
+                to.parse().map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+            last.plus(-5).to_string()
         }
     };
-    let req = pb::GetTableRequest { gemeente_code: gemeente.to_owned(), level: level.into(), signal_types: types, from_month: from, to_month: to };
-    let table = client.get_table(req).await.map_err(status_error)?.into_inner();
+    let req = pb::GetTableRequest {
+        gemeente_code: gemeente.to_owned(),
+        level: level.into(),
+        signal_types: types,
+        from_month: from,
+        to_month: to,
+    };
+    let table = client
+        .get_table(req)
+        .await
+        .map_err(status_error)?
+        .into_inner();
     Ok((catalogue, table))
 }
 
 pub fn names(catalogue: &pb::GetCatalogueResponse) -> (render::Names, HashMap<String, String>) {
-    let names = catalogue.areas.iter().map(|a| (a.code.clone(), a.name.clone())).collect();
-    let descriptions = catalogue.signal_types.iter().map(|t| (t.name.clone(), t.description.clone())).collect();
+    let names = catalogue
+        .areas
+        .iter()
+        .map(|a| (a.code.clone(), a.name.clone()))
+        .collect();
+    let descriptions = catalogue
+        .signal_types
+        .iter()
+        .map(|t| (t.name.clone(), t.description.clone()))
+        .collect();
     (names, descriptions)
 }
 
 pub async fn run(cmd: QueryCommand) -> anyhow::Result<()> {
     match cmd {
-        QueryCommand::Catalogue { gemeente, connection } => {
+        QueryCommand::Catalogue {
+            gemeente,
+            connection,
+        } => {
             let mut client = QueryServiceClient::new(connection.connect().await?);
-            let c = client.get_catalogue(pb::GetCatalogueRequest { gemeente_code: gemeente }).await.map_err(status_error)?.into_inner();
+            let c = client
+                .get_catalogue(pb::GetCatalogueRequest {
+                    gemeente_code: gemeente,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
             let count = |l: pb::AreaLevel| c.areas.iter().filter(|a| a.level == l as i32).count();
-            println!("Gebieden: {} wijken, {} buurten", count(pb::AreaLevel::Wijk), count(pb::AreaLevel::Buurt));
-            println!("Maanden met gegevens: {} t/m {}", c.first_month, c.last_month);
-            println!("Drempel k = {} (cellen met minder huishoudens worden niet getoond)", c.k);
+            println!(
+                "Gebieden: {} wijken, {} buurten",
+                count(pb::AreaLevel::Wijk),
+                count(pb::AreaLevel::Buurt)
+            );
+            println!(
+                "Maanden met gegevens: {} t/m {}",
+                c.first_month, c.last_month
+            );
+            println!(
+                "Drempel k = {} (cellen met minder huishoudens worden niet getoond)",
+                c.k
+            );
             println!("Signaaltypen:");
             for t in &c.signal_types {
                 println!("  {:<28} {}", t.name, t.description);
@@ -114,8 +157,15 @@ pub async fn run(cmd: QueryCommand) -> anyhow::Result<()> {
         }
         QueryCommand::Table(args) => {
             let mut client = QueryServiceClient::new(args.connection.connect().await?);
-            let (catalogue, table) =
-                fetch_table(&mut client, &args.gemeente, level_to_proto(args.level), args.types, args.from, args.to).await?;
+            let (catalogue, table) = fetch_table(
+                &mut client,
+                &args.gemeente,
+                level_to_proto(args.level),
+                args.types,
+                args.from,
+                args.to,
+            )
+            .await?;
             let (names, descriptions) = names(&catalogue);
             if args.csv {
                 print!("{}", render::csv(&table, &names)?);

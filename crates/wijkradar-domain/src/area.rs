@@ -45,21 +45,36 @@ impl FromStr for AreaLevel {
             "buurt" => Ok(AreaLevel::Buurt),
             "wijk" => Ok(AreaLevel::Wijk),
             "gemeente" => Ok(AreaLevel::Gemeente),
-            other => Err(format!("unknown area level `{other}`: expected buurt, wijk or gemeente")),
+            other => Err(format!(
+                "unknown area level `{other}`: expected buurt, wijk or gemeente"
+            )),
         }
     }
 }
 
-fn parse_fixed<const N: usize>(s: &str, prefix: &'static str, expected: &'static str) -> Result<[u8; N], AreaError> {
+fn parse_fixed<const N: usize>(
+    s: &str,
+    prefix: &'static str,
+    expected: &'static str,
+) -> Result<[u8; N], AreaError> {
     let body = s.strip_prefix(prefix).ok_or(AreaError::Prefix(prefix))?;
     if body.len() != N {
-        return Err(AreaError::Length { expected, len: s.len() });
+        return Err(AreaError::Length {
+            expected,
+            len: s.len(),
+        });
     }
-    let bytes: [u8; N] = body.as_bytes().try_into().map_err(|_| AreaError::Length { expected, len: s.len() })?;
+    let bytes: [u8; N] = body.as_bytes().try_into().map_err(|_| AreaError::Length {
+        expected,
+        len: s.len(),
+    })?;
     if !bytes[..4].iter().all(u8::is_ascii_digit) {
         return Err(AreaError::GemeenteDigits);
     }
-    if !bytes[4..].iter().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()) {
+    if !bytes[4..]
+        .iter()
+        .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+    {
         return Err(AreaError::Characters);
     }
     Ok(bytes)
@@ -195,16 +210,36 @@ mod tests {
         assert_eq!(b.gemeente().to_string(), "GM0034");
         let a: BuurtCode = "BU0363AA01".parse().unwrap();
         assert_eq!(a.wijk().to_string(), "WK0363AA");
-        assert_eq!("WK0363AA".parse::<AreaCode>().unwrap().parent().unwrap().to_string(), "GM0363");
+        assert_eq!(
+            "WK0363AA"
+                .parse::<AreaCode>()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .to_string(),
+            "GM0363"
+        );
     }
 
     #[test]
     fn rejects_malformed_codes_with_a_reason() {
-        assert_eq!("BU0034010".parse::<BuurtCode>(), Err(AreaError::Length { expected: "BU + 8 characters", len: 9 }));
-        assert_eq!("WK003401".parse::<BuurtCode>(), Err(AreaError::Prefix("BU")));
-        assert_eq!("GM03A4".parse::<GemeenteCode>(), Err(AreaError::GemeenteDigits));
+        assert_eq!(
+            "BU0034010".parse::<BuurtCode>(),
+            Err(AreaError::Length {
+                expected: "BU + 8 characters",
+                len: 9
+            })
+        );
+        assert_eq!(
+            "WK003401".parse::<BuurtCode>(),
+            Err(AreaError::Prefix("BU"))
+        );
+        assert_eq!(
+            "GM03A4".parse::<GemeenteCode>(),
+            Err(AreaError::GemeenteDigits)
+        );
         assert_eq!("WK0363aa".parse::<WijkCode>(), Err(AreaError::Characters));
-        assert_eq!("BU0034010é".parse::<BuurtCode>().is_err(), true);
+        assert!("BU0034010é".parse::<BuurtCode>().is_err());
         assert!("XX1234".parse::<AreaCode>().is_err());
     }
 

@@ -33,8 +33,13 @@ impl FromStr for SignalTypeName {
     fn from_str(s: &str) -> Result<Self, CatalogueError> {
         let ok = (1..=48).contains(&s.len())
             && s.as_bytes()[0].is_ascii_lowercase()
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if ok { Ok(SignalTypeName(s.to_owned())) } else { Err(CatalogueError::Name) }
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if ok {
+            Ok(SignalTypeName(s.to_owned()))
+        } else {
+            Err(CatalogueError::Name)
+        }
     }
 }
 
@@ -113,15 +118,50 @@ impl Catalogue {
         };
         Catalogue::new(vec![
             def("huurachterstand", "Huurachterstand", Household, Risk),
-            def("energieachterstand", "Betalingsachterstand energie", Household, Risk),
-            def("eindelevering_energie", "Aangekondigde beëindiging energielevering", Household, Risk),
-            def("drinkwaterachterstand", "Betalingsachterstand drinkwater", Household, Risk),
-            def("zorgpremieachterstand", "Achterstand zorgpremie", Person, Risk),
+            def(
+                "energieachterstand",
+                "Betalingsachterstand energie",
+                Household,
+                Risk,
+            ),
+            def(
+                "eindelevering_energie",
+                "Aangekondigde beëindiging energielevering",
+                Household,
+                Risk,
+            ),
+            def(
+                "drinkwaterachterstand",
+                "Betalingsachterstand drinkwater",
+                Household,
+                Risk,
+            ),
+            def(
+                "zorgpremieachterstand",
+                "Achterstand zorgpremie",
+                Person,
+                Risk,
+            ),
             def("schoolverzuim", "Schoolverzuim", Person, Risk),
-            def("leerprestatie_daling", "Dalende leerprestaties", Person, Risk),
+            def(
+                "leerprestatie_daling",
+                "Dalende leerprestaties",
+                Person,
+                Risk,
+            ),
             def("overlastmelding", "Overlastmelding", Household, Risk),
-            def("verwaarlozing_woonomgeving", "Verwaarlozing woonomgeving", Household, Risk),
-            def("deelname_jeugdactiviteit", "Deelname aan jeugdactiviteit (kans)", Person, Protective),
+            def(
+                "verwaarlozing_woonomgeving",
+                "Verwaarlozing woonomgeving",
+                Household,
+                Risk,
+            ),
+            def(
+                "deelname_jeugdactiviteit",
+                "Deelname aan jeugdactiviteit (kans)",
+                Person,
+                Protective,
+            ),
         ])
         .expect("valid defaults")
     }
@@ -142,7 +182,14 @@ mod tests {
     #[test]
     fn names_are_validated() {
         assert!("huurachterstand".parse::<SignalTypeName>().is_ok());
-        for bad in ["", "Huur", "1abc", "huur-achterstand", "huur achterstand", &"a".repeat(49)] {
+        for bad in [
+            "",
+            "Huur",
+            "1abc",
+            "huur-achterstand",
+            "huur achterstand",
+            &"a".repeat(49),
+        ] {
             assert!(bad.parse::<SignalTypeName>().is_err(), "{bad}");
         }
     }
@@ -153,7 +200,10 @@ mod tests {
         assert_eq!(c.types().len(), 10);
         assert!(c.get("schoolverzuim").is_some());
         let dup = vec![c.types()[0].clone(), c.types()[0].clone()];
-        assert_eq!(Catalogue::new(dup), Err(CatalogueError::Duplicate("huurachterstand".into())));
+        assert_eq!(
+            Catalogue::new(dup),
+            Err(CatalogueError::Duplicate("huurachterstand".into()))
+        );
         assert_eq!(Catalogue::new(vec![]), Err(CatalogueError::Empty));
     }
 }

@@ -16,21 +16,39 @@ pub mod cbs {
     pub const WIJKEN_2023: &[u8] = include_bytes!("../../../data/cbs/wijk_2023.csv");
     pub const BUURTEN_2023: &[u8] = include_bytes!("../../../data/cbs/buurt_2023.csv");
     /// Kerncijfers wijken en buurten 2024 (table 85984NED), gemeente and wijk level.
-    pub const KWB_2024_GEMEENTE_WIJK: &[u8] = include_bytes!("../../../data/cbs/kwb_2024_gemeente_wijk.json");
+    pub const KWB_2024_GEMEENTE_WIJK: &[u8] =
+        include_bytes!("../../../data/cbs/kwb_2024_gemeente_wijk.json");
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HierarchyError {
     #[error("{file} line {line}: expected header `{expected}`")]
-    Header { file: &'static str, line: usize, expected: &'static str },
+    Header {
+        file: &'static str,
+        line: usize,
+        expected: &'static str,
+    },
     #[error("{file} line {line}: expected 2 tab-separated columns")]
     Columns { file: &'static str, line: usize },
     #[error("{file} line {line}: area code: {source}")]
-    Code { file: &'static str, line: usize, source: AreaError },
+    Code {
+        file: &'static str,
+        line: usize,
+        source: AreaError,
+    },
     #[error("{file} line {line}: {code} appears twice")]
-    Duplicate { file: &'static str, line: usize, code: String },
+    Duplicate {
+        file: &'static str,
+        line: usize,
+        code: String,
+    },
     #[error("{file} line {line}: {code} lies in {parent}, which is not in the list")]
-    Orphan { file: &'static str, line: usize, code: String, parent: String },
+    Orphan {
+        file: &'static str,
+        line: usize,
+        code: String,
+        parent: String,
+    },
     #[error("kerncijfers: {0}")]
     Kwb(String),
 }
@@ -65,7 +83,11 @@ fn rows<'a>(
         .next()
         .map(|(_, l)| latin1(l.strip_suffix(b"\r").unwrap_or(l)) == header)
         .unwrap_or(false);
-    let head = (!header_ok).then_some(Err(HierarchyError::Header { file, line: 1, expected: header }));
+    let head = (!header_ok).then_some(Err(HierarchyError::Header {
+        file,
+        line: 1,
+        expected: header,
+    }));
     head.into_iter().chain(lines.filter_map(move |(i, raw)| {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         if raw.is_empty() {
@@ -96,34 +118,69 @@ impl Hierarchy {
         let mut h = Hierarchy::default();
         for row in rows("gemeenten", gemeenten, "GM_CODE\tGM_NAAM") {
             let (line, code, name) = row?;
-            let c: GemeenteCode = code.parse().map_err(|source| HierarchyError::Code { file: "gemeenten", line, source })?;
+            let c: GemeenteCode = code.parse().map_err(|source| HierarchyError::Code {
+                file: "gemeenten",
+                line,
+                source,
+            })?;
             if h.gemeenten.insert(c, name).is_some() {
-                return Err(HierarchyError::Duplicate { file: "gemeenten", line, code });
+                return Err(HierarchyError::Duplicate {
+                    file: "gemeenten",
+                    line,
+                    code,
+                });
             }
         }
         for row in rows("wijken", wijken, "WK_CODE\tWK_NAAM") {
             let (line, code, name) = row?;
-            let c: WijkCode = code.parse().map_err(|source| HierarchyError::Code { file: "wijken", line, source })?;
+            let c: WijkCode = code.parse().map_err(|source| HierarchyError::Code {
+                file: "wijken",
+                line,
+                source,
+            })?;
             if !h.gemeenten.contains_key(&c.gemeente()) {
-                h.outside.push(Area { code: AreaCode::Wijk(c), name });
+                h.outside.push(Area {
+                    code: AreaCode::Wijk(c),
+                    name,
+                });
                 continue;
             }
             if h.wijken.insert(c, name).is_some() {
-                return Err(HierarchyError::Duplicate { file: "wijken", line, code });
+                return Err(HierarchyError::Duplicate {
+                    file: "wijken",
+                    line,
+                    code,
+                });
             }
         }
         for row in rows("buurten", buurten, "BU_CODE\tBU_NAAM") {
             let (line, code, name) = row?;
-            let c: BuurtCode = code.parse().map_err(|source| HierarchyError::Code { file: "buurten", line, source })?;
+            let c: BuurtCode = code.parse().map_err(|source| HierarchyError::Code {
+                file: "buurten",
+                line,
+                source,
+            })?;
             if !h.gemeenten.contains_key(&c.gemeente()) {
-                h.outside.push(Area { code: AreaCode::Buurt(c), name });
+                h.outside.push(Area {
+                    code: AreaCode::Buurt(c),
+                    name,
+                });
                 continue;
             }
             if !h.wijken.contains_key(&c.wijk()) {
-                return Err(HierarchyError::Orphan { file: "buurten", line, code, parent: c.wijk().to_string() });
+                return Err(HierarchyError::Orphan {
+                    file: "buurten",
+                    line,
+                    code,
+                    parent: c.wijk().to_string(),
+                });
             }
             if h.buurten.insert(c, name).is_some() {
-                return Err(HierarchyError::Duplicate { file: "buurten", line, code });
+                return Err(HierarchyError::Duplicate {
+                    file: "buurten",
+                    line,
+                    code,
+                });
             }
         }
         Ok(h)
@@ -156,7 +213,10 @@ impl Hierarchy {
     }
 
     pub fn wijken_of(&self, g: GemeenteCode) -> impl Iterator<Item = WijkCode> + '_ {
-        self.wijken.keys().copied().filter(move |w| w.gemeente() == g)
+        self.wijken
+            .keys()
+            .copied()
+            .filter(move |w| w.gemeente() == g)
     }
 
     pub fn buurten_of_wijk(&self, w: WijkCode) -> impl Iterator<Item = BuurtCode> + '_ {
@@ -164,13 +224,21 @@ impl Hierarchy {
     }
 
     pub fn buurten_of(&self, g: GemeenteCode) -> impl Iterator<Item = BuurtCode> + '_ {
-        self.buurten.keys().copied().filter(move |b| b.gemeente() == g)
+        self.buurten
+            .keys()
+            .copied()
+            .filter(move |b| b.gemeente() == g)
     }
 
     /// The areas of one level inside a gemeente, in code order.
     pub fn areas_of(&self, g: GemeenteCode, level: AreaLevel) -> Vec<AreaCode> {
         match level {
-            AreaLevel::Gemeente => self.gemeenten.contains_key(&g).then_some(AreaCode::Gemeente(g)).into_iter().collect(),
+            AreaLevel::Gemeente => self
+                .gemeenten
+                .contains_key(&g)
+                .then_some(AreaCode::Gemeente(g))
+                .into_iter()
+                .collect(),
             AreaLevel::Wijk => self.wijken_of(g).map(AreaCode::Wijk).collect(),
             AreaLevel::Buurt => self.buurten_of(g).map(AreaCode::Buurt).collect(),
         }
@@ -181,7 +249,10 @@ impl Hierarchy {
         [AreaLevel::Gemeente, AreaLevel::Wijk, AreaLevel::Buurt]
             .into_iter()
             .flat_map(|level| self.areas_of(g, level))
-            .map(|code| Area { code, name: self.name(code).unwrap_or_default().to_owned() })
+            .map(|code| Area {
+                code,
+                name: self.name(code).unwrap_or_default().to_owned(),
+            })
             .collect()
     }
 }
@@ -197,7 +268,8 @@ pub struct Dwellings {
 
 impl Dwellings {
     pub fn kwb_2024() -> Self {
-        Self::parse_kwb_json(cbs::KWB_2024_GEMEENTE_WIJK).expect("the embedded CBS 2024 figures parse")
+        Self::parse_kwb_json(cbs::KWB_2024_GEMEENTE_WIJK)
+            .expect("the embedded CBS 2024 figures parse")
     }
 
     pub fn parse_kwb_json(bytes: &[u8]) -> Result<Self, HierarchyError> {
@@ -205,7 +277,10 @@ impl Dwellings {
             serde_json::from_slice(bytes).map_err(|e| HierarchyError::Kwb(e.to_string()))?;
         let mut out = Dwellings::default();
         for (code, figures) in map {
-            match (code.parse::<AreaCode>(), figures.get("Woningvoorraad_35").copied().flatten()) {
+            match (
+                code.parse::<AreaCode>(),
+                figures.get("Woningvoorraad_35").copied().flatten(),
+            ) {
                 (Ok(c), Some(v)) if v >= 0.0 => {
                     out.per_area.insert(c, v as u64);
                 }
@@ -226,7 +301,11 @@ mod tests {
         assert_eq!(h.len(AreaLevel::Gemeente), 342);
         assert_eq!(h.len(AreaLevel::Wijk), 3433);
         assert_eq!(h.len(AreaLevel::Buurt), 14514);
-        let outside: Vec<String> = h.outside().iter().map(|a| format!("{} {}", a.code, a.name)).collect();
+        let outside: Vec<String> = h
+            .outside()
+            .iter()
+            .map(|a| format!("{} {}", a.code, a.name))
+            .collect();
         assert_eq!(outside, ["WK099899 Buitenland", "BU09989999 Buitenland"]);
         let almere: GemeenteCode = "GM0034".parse().unwrap();
         assert_eq!(h.name(AreaCode::Gemeente(almere)), Some("Almere"));
@@ -240,13 +319,51 @@ mod tests {
 
     #[test]
     fn reports_the_line_of_a_bad_row() {
-        let err = Hierarchy::parse(b"GM_CODE\tGM_NAAM\r\nGM0034\tAlmere\r\n", b"WK_CODE\tWK_NAAM\r\nWK003401\tStad\r\nWK0035\tX\r\n", b"BU_CODE\tBU_NAAM\r\n")
-            .unwrap_err();
-        assert!(matches!(err, HierarchyError::Code { file: "wijken", line: 3, .. }), "{err}");
-        let err = Hierarchy::parse(b"GM_CODE\tGM_NAAM\r\nGM0034\tAlmere\r\n", b"WK_CODE\tWK_NAAM\r\n", b"BU_CODE\tBU_NAAM\r\nBU00340101\tX\r\n").unwrap_err();
-        assert!(matches!(err, HierarchyError::Orphan { file: "buurten", line: 2, .. }), "{err}");
+        let err = Hierarchy::parse(
+            b"GM_CODE\tGM_NAAM\r\nGM0034\tAlmere\r\n",
+            b"WK_CODE\tWK_NAAM\r\nWK003401\tStad\r\nWK0035\tX\r\n",
+            b"BU_CODE\tBU_NAAM\r\n",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                HierarchyError::Code {
+                    file: "wijken",
+                    line: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = Hierarchy::parse(
+            b"GM_CODE\tGM_NAAM\r\nGM0034\tAlmere\r\n",
+            b"WK_CODE\tWK_NAAM\r\n",
+            b"BU_CODE\tBU_NAAM\r\nBU00340101\tX\r\n",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                HierarchyError::Orphan {
+                    file: "buurten",
+                    line: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let err = Hierarchy::parse(b"code\tnaam\r\n", b"", b"").unwrap_err();
-        assert!(matches!(err, HierarchyError::Header { file: "gemeenten", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                HierarchyError::Header {
+                    file: "gemeenten",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -254,7 +371,12 @@ mod tests {
         let d = Dwellings::kwb_2024();
         let almere = AreaCode::Gemeente("GM0034".parse().unwrap());
         assert_eq!(d.per_area.get(&almere), Some(&92_353));
-        let total: u64 = d.per_area.iter().filter(|(c, _)| c.level() == AreaLevel::Gemeente).map(|(_, v)| v).sum();
+        let total: u64 = d
+            .per_area
+            .iter()
+            .filter(|(c, _)| c.level() == AreaLevel::Gemeente)
+            .map(|(_, v)| v)
+            .sum();
         assert!((8_000_000..8_500_000).contains(&total), "{total}");
     }
 }

@@ -16,7 +16,9 @@ pub mod pseudonym;
 pub mod signal;
 
 pub use area::{AreaCode, AreaError, AreaLevel, BuurtCode, GemeenteCode, WijkCode};
-pub use catalogue::{Catalogue, CatalogueError, SignalKind, SignalTypeDef, SignalTypeName, SignalUnit};
+pub use catalogue::{
+    Catalogue, CatalogueError, SignalKind, SignalTypeDef, SignalTypeName, SignalUnit,
+};
 pub use hierarchy::{Area, Hierarchy, HierarchyError};
 pub use month::{Month, MonthError};
 pub use pseudonym::{PartnerPseudonym, PseudonymError, ServerPseudonym};

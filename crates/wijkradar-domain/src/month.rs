@@ -17,7 +17,8 @@ pub enum MonthError {
 
 impl Month {
     pub fn new(year: u32, month: u32) -> Option<Month> {
-        ((1..=12).contains(&month) && (1900..=9999).contains(&year)).then(|| Month(year * 12 + month - 1))
+        ((1..=12).contains(&month) && (1900..=9999).contains(&year))
+            .then(|| Month(year * 12 + month - 1))
     }
     pub fn year(self) -> u32 {
         self.0 / 12
@@ -32,7 +33,7 @@ impl Month {
     pub fn from_index(i: u32) -> Option<Month> {
         Month::new(i / 12, i % 12 + 1)
     }
-    pub fn add(self, months: i32) -> Month {
+    pub fn plus(self, months: i32) -> Month {
         Month(self.0.saturating_add_signed(months))
     }
     /// Months from `self` to `to` inclusive; empty if `to` is earlier.
@@ -54,7 +55,11 @@ impl Month {
     }
     /// Rejects a month later than `now`.
     pub fn not_after(self, now: Month) -> Result<Month, MonthError> {
-        if self > now { Err(MonthError::Future(self)) } else { Ok(self) }
+        if self > now {
+            Err(MonthError::Future(self))
+        } else {
+            Ok(self)
+        }
     }
 }
 
@@ -66,7 +71,11 @@ impl FromStr for Month {
         if b.len() != 7 || b[4] != b'-' || !b[..4].iter().chain(&b[5..]).all(u8::is_ascii_digit) {
             return Err(err());
         }
-        Month::new(s[..4].parse().map_err(|_| err())?, s[5..].parse().map_err(|_| err())?).ok_or_else(err)
+        Month::new(
+            s[..4].parse().map_err(|_| err())?,
+            s[5..].parse().map_err(|_| err())?,
+        )
+        .ok_or_else(err)
     }
 }
 
@@ -90,20 +99,35 @@ mod tests {
     fn parses_and_rejects() {
         let m: Month = "2024-03".parse().unwrap();
         assert_eq!((m.year(), m.month()), (2024, 3));
-        for bad in ["2024-13", "2024-00", "2024-3", "24-03", "2024/03", "", "2024-03-01", "２０２４-03"] {
+        for bad in [
+            "2024-13",
+            "2024-00",
+            "2024-3",
+            "24-03",
+            "2024/03",
+            "",
+            "2024-03-01",
+            "２０２４-03",
+        ] {
             assert!(bad.parse::<Month>().is_err(), "{bad}");
         }
-        assert_eq!(m.add(-3).to_string(), "2023-12");
-        assert_eq!(m.through(m.add(2)).count(), 3);
-        assert!(m.add(1).not_after(m).is_err());
+        assert_eq!(m.plus(-3).to_string(), "2023-12");
+        assert_eq!(m.through(m.plus(2)).count(), 3);
+        assert!(m.plus(1).not_after(m).is_err());
     }
 
     #[test]
     fn civil_month_of_unix_time() {
         assert_eq!(Month::from_unix_seconds(0).to_string(), "1970-01");
         assert_eq!(Month::from_unix_seconds(951_782_400).to_string(), "2000-02"); // 2000-02-29
-        assert_eq!(Month::from_unix_seconds(1_795_000_000).to_string(), "2026-11");
-        assert_eq!(Month::from_unix_seconds(1_704_067_199).to_string(), "2023-12");
+        assert_eq!(
+            Month::from_unix_seconds(1_795_000_000).to_string(),
+            "2026-11"
+        );
+        assert_eq!(
+            Month::from_unix_seconds(1_704_067_199).to_string(),
+            "2023-12"
+        );
     }
 
     proptest::proptest! {

@@ -59,6 +59,9 @@ mod tests {
     fn debug_hides_the_value() {
         let p = PartnerPseudonym::from_bytes([0xab; 32]);
         assert_eq!(format!("{p:?}"), "PartnerPseudonym(..)");
-        assert_eq!(PartnerPseudonym::try_from(&[1u8; 31][..]), Err(PseudonymError::Length(31)));
+        assert_eq!(
+            PartnerPseudonym::try_from(&[1u8; 31][..]),
+            Err(PseudonymError::Length(31))
+        );
     }
 }

@@ -39,7 +39,11 @@ pub struct BatchId(String);
 impl BatchId {
     pub fn new(s: &str) -> Result<BatchId, BatchIdError> {
         let ok = (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic());
-        if ok { Ok(BatchId(s.to_owned())) } else { Err(BatchIdError::Invalid) }
+        if ok {
+            Ok(BatchId(s.to_owned()))
+        } else {
+            Err(BatchIdError::Invalid)
+        }
     }
     pub fn as_str(&self) -> &str {
         &self.0

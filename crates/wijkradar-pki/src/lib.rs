@@ -19,14 +19,17 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("certificate generation: {0}")]
     Rcgen(#[from] rcgen::Error),
     #[error("the certificate does not parse as X.509")]
@@ -78,7 +81,13 @@ pub struct Identity {
 
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{} ({})", self.organisation, self.name, self.role.as_str())
+        write!(
+            f,
+            "{}/{} ({})",
+            self.organisation,
+            self.name,
+            self.role.as_str()
+        )
     }
 }
 
@@ -86,8 +95,12 @@ impl fmt::Display for Identity {
 pub fn identity_from_der(der: &[u8]) -> Result<Identity, PkiError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| PkiError::Parse)?;
     let subject = cert.subject();
-    let first = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>>, what| {
-        it.next().and_then(|a| a.as_str().ok()).map(str::to_owned).ok_or(PkiError::Missing(what))
+    let first = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>>,
+                 what| {
+        it.next()
+            .and_then(|a| a.as_str().ok())
+            .map(str::to_owned)
+            .ok_or(PkiError::Missing(what))
     };
     Ok(Identity {
         organisation: first(&mut subject.iter_organization(), "organisation (O)")?,
@@ -105,17 +118,26 @@ pub struct CertFiles {
 
 impl CertFiles {
     pub fn in_dir(dir: &Path, name: &str) -> CertFiles {
-        CertFiles { cert: dir.join(format!("{name}.pem")), key: dir.join(format!("{name}.key")) }
+        CertFiles {
+            cert: dir.join(format!("{name}.pem")),
+            key: dir.join(format!("{name}.key")),
+        }
     }
 }
 
 fn check_name(name: &str) -> Result<(), PkiError> {
-    let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok { Ok(()) } else { Err(PkiError::Name) }
 }
 
 fn write(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io { path: path.to_owned(), source };
+    let io = |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -124,11 +146,17 @@ fn write(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
     }
     #[cfg(not(unix))]
     let _ = private;
-    options.open(path).and_then(|mut f| f.write_all(contents.as_bytes())).map_err(io)
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .map_err(io)
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {
-    std::fs::read_to_string(path).map_err(|source| PkiError::Io { path: path.to_owned(), source })
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn validity(params: &mut CertificateParams, days: i64) {
@@ -140,13 +168,22 @@ fn validity(params: &mut CertificateParams, days: i64) {
 /// Creates `ca.pem`/`ca.key` and `server.pem`/`server.key` (valid for
 /// `localhost` and `127.0.0.1`, plus `server_names`) in `dir`.
 pub fn init(dir: &Path, server_names: &[String]) -> Result<(), PkiError> {
-    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io { path: dir.to_owned(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
     let mut ca = CertificateParams::default();
     ca.distinguished_name = DistinguishedName::new();
-    ca.distinguished_name.push(DnType::OrganizationName, "Wijkradar development CA");
-    ca.distinguished_name.push(DnType::CommonName, "Wijkradar development CA");
+    ca.distinguished_name
+        .push(DnType::OrganizationName, "Wijkradar development CA");
+    ca.distinguished_name
+        .push(DnType::CommonName, "Wijkradar development CA");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     validity(&mut ca, 3650);
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca.self_signed(&ca_key)?;
@@ -159,8 +196,12 @@ pub fn init(dir: &Path, server_names: &[String]) -> Result<(), PkiError> {
     names.extend(server_names.iter().cloned());
     let mut server = CertificateParams::new(names)?;
     server.distinguished_name = DistinguishedName::new();
-    server.distinguished_name.push(DnType::OrganizationName, "Wijkradar");
-    server.distinguished_name.push(DnType::CommonName, "wijkradar aggregator");
+    server
+        .distinguished_name
+        .push(DnType::OrganizationName, "Wijkradar");
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "wijkradar aggregator");
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     validity(&mut server, 825);
     let key = KeyPair::generate()?;
@@ -172,21 +213,37 @@ pub fn init(dir: &Path, server_names: &[String]) -> Result<(), PkiError> {
 
 /// Issues a client certificate `<name>.pem`/`<name>.key` in `dir`, signed by
 /// the CA there.
-pub fn issue(dir: &Path, name: &str, organisation: &str, role: Role) -> Result<CertFiles, PkiError> {
+pub fn issue(
+    dir: &Path,
+    name: &str,
+    organisation: &str,
+    role: Role,
+) -> Result<CertFiles, PkiError> {
     issue_valid_for(dir, name, organisation, role, 825)
 }
 
 /// As [`issue`], with a validity in days from now; negative makes a
 /// certificate that has already expired (for tests of refusal).
-pub fn issue_valid_for(dir: &Path, name: &str, organisation: &str, role: Role, days: i64) -> Result<CertFiles, PkiError> {
+pub fn issue_valid_for(
+    dir: &Path,
+    name: &str,
+    organisation: &str,
+    role: Role,
+    days: i64,
+) -> Result<CertFiles, PkiError> {
     check_name(name)?;
     let ca_files = CertFiles::in_dir(dir, "ca");
     let ca_key = KeyPair::from_pem(&read(&ca_files.key)?)?;
     let issuer = Issuer::from_ca_cert_pem(&read(&ca_files.cert)?, ca_key)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::OrganizationName, DnValue::Utf8String(organisation.to_owned()));
-    params.distinguished_name.push(DnType::OrganizationalUnitName, role.as_str());
+    params.distinguished_name.push(
+        DnType::OrganizationName,
+        DnValue::Utf8String(organisation.to_owned()),
+    );
+    params
+        .distinguished_name
+        .push(DnType::OrganizationalUnitName, role.as_str());
     params.distinguished_name.push(DnType::CommonName, name);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let now = time::OffsetDateTime::now_utc();
@@ -214,14 +271,30 @@ mod tests {
         init(dir.path(), &[]).unwrap();
         let files = issue(dir.path(), "corporatie", "Woonstede", Role::Partner).unwrap();
         let pem = std::fs::read_to_string(&files.cert).unwrap();
-        let der = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap().1.contents;
+        let der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .unwrap()
+            .1
+            .contents;
         let id = identity_from_der(&der).unwrap();
-        assert_eq!(id, Identity { organisation: "Woonstede".into(), name: "corporatie".into(), role: Role::Partner });
+        assert_eq!(
+            id,
+            Identity {
+                organisation: "Woonstede".into(),
+                name: "corporatie".into(),
+                role: Role::Partner
+            }
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&files.key).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&files.key).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
-        assert!(matches!(issue(dir.path(), "Bad Name", "X", Role::Analyst), Err(PkiError::Name)));
+        assert!(matches!(
+            issue(dir.path(), "Bad Name", "X", Role::Analyst),
+            Err(PkiError::Name)
+        ));
     }
 }

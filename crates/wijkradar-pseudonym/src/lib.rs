@@ -24,7 +24,10 @@ use zeroize::{Zeroize, Zeroizing};
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("key file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("key file {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`")]
     Permissions { path: PathBuf, mode: u32 },
     #[error("key file {path} does not hold 64 hex characters")]
@@ -41,17 +44,25 @@ struct KeyBytes([u8; 32]);
 impl KeyBytes {
     fn generate() -> Result<KeyBytes, KeyError> {
         let mut k = KeyBytes([0; 32]);
-        ring::rand::SystemRandom::new().fill(&mut k.0).map_err(|_| KeyError::Random)?;
+        ring::rand::SystemRandom::new()
+            .fill(&mut k.0)
+            .map_err(|_| KeyError::Random)?;
         Ok(k)
     }
 
     fn id(&self) -> KeyId {
-        let d = digest::digest(&digest::SHA256, &[b"wijkradar key id\0".as_slice(), &self.0].concat());
+        let d = digest::digest(
+            &digest::SHA256,
+            &[b"wijkradar key id\0".as_slice(), &self.0].concat(),
+        );
         KeyId(hex::encode(&d.as_ref()[..8]))
     }
 
     fn write_new(&self, path: &Path) -> Result<(), KeyError> {
-        let io = |source| KeyError::Io { path: path.to_owned(), source };
+        let io = |source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -63,18 +74,26 @@ impl KeyBytes {
     }
 
     fn read(path: &Path) -> Result<KeyBytes, KeyError> {
-        let io = |source| KeyError::Io { path: path.to_owned(), source };
+        let io = |source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        };
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
-                return Err(KeyError::Permissions { path: path.to_owned(), mode });
+                return Err(KeyError::Permissions {
+                    path: path.to_owned(),
+                    mode,
+                });
             }
         }
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
         let mut k = KeyBytes([0; 32]);
-        hex::decode_to_slice(text.trim(), &mut k.0).map_err(|_| KeyError::Format { path: path.to_owned() })?;
+        hex::decode_to_slice(text.trim(), &mut k.0).map_err(|_| KeyError::Format {
+            path: path.to_owned(),
+        })?;
         Ok(k)
     }
 }
@@ -171,11 +190,17 @@ mod tests {
         let k = PartnerKey::generate(&path).unwrap();
         let again = PartnerKey::load(&path).unwrap();
         assert_eq!(k.id(), again.id());
-        assert_eq!(k.pseudonymise(b"1234AB|1|"), again.pseudonymise(b"1234AB|1|"));
+        assert_eq!(
+            k.pseudonymise(b"1234AB|1|"),
+            again.pseudonymise(b"1234AB|1|")
+        );
         assert_ne!(k.pseudonymise(b"1234AB|1|"), k.pseudonymise(b"1234AB|2|"));
         assert!(!format!("{k:?}").contains(&hex::encode(k.pseudonymise(b"x").as_bytes())));
         // A second generate never overwrites a key.
-        assert!(matches!(PartnerKey::generate(&path), Err(KeyError::Io { .. })));
+        assert!(matches!(
+            PartnerKey::generate(&path),
+            Err(KeyError::Io { .. })
+        ));
     }
 
     #[cfg(unix)]
@@ -187,7 +212,10 @@ mod tests {
         ServerKey::generate(&path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = ServerKey::load(&path).unwrap_err();
-        assert!(matches!(err, KeyError::Permissions { mode: 0o644, .. }), "{err}");
+        assert!(
+            matches!(err, KeyError::Permissions { mode: 0o644, .. }),
+            "{err}"
+        );
     }
 
     #[test]

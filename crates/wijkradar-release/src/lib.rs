@@ -31,7 +31,11 @@ pub struct Threshold(u32);
 
 impl Threshold {
     pub fn new(k: u32) -> Result<Threshold, ReleaseError> {
-        if k < MIN_K { Err(ReleaseError::KTooSmall(k)) } else { Ok(Threshold(k)) }
+        if k < MIN_K {
+            Err(ReleaseError::KTooSmall(k))
+        } else {
+            Ok(Threshold(k))
+        }
     }
     pub fn k(self) -> u32 {
         self.0
@@ -61,14 +65,22 @@ pub enum Released {
 
 impl Threshold {
     pub fn release(self, true_count: u64) -> Released {
-        if true_count < u64::from(self.0) { Released::Suppressed } else { Released::Value(true_count) }
+        if true_count < u64::from(self.0) {
+            Released::Suppressed
+        } else {
+            Released::Value(true_count)
+        }
     }
 }
 
 /// Sums buurt counts into the areas of `level`. Every area in `areas` gets a
 /// count, zero when no buurt of it has one, so that an empty area is released
 /// (as suppressed) like any other and absence tells nothing.
-pub fn roll_up(level: AreaLevel, areas: &[AreaCode], buurt_counts: &[(BuurtCode, u64)]) -> BTreeMap<AreaCode, u64> {
+pub fn roll_up(
+    level: AreaLevel,
+    areas: &[AreaCode],
+    buurt_counts: &[(BuurtCode, u64)],
+) -> BTreeMap<AreaCode, u64> {
     let mut out: BTreeMap<AreaCode, u64> = areas.iter().map(|&a| (a, 0)).collect();
     for &(buurt, n) in buurt_counts {
         let area = match level {
@@ -97,12 +109,26 @@ mod tests {
     #[test]
     fn rolls_buurten_up_into_wijken_and_gemeente() {
         let b = |s: &str| s.parse::<BuurtCode>().unwrap();
-        let counts = [(b("BU00340101"), 7), (b("BU00340102"), 5), (b("BU00340201"), 3)];
-        let wijken: Vec<AreaCode> = ["WK003401", "WK003402", "WK003403"].iter().map(|s| s.parse().unwrap()).collect();
-        let got: Vec<u64> = roll_up(AreaLevel::Wijk, &wijken, &counts).into_values().collect();
+        let counts = [
+            (b("BU00340101"), 7),
+            (b("BU00340102"), 5),
+            (b("BU00340201"), 3),
+        ];
+        let wijken: Vec<AreaCode> = ["WK003401", "WK003402", "WK003403"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let got: Vec<u64> = roll_up(AreaLevel::Wijk, &wijken, &counts)
+            .into_values()
+            .collect();
         assert_eq!(got, [12, 3, 0]);
         let gm = ["GM0034".parse().unwrap()];
-        assert_eq!(roll_up(AreaLevel::Gemeente, &gm, &counts).into_values().collect::<Vec<_>>(), [15]);
+        assert_eq!(
+            roll_up(AreaLevel::Gemeente, &gm, &counts)
+                .into_values()
+                .collect::<Vec<_>>(),
+            [15]
+        );
     }
 
     proptest::proptest! {

@@ -20,7 +20,10 @@ pub fn authorize<T>(req: &Request<T>, role: Role) -> Result<Identity, ApiError> 
             Role::Partner => "submit signals",
             Role::Analyst => "query figures",
         };
-        return Err(ApiError::PermissionDenied(format!("a certificate with role {} may not {action}", identity.role.as_str())));
+        return Err(ApiError::PermissionDenied(format!(
+            "a certificate with role {} may not {action}",
+            identity.role.as_str()
+        )));
     }
     Ok(identity)
 }

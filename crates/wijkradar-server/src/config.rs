@@ -12,11 +12,18 @@ use wijkradar_release::Threshold;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {field}: {message}")]
-    Invalid { path: PathBuf, field: &'static str, message: String },
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,7 +75,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_batch_signals: 10_000, max_message_bytes: 4 * 1024 * 1024, ingest_queue_depth: 256 }
+        Limits {
+            max_batch_signals: 10_000,
+            max_message_bytes: 4 * 1024 * 1024,
+            ingest_queue_depth: 256,
+        }
     }
 }
 
@@ -83,15 +94,33 @@ pub struct ReleaseConfig {
 impl ServerConfig {
     /// Reads a config file; relative paths in it are taken from the file's folder.
     pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut config.data_dir, &mut config.tls.client_ca, &mut config.tls.cert, &mut config.tls.key, &mut config.keys.server_key] {
+        for p in [
+            &mut config.data_dir,
+            &mut config.tls.client_ca,
+            &mut config.tls.cert,
+            &mut config.tls.key,
+            &mut config.keys.server_key,
+        ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         }
-        config.check().map_err(|(field, message)| ConfigError::Invalid { path: path.to_owned(), field, message })?;
+        config
+            .check()
+            .map_err(|(field, message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                field,
+                message,
+            })?;
         Ok(config)
     }
 
@@ -108,7 +137,8 @@ impl ServerConfig {
         if self.limits.max_message_bytes < 1024 {
             return Err(("limits.max_message_bytes", "must be at least 1024".into()));
         }
-        self.catalogue().map_err(|e| ("signal_types", e.to_string()))?;
+        self.catalogue()
+            .map_err(|e| ("signal_types", e.to_string()))?;
         Ok(())
     }
 
@@ -130,7 +160,9 @@ mod tests {
         let config = ServerConfig::load(&path).unwrap();
         assert_eq!(config.release.k.k(), 10);
         assert_eq!(config.catalogue().unwrap().types().len(), 10);
-        assert!(config.tls.cert.is_absolute() || config.tls.cert.starts_with(path.parent().unwrap()));
+        assert!(
+            config.tls.cert.is_absolute() || config.tls.cert.starts_with(path.parent().unwrap())
+        );
     }
 
     #[test]
@@ -147,10 +179,15 @@ mod tests {
         "#;
         assert!(ServerConfig::parse(base).is_ok());
         let err = ServerConfig::parse(&format!("{base}\n[release]\nk = 4\n")).unwrap_err();
-        assert!(err.contains("k") && err.contains("below the minimum of 5"), "{err}");
+        assert!(
+            err.contains("k") && err.contains("below the minimum of 5"),
+            "{err}"
+        );
         let err = ServerConfig::parse(&format!("{base}\n[limits]\nmax_batch = 5\n")).unwrap_err();
         assert!(err.contains("unknown field `max_batch`"), "{err}");
-        let err = ServerConfig::parse(&base.replace("listen = \"127.0.0.1:0\"", "listen = \"nowhere\"")).unwrap_err();
+        let err =
+            ServerConfig::parse(&base.replace("listen = \"127.0.0.1:0\"", "listen = \"nowhere\""))
+                .unwrap_err();
         assert!(err.contains("listen"), "{err}");
         let mut c = ServerConfig::parse(base).unwrap();
         c.limits.max_batch_signals = 0;

@@ -3,8 +3,8 @@
 //! reaches the store.
 
 use wijkradar_domain::{
-    AreaCode, AreaLevel, Batch, BatchId, BuurtCode, Catalogue, GemeenteCode, Hierarchy, Month, PartnerPseudonym,
-    Severity, Signal, SignalTypeName,
+    AreaCode, AreaLevel, Batch, BatchId, BuurtCode, Catalogue, GemeenteCode, Hierarchy, Month,
+    PartnerPseudonym, Severity, Signal, SignalTypeName,
 };
 use wijkradar_proto::v1 as pb;
 
@@ -27,17 +27,29 @@ pub struct CheckedBatch {
     pub digest: [u8; 32],
 }
 
-pub fn batch_from_proto(req: pb::SubmitRequest, rules: &IngestRules<'_>) -> Result<CheckedBatch, ApiError> {
-    let pb_batch = req.batch.ok_or_else(|| ApiError::InvalidArgument(vec![Violation::new("batch", "is required")]))?;
-    let id = BatchId::new(&pb_batch.batch_id).map_err(|e| ApiError::InvalidArgument(vec![Violation::new("batch.batch_id", e)]))?;
+pub fn batch_from_proto(
+    req: pb::SubmitRequest,
+    rules: &IngestRules<'_>,
+) -> Result<CheckedBatch, ApiError> {
+    let pb_batch = req
+        .batch
+        .ok_or_else(|| ApiError::InvalidArgument(vec![Violation::new("batch", "is required")]))?;
+    let id = BatchId::new(&pb_batch.batch_id)
+        .map_err(|e| ApiError::InvalidArgument(vec![Violation::new("batch.batch_id", e)]))?;
     let n = pb_batch.signals.len();
     if n == 0 {
-        return Err(ApiError::InvalidArgument(vec![Violation::new("batch.signals", "a batch holds at least one signal")]));
+        return Err(ApiError::InvalidArgument(vec![Violation::new(
+            "batch.signals",
+            "a batch holds at least one signal",
+        )]));
     }
     if n > rules.max_batch_signals {
         return Err(ApiError::TooLarge(Violation::new(
             "batch.signals",
-            format!("a batch holds at most {} signals; split it into smaller batches", rules.max_batch_signals),
+            format!(
+                "a batch holds at most {} signals; split it into smaller batches",
+                rules.max_batch_signals
+            ),
         )));
     }
 
@@ -46,7 +58,8 @@ pub fn batch_from_proto(req: pb::SubmitRequest, rules: &IngestRules<'_>) -> Resu
     let mut digest = ring_digest();
     for (i, s) in pb_batch.signals.into_iter().enumerate() {
         let field = |name: &str| format!("batch.signals[{i}].{name}");
-        let pseudonym = PartnerPseudonym::try_from(s.pseudonym.as_slice()).map_err(|e| Violation::new(field("pseudonym"), e));
+        let pseudonym = PartnerPseudonym::try_from(s.pseudonym.as_slice())
+            .map_err(|e| Violation::new(field("pseudonym"), e));
         let buurt = s
             .buurt_code
             .parse::<BuurtCode>()
@@ -55,12 +68,21 @@ pub fn batch_from_proto(req: pb::SubmitRequest, rules: &IngestRules<'_>) -> Resu
                 if rules.hierarchy.contains(AreaCode::Buurt(b)) {
                     Ok(b)
                 } else {
-                    Err(Violation::new(field("buurt_code"), format!("{b} is not a buurt in the CBS classification")))
+                    Err(Violation::new(
+                        field("buurt_code"),
+                        format!("{b} is not a buurt in the CBS classification"),
+                    ))
                 }
             });
         let signal_type = match rules.catalogue.get(&s.signal_type) {
             Some(def) => Ok(def.name.clone()),
-            None => Err(Violation::new(field("signal_type"), format!("`{}` is not in the signal catalogue", printable(&s.signal_type)))),
+            None => Err(Violation::new(
+                field("signal_type"),
+                format!(
+                    "`{}` is not in the signal catalogue",
+                    printable(&s.signal_type)
+                ),
+            )),
         };
         let month = s
             .month
@@ -69,15 +91,34 @@ pub fn batch_from_proto(req: pb::SubmitRequest, rules: &IngestRules<'_>) -> Resu
             .map_err(|e| Violation::new(field("month"), e));
         let severity = match s.severity {
             None => Ok(None),
-            Some(v) => Severity::new(v).map(Some).ok_or_else(|| Violation::new(field("severity"), "must be 1, 2 or 3")),
+            Some(v) => Severity::new(v)
+                .map(Some)
+                .ok_or_else(|| Violation::new(field("severity"), "must be 1, 2 or 3")),
         };
         match (pseudonym, buurt, signal_type, month, severity) {
             (Ok(pseudonym), Ok(buurt), Ok(signal_type), Ok(month), Ok(severity)) => {
-                update_digest(&mut digest, &pseudonym, &buurt, &signal_type, month, severity);
-                signals.push(Signal { pseudonym, buurt, signal_type, month, severity });
+                update_digest(
+                    &mut digest,
+                    &pseudonym,
+                    &buurt,
+                    &signal_type,
+                    month,
+                    severity,
+                );
+                signals.push(Signal {
+                    pseudonym,
+                    buurt,
+                    signal_type,
+                    month,
+                    severity,
+                });
             }
             (a, b, c, d, e) => {
-                violations.extend([a.err(), b.err(), c.err(), d.err(), e.err()].into_iter().flatten());
+                violations.extend(
+                    [a.err(), b.err(), c.err(), d.err(), e.err()]
+                        .into_iter()
+                        .flatten(),
+                );
             }
         }
     }
@@ -86,7 +127,11 @@ pub fn batch_from_proto(req: pb::SubmitRequest, rules: &IngestRules<'_>) -> Resu
     }
     Ok(CheckedBatch {
         batch: Batch { id, signals },
-        digest: digest.finish().as_ref().try_into().expect("SHA-256 is 32 bytes"),
+        digest: digest
+            .finish()
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes"),
     })
 }
 
@@ -112,7 +157,10 @@ fn update_digest(
 
 /// Echoes user text in an error only as short printable ASCII.
 fn printable(s: &str) -> String {
-    s.chars().take(48).map(|c| if c.is_ascii_graphic() { c } else { '?' }).collect()
+    s.chars()
+        .take(48)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
 }
 
 /// A validated table request.
@@ -129,10 +177,14 @@ pub struct TableQuery {
 pub const MAX_TABLE_MONTHS: u32 = 36;
 
 pub fn gemeente_from_proto(code: &str, hierarchy: &Hierarchy) -> Result<GemeenteCode, ApiError> {
-    let g: GemeenteCode =
-        code.parse().map_err(|e| ApiError::InvalidArgument(vec![Violation::new("gemeente_code", e)]))?;
+    let g: GemeenteCode = code
+        .parse()
+        .map_err(|e| ApiError::InvalidArgument(vec![Violation::new("gemeente_code", e)]))?;
     if !hierarchy.contains(AreaCode::Gemeente(g)) {
-        return Err(ApiError::InvalidArgument(vec![Violation::new("gemeente_code", format!("{g} is not a gemeente in the CBS classification"))]));
+        return Err(ApiError::InvalidArgument(vec![Violation::new(
+            "gemeente_code",
+            format!("{g} is not a gemeente in the CBS classification"),
+        )]));
     }
     Ok(g)
 }
@@ -142,7 +194,10 @@ pub fn level_from_proto(level: i32) -> Result<AreaLevel, ApiError> {
         Ok(pb::AreaLevel::Buurt) => Ok(AreaLevel::Buurt),
         Ok(pb::AreaLevel::Wijk) => Ok(AreaLevel::Wijk),
         Ok(pb::AreaLevel::Gemeente) => Ok(AreaLevel::Gemeente),
-        _ => Err(ApiError::InvalidArgument(vec![Violation::new("level", "must be AREA_LEVEL_BUURT, AREA_LEVEL_WIJK or AREA_LEVEL_GEMEENTE")])),
+        _ => Err(ApiError::InvalidArgument(vec![Violation::new(
+            "level",
+            "must be AREA_LEVEL_BUURT, AREA_LEVEL_WIJK or AREA_LEVEL_GEMEENTE",
+        )])),
     }
 }
 
@@ -154,7 +209,11 @@ pub fn level_to_proto(level: AreaLevel) -> pb::AreaLevel {
     }
 }
 
-pub fn table_query_from_proto(req: pb::GetTableRequest, hierarchy: &Hierarchy, catalogue: &Catalogue) -> Result<TableQuery, ApiError> {
+pub fn table_query_from_proto(
+    req: pb::GetTableRequest,
+    hierarchy: &Hierarchy,
+    catalogue: &Catalogue,
+) -> Result<TableQuery, ApiError> {
     let gemeente = gemeente_from_proto(&req.gemeente_code, hierarchy)?;
     let level = level_from_proto(req.level)?;
     let mut violations = Vec::new();
@@ -165,22 +224,42 @@ pub fn table_query_from_proto(req: pb::GetTableRequest, hierarchy: &Hierarchy, c
         for (i, t) in req.signal_types.iter().enumerate() {
             match catalogue.get(t) {
                 Some(def) => types.push(def.name.clone()),
-                None => violations.push(Violation::new(format!("signal_types[{i}]"), format!("`{}` is not in the signal catalogue", printable(t)))),
+                None => violations.push(Violation::new(
+                    format!("signal_types[{i}]"),
+                    format!("`{}` is not in the signal catalogue", printable(t)),
+                )),
             }
         }
         types
     };
-    let from = req.from_month.parse::<Month>().map_err(|e| violations.push(Violation::new("from_month", e))).ok();
-    let to = req.to_month.parse::<Month>().map_err(|e| violations.push(Violation::new("to_month", e))).ok();
+    let from = req
+        .from_month
+        .parse::<Month>()
+        .map_err(|e| violations.push(Violation::new("from_month", e)))
+        .ok();
+    let to = req
+        .to_month
+        .parse::<Month>()
+        .map_err(|e| violations.push(Violation::new("to_month", e)))
+        .ok();
     if let (Some(f), Some(t)) = (from, to) {
         if t < f {
             violations.push(Violation::new("to_month", "must not be before from_month"));
         } else if t.index() - f.index() >= MAX_TABLE_MONTHS {
-            violations.push(Violation::new("to_month", format!("a table spans at most {MAX_TABLE_MONTHS} months")));
+            violations.push(Violation::new(
+                "to_month",
+                format!("a table spans at most {MAX_TABLE_MONTHS} months"),
+            ));
         }
     }
     match (from, to) {
-        (Some(from), Some(to)) if violations.is_empty() => Ok(TableQuery { gemeente, level, signal_types, from, to }),
+        (Some(from), Some(to)) if violations.is_empty() => Ok(TableQuery {
+            gemeente,
+            level,
+            signal_types,
+            from,
+            to,
+        }),
         _ => Err(ApiError::InvalidArgument(violations)),
     }
 }

@@ -17,7 +17,10 @@ pub enum DevError {
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What [`DevSetup::create`] made.
@@ -37,7 +40,10 @@ impl DevSetup {
         let pki_dir = dir.join("pki");
         let keys = dir.join("keys");
         for d in [&pki_dir, &keys] {
-            std::fs::create_dir_all(d).map_err(|source| DevError::Io { path: d.clone(), source })?;
+            std::fs::create_dir_all(d).map_err(|source| DevError::Io {
+                path: d.clone(),
+                source,
+            })?;
         }
         wijkradar_pki::init(&pki_dir, &[])?;
         for (name, organisation, role) in clients {
@@ -51,13 +57,22 @@ impl DevSetup {
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse().expect("valid address"),
             data_dir: dir.join("data"),
-            tls: TlsConfig { client_ca: pki_dir.join("ca.pem"), cert: server.cert, key: server.key },
+            tls: TlsConfig {
+                client_ca: pki_dir.join("ca.pem"),
+                cert: server.cert,
+                key: server.key,
+            },
             keys: KeysConfig { server_key },
             limits: Limits::default(),
             release: ReleaseConfig::default(),
             signal_types: None,
         };
-        Ok(DevSetup { dir: dir.to_owned(), pki_dir, config, partner_key })
+        Ok(DevSetup {
+            dir: dir.to_owned(),
+            pki_dir,
+            config,
+            partner_key,
+        })
     }
 
     pub fn client(&self, name: &str) -> CertFiles {
@@ -77,7 +92,10 @@ impl DevSetup {
             c.release.k.k(),
         );
         let path = self.dir.join("server.toml");
-        std::fs::write(&path, text).map_err(|source| DevError::Io { path: path.clone(), source })?;
+        std::fs::write(&path, text).map_err(|source| DevError::Io {
+            path: path.clone(),
+            source,
+        })?;
         Ok(path)
     }
 }

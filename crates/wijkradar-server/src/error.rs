@@ -17,7 +17,9 @@ pub enum ApiError {
     /// A size limit was exceeded; nothing of the request was stored.
     #[error("{}", describe(std::slice::from_ref(.0)))]
     TooLarge(Violation),
-    #[error("batch id `{0}` was already used for a batch with other content; choose a new batch id")]
+    #[error(
+        "batch id `{0}` was already used for a batch with other content; choose a new batch id"
+    )]
     BatchIdReused(String),
     #[error("{0}")]
     PermissionDenied(String),
@@ -38,12 +40,20 @@ pub struct Violation {
 
 impl Violation {
     pub fn new(field: impl Into<String>, description: impl ToString) -> Violation {
-        Violation { field: field.into(), description: description.to_string() }
+        Violation {
+            field: field.into(),
+            description: description.to_string(),
+        }
     }
 }
 
 fn describe(vs: &[Violation]) -> String {
-    let mut s = vs.iter().take(3).map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
+    let mut s = vs
+        .iter()
+        .take(3)
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ");
     if vs.len() > 3 {
         s.push_str(&format!("; and {} more in the details", vs.len() - 3));
     }
@@ -51,8 +61,11 @@ fn describe(vs: &[Violation]) -> String {
 }
 
 fn bad_request(code: Code, message: String, violations: &[Violation]) -> Status {
-    let fv: Vec<FieldViolation> =
-        violations.iter().take(MAX_VIOLATIONS).map(|v| FieldViolation::new(v.field.clone(), v.description.clone())).collect();
+    let fv: Vec<FieldViolation> = violations
+        .iter()
+        .take(MAX_VIOLATIONS)
+        .map(|v| FieldViolation::new(v.field.clone(), v.description.clone()))
+        .collect();
     Status::with_error_details(code, message, ErrorDetails::with_bad_request(fv))
 }
 
@@ -61,7 +74,9 @@ impl From<ApiError> for Status {
         let message = e.to_string();
         match e {
             ApiError::InvalidArgument(vs) => bad_request(Code::InvalidArgument, message, &vs),
-            ApiError::TooLarge(v) => bad_request(Code::ResourceExhausted, message, std::slice::from_ref(&v)),
+            ApiError::TooLarge(v) => {
+                bad_request(Code::ResourceExhausted, message, std::slice::from_ref(&v))
+            }
             ApiError::BatchIdReused(_) => Status::already_exists(message),
             ApiError::PermissionDenied(_) => Status::permission_denied(message),
             ApiError::Unauthenticated => Status::unauthenticated(message),

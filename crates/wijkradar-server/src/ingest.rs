@@ -10,10 +10,10 @@ use wijkradar_pki::{Identity, Role};
 use wijkradar_proto::v1::{self as pb, ingest_service_server::IngestService};
 use wijkradar_store::{IncomingBatch, Outcome, Pending, StoredSignal};
 
+use crate::State;
 use crate::auth::authorize;
 use crate::convert::{IngestRules, batch_from_proto};
 use crate::error::{ApiError, Violation};
-use crate::State;
 
 /// Batches of one stream that may wait for their flush at once.
 const IN_FLIGHT_PER_STREAM: usize = 16;
@@ -51,20 +51,34 @@ impl Ingest {
                 severity: s.severity,
             })
             .collect();
-        let incoming = IncomingBatch { partner: partner.to_string(), id: id.clone(), digest: checked.digest, signals };
-        Ok(Step::Queued(id.to_string(), state.queue.enqueue(incoming).await?))
+        let incoming = IncomingBatch {
+            partner: partner.to_string(),
+            id: id.clone(),
+            digest: checked.digest,
+            signals,
+        };
+        Ok(Step::Queued(
+            id.to_string(),
+            state.queue.enqueue(incoming).await?,
+        ))
     }
 }
 
 fn current_month() -> Month {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     Month::from_unix_seconds(secs as i64)
 }
 
 /// A transport error while reading the stream, as the client should see it.
 fn receive_error(status: Status, limit: usize) -> Status {
     if status.code() == Code::OutOfRange && status.message().contains("too large") {
-        ApiError::TooLarge(Violation::new("batch", format!("the message exceeds the limit of {limit} bytes; send smaller batches"))).into()
+        ApiError::TooLarge(Violation::new(
+            "batch",
+            format!("the message exceeds the limit of {limit} bytes; send smaller batches"),
+        ))
+        .into()
     } else {
         status
     }
@@ -74,7 +88,10 @@ fn receive_error(status: Status, limit: usize) -> Status {
 impl IngestService for Ingest {
     type SubmitStream = ReceiverStream<Result<pb::SubmitResponse, Status>>;
 
-    async fn submit(&self, request: Request<Streaming<pb::SubmitRequest>>) -> Result<Response<Self::SubmitStream>, Status> {
+    async fn submit(
+        &self,
+        request: Request<Streaming<pb::SubmitRequest>>,
+    ) -> Result<Response<Self::SubmitStream>, Status> {
         let partner = authorize(&request, Role::Partner)?;
         let mut inbound = request.into_inner();
         let (steps_tx, mut steps_rx) = mpsc::channel::<Step>(IN_FLIGHT_PER_STREAM);
@@ -82,11 +99,16 @@ impl IngestService for Ingest {
         let limit = self.state.limits.max_message_bytes;
 
         // Reader: checks each batch and queues it for the writer, in order.
-        let this = Ingest { state: self.state.clone() };
+        let this = Ingest {
+            state: self.state.clone(),
+        };
         tokio::spawn(async move {
             loop {
                 let step = match inbound.message().await {
-                    Ok(Some(req)) => this.enqueue(&partner, req).await.unwrap_or_else(|e| Step::Refused(e.into())),
+                    Ok(Some(req)) => this
+                        .enqueue(&partner, req)
+                        .await
+                        .unwrap_or_else(|e| Step::Refused(e.into())),
                     Ok(None) => break,
                     Err(status) => Step::Refused(receive_error(status, limit)),
                 };
@@ -108,7 +130,10 @@ impl IngestService for Ingest {
                                 Outcome::Stored => pb::BatchOutcome::Stored,
                                 Outcome::AlreadyStored => pb::BatchOutcome::AlreadyStored,
                             };
-                            Ok(pb::SubmitResponse { batch_id, outcome: outcome.into() })
+                            Ok(pb::SubmitResponse {
+                                batch_id,
+                                outcome: outcome.into(),
+                            })
                         }
                         Err(e) => Err(Status::from(ApiError::from(e))),
                     },

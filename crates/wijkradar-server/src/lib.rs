@@ -25,7 +25,9 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use wijkradar_domain::{Catalogue, Hierarchy};
-use wijkradar_proto::v1::{ingest_service_server::IngestServiceServer, query_service_server::QueryServiceServer};
+use wijkradar_proto::v1::{
+    ingest_service_server::IngestServiceServer, query_service_server::QueryServiceServer,
+};
 use wijkradar_pseudonym::{KeyError, ServerKey};
 use wijkradar_release::Threshold;
 use wijkradar_store::{IngestQueue, Store, StoreError, WriterThread};
@@ -39,11 +41,17 @@ pub enum ServerError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{path}: {source}")]
-    Read { path: std::path::PathBuf, source: std::io::Error },
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("signal_types: {0}")]
     Catalogue(#[from] wijkradar_domain::CatalogueError),
     #[error("listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
@@ -80,14 +88,23 @@ impl RunningServer {
 
     /// Stops accepting, lets open calls finish, and closes the store.
     pub async fn shutdown(self) -> Result<(), ServerError> {
-        let RunningServer { stop, task, writer, store, .. } = self;
+        let RunningServer {
+            stop,
+            task,
+            writer,
+            store,
+            ..
+        } = self;
         drop(store);
         let _ = stop.send(());
         finish(task, writer).await
     }
 }
 
-async fn finish(task: JoinHandle<Result<(), tonic::transport::Error>>, writer: WriterThread) -> Result<(), ServerError> {
+async fn finish(
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    writer: WriterThread,
+) -> Result<(), ServerError> {
     let served = task.await.unwrap_or(Ok(()));
     // The services, and with them every queue handle, are dropped once
     // serving ends; the writer then drains and the store closes.
@@ -96,7 +113,10 @@ async fn finish(task: JoinHandle<Result<(), tonic::transport::Error>>, writer: W
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, ServerError> {
-    std::fs::read(path).map_err(|source| ServerError::Read { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| ServerError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Opens the store, binds the listener and starts serving.
@@ -116,20 +136,31 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
     });
 
     let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(read(&config.tls.cert)?, read(&config.tls.key)?))
+        .identity(Identity::from_pem(
+            read(&config.tls.cert)?,
+            read(&config.tls.key)?,
+        ))
         .client_ca_root(Certificate::from_pem(read(&config.tls.client_ca)?));
 
     let limit = config.limits.max_message_bytes;
-    let ingest = IngestServiceServer::new(ingest::Ingest { state: state.clone() })
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let query = QueryServiceServer::new(query::Query { state: state.clone() })
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
+    let ingest = IngestServiceServer::new(ingest::Ingest {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
+    let query = QueryServiceServer::new(query::Query {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<IngestServiceServer<ingest::Ingest>>().await;
-    health_reporter.set_serving::<QueryServiceServer<query::Query>>().await;
+    health_reporter
+        .set_serving::<IngestServiceServer<ingest::Ingest>>()
+        .await;
+    health_reporter
+        .set_serving::<QueryServiceServer<query::Query>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(wijkradar_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -141,8 +172,14 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let (stop, stopped) = oneshot::channel::<()>();
     let router = Server::builder()
         .tls_config(tls)?
@@ -159,5 +196,11 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
             .await
     });
     tracing::info!(%addr, k = config.release.k.k(), "aggregator listening (mutual TLS)");
-    Ok(RunningServer { addr, store: state.store.clone(), stop, task, writer })
+    Ok(RunningServer {
+        addr,
+        store: state.store.clone(),
+        stop,
+        task,
+        writer,
+    })
 }

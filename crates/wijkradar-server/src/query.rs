@@ -8,10 +8,10 @@ use wijkradar_pki::Role;
 use wijkradar_proto::v1::{self as pb, query_service_server::QueryService};
 use wijkradar_release::{Released, roll_up};
 
+use crate::State;
 use crate::auth::authorize;
 use crate::convert::{gemeente_from_proto, level_to_proto, table_query_from_proto};
 use crate::error::ApiError;
-use crate::State;
 
 #[derive(Debug)]
 pub struct Query {
@@ -56,10 +56,16 @@ impl Query {
                 }
             }
         }
-        Ok(pb::GetTableResponse { cells, k: state.k.k() })
+        Ok(pb::GetTableResponse {
+            cells,
+            k: state.k.k(),
+        })
     }
 
-    fn catalogue(&self, req: pb::GetCatalogueRequest) -> Result<pb::GetCatalogueResponse, ApiError> {
+    fn catalogue(
+        &self,
+        req: pb::GetCatalogueRequest,
+    ) -> Result<pb::GetCatalogueResponse, ApiError> {
         let state = &self.state;
         let g = gemeente_from_proto(&req.gemeente_code, &state.hierarchy)?;
         let areas = state
@@ -70,7 +76,11 @@ impl Query {
                 code: a.code.to_string(),
                 name: a.name,
                 level: level_to_proto(a.code.level()).into(),
-                parent_code: a.code.parent().map(|p: AreaCode| p.to_string()).unwrap_or_default(),
+                parent_code: a
+                    .code
+                    .parent()
+                    .map(|p: AreaCode| p.to_string())
+                    .unwrap_or_default(),
             })
             .collect();
         let signal_types = state
@@ -97,16 +107,24 @@ impl Query {
 
 #[tonic::async_trait]
 impl QueryService for Query {
-    async fn get_catalogue(&self, request: Request<pb::GetCatalogueRequest>) -> Result<Response<pb::GetCatalogueResponse>, Status> {
+    async fn get_catalogue(
+        &self,
+        request: Request<pb::GetCatalogueRequest>,
+    ) -> Result<Response<pb::GetCatalogueResponse>, Status> {
         let analyst = authorize(&request, Role::Analyst)?;
         let answer = self.catalogue(request.into_inner())?;
         tracing::info!(analyst = %analyst, "catalogue answered");
         Ok(Response::new(answer))
     }
 
-    async fn get_table(&self, request: Request<pb::GetTableRequest>) -> Result<Response<pb::GetTableResponse>, Status> {
+    async fn get_table(
+        &self,
+        request: Request<pb::GetTableRequest>,
+    ) -> Result<Response<pb::GetTableResponse>, Status> {
         let analyst = authorize(&request, Role::Analyst)?;
-        let this = Query { state: self.state.clone() };
+        let this = Query {
+            state: self.state.clone(),
+        };
         let answer = tokio::task::spawn_blocking(move || this.table(request.into_inner()))
             .await
             .map_err(|_| Status::from(ApiError::Internal))??;

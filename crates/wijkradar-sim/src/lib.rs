@@ -44,14 +44,24 @@ pub struct Partner {
 
 /// The three partners of the demo.
 pub const PARTNERS: [Partner; 3] = [
-    Partner { name: "woningcorporatie", organisation: "Woningcorporatie De Vaart", types: &["huurachterstand"], delimiter: ';' },
+    Partner {
+        name: "woningcorporatie",
+        organisation: "Woningcorporatie De Vaart",
+        types: &["huurachterstand"],
+        delimiter: ';',
+    },
     Partner {
         name: "energieleverancier",
         organisation: "Energieleverancier Flevostroom",
         types: &["energieachterstand", "eindelevering_energie"],
         delimiter: ',',
     },
-    Partner { name: "school", organisation: "Scholengroep Almere-Stad", types: &["schoolverzuim"], delimiter: ',' },
+    Partner {
+        name: "school",
+        organisation: "Scholengroep Almere-Stad",
+        types: &["schoolverzuim"],
+        delimiter: ',',
+    },
 ];
 
 /// One generated signal: which household, which type, which month.
@@ -72,7 +82,13 @@ pub struct Municipality {
 
 /// Builds the households of a gemeente: each wijk gets its 2024 dwelling
 /// count (CBS KWB), spread evenly over its 2023 buurten, scaled by `scale`.
-pub fn municipality(hierarchy: &Hierarchy, dwellings: &Dwellings, gemeente: GemeenteCode, scale: f64, seed: u64) -> Municipality {
+pub fn municipality(
+    hierarchy: &Hierarchy,
+    dwellings: &Dwellings,
+    gemeente: GemeenteCode,
+    scale: f64,
+    seed: u64,
+) -> Municipality {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut notes = Vec::new();
     let mut households = Vec::new();
@@ -95,7 +111,10 @@ pub fn municipality(hierarchy: &Hierarchy, dwellings: &Dwellings, gemeente: Geme
                     pc6_counter += 1;
                 }
                 let digits = 1300 + pc6_counter / 676;
-                let letters = [b'A' + (pc6_counter % 676 / 26) as u8, b'A' + (pc6_counter % 26) as u8];
+                let letters = [
+                    b'A' + (pc6_counter % 676 / 26) as u8,
+                    b'A' + (pc6_counter % 26) as u8,
+                ];
                 let mut postcode = [0u8; 6];
                 postcode[..4].copy_from_slice(digits.to_string().as_bytes());
                 postcode[4..].copy_from_slice(&letters);
@@ -122,7 +141,11 @@ pub fn municipality(hierarchy: &Hierarchy, dwellings: &Dwellings, gemeente: Geme
         ));
     }
     notes.push("de woningen van een wijk zijn gelijk over haar buurten verdeeld (buurtcijfers zitten niet in de meegeleverde CBS-data)".into());
-    Municipality { gemeente, households, notes }
+    Municipality {
+        gemeente,
+        households,
+        notes,
+    }
 }
 
 fn dedupe_addresses(households: &mut [Household]) {
@@ -141,7 +164,14 @@ fn dedupe_addresses(households: &mut [Household]) {
 /// The monthly signal model: base rates per type, eight times higher for
 /// at-risk households, and in `rising` wijken a rise that doubles the rates
 /// over the last `rise_months` months.
-pub fn signals(m: &Municipality, from: Month, to: Month, rising: &[WijkCode], rise_months: u32, seed: u64) -> Vec<SimSignal> {
+pub fn signals(
+    m: &Municipality,
+    from: Month,
+    to: Month,
+    rising: &[WijkCode],
+    rise_months: u32,
+    seed: u64,
+) -> Vec<SimSignal> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5157_4e41);
     let total = to.index().saturating_sub(from.index()) + 1;
     let mut out = Vec::new();
@@ -150,7 +180,11 @@ pub fn signals(m: &Municipality, from: Month, to: Month, rising: &[WijkCode], ri
         // Months into the rise: 1 in its first month, rise_months in the last.
         let into_rise = f64::from((t + rise_months + 1).saturating_sub(total));
         for (i, h) in m.households.iter().enumerate() {
-            let rise = if rising.contains(&h.buurt.wijk()) { 1.0 + into_rise / f64::from(rise_months.max(1)) } else { 1.0 };
+            let rise = if rising.contains(&h.buurt.wijk()) {
+                1.0 + into_rise / f64::from(rise_months.max(1))
+            } else {
+                1.0
+            };
             let f = if h.at_risk { 8.0 } else { 0.35 } * rise;
             let mut hit = |p: f64| rng.random_bool((p * f).min(1.0));
             let rent = h.social_rent && hit(0.025);
@@ -164,7 +198,11 @@ pub fn signals(m: &Municipality, from: Month, to: Month, rising: &[WijkCode], ri
                 ("schoolverzuim", school),
             ] {
                 if happened {
-                    out.push(SimSignal { household: i, signal_type, month });
+                    out.push(SimSignal {
+                        household: i,
+                        signal_type,
+                        month,
+                    });
                 }
             }
         }
@@ -178,7 +216,15 @@ pub fn postcode_table_csv(m: &Municipality) -> String {
     let mut out = String::from("PC6,Huisnummer,Buurt2023,Wijk2023,Gem2023\n");
     for h in &m.households {
         let b = h.buurt.to_string();
-        let _ = writeln!(out, "{},{},{},{},{}", std::str::from_utf8(&h.postcode).expect("ASCII"), h.number, &b[2..], &b[2..8], &b[2..6]);
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{}",
+            std::str::from_utf8(&h.postcode).expect("ASCII"),
+            h.number,
+            &b[2..],
+            &b[2..8],
+            &b[2..6]
+        );
     }
     out
 }
@@ -189,16 +235,27 @@ pub fn export_csv(m: &Municipality, partner: &Partner, signals: &[SimSignal], se
     let mut rng = StdRng::seed_from_u64(seed);
     let d = partner.delimiter;
     let mut out = format!("postcode{d}huisnummer{d}toevoeging{d}signaaltype{d}maand\n");
-    for s in signals.iter().filter(|s| partner.types.contains(&s.signal_type)) {
+    for s in signals
+        .iter()
+        .filter(|s| partner.types.contains(&s.signal_type))
+    {
         let h = &m.households[s.household];
         let pc = std::str::from_utf8(&h.postcode).expect("ASCII");
-        let pc = if rng.random_bool(0.3) { format!("{} {}", &pc[..4], pc[4..].to_lowercase()) } else { pc.to_owned() };
+        let pc = if rng.random_bool(0.3) {
+            format!("{} {}", &pc[..4], pc[4..].to_lowercase())
+        } else {
+            pc.to_owned()
+        };
         let addition = match (h.addition, rng.random_range(0..3)) {
             ("", _) => String::new(),
             (a, 0) => format!("-{}", a.to_lowercase()),
             (a, _) => a.to_owned(),
         };
-        let _ = writeln!(out, "{pc}{d}{}{d}{addition}{d}{}{d}{}", h.number, s.signal_type, s.month);
+        let _ = writeln!(
+            out,
+            "{pc}{d}{}{d}{addition}{d}{}{d}{}",
+            h.number, s.signal_type, s.month
+        );
     }
     out
 }

@@ -28,7 +28,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use wijkradar_domain::{BatchId, BuurtCode, GemeenteCode, Month, ServerPseudonym, Severity, SignalTypeName};
+use wijkradar_domain::{
+    BatchId, BuurtCode, GemeenteCode, Month, ServerPseudonym, Severity, SignalTypeName,
+};
 
 pub use writer::{IngestQueue, Outcome, Pending, WriterThread};
 
@@ -38,7 +40,9 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("batch id `{0}` was stored earlier with other content")]
     BatchConflict(String),
-    #[error("the store was written with server key {stored}, not with the configured key {configured}")]
+    #[error(
+        "the store was written with server key {stored}, not with the configured key {configured}"
+    )]
     KeyMismatch { stored: String, configured: String },
     #[error("the store is unavailable after a failed write; restart the server")]
     Unavailable,
@@ -120,7 +124,10 @@ impl Store {
     /// server key: a store keyed under another key would silently stop
     /// linking households.
     pub fn open(path: &Path, server_key_id: &str) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(path).flush_every_ms(Some(500)).open()?;
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(Some(500))
+            .open()?;
         match db.get(KEY_ID)? {
             Some(stored) if stored != server_key_id.as_bytes() => {
                 return Err(StoreError::KeyMismatch {
@@ -137,11 +144,17 @@ impl Store {
         let mut types = HashMap::new();
         for kv in db.scan_prefix([TYPE]) {
             let (k, v) = kv?;
-            let name = std::str::from_utf8(&k[1..]).ok().and_then(|s| s.parse().ok()).ok_or(StoreError::Corrupt)?;
+            let name = std::str::from_utf8(&k[1..])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(StoreError::Corrupt)?;
             let id = u16::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?);
             types.insert(name, id);
         }
-        Ok(Store { db, types: Arc::new(RwLock::new(types)) })
+        Ok(Store {
+            db,
+            types: Arc::new(RwLock::new(types)),
+        })
     }
 
     fn type_id(&self, t: &SignalTypeName) -> Option<u16> {
@@ -150,16 +163,29 @@ impl Store {
 
     /// Distinct households per buurt of a gemeente with a signal of this
     /// type in this month, from the counts kept at write time.
-    pub fn buurt_counts(&self, t: &SignalTypeName, month: Month, g: GemeenteCode) -> Result<Vec<(BuurtCode, u64)>, StoreError> {
-        let Some(type_id) = self.type_id(t) else { return Ok(Vec::new()) };
-        let key = count_key(type_id, month, &BuurtCode::from_body(*b"00000000").expect("valid"));
+    pub fn buurt_counts(
+        &self,
+        t: &SignalTypeName,
+        month: Month,
+        g: GemeenteCode,
+    ) -> Result<Vec<(BuurtCode, u64)>, StoreError> {
+        let Some(type_id) = self.type_id(t) else {
+            return Ok(Vec::new());
+        };
+        let key = count_key(
+            type_id,
+            month,
+            &BuurtCode::from_body(*b"00000000").expect("valid"),
+        );
         let mut prefix = key[..7].to_vec();
         prefix.extend_from_slice(g.body());
         self.db
             .scan_prefix(prefix)
             .map(|kv| {
                 let (k, v) = kv?;
-                let buurt = BuurtCode::from_body(k[7..15].try_into().map_err(|_| StoreError::Corrupt)?).map_err(|_| StoreError::Corrupt)?;
+                let buurt =
+                    BuurtCode::from_body(k[7..15].try_into().map_err(|_| StoreError::Corrupt)?)
+                        .map_err(|_| StoreError::Corrupt)?;
                 let n = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?);
                 Ok((buurt, n))
             })
@@ -207,7 +233,11 @@ mod tests;
 /// signal records into a fresh sled database in batches of `batch_size`, one
 /// `apply_batch` and one flush per batch, with none of the ingest work (no
 /// de-duplication lookups, no counts, no batch ids, no network).
-pub fn raw_write_baseline(path: &Path, signals: &[StoredSignal], batch_size: usize) -> Result<std::time::Duration, StoreError> {
+pub fn raw_write_baseline(
+    path: &Path,
+    signals: &[StoredSignal],
+    batch_size: usize,
+) -> Result<std::time::Duration, StoreError> {
     let db = sled::Config::new().path(path).open()?;
     let mut type_ids: HashMap<&SignalTypeName, u16> = HashMap::new();
     let started = std::time::Instant::now();

@@ -12,14 +12,25 @@ fn signal(p: u8, buurt: &str, t: &str, month: &str) -> StoredSignal {
 
 fn batch(id: &str, signals: Vec<StoredSignal>) -> IncomingBatch {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    signals.iter().for_each(|s| ctx.update(s.pseudonym.as_bytes()));
+    signals
+        .iter()
+        .for_each(|s| ctx.update(s.pseudonym.as_bytes()));
     let digest = ctx.finish().as_ref().try_into().unwrap();
-    IncomingBatch { partner: "corporatie".into(), id: BatchId::new(id).unwrap(), digest, signals }
+    IncomingBatch {
+        partner: "corporatie".into(),
+        id: BatchId::new(id).unwrap(),
+        digest,
+        signals,
+    }
 }
 
 fn counts(store: &Store, t: &str, m: &str) -> Vec<(String, u64)> {
     store
-        .buurt_counts(&t.parse().unwrap(), m.parse().unwrap(), "GM0034".parse().unwrap())
+        .buurt_counts(
+            &t.parse().unwrap(),
+            m.parse().unwrap(),
+            "GM0034".parse().unwrap(),
+        )
         .unwrap()
         .into_iter()
         .map(|(b, n)| (b.to_string(), n))
@@ -46,7 +57,10 @@ async fn counts_distinct_households_and_survives_reopen() {
         assert_eq!(queue.submit(b.clone()).await.unwrap(), Outcome::Stored);
         assert_eq!(queue.submit(b).await.unwrap(), Outcome::AlreadyStored);
         // A second partner sending the same household: counted once.
-        let mut other = batch("x", vec![signal(2, "BU00340101", "huurachterstand", "2024-01")]);
+        let mut other = batch(
+            "x",
+            vec![signal(2, "BU00340101", "huurachterstand", "2024-01")],
+        );
         other.partner = "energie".into();
         assert_eq!(queue.submit(other).await.unwrap(), Outcome::Stored);
         drop(queue);
@@ -54,11 +68,20 @@ async fn counts_distinct_households_and_survives_reopen() {
         writer.join();
     }
     let store = Store::open(dir.path(), "k1").unwrap();
-    assert_eq!(counts(&store, "huurachterstand", "2024-01"), [("BU00340101".into(), 2), ("BU00340102".into(), 1)]);
-    assert_eq!(counts(&store, "huurachterstand", "2024-02"), [("BU00340102".into(), 1)]);
+    assert_eq!(
+        counts(&store, "huurachterstand", "2024-01"),
+        [("BU00340101".into(), 2), ("BU00340102".into(), 1)]
+    );
+    assert_eq!(
+        counts(&store, "huurachterstand", "2024-02"),
+        [("BU00340102".into(), 1)]
+    );
     assert!(counts(&store, "schoolverzuim", "2024-01").is_empty());
     let (first, last) = store.month_range().unwrap().unwrap();
-    assert_eq!((first.to_string(), last.to_string()), ("2024-01".into(), "2024-02".into()));
+    assert_eq!(
+        (first.to_string(), last.to_string()),
+        ("2024-01".into(), "2024-02".into())
+    );
     assert_eq!(store.signal_count(), 5);
 }
 
@@ -67,10 +90,25 @@ async fn same_batch_id_other_content_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), "k1").unwrap();
     let (queue, _writer) = IngestQueue::start(store.clone(), 8);
-    queue.submit(batch("b1", vec![signal(1, "BU00340101", "huurachterstand", "2024-01")])).await.unwrap();
+    queue
+        .submit(batch(
+            "b1",
+            vec![signal(1, "BU00340101", "huurachterstand", "2024-01")],
+        ))
+        .await
+        .unwrap();
     let before = store.checksum().unwrap();
-    let err = queue.submit(batch("b1", vec![signal(9, "BU00340101", "huurachterstand", "2024-01")])).await.unwrap_err();
-    assert!(matches!(err, StoreError::BatchConflict(ref id) if id == "b1"), "{err}");
+    let err = queue
+        .submit(batch(
+            "b1",
+            vec![signal(9, "BU00340101", "huurachterstand", "2024-01")],
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::BatchConflict(ref id) if id == "b1"),
+        "{err}"
+    );
     assert_eq!(store.checksum().unwrap(), before);
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{IncomingBatch, Store, StoreError, batch_key, count_key, month_key, signal_key, TYPE};
+use crate::{IncomingBatch, Store, StoreError, TYPE, batch_key, count_key, month_key, signal_key};
 
 /// How many queued batches one flush may cover.
 const MAX_GROUP: usize = 64;
@@ -55,7 +55,10 @@ impl IngestQueue {
     /// still being flushed, so one flush can cover several of them.
     pub async fn enqueue(&self, batch: IncomingBatch) -> Result<Pending, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Request { batch, reply }).await.map_err(|_| StoreError::Unavailable)?;
+        self.tx
+            .send(Request { batch, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
         Ok(Pending(answer))
     }
 
@@ -98,7 +101,9 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
             }
         }
         if poisoned {
-            group.into_iter().for_each(|r| drop(r.reply.send(Err(StoreError::Unavailable))));
+            group
+                .into_iter()
+                .for_each(|r| drop(r.reply.send(Err(StoreError::Unavailable))));
             continue;
         }
         let results: Vec<_> = group.iter().map(|r| apply(&store, &r.batch)).collect();
@@ -107,7 +112,9 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
         if let Err(e) = store.db.flush() {
             tracing::error!(error = %e, "flush failed; refusing further writes until restart");
             poisoned = true;
-            group.into_iter().for_each(|r| drop(r.reply.send(Err(StoreError::Unavailable))));
+            group
+                .into_iter()
+                .for_each(|r| drop(r.reply.send(Err(StoreError::Unavailable))));
             continue;
         }
         for (r, result) in group.into_iter().zip(results) {
@@ -154,7 +161,9 @@ fn apply(store: &Store, batch: &IncomingBatch) -> Result<Outcome, StoreError> {
         value[..8].copy_from_slice(s.buurt.body());
         value[8] = s.severity.map_or(0, |v| v.get());
         writes.insert(&key[..], &value[..]);
-        *deltas.entry(count_key(type_id, s.month, &s.buurt)).or_default() += 1;
+        *deltas
+            .entry(count_key(type_id, s.month, &s.buurt))
+            .or_default() += 1;
         months.insert(s.month);
     }
     for (key, delta) in deltas {
@@ -175,7 +184,11 @@ fn apply(store: &Store, batch: &IncomingBatch) -> Result<Outcome, StoreError> {
     writes.insert(bkey, &batch.digest[..]);
     db.apply_batch(writes)?;
     if !new_types.is_empty() {
-        store.types.write().expect("type map lock").extend(new_types);
+        store
+            .types
+            .write()
+            .expect("type map lock")
+            .extend(new_types);
     }
     Ok(Outcome::Stored)
 }
