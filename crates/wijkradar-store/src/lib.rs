@@ -16,6 +16,10 @@
 //! Integers are big-endian so keys sort in order; `C` keys of one gemeente are
 //! one prefix range (type · month · 4 gemeente digits).
 //!
+//! Queries read sled directly. The writer keeps a Bloom filter of stored
+//! signal keys and the counts it has touched in memory, so that most writes
+//! need no read first (see `writer.rs`).
+//!
 //! Architecture invariant: the store only ever sees server pseudonyms, never a
 //! partner pseudonym. Only one writer thread writes; readers run concurrently.
 
@@ -110,6 +114,16 @@ fn month_key(m: Month) -> [u8; 5] {
     let mut k = [MONTH; 5];
     k[1..].copy_from_slice(&m.index().to_be_bytes());
     k
+}
+
+/// The sled configuration of the store, also used by the benchmark's
+/// baseline so that both measure the same engine settings. No background
+/// flusher: every write is flushed explicitly before it is acknowledged.
+fn sled_config(path: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .mode(sled::Mode::HighThroughput)
+        .flush_every_ms(None)
 }
 
 /// Read access to the store, shared by queries and the ingest queue.
@@ -238,7 +252,7 @@ pub fn raw_write_baseline(
     signals: &[StoredSignal],
     batch_size: usize,
 ) -> Result<std::time::Duration, StoreError> {
-    let db = sled::Config::new().path(path).open()?;
+    let db = sled_config(path).open()?;
     let mut type_ids: HashMap<&SignalTypeName, u16> = HashMap::new();
     let started = std::time::Instant::now();
     for chunk in signals.chunks(batch_size.max(1)) {

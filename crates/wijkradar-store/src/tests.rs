@@ -83,6 +83,25 @@ async fn counts_distinct_households_and_survives_reopen() {
         ("2024-01".into(), "2024-02".into())
     );
     assert_eq!(store.signal_count(), 5);
+
+    // After the restart the writer rebuilds its memory from disk: a known
+    // household still counts once, a new one is added to the stored count.
+    let (queue, writer) = IngestQueue::start(store.clone(), 8);
+    let later = batch(
+        "b2",
+        vec![
+            signal(1, "BU00340101", "huurachterstand", "2024-01"),
+            signal(5, "BU00340101", "huurachterstand", "2024-01"),
+        ],
+    );
+    assert_eq!(queue.submit(later).await.unwrap(), Outcome::Stored);
+    drop(queue);
+    writer.join();
+    assert_eq!(
+        counts(&store, "huurachterstand", "2024-01"),
+        [("BU00340101".into(), 3), ("BU00340102".into(), 1)]
+    );
+    assert_eq!(store.signal_count(), 6);
 }
 
 #[tokio::test]

@@ -3,12 +3,73 @@
 //! only then answers. Grouping concurrent batches into one flush is what keeps
 //! durable acknowledgements fast; one writer keeps sled's concurrency simple
 //! and makes read-then-write of the counts safe.
+//!
+//! Because it is the only writer, the thread can keep two things in memory
+//! that sled would otherwise answer with a random read per signal: a Bloom
+//! filter of the stored signal keys (a key it has never seen is certainly
+//! new; a possible match is checked in sled), and the counts it has read or
+//! written. Both are updated only after a batch is applied, so they never run
+//! ahead of the store.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
+
+use fastbloom::BloomFilter;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{IncomingBatch, Store, StoreError, TYPE, batch_key, count_key, month_key, signal_key};
+use crate::{
+    IncomingBatch, SIGNAL, Store, StoreError, TYPE, batch_key, count_key, month_key, signal_key,
+};
+
+/// Signal keys the Bloom filter is sized for at least; it is sized for twice
+/// the stored signals at start-up. Past that it answers "maybe" more often,
+/// which costs reads, never correctness.
+const MIN_FILTER_ITEMS: usize = 4_000_000;
+
+/// The writer's memory of the store.
+struct WriterState {
+    store: Store,
+    stored_keys: BloomFilter,
+    counts: HashMap<[u8; 15], u64>,
+}
+
+impl WriterState {
+    fn load(store: Store) -> Result<WriterState, StoreError> {
+        let started = std::time::Instant::now();
+        let keys: Vec<sled::IVec> = store
+            .db
+            .scan_prefix([SIGNAL])
+            .keys()
+            .collect::<Result<_, _>>()?;
+        let mut stored_keys = BloomFilter::with_false_pos(0.01)
+            .expected_items((keys.len() * 2).max(MIN_FILTER_ITEMS));
+        for k in &keys {
+            stored_keys.insert(k.as_ref());
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), "writer loaded its key filter");
+        Ok(WriterState {
+            store,
+            stored_keys,
+            counts: HashMap::new(),
+        })
+    }
+
+    fn is_stored(&self, key: &[u8; 39]) -> Result<bool, StoreError> {
+        Ok(self.stored_keys.contains(&key[..]) && self.store.db.contains_key(key)?)
+    }
+
+    fn count(&self, key: &[u8; 15]) -> Result<u64, StoreError> {
+        if let Some(&n) = self.counts.get(key) {
+            return Ok(n);
+        }
+        match self.store.db.get(key)? {
+            Some(v) => Ok(u64::from_be_bytes(
+                v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?,
+            )),
+            None => Ok(0),
+        }
+    }
+}
 
 /// How many queued batches one flush may cover.
 const MAX_GROUP: usize = 64;
@@ -91,7 +152,14 @@ impl WriterThread {
 }
 
 fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
-    let mut poisoned = false;
+    let mut state = match WriterState::load(store.clone()) {
+        Ok(state) => Some(state),
+        Err(e) => {
+            tracing::error!(error = %e, "the writer could not read the store; refusing writes");
+            None
+        }
+    };
+    let mut poisoned = state.is_none();
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -106,7 +174,10 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
                 .for_each(|r| drop(r.reply.send(Err(StoreError::Unavailable))));
             continue;
         }
-        let results: Vec<_> = group.iter().map(|r| apply(&store, &r.batch)).collect();
+        let started = std::time::Instant::now();
+        let state = state.as_mut().expect("not poisoned");
+        let results: Vec<_> = group.iter().map(|r| apply(state, &r.batch)).collect();
+        let applied = started.elapsed();
         // Flush even when every batch was already stored: an earlier batch of
         // this same group may have stored it, and is not on disk yet.
         if let Err(e) = store.db.flush() {
@@ -117,13 +188,15 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
                 .for_each(|r| drop(r.reply.send(Err(StoreError::Unavailable))));
             continue;
         }
+        tracing::debug!(batches = group.len(), ?applied, flushed = ?(started.elapsed() - applied), "write group");
         for (r, result) in group.into_iter().zip(results) {
             let _ = r.reply.send(result);
         }
     }
 }
 
-fn apply(store: &Store, batch: &IncomingBatch) -> Result<Outcome, StoreError> {
+fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, StoreError> {
+    let store = state.store.clone();
     let db = &store.db;
     let bkey = batch_key(&batch.partner, &batch.id);
     if let Some(digest) = db.get(&bkey)? {
@@ -137,10 +210,12 @@ fn apply(store: &Store, batch: &IncomingBatch) -> Result<Outcome, StoreError> {
     let mut types = store.types.read().expect("type map lock").clone();
     let mut new_types = Vec::new();
     let mut writes = sled::Batch::default();
-    let mut seen = HashSet::with_capacity(batch.signals.len());
     let mut deltas: HashMap<[u8; 15], u64> = HashMap::new();
     let mut months = BTreeSet::new();
 
+    // Keys in order: the existence checks then walk the tree in order, and
+    // a repeat inside the batch sits next to its twin.
+    let mut records = Vec::with_capacity(batch.signals.len());
     for s in &batch.signals {
         let type_id = match types.get(&s.signal_type) {
             Some(&id) => id,
@@ -151,27 +226,32 @@ fn apply(store: &Store, batch: &IncomingBatch) -> Result<Outcome, StoreError> {
                 id
             }
         };
-        let key = signal_key(&s.pseudonym, type_id, s.month);
+        records.push((signal_key(&s.pseudonym, type_id, s.month), type_id, s));
+    }
+    records.sort_unstable_by_key(|r| r.0);
+    let mut new_keys = Vec::with_capacity(records.len());
+    records.dedup_by(|a, b| a.0 == b.0);
+    for (key, type_id, s) in records {
         // Kept once per (pseudonym, type, month): a retry, a second partner
         // or a repeat inside this batch counts once.
-        if !seen.insert(key) || db.contains_key(key)? {
+        if state.is_stored(&key)? {
             continue;
         }
         let mut value = [0u8; 9];
         value[..8].copy_from_slice(s.buurt.body());
         value[8] = s.severity.map_or(0, |v| v.get());
         writes.insert(&key[..], &value[..]);
+        new_keys.push(key);
         *deltas
             .entry(count_key(type_id, s.month, &s.buurt))
             .or_default() += 1;
         months.insert(s.month);
     }
+    let mut new_counts = Vec::with_capacity(deltas.len());
     for (key, delta) in deltas {
-        let current = match db.get(key)? {
-            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?),
-            None => 0,
-        };
-        writes.insert(&key[..], &(current + delta).to_be_bytes()[..]);
+        let total = state.count(&key)? + delta;
+        writes.insert(&key[..], &total.to_be_bytes()[..]);
+        new_counts.push((key, total));
     }
     for m in months {
         writes.insert(&month_key(m)[..], &[][..]);
@@ -182,7 +262,13 @@ fn apply(store: &Store, batch: &IncomingBatch) -> Result<Outcome, StoreError> {
         writes.insert(key, &id.to_be_bytes()[..]);
     }
     writes.insert(bkey, &batch.digest[..]);
+    let t = std::time::Instant::now();
     db.apply_batch(writes)?;
+    tracing::trace!(apply_batch = ?t.elapsed(), "apply_batch");
+    for key in new_keys {
+        state.stored_keys.insert(&key[..]);
+    }
+    state.counts.extend(new_counts);
     if !new_types.is_empty() {
         store
             .types
