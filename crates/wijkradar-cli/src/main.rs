@@ -65,13 +65,20 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum PkiCommand {
-    /// Create a development CA and a server certificate in DIR.
+    /// Create a development CA, a server certificate and client
+    /// certificates for partners and analysts in DIR.
     Init {
         #[arg(long, default_value = "pki")]
         dir: PathBuf,
         /// Extra DNS names or IP addresses for the server certificate.
         #[arg(long = "server-name")]
         server_names: Vec<String>,
+        /// Partner certificates to issue (name, also the organisation).
+        #[arg(long = "partner", default_values = ["woningcorporatie", "energieleverancier", "school"])]
+        partners: Vec<String>,
+        /// Analyst certificates to issue (name, also the organisation).
+        #[arg(long = "analyst", default_values = ["gemeente"])]
+        analysts: Vec<String>,
     },
     /// Issue a client certificate signed by the CA in DIR.
     Issue {
@@ -109,9 +116,26 @@ fn init_logging(default: &str) {
         .try_init();
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wijkradar: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    // A user error is a message, not a backtrace, whatever RUST_BACKTRACE says.
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wijkradar: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
             init_logging("info");
@@ -138,9 +162,31 @@ async fn main() -> anyhow::Result<()> {
             init_logging("warn");
             demo::run(args).await?;
         }
-        Command::Pki(PkiCommand::Init { dir, server_names }) => {
+        Command::Pki(PkiCommand::Init {
+            dir,
+            server_names,
+            partners,
+            analysts,
+        }) => {
             wijkradar_pki::init(&dir, &server_names)?;
-            println!("CA en servercertificaat aangemaakt in {}", dir.display());
+            println!(
+                "CA (ca.pem, ca.key) en servercertificaat (server.pem, server.key) aangemaakt in {}",
+                dir.display()
+            );
+            let clients = partners
+                .iter()
+                .map(|p| (p, Role::Partner))
+                .chain(analysts.iter().map(|a| (a, Role::Analyst)));
+            for (name, role) in clients {
+                let files = wijkradar_pki::issue(&dir, name, name, role)?;
+                println!(
+                    "  {} ({}): {}, {}",
+                    name,
+                    role.as_str(),
+                    files.cert.display(),
+                    files.key.display()
+                );
+            }
         }
         Command::Pki(PkiCommand::Issue {
             dir,

@@ -60,7 +60,7 @@ pub fn level_to_proto(level: Level) -> pb::AreaLevel {
 
 fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!(
-        "the aggregator refused: {}",
+        "de aggregator weigert: {}",
         wijkradar_agent::client::describe_status(&status)
     )
 }
