@@ -127,7 +127,7 @@ async fn csv_through_agent_and_server_gives_the_expected_protected_table() {
     assert_eq!(export.rejects[0].line, 29);
     assert_eq!(
         export.rejects[0].reason,
-        "address not in the postcode table"
+        "adres staat niet in de postcodetabel"
     );
 
     let report = run_agent(&server, PARTNER_A, &export_a(), &key, &f.table).await;

@@ -2,6 +2,7 @@
 //! `postcode`, `huisnummer`, `toevoeging`, `signaaltype`, `maand`, comma or
 //! semicolon separated. Each good row becomes a pseudonymised signal; each bad
 //! row a reject with its line number and a reason that holds no identifier.
+//! Reasons are in Dutch: the reject report is read by the partner's data officer.
 
 use std::io::Read;
 
@@ -90,12 +91,12 @@ pub fn read_export(
             let signal_type: SignalTypeName = field(3)
                 .trim()
                 .parse()
-                .map_err(|e| format!("signaaltype: {e}"))?;
-            let month: Month = field(4).trim().parse().map_err(|e| format!("maand: {e}"))?;
-            month.not_after(now).map_err(|e| format!("maand: {e}"))?;
+                .map_err(|_| "signaaltype: alleen a-z, 0-9 en _, beginnend met een letter".to_owned())?;
+            let month: Month = field(4).trim().parse().map_err(|_| "maand: verwacht JJJJ-MM".to_owned())?;
+            month.not_after(now).map_err(|_| "maand: ligt in de toekomst".to_owned())?;
             let buurt = pc6
                 .buurt(&pc, number)
-                .ok_or("address not in the postcode table")?;
+                .ok_or("adres staat niet in de postcodetabel")?;
             let pseudonym =
                 key.pseudonymise(normalise::household_key(&pc, number, &addition).as_bytes());
             Ok(pb::Signal {

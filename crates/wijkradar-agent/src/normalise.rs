@@ -5,11 +5,11 @@
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {
-    #[error("postcode is not 4 digits and 2 letters")]
+    #[error("postcode is niet 4 cijfers en 2 letters")]
     Postcode,
-    #[error("house number is not a number from 1 to 99999")]
+    #[error("huisnummer is geen getal van 1 tot en met 99999")]
     HouseNumber,
-    #[error("addition is longer than 6 letters or digits")]
+    #[error("toevoeging is langer dan 6 letters of cijfers")]
     Addition,
 }
 
