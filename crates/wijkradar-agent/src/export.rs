@@ -88,12 +88,16 @@ pub fn read_export(
             let pc = normalise::postcode(field(0)).map_err(|e| e.to_string())?;
             let number = normalise::house_number(field(1)).map_err(|e| e.to_string())?;
             let addition = normalise::addition(field(2)).map_err(|e| e.to_string())?;
-            let signal_type: SignalTypeName = field(3)
+            let signal_type: SignalTypeName = field(3).trim().parse().map_err(|_| {
+                "signaaltype: alleen a-z, 0-9 en _, beginnend met een letter".to_owned()
+            })?;
+            let month: Month = field(4)
                 .trim()
                 .parse()
-                .map_err(|_| "signaaltype: alleen a-z, 0-9 en _, beginnend met een letter".to_owned())?;
-            let month: Month = field(4).trim().parse().map_err(|_| "maand: verwacht JJJJ-MM".to_owned())?;
-            month.not_after(now).map_err(|_| "maand: ligt in de toekomst".to_owned())?;
+                .map_err(|_| "maand: verwacht JJJJ-MM".to_owned())?;
+            month
+                .not_after(now)
+                .map_err(|_| "maand: ligt in de toekomst".to_owned())?;
             let buurt = pc6
                 .buurt(&pc, number)
                 .ok_or("adres staat niet in de postcodetabel")?;

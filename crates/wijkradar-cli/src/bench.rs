@@ -172,7 +172,7 @@ async fn measure_end_to_end(
         "not every batch was stored"
     );
     anyhow::ensure!(
-        server.store().signal_count() == signals.len(),
+        server.store().signal_count()? == signals.len() as u64,
         "not every signal was stored"
     );
     server.shutdown().await?;

@@ -55,7 +55,7 @@ pub fn batch_from_proto(
 
     let mut violations = Vec::new();
     let mut signals = Vec::with_capacity(n);
-    let mut digest = ring_digest();
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     for (i, s) in pb_batch.signals.into_iter().enumerate() {
         let field = |name: &str| format!("batch.signals[{i}].{name}");
         let pseudonym = PartnerPseudonym::try_from(s.pseudonym.as_slice())
@@ -133,10 +133,6 @@ pub fn batch_from_proto(
             .try_into()
             .expect("SHA-256 is 32 bytes"),
     })
-}
-
-fn ring_digest() -> ring::digest::Context {
-    ring::digest::Context::new(&ring::digest::SHA256)
 }
 
 fn update_digest(

@@ -82,13 +82,16 @@ impl DevSetup {
     /// Writes the config as TOML (absolute paths), for `wijkradar serve`.
     pub fn write_config(&self, listen: &str) -> Result<PathBuf, DevError> {
         let c = &self.config;
+        // toml's own string rendering quotes and escapes any path.
+        let q = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
         let text = format!(
-            "listen = \"{listen}\"\ndata_dir = \"{}\"\n\n[tls]\nclient_ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n[keys]\nserver_key = \"{}\"\n\n[release]\nk = {}\n",
-            c.data_dir.display(),
-            c.tls.client_ca.display(),
-            c.tls.cert.display(),
-            c.tls.key.display(),
-            c.keys.server_key.display(),
+            "listen = {}\ndata_dir = {}\n\n[tls]\nclient_ca = {}\ncert = {}\nkey = {}\n\n[keys]\nserver_key = {}\n\n[release]\nk = {}\n",
+            toml::Value::String(listen.to_owned()),
+            q(&c.data_dir),
+            q(&c.tls.client_ca),
+            q(&c.tls.cert),
+            q(&c.tls.key),
+            q(&c.keys.server_key),
             c.release.k.k(),
         );
         let path = self.dir.join("server.toml");
@@ -97,5 +100,21 @@ impl DevSetup {
             source,
         })?;
         Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_config_loads_back_even_with_awkward_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let awkward = dir.path().join("map met \"aanhalingstekens\" en \\");
+        std::fs::create_dir(&awkward).unwrap();
+        let setup = DevSetup::create(&awkward, &[("p", "P", Role::Partner)]).unwrap();
+        let loaded = ServerConfig::load(&setup.write_config("127.0.0.1:0").unwrap()).unwrap();
+        assert_eq!(loaded.data_dir, setup.config.data_dir);
+        assert_eq!(loaded.keys.server_key, setup.config.keys.server_key);
     }
 }

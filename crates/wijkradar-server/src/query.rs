@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use wijkradar_domain::AreaCode;
 use wijkradar_pki::Role;
 use wijkradar_proto::v1::{self as pb, query_service_server::QueryService};
 use wijkradar_release::{Released, roll_up};
@@ -76,11 +75,7 @@ impl Query {
                 code: a.code.to_string(),
                 name: a.name,
                 level: level_to_proto(a.code.level()).into(),
-                parent_code: a
-                    .code
-                    .parent()
-                    .map(|p: AreaCode| p.to_string())
-                    .unwrap_or_default(),
+                parent_code: a.code.parent().map(|p| p.to_string()).unwrap_or_default(),
             })
             .collect();
         let signal_types = state

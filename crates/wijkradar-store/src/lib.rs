@@ -12,6 +12,7 @@
 //! | `T` | signal type name | type id (u16) |
 //! | `M` | month (u32) | empty |
 //! | `K` | (none) | id of the server key the store was written with |
+//! | `N` | (none) | number of stored signals (u64) |
 //!
 //! Integers are big-endian so keys sort in order; `C` keys of one gemeente are
 //! one prefix range (type · month · 4 gemeente digits).
@@ -81,6 +82,7 @@ const BATCH: u8 = b'B';
 const TYPE: u8 = b'T';
 const MONTH: u8 = b'M';
 const KEY_ID: &[u8] = b"K";
+const SIGNAL_TOTAL: &[u8] = b"N";
 
 fn signal_key(p: &ServerPseudonym, type_id: u16, month: Month) -> [u8; 39] {
     let mut k = [0u8; 39];
@@ -97,6 +99,16 @@ fn count_key(type_id: u16, month: Month, buurt: &BuurtCode) -> [u8; 15] {
     k[1..3].copy_from_slice(&type_id.to_be_bytes());
     k[3..7].copy_from_slice(&month.index().to_be_bytes());
     k[7..15].copy_from_slice(buurt.body());
+    k
+}
+
+/// The `C` keys of one gemeente for one type and month.
+fn count_prefix(type_id: u16, month: Month, g: &GemeenteCode) -> [u8; 11] {
+    let mut k = [0u8; 11];
+    k[0] = COUNT;
+    k[1..3].copy_from_slice(&type_id.to_be_bytes());
+    k[3..7].copy_from_slice(&month.index().to_be_bytes());
+    k[7..11].copy_from_slice(g.body());
     k
 }
 
@@ -186,13 +198,7 @@ impl Store {
         let Some(type_id) = self.type_id(t) else {
             return Ok(Vec::new());
         };
-        let key = count_key(
-            type_id,
-            month,
-            &BuurtCode::from_body(*b"00000000").expect("valid"),
-        );
-        let mut prefix = key[..7].to_vec();
-        prefix.extend_from_slice(g.body());
+        let prefix = count_prefix(type_id, month, &g);
         self.db
             .scan_prefix(prefix)
             .map(|kv| {
@@ -223,9 +229,14 @@ impl Store {
         Ok(first.map(|f| (f, last.unwrap_or(f))))
     }
 
-    /// Number of distinct stored signals (a full scan of the `S` range).
-    pub fn signal_count(&self) -> usize {
-        self.db.scan_prefix([SIGNAL]).count()
+    /// Number of distinct stored signals, kept at write time.
+    pub fn signal_count(&self) -> Result<u64, StoreError> {
+        match self.db.get(SIGNAL_TOTAL)? {
+            Some(v) => Ok(u64::from_be_bytes(
+                v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?,
+            )),
+            None => Ok(0),
+        }
     }
 
     /// A checksum over every key and value, to prove a rejected request

@@ -82,7 +82,7 @@ async fn counts_distinct_households_and_survives_reopen() {
         (first.to_string(), last.to_string()),
         ("2024-01".into(), "2024-02".into())
     );
-    assert_eq!(store.signal_count(), 5);
+    assert_eq!(store.signal_count().unwrap(), 5);
 
     // After the restart the writer rebuilds its memory from disk: a known
     // household still counts once, a new one is added to the stored count.
@@ -101,7 +101,7 @@ async fn counts_distinct_households_and_survives_reopen() {
         counts(&store, "huurachterstand", "2024-01"),
         [("BU00340101".into(), 3), ("BU00340102".into(), 1)]
     );
-    assert_eq!(store.signal_count(), 6);
+    assert_eq!(store.signal_count().unwrap(), 6);
 }
 
 #[tokio::test]

@@ -18,7 +18,8 @@ use fastbloom::BloomFilter;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    IncomingBatch, SIGNAL, Store, StoreError, TYPE, batch_key, count_key, month_key, signal_key,
+    IncomingBatch, SIGNAL, SIGNAL_TOTAL, Store, StoreError, TYPE, batch_key, count_key, month_key,
+    signal_key,
 };
 
 /// Signal keys the Bloom filter is sized for at least; it is sized for twice
@@ -31,26 +32,26 @@ struct WriterState {
     store: Store,
     stored_keys: BloomFilter,
     counts: HashMap<[u8; 15], u64>,
+    signal_total: u64,
 }
 
 impl WriterState {
     fn load(store: Store) -> Result<WriterState, StoreError> {
         let started = std::time::Instant::now();
-        let keys: Vec<sled::IVec> = store
-            .db
-            .scan_prefix([SIGNAL])
-            .keys()
-            .collect::<Result<_, _>>()?;
-        let mut stored_keys = BloomFilter::with_false_pos(0.01)
-            .expected_items((keys.len() * 2).max(MIN_FILTER_ITEMS));
-        for k in &keys {
-            stored_keys.insert(k.as_ref());
+        let signal_total = store.signal_count()?;
+        let capacity = usize::try_from(signal_total.saturating_mul(2))
+            .unwrap_or(usize::MAX)
+            .max(MIN_FILTER_ITEMS);
+        let mut stored_keys = BloomFilter::with_false_pos(0.01).expected_items(capacity);
+        for key in store.db.scan_prefix([SIGNAL]).keys() {
+            stored_keys.insert(key?.as_ref());
         }
         tracing::debug!(elapsed = ?started.elapsed(), "writer loaded its key filter");
         Ok(WriterState {
             store,
             stored_keys,
             counts: HashMap::new(),
+            signal_total,
         })
     }
 
@@ -196,8 +197,7 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
 }
 
 fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, StoreError> {
-    let store = state.store.clone();
-    let db = &store.db;
+    let db = &state.store.db;
     let bkey = batch_key(&batch.partner, &batch.id);
     if let Some(digest) = db.get(&bkey)? {
         return if digest.as_ref() == batch.digest {
@@ -207,7 +207,7 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
         };
     }
 
-    let mut types = store.types.read().expect("type map lock").clone();
+    let mut types = state.store.types.read().expect("type map lock").clone();
     let mut new_types = Vec::new();
     let mut writes = sled::Batch::default();
     let mut deltas: HashMap<[u8; 15], u64> = HashMap::new();
@@ -261,6 +261,8 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
         key.extend_from_slice(name.as_str().as_bytes());
         writes.insert(key, &id.to_be_bytes()[..]);
     }
+    let signal_total = state.signal_total + new_keys.len() as u64;
+    writes.insert(SIGNAL_TOTAL, &signal_total.to_be_bytes()[..]);
     writes.insert(bkey, &batch.digest[..]);
     let t = std::time::Instant::now();
     db.apply_batch(writes)?;
@@ -269,8 +271,10 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
         state.stored_keys.insert(&key[..]);
     }
     state.counts.extend(new_counts);
+    state.signal_total = signal_total;
     if !new_types.is_empty() {
-        store
+        state
+            .store
             .types
             .write()
             .expect("type map lock")
