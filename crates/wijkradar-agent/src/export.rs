@@ -47,24 +47,12 @@ const COLUMNS: [&str; 5] = [
 ];
 
 pub fn read_export(
-    mut reader: impl Read,
+    reader: impl Read,
     pc6: &Pc6Table,
     key: &PartnerKey,
     now: Month,
 ) -> Result<Export, ExportError> {
-    let mut bytes = Vec::new();
-    reader.read_to_end(&mut bytes).map_err(csv::Error::from)?;
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    let first_line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-    let delimiter = if first_line.contains(&b';') {
-        b';'
-    } else {
-        b','
-    };
-    let mut csv = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .flexible(true)
-        .from_reader(bytes);
+    let mut csv = crate::csv_input::reader(reader).map_err(csv::Error::from)?;
     let header: Vec<String> = csv
         .headers()?
         .iter()

@@ -11,6 +11,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod client;
+mod csv_input;
 pub mod export;
 pub mod normalise;
 pub mod pc6;

@@ -33,18 +33,8 @@ fn pad_code(raw: &str, width: usize) -> String {
 }
 
 impl Pc6Table {
-    pub fn from_reader(mut reader: impl Read) -> Result<Pc6Table, Pc6Error> {
-        let mut bytes = Vec::new();
-        reader.read_to_end(&mut bytes).map_err(csv::Error::from)?;
-        let first_line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-        let delimiter = if first_line.contains(&b';') {
-            b';'
-        } else {
-            b','
-        };
-        let mut csv = csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .from_reader(bytes.as_slice());
+    pub fn from_reader(reader: impl Read) -> Result<Pc6Table, Pc6Error> {
+        let mut csv = crate::csv_input::reader(reader).map_err(csv::Error::from)?;
         let header = csv.headers()?.clone();
         let names: Vec<String> = header
             .iter()

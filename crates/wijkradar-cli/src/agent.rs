@@ -58,8 +58,7 @@ pub fn current_month() -> Month {
 
 pub fn load_postcode_table(path: &Path) -> anyhow::Result<Pc6Table> {
     let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-    Pc6Table::from_reader(std::io::BufReader::new(file))
-        .with_context(|| format!("{}", path.display()))
+    Pc6Table::from_reader(file).with_context(|| format!("{}", path.display()))
 }
 
 fn write_reject_report(path: &Path, export: &Export) -> anyhow::Result<()> {
@@ -85,9 +84,8 @@ pub async fn submit_export(
 ) -> anyhow::Result<Summary> {
     let file =
         std::fs::File::open(export_path).with_context(|| format!("{}", export_path.display()))?;
-    let export =
-        wijkradar_agent::read_export(std::io::BufReader::new(file), table, key, current_month())
-            .with_context(|| format!("{}", export_path.display()))?;
+    let export = wijkradar_agent::read_export(file, table, key, current_month())
+        .with_context(|| format!("{}", export_path.display()))?;
     let reject_report = if export.rejects.is_empty() {
         None
     } else {
