@@ -141,6 +141,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  {} ({})", partner.organisation, partner.types.join(", "));
         let summary = submit_export(channel, &path, &table, &key, 5000, None, partner.name).await?;
         print_summary(&summary);
+        if let Some(report) = &summary.reject_report {
+            // The demo's folder is removed at the end: show the report here.
+            for line in std::fs::read_to_string(report)?.lines().take(6) {
+                println!("    | {line}");
+            }
+        }
     }
 
     // 4. The analyst's view.
@@ -151,13 +157,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &gemeente.to_string(),
         pb::AreaLevel::Wijk,
         vec!["huurachterstand".into()],
-        None,
-        None,
+        Some(from.to_string()),
+        Some(to.to_string()),
     )
     .await?;
     let (area_names, descriptions) = names(&catalogue);
     println!("\n4. Wat de gemeente ziet (als analist, over mutual TLS):\n");
-    print!("{}", render::table(&answer, &area_names, &descriptions));
+    print!("{}", render::table(&answer, &area_names, &descriptions, 6));
     let rising_names: Vec<String> = rising
         .iter()
         .map(|w| {

@@ -37,7 +37,7 @@ pub struct TableArgs {
     /// Signal type(s); all types when left out.
     #[arg(long = "type")]
     pub types: Vec<String>,
-    /// First month, YYYY-MM; default: six months before the last month with data.
+    /// First month, YYYY-MM; default: eleven months before --to (a year).
     #[arg(long)]
     pub from: Option<String>,
     /// Last month, YYYY-MM; default: the last month with data.
@@ -90,7 +90,7 @@ pub async fn fetch_table(
         None => {
             let last: wijkradar_domain::Month =
                 to.parse().map_err(|e| anyhow::anyhow!("--to: {e}"))?;
-            last.plus(-5).to_string()
+            last.plus(-11).to_string()
         }
     };
     let req = pb::GetTableRequest {
@@ -170,7 +170,7 @@ pub async fn run(cmd: QueryCommand) -> anyhow::Result<()> {
             if args.csv {
                 print!("{}", render::csv(&table, &names)?);
             } else {
-                print!("{}", render::table(&table, &names, &descriptions));
+                print!("{}", render::table(&table, &names, &descriptions, 6));
                 println!("Bron gebiedsindeling: CBS");
             }
         }

@@ -9,77 +9,116 @@ use wijkradar_proto::v1 as pb;
 /// Area code → name, from the catalogue.
 pub type Names = HashMap<String, String>;
 
-/// One signal type's cells: its name, its months in order, area → month → text.
-type Block = (
-    String,
-    Vec<String>,
-    BTreeMap<String, BTreeMap<String, String>>,
-);
+/// One signal type's cells: its name, its months in order, and per area the
+/// released value per month (`None`: suppressed).
+struct Block {
+    signal_type: String,
+    months: Vec<String>,
+    rows: BTreeMap<String, BTreeMap<String, Option<u64>>>,
+}
 
-fn cell_text(cell: &pb::Cell, k: u32) -> String {
-    match (pb::CellStatus::try_from(cell.status), cell.value) {
-        (Ok(pb::CellStatus::Released), Some(v)) => v.to_string(),
-        _ => format!("<{k}"),
+fn released(cell: &pb::Cell) -> Option<u64> {
+    match pb::CellStatus::try_from(cell.status) {
+        Ok(pb::CellStatus::Released) => cell.value,
+        _ => None,
     }
 }
 
+/// A sparkline of the released values, scaled per row; `·` where a month
+/// was suppressed, so the line shows nothing the numbers do not.
+fn sparkline(values: &[Option<u64>]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let known: Vec<u64> = values.iter().flatten().copied().collect();
+    let (Some(&lo), Some(&hi)) = (known.iter().min(), known.iter().max()) else {
+        return "·".repeat(values.len());
+    };
+    values
+        .iter()
+        .map(|v| match v {
+            None => '·',
+            Some(_) if hi == lo => BARS[3],
+            Some(v) => BARS[((v - lo) * 7 / (hi - lo)) as usize],
+        })
+        .collect()
+}
+
+/// Areas as rows, the last `numbers` months as numbers and every month of
+/// the answer as a sparkline, one block per signal type.
 pub fn table(
     resp: &pb::GetTableResponse,
     names: &Names,
     descriptions: &HashMap<String, String>,
+    numbers: usize,
 ) -> String {
     let k = resp.k;
-    // signal type → area → month → text, in the order the server sent.
     let mut blocks: Vec<Block> = Vec::new();
     for cell in &resp.cells {
-        if blocks.last().map(|b| &b.0) != Some(&cell.signal_type) {
-            blocks.push((cell.signal_type.clone(), Vec::new(), BTreeMap::new()));
+        if blocks.last().map(|b| &b.signal_type) != Some(&cell.signal_type) {
+            blocks.push(Block {
+                signal_type: cell.signal_type.clone(),
+                months: Vec::new(),
+                rows: BTreeMap::new(),
+            });
         }
         let block = blocks.last_mut().expect("just pushed");
-        if !block.1.contains(&cell.month) {
-            block.1.push(cell.month.clone());
+        if !block.months.contains(&cell.month) {
+            block.months.push(cell.month.clone());
         }
         block
-            .2
+            .rows
             .entry(cell.area_code.clone())
             .or_default()
-            .insert(cell.month.clone(), cell_text(cell, k));
+            .insert(cell.month.clone(), released(cell));
     }
     let mut out = String::new();
-    for (signal_type, months, rows) in blocks {
-        let label = descriptions.get(&signal_type).cloned().unwrap_or_default();
+    for block in blocks {
+        let label = descriptions
+            .get(&block.signal_type)
+            .cloned()
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{label} ({signal_type}), huishoudens per maand; <{k} = minder dan {k}, niet getoond"
+            "{label} ({}), huishoudens per maand; <{k} = minder dan {k}, niet getoond",
+            block.signal_type
         );
-        let width = rows
+        let width = block
+            .rows
             .keys()
             .map(|c| names.get(c).map_or(0, |n| n.chars().count()))
             .max()
             .unwrap_or(0)
             .clamp(12, 32);
+        let shown = &block.months[block.months.len().saturating_sub(numbers)..];
+        let trend_width = block.months.len().max(5);
+        let trend = format!("verloop {} mnd", block.months.len());
         let _ = write!(out, "{:<10} {:<width$}", "code", "gebied");
-        for m in &months {
+        for m in shown {
             let _ = write!(out, " {m:>8}");
         }
-        out.push('\n');
-        for (code, cells) in rows {
+        let _ = writeln!(out, "  {trend}");
+        for (code, cells) in &block.rows {
             let name: String = names
-                .get(&code)
+                .get(code)
                 .map(String::as_str)
                 .unwrap_or("")
                 .chars()
                 .take(width)
                 .collect();
             let _ = write!(out, "{code:<10} {name:<width$}");
-            for m in &months {
-                let _ = write!(
-                    out,
-                    " {:>8}",
-                    cells.get(m).map(String::as_str).unwrap_or("")
-                );
+            for m in shown {
+                let text = match cells.get(m) {
+                    Some(Some(v)) => v.to_string(),
+                    Some(None) => format!("<{k}"),
+                    None => String::new(),
+                };
+                let _ = write!(out, " {text:>8}");
             }
-            out.push('\n');
+            let values: Vec<Option<u64>> = block
+                .months
+                .iter()
+                .map(|m| cells.get(m).copied().flatten())
+                .collect();
+            let _ = writeln!(out, "  {:<trend_width$}", sparkline(&values));
         }
         out.push('\n');
     }
@@ -122,4 +161,16 @@ pub fn csv(resp: &pb::GetTableResponse, names: &Names) -> anyhow::Result<String>
         ])?;
     }
     Ok(String::from_utf8(w.into_inner()?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparkline_shows_released_values_only() {
+        assert_eq!(sparkline(&[Some(10), None, Some(20), Some(80)]), "▁·▂█");
+        assert_eq!(sparkline(&[None, None]), "··");
+        assert_eq!(sparkline(&[Some(12), Some(12)]), "▄▄");
+    }
 }
