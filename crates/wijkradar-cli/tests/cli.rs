@@ -1,0 +1,98 @@
+//! The `wijkradar` binary as a user runs it: the demo of the README's first
+//! command, and the operator's first steps.
+
+use std::process::Command;
+
+fn wijkradar() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wijkradar"));
+    cmd.env_remove("RUST_BACKTRACE").env_remove("WIJKRADAR_LOG");
+    cmd
+}
+
+#[test]
+fn the_demo_runs_the_whole_chain_and_prints_a_protected_wijk_table() {
+    let out = wijkradar().arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for partner in [
+        "Woningcorporatie De Vaart",
+        "Energieleverancier Flevostroom",
+        "Scholengroep Almere-Stad",
+    ] {
+        assert!(stdout.contains(partner), "{partner} missing:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("adres staat niet in de postcodetabel"),
+        "the reject report is shown:\n{stdout}"
+    );
+    // The table: every wijk of Almere, numbers and suppressed cells.
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("WK0034")).collect();
+    assert!(rows.len() > 60, "{} wijk rows:\n{stdout}", rows.len());
+    assert!(
+        rows.iter().any(|r| r.contains("<10")),
+        "suppressed cells shown as <10"
+    );
+    let released: Vec<u64> = rows
+        .iter()
+        .flat_map(|r| r.split_whitespace())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        !released.is_empty() && released.iter().all(|&v| v >= 10),
+        "released values are at least k: {released:?}"
+    );
+    assert!(
+        stdout.contains("Wat nu?"),
+        "tells the user what to try next"
+    );
+}
+
+#[test]
+fn an_operator_sets_up_and_the_server_refuses_a_k_below_five() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        wijkradar()
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["pki", "init", "--dir", "pki"]).status.success());
+    for file in [
+        "ca.pem",
+        "server.pem",
+        "woningcorporatie.pem",
+        "gemeente.key",
+    ] {
+        assert!(dir.path().join("pki").join(file).exists(), "{file}");
+    }
+    assert!(
+        run(&[
+            "keys",
+            "generate",
+            "--kind",
+            "server",
+            "--out",
+            "server.key"
+        ])
+        .status
+        .success()
+    );
+    let config = "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[tls]\nclient_ca = \"pki/ca.pem\"\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\n[keys]\nserver_key = \"server.key\"\n[release]\nk = 4\n";
+    std::fs::write(dir.path().join("server.toml"), config).unwrap();
+    let out = run(&["serve", "--config", "server.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("k = 4 is below the minimum of 5") && stderr.contains("line 10"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("backtrace"),
+        "a message, not a backtrace: {stderr}"
+    );
+}
