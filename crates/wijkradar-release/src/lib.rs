@@ -11,7 +11,11 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod ptable;
+
 use std::collections::BTreeMap;
+
+pub use ptable::{PerturbationTable, PtableError};
 
 use wijkradar_domain::{AreaCode, AreaLevel, BuurtCode};
 
