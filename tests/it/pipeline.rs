@@ -1,10 +1,12 @@
 //! CSV in → agent → server → query out, and what must not change it:
 //! a restart, a resent export, a second partner sending the same household.
 
+use wijkradar_agent::normalise::household_key;
 use wijkradar_agent::{Pc6Table, read_export};
-use wijkradar_domain::{AreaLevel, BuurtCode, Hierarchy, Month};
+use wijkradar_domain::{AreaLevel, BuurtCode, CellTotal, Hierarchy, Month};
 use wijkradar_proto::v1 as pb;
-use wijkradar_pseudonym::PartnerKey;
+use wijkradar_pseudonym::{PartnerKey, ServerKey};
+use wijkradar_release::Released;
 use wijkradar_tests::{ANALYST, PARTNER_A, PARTNER_B, TestServer};
 
 use crate::{Cells, cells, table_request};
@@ -92,13 +94,14 @@ async fn table(server: &TestServer, level: pb::AreaLevel) -> Cells {
     )
 }
 
-/// Asserts `got` releases exactly `expected` and suppresses every other cell.
-fn assert_released(got: &Cells, expected: &[(String, &str, &str, u64)]) {
+/// Asserts `got` holds exactly the `expected` released values and
+/// suppresses every other cell.
+fn assert_released(got: &Cells, expected: &[(String, &str, &str, Option<u64>)]) {
     for ((area, t, m), value) in got {
         let want = expected
             .iter()
             .find(|e| &e.0 == area && e.1 == t && e.2 == m)
-            .map(|e| e.3);
+            .and_then(|e| e.3);
         assert_eq!(*value, want, "{area} {t} {m}");
     }
     for e in expected {
@@ -106,6 +109,37 @@ fn assert_released(got: &Cells, expected: &[(String, &str, &str, u64)]) {
             got.contains_key(&(e.0.clone(), e.1.into(), e.2.into())),
             "missing cell {e:?}"
         );
+    }
+}
+
+/// What the release rules give for a cell holding these households
+/// (postcode, house number), worked out here from the keys, independently
+/// of the server: partner pseudonym → server pseudonym → record key → cell
+/// key → perturbation table → threshold.
+fn expected_release(
+    server: &TestServer,
+    households: &[(&str, std::ops::RangeInclusive<u32>)],
+) -> Option<u64> {
+    let partner = PartnerKey::load(&server.setup.partner_key).unwrap();
+    let server_key = ServerKey::load(&server.setup.config.keys.server_key).unwrap();
+    let policy = server.setup.config.release.policy().unwrap();
+    let mut total = CellTotal::default();
+    for (pc, numbers) in households {
+        for n in numbers.clone() {
+            let address = household_key(pc.as_bytes().try_into().unwrap(), n, "");
+            let p = server_key.rekey(&partner.pseudonymise(address.as_bytes()));
+            total = total.add(CellTotal::one(server_key.record_key(&p)));
+        }
+    }
+    match policy.release(total) {
+        Released::Value(v) => {
+            assert!(
+                v.abs_diff(total.households) <= 4,
+                "I3: within D of the truth"
+            );
+            Some(v)
+        }
+        Released::Suppressed => None,
     }
 }
 
@@ -147,18 +181,46 @@ async fn csv_through_agent_and_server_gives_the_expected_protected_table() {
 
     let (a, b, c) = (f.a.to_string(), f.b.to_string(), f.c.to_string());
     let (wa, wc) = (f.a.wijk().to_string(), f.c.wijk().to_string());
+    // The households of each cell; a cell holds each household once, however
+    // often and by whom it was sent (I5).
+    let in_a = ("1315AA", 1..=12);
+    let in_b = ("1315AB", 1..=4);
+    let in_c = ("1315AC", 1..=10);
+    let rent = |households: &[(&str, std::ops::RangeInclusive<u32>)]| {
+        expected_release(&server, households)
+    };
     let buurt_expected = [
-        (a.clone(), "huurachterstand", "2024-03", 12),
-        (c.clone(), "huurachterstand", "2024-03", 10),
-        (a.clone(), "energieachterstand", "2024-03", 12),
+        (
+            a.clone(),
+            "huurachterstand",
+            "2024-03",
+            rent(&[in_a.clone()]),
+        ),
+        (
+            b.clone(),
+            "huurachterstand",
+            "2024-03",
+            rent(&[in_b.clone()]),
+        ),
+        (
+            c.clone(),
+            "huurachterstand",
+            "2024-03",
+            rent(&[in_c.clone()]),
+        ),
+        (
+            a.clone(),
+            "energieachterstand",
+            "2024-03",
+            rent(&[in_a.clone()]),
+        ),
     ];
+    assert_eq!(
+        buurt_expected[1].3, None,
+        "4 households can never reach k = 10 with D = 4"
+    );
     let buurten = table(&server, pb::AreaLevel::Buurt).await;
     assert_released(&buurten, &buurt_expected);
-    assert_eq!(
-        buurten.get(&(b.clone(), "huurachterstand".into(), "2024-03".into())),
-        Some(&None),
-        "4 households: suppressed"
-    );
     let all_buurten = Hierarchy::netherlands_2023()
         .areas_of("GM0034".parse().unwrap(), AreaLevel::Buurt)
         .len();
@@ -169,14 +231,33 @@ async fn csv_through_agent_and_server_gives_the_expected_protected_table() {
     );
 
     let wijk_expected = [
-        (wa.clone(), "huurachterstand", "2024-03", 16),
-        (wc, "huurachterstand", "2024-03", 10),
-        (wa, "energieachterstand", "2024-03", 12),
+        (
+            wa.clone(),
+            "huurachterstand",
+            "2024-03",
+            rent(&[in_a.clone(), in_b.clone()]),
+        ),
+        (wc, "huurachterstand", "2024-03", rent(&[in_c.clone()])),
+        (wa, "energieachterstand", "2024-03", rent(&[in_a.clone()])),
     ];
+    assert!(
+        wijk_expected[0].3.is_some(),
+        "16 households are always released with k = 10, D = 4"
+    );
     assert_released(&table(&server, pb::AreaLevel::Wijk).await, &wijk_expected);
     let gemeente_expected = [
-        ("GM0034".to_string(), "huurachterstand", "2024-03", 26),
-        ("GM0034".to_string(), "energieachterstand", "2024-03", 12),
+        (
+            "GM0034".to_string(),
+            "huurachterstand",
+            "2024-03",
+            rent(&[in_a.clone(), in_b, in_c]),
+        ),
+        (
+            "GM0034".to_string(),
+            "energieachterstand",
+            "2024-03",
+            rent(&[in_a]),
+        ),
     ];
     assert_released(
         &table(&server, pb::AreaLevel::Gemeente).await,
@@ -204,6 +285,7 @@ async fn csv_through_agent_and_server_gives_the_expected_protected_table() {
         ),
         ("2024-03", "2024-03", 10)
     );
+    assert_eq!(catalogue.max_noise, 4);
     server.restart().await;
     let after = (
         table(&server, pb::AreaLevel::Buurt).await,

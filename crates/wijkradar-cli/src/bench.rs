@@ -136,6 +136,8 @@ fn measure_raw(signals: &[pb::Signal], batch_size: usize) -> anyhow::Result<f64>
             signal_type: s.signal_type.parse().expect("valid"),
             month: s.month.parse().expect("valid"),
             severity: None,
+            // The raw baseline writes only the signal records, no cell keys.
+            record_key: 0,
         })
         .collect();
     Ok(

@@ -78,8 +78,8 @@ pub fn table(
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{label} ({}), huishoudens per maand; <{k} = minder dan {k}, niet getoond",
-            block.signal_type
+            "{label} ({}), huishoudens per maand; <{k} = minder dan {k}, niet getoond;\n  ter bescherming wijkt elk getal hooguit {} af van de werkelijke telling",
+            block.signal_type, resp.max_noise
         );
         let width = block
             .rows

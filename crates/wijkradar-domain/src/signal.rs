@@ -67,3 +67,30 @@ pub struct Batch {
     pub id: BatchId,
     pub signals: Vec<Signal>,
 }
+
+/// The distinct households of one cell (type × month × area) and the cell's
+/// key: the wrapping sum of those households' secret record keys. Both add
+/// up exactly from buurten to wijk and gemeente, because a household is in
+/// one buurt per type and month.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CellTotal {
+    pub households: u64,
+    pub cell_key: u32,
+}
+
+impl CellTotal {
+    /// One household with this record key.
+    pub fn one(record_key: u32) -> CellTotal {
+        CellTotal {
+            households: 1,
+            cell_key: record_key,
+        }
+    }
+
+    pub fn add(self, other: CellTotal) -> CellTotal {
+        CellTotal {
+            households: self.households + other.households,
+            cell_key: self.cell_key.wrapping_add(other.cell_key),
+        }
+    }
+}

@@ -177,6 +177,18 @@ impl ServerKey {
     pub fn rekey(&self, p: &PartnerPseudonym) -> ServerPseudonym {
         ServerPseudonym::from_bytes(self.tag(p.as_bytes()))
     }
+
+    /// The household's secret record key for cell-key perturbation: 32 bits
+    /// of a keyed HMAC of its server pseudonym, stable for as long as the
+    /// server key is. The prefix keeps it apart from [`ServerKey::rekey`],
+    /// whose input is always exactly 32 bytes.
+    pub fn record_key(&self, p: &ServerPseudonym) -> u32 {
+        let mut input = [0u8; 46];
+        input[..14].copy_from_slice(b"wijkradar rk1\0");
+        input[14..].copy_from_slice(p.as_bytes());
+        let tag = self.tag(&input);
+        u32::from_be_bytes([tag[0], tag[1], tag[2], tag[3]])
+    }
 }
 
 #[cfg(test)]

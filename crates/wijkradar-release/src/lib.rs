@@ -1,9 +1,14 @@
 //! Releases: turning true counts into what may leave the aggregator.
 //!
-//! First version (PRIVACY.md "Releases", point 3): a cell whose count is
-//! below k is released as suppressed, never as a number, and k is never
-//! below 5. Cell-key perturbation and the disclosure audit come next; until
-//! then differencing across levels is not defended against.
+//! A cell's true count of distinct households is perturbed by the cell key
+//! method ([`PerturbationTable`], PRIVACY.md "Releases" point 2): noise of at
+//! most D, unbiased, with variance V, chosen by the cell's key, so the same
+//! set of households gives the same released value however and whenever it
+//! is asked. A released value below k is shown as suppressed, never as a
+//! number (point 3), and k is never below 5.
+//!
+//! Not yet here: materialised, versioned releases and the disclosure audit
+//! (points 5 and 6 of PRIVACY.md); rates per 1,000 households.
 //!
 //! Architecture invariant: no IO; a [`Released`] value has no way to carry the
 //! true count of a suppressed cell.
@@ -17,7 +22,7 @@ use std::collections::BTreeMap;
 
 pub use ptable::{PerturbationTable, PtableError};
 
-use wijkradar_domain::{AreaCode, AreaLevel, BuurtCode};
+use wijkradar_domain::{AreaCode, AreaLevel, BuurtCode, CellTotal};
 
 /// The smallest k the aggregator accepts.
 pub const MIN_K: u32 = 5;
@@ -60,40 +65,68 @@ impl TryFrom<u32> for Threshold {
 }
 
 /// A cell as it may leave the aggregator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Released {
     Value(u64),
     /// The count is below k; how far below is not said.
     Suppressed,
 }
 
-impl Threshold {
-    pub fn release(self, true_count: u64) -> Released {
-        if true_count < u64::from(self.0) {
+/// What may leave the aggregator: k and the perturbation table together.
+#[derive(Debug, Clone)]
+pub struct ReleasePolicy {
+    k: Threshold,
+    table: PerturbationTable,
+}
+
+impl ReleasePolicy {
+    /// Builds (and checks) the perturbation table for `max_noise` D and `variance` V.
+    pub fn new(k: Threshold, max_noise: u32, variance: f64) -> Result<ReleasePolicy, PtableError> {
+        Ok(ReleasePolicy {
+            k,
+            table: PerturbationTable::build(max_noise, variance)?,
+        })
+    }
+
+    pub fn k(&self) -> u32 {
+        self.k.k()
+    }
+
+    /// D: a released value is at most this far from the true count.
+    pub fn max_noise(&self) -> u32 {
+        self.table.max_noise()
+    }
+
+    /// The released form of a cell: its perturbed count if that is at least
+    /// k, else suppressed.
+    pub fn release(&self, total: CellTotal) -> Released {
+        let value = self.table.perturb(total.households, total.cell_key);
+        if value < u64::from(self.k.k()) {
             Released::Suppressed
         } else {
-            Released::Value(true_count)
+            Released::Value(value)
         }
     }
 }
 
-/// Sums buurt counts into the areas of `level`. Every area in `areas` gets a
-/// count, zero when no buurt of it has one, so that an empty area is released
+/// Sums buurt totals into the areas of `level`. Every area in `areas` gets a
+/// total, zero when no buurt of it has one, so that an empty area is released
 /// (as suppressed) like any other and absence tells nothing.
 pub fn roll_up(
     level: AreaLevel,
     areas: &[AreaCode],
-    buurt_counts: &[(BuurtCode, u64)],
-) -> BTreeMap<AreaCode, u64> {
-    let mut out: BTreeMap<AreaCode, u64> = areas.iter().map(|&a| (a, 0)).collect();
-    for &(buurt, n) in buurt_counts {
+    buurt_totals: &[(BuurtCode, CellTotal)],
+) -> BTreeMap<AreaCode, CellTotal> {
+    let mut out: BTreeMap<AreaCode, CellTotal> =
+        areas.iter().map(|&a| (a, CellTotal::default())).collect();
+    for &(buurt, total) in buurt_totals {
         let area = match level {
             AreaLevel::Buurt => AreaCode::Buurt(buurt),
             AreaLevel::Wijk => AreaCode::Wijk(buurt.wijk()),
             AreaLevel::Gemeente => AreaCode::Gemeente(buurt.gemeente()),
         };
-        if let Some(total) = out.get_mut(&area) {
-            *total += n;
+        if let Some(sum) = out.get_mut(&area) {
+            *sum = sum.add(total);
         }
     }
     out
@@ -111,38 +144,77 @@ mod tests {
     }
 
     #[test]
-    fn rolls_buurten_up_into_wijken_and_gemeente() {
+    fn rolls_buurten_up_into_wijken_and_gemeente_with_their_cell_keys() {
         let b = |s: &str| s.parse::<BuurtCode>().unwrap();
-        let counts = [
-            (b("BU00340101"), 7),
-            (b("BU00340102"), 5),
-            (b("BU00340201"), 3),
+        let t = |households, cell_key| CellTotal {
+            households,
+            cell_key,
+        };
+        let totals = [
+            (b("BU00340101"), t(7, u32::MAX)),
+            (b("BU00340102"), t(5, 2)),
+            (b("BU00340201"), t(3, 9)),
         ];
         let wijken: Vec<AreaCode> = ["WK003401", "WK003402", "WK003403"]
             .iter()
             .map(|s| s.parse().unwrap())
             .collect();
-        let got: Vec<u64> = roll_up(AreaLevel::Wijk, &wijken, &counts)
+        let got: Vec<CellTotal> = roll_up(AreaLevel::Wijk, &wijken, &totals)
             .into_values()
             .collect();
-        assert_eq!(got, [12, 3, 0]);
+        // Cell keys add modulo 2^32.
+        assert_eq!(got, [t(12, 1), t(3, 9), t(0, 0)]);
         let gm = ["GM0034".parse().unwrap()];
         assert_eq!(
-            roll_up(AreaLevel::Gemeente, &gm, &counts)
+            roll_up(AreaLevel::Gemeente, &gm, &totals)
                 .into_values()
                 .collect::<Vec<_>>(),
-            [15]
+            [t(15, 10)]
         );
     }
 
+    fn policy(k: u32) -> ReleasePolicy {
+        ReleasePolicy::new(Threshold::new(k).unwrap(), 4, 2.0).unwrap()
+    }
+
     proptest::proptest! {
-        /// I1: every released value is suppressed or at least k.
+        /// I1 and I3: every released value is suppressed or at least k, and
+        /// at most D from the truth; an empty cell is suppressed.
         #[test]
-        fn released_values_are_never_below_k(k in 5u32..50, n in 0u64..200) {
-            match Threshold::new(k).unwrap().release(n) {
-                Released::Value(v) => { proptest::prop_assert!(v >= u64::from(k)); proptest::prop_assert_eq!(v, n); }
-                Released::Suppressed => proptest::prop_assert!(n < u64::from(k)),
+        fn released_values_are_never_below_k_nor_far_from_the_truth(k in 5u32..50, n in 0u64..200, key in proptest::prelude::any::<u32>()) {
+            let p = policy(k);
+            match p.release(CellTotal { households: n, cell_key: key }) {
+                Released::Value(v) => {
+                    proptest::prop_assert!(v >= u64::from(k));
+                    proptest::prop_assert!(v.abs_diff(n) <= 4);
+                }
+                Released::Suppressed => proptest::prop_assert!(n < u64::from(k) + 4),
             }
         }
+
+        /// I2: the same households give the same answer, in any order.
+        #[test]
+        fn the_same_households_give_the_same_answer(keys in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..60)) {
+            let p = policy(10);
+            let forward = keys.iter().fold(CellTotal::default(), |t, &k| t.add(CellTotal::one(k)));
+            let backward = keys.iter().rev().fold(CellTotal::default(), |t, &k| t.add(CellTotal::one(k)));
+            proptest::prop_assert_eq!(p.release(forward), p.release(backward));
+        }
+    }
+
+    #[test]
+    fn cells_of_equal_true_count_do_not_all_get_the_same_noise() {
+        // The noise depends on who is in the cell: across many cells of 30
+        // households, several different released values occur.
+        let p = policy(10);
+        let values: std::collections::BTreeSet<_> = (0..200u32)
+            .map(|i| {
+                p.release(CellTotal {
+                    households: 30,
+                    cell_key: i.wrapping_mul(2_654_435_761),
+                })
+            })
+            .collect();
+        assert!(values.len() >= 5, "{values:?}");
     }
 }

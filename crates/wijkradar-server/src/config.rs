@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use wijkradar_domain::{Catalogue, CatalogueError, SignalTypeDef};
-use wijkradar_release::Threshold;
+use wijkradar_release::{ReleasePolicy, Threshold};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -83,12 +83,32 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ReleaseConfig {
-    /// Cells below k are released as suppressed; at least 5.
-    #[serde(default)]
+    /// Cells whose released value is below k are suppressed; at least 5.
     pub k: Threshold,
+    /// D: the largest noise the cell key method adds or takes away.
+    pub max_noise: u32,
+    /// V: the variance of that noise; above 0 and below D.
+    pub variance: f64,
+}
+
+impl Default for ReleaseConfig {
+    fn default() -> Self {
+        ReleaseConfig {
+            k: Threshold::default(),
+            max_noise: 4,
+            variance: 2.0,
+        }
+    }
+}
+
+impl ReleaseConfig {
+    /// The release policy, with its perturbation table built and checked.
+    pub fn policy(&self) -> Result<ReleasePolicy, wijkradar_release::PtableError> {
+        ReleasePolicy::new(self.k, self.max_noise, self.variance)
+    }
 }
 
 impl ServerConfig {
@@ -139,6 +159,9 @@ impl ServerConfig {
         }
         self.catalogue()
             .map_err(|e| ("signal_types", e.to_string()))?;
+        self.release
+            .policy()
+            .map_err(|e| ("release", e.to_string()))?;
         Ok(())
     }
 
@@ -192,5 +215,15 @@ mod tests {
         let mut c = ServerConfig::parse(base).unwrap();
         c.limits.max_batch_signals = 0;
         assert_eq!(c.check().unwrap_err().0, "limits.max_batch_signals");
+        let c = ServerConfig::parse(&format!(
+            "{base}\n[release]\nmax_noise = 2\nvariance = 3.0\n"
+        ))
+        .unwrap();
+        let (field, message) = c.check().unwrap_err();
+        assert_eq!(field, "release");
+        assert!(
+            message.contains("variance (V) must be above 0 and below max_noise"),
+            "{message}"
+        );
     }
 }

@@ -43,12 +43,16 @@ impl Ingest {
             .batch
             .signals
             .into_iter()
-            .map(|s| StoredSignal {
-                pseudonym: state.server_key.rekey(&s.pseudonym),
-                buurt: s.buurt,
-                signal_type: s.signal_type,
-                month: s.month,
-                severity: s.severity,
+            .map(|s| {
+                let pseudonym = state.server_key.rekey(&s.pseudonym);
+                StoredSignal {
+                    record_key: state.server_key.record_key(&pseudonym),
+                    pseudonym,
+                    buurt: s.buurt,
+                    signal_type: s.signal_type,
+                    month: s.month,
+                    severity: s.severity,
+                }
             })
             .collect();
         let incoming = IncomingBatch {

@@ -29,7 +29,7 @@ use wijkradar_proto::v1::{
     ingest_service_server::IngestServiceServer, query_service_server::QueryServiceServer,
 };
 use wijkradar_pseudonym::{KeyError, ServerKey};
-use wijkradar_release::Threshold;
+use wijkradar_release::{PtableError, ReleasePolicy};
 use wijkradar_store::{IngestQueue, Store, StoreError, WriterThread};
 
 pub use config::{ConfigError, Limits, ServerConfig};
@@ -45,6 +45,8 @@ pub enum ServerError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("release: {0}")]
+    Release(#[from] PtableError),
     #[error("signal_types: {0}")]
     Catalogue(#[from] wijkradar_domain::CatalogueError),
     #[error("listen on {addr}: {source}")]
@@ -66,7 +68,7 @@ pub(crate) struct State {
     store: Store,
     queue: IngestQueue,
     server_key: ServerKey,
-    k: Threshold,
+    policy: ReleasePolicy,
     limits: Limits,
 }
 
@@ -131,7 +133,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         store,
         queue,
         server_key,
-        k: config.release.k,
+        policy: config.release.policy()?,
         limits: config.limits.clone(),
     });
 
@@ -195,7 +197,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
             })
             .await
     });
-    tracing::info!(%addr, k = config.release.k.k(), "aggregator listening (mutual TLS)");
+    tracing::info!(%addr, k = config.release.k.k(), max_noise = config.release.max_noise, "aggregator listening (mutual TLS)");
     Ok(RunningServer {
         addr,
         store: state.store.clone(),

@@ -39,9 +39,9 @@ impl Query {
         let mut cells = Vec::with_capacity(areas.len() * q.signal_types.len());
         for signal_type in &q.signal_types {
             for month in q.from.through(q.to) {
-                let buurt_counts = state.store.buurt_counts(signal_type, month, q.gemeente)?;
-                for (area, count) in roll_up(q.level, &areas, &buurt_counts) {
-                    let (status, value) = match state.k.release(count) {
+                let buurt_totals = state.store.buurt_counts(signal_type, month, q.gemeente)?;
+                for (area, total) in roll_up(q.level, &areas, &buurt_totals) {
+                    let (status, value) = match state.policy.release(total) {
                         Released::Value(v) => (pb::CellStatus::Released, Some(v)),
                         Released::Suppressed => (pb::CellStatus::Suppressed, None),
                     };
@@ -57,7 +57,8 @@ impl Query {
         }
         Ok(pb::GetTableResponse {
             cells,
-            k: state.k.k(),
+            k: state.policy.k(),
+            max_noise: state.policy.max_noise(),
         })
     }
 
@@ -95,7 +96,8 @@ impl Query {
             signal_types,
             first_month: range.map(|r| r.0.to_string()).unwrap_or_default(),
             last_month: range.map(|r| r.1.to_string()).unwrap_or_default(),
-            k: state.k.k(),
+            k: state.policy.k(),
+            max_noise: state.policy.max_noise(),
         })
     }
 }

@@ -7,7 +7,7 @@
 //! | prefix | key | value |
 //! |---|---|---|
 //! | `S` | server pseudonym (32) · type id (u16) · month (u32) | buurt (8) · severity (1) |
-//! | `C` | type id (u16) · month (u32) · buurt (8) | distinct households (u64) |
+//! | `C` | type id (u16) · month (u32) · buurt (8) | distinct households (u64) · cell key (u32) |
 //! | `B` | partner name length (u8) · partner name · batch id | content digest (32) |
 //! | `T` | signal type name | type id (u16) |
 //! | `M` | month (u32) | empty |
@@ -34,7 +34,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use wijkradar_domain::{
-    BatchId, BuurtCode, GemeenteCode, Month, ServerPseudonym, Severity, SignalTypeName,
+    BatchId, BuurtCode, CellTotal, GemeenteCode, Month, ServerPseudonym, Severity, SignalTypeName,
 };
 
 pub use writer::{IngestQueue, Outcome, Pending, WriterThread};
@@ -63,6 +63,9 @@ pub struct StoredSignal {
     pub signal_type: SignalTypeName,
     pub month: Month,
     pub severity: Option<Severity>,
+    /// The household's secret record key (cell-key perturbation); added to
+    /// the cell's key, never stored on its own.
+    pub record_key: u32,
 }
 
 /// A validated batch, ready to store.
@@ -91,6 +94,21 @@ fn signal_key(p: &ServerPseudonym, type_id: u16, month: Month) -> [u8; 39] {
     k[33..35].copy_from_slice(&type_id.to_be_bytes());
     k[35..39].copy_from_slice(&month.index().to_be_bytes());
     k
+}
+
+fn encode_total(t: CellTotal) -> [u8; 12] {
+    let mut v = [0u8; 12];
+    v[..8].copy_from_slice(&t.households.to_be_bytes());
+    v[8..].copy_from_slice(&t.cell_key.to_be_bytes());
+    v
+}
+
+fn decode_total(v: &[u8]) -> Result<CellTotal, StoreError> {
+    let v: &[u8; 12] = v.try_into().map_err(|_| StoreError::Corrupt)?;
+    Ok(CellTotal {
+        households: u64::from_be_bytes(v[..8].try_into().expect("8 of 12")),
+        cell_key: u32::from_be_bytes(v[8..].try_into().expect("4 of 12")),
+    })
 }
 
 fn count_key(type_id: u16, month: Month, buurt: &BuurtCode) -> [u8; 15] {
@@ -188,13 +206,14 @@ impl Store {
     }
 
     /// Distinct households per buurt of a gemeente with a signal of this
-    /// type in this month, from the counts kept at write time.
+    /// type in this month, with their cell keys, from the totals kept at
+    /// write time.
     pub fn buurt_counts(
         &self,
         t: &SignalTypeName,
         month: Month,
         g: GemeenteCode,
-    ) -> Result<Vec<(BuurtCode, u64)>, StoreError> {
+    ) -> Result<Vec<(BuurtCode, CellTotal)>, StoreError> {
         let Some(type_id) = self.type_id(t) else {
             return Ok(Vec::new());
         };
@@ -206,8 +225,7 @@ impl Store {
                 let buurt =
                     BuurtCode::from_body(k[7..15].try_into().map_err(|_| StoreError::Corrupt)?)
                         .map_err(|_| StoreError::Corrupt)?;
-                let n = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?);
-                Ok((buurt, n))
+                Ok((buurt, decode_total(&v)?))
             })
             .collect()
     }

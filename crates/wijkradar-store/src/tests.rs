@@ -7,6 +7,7 @@ fn signal(p: u8, buurt: &str, t: &str, month: &str) -> StoredSignal {
         signal_type: t.parse().unwrap(),
         month: month.parse().unwrap(),
         severity: None,
+        record_key: u32::from(p) * 1000,
     }
 }
 
@@ -33,8 +34,23 @@ fn counts(store: &Store, t: &str, m: &str) -> Vec<(String, u64)> {
         )
         .unwrap()
         .into_iter()
-        .map(|(b, n)| (b.to_string(), n))
+        .map(|(b, t)| (b.to_string(), t.households))
         .collect()
+}
+
+/// The cell key of one buurt's cell.
+fn cell_key(store: &Store, t: &str, m: &str, buurt: &str) -> u32 {
+    let all = store
+        .buurt_counts(
+            &t.parse().unwrap(),
+            m.parse().unwrap(),
+            "GM0034".parse().unwrap(),
+        )
+        .unwrap();
+    all.into_iter()
+        .find(|(b, _)| b.to_string() == buurt)
+        .map(|(_, t)| t.cell_key)
+        .unwrap()
 }
 
 #[tokio::test]
@@ -77,6 +93,11 @@ async fn counts_distinct_households_and_survives_reopen() {
         [("BU00340102".into(), 1)]
     );
     assert!(counts(&store, "schoolverzuim", "2024-01").is_empty());
+    // I5: households 1 and 2, each once in the key though both were sent twice.
+    assert_eq!(
+        cell_key(&store, "huurachterstand", "2024-01", "BU00340101"),
+        1000 + 2000
+    );
     let (first, last) = store.month_range().unwrap().unwrap();
     assert_eq!(
         (first.to_string(), last.to_string()),
@@ -100,6 +121,10 @@ async fn counts_distinct_households_and_survives_reopen() {
     assert_eq!(
         counts(&store, "huurachterstand", "2024-01"),
         [("BU00340101".into(), 3), ("BU00340102".into(), 1)]
+    );
+    assert_eq!(
+        cell_key(&store, "huurachterstand", "2024-01", "BU00340101"),
+        1000 + 2000 + 5000
     );
     assert_eq!(store.signal_count().unwrap(), 6);
 }

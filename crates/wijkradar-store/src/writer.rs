@@ -17,9 +17,11 @@ use fastbloom::BloomFilter;
 
 use tokio::sync::{mpsc, oneshot};
 
+use wijkradar_domain::CellTotal;
+
 use crate::{
-    IncomingBatch, SIGNAL, SIGNAL_TOTAL, Store, StoreError, TYPE, batch_key, count_key, month_key,
-    signal_key,
+    IncomingBatch, SIGNAL, SIGNAL_TOTAL, Store, StoreError, TYPE, batch_key, count_key,
+    decode_total, encode_total, month_key, signal_key,
 };
 
 /// Signal keys the Bloom filter is sized for at least; it is sized for twice
@@ -31,7 +33,7 @@ const MIN_FILTER_ITEMS: usize = 4_000_000;
 struct WriterState {
     store: Store,
     stored_keys: BloomFilter,
-    counts: HashMap<[u8; 15], u64>,
+    counts: HashMap<[u8; 15], CellTotal>,
     signal_total: u64,
 }
 
@@ -59,15 +61,13 @@ impl WriterState {
         Ok(self.stored_keys.contains(&key[..]) && self.store.db.contains_key(key)?)
     }
 
-    fn count(&self, key: &[u8; 15]) -> Result<u64, StoreError> {
-        if let Some(&n) = self.counts.get(key) {
-            return Ok(n);
+    fn total(&self, key: &[u8; 15]) -> Result<CellTotal, StoreError> {
+        if let Some(&t) = self.counts.get(key) {
+            return Ok(t);
         }
         match self.store.db.get(key)? {
-            Some(v) => Ok(u64::from_be_bytes(
-                v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?,
-            )),
-            None => Ok(0),
+            Some(v) => decode_total(&v),
+            None => Ok(CellTotal::default()),
         }
     }
 }
@@ -210,7 +210,7 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
     let mut types = state.store.types.read().expect("type map lock").clone();
     let mut new_types = Vec::new();
     let mut writes = sled::Batch::default();
-    let mut deltas: HashMap<[u8; 15], u64> = HashMap::new();
+    let mut deltas: HashMap<[u8; 15], CellTotal> = HashMap::new();
     let mut months = BTreeSet::new();
 
     // Keys in order: the existence checks then walk the tree in order, and
@@ -242,15 +242,16 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
         value[8] = s.severity.map_or(0, |v| v.get());
         writes.insert(&key[..], &value[..]);
         new_keys.push(key);
-        *deltas
+        let delta = deltas
             .entry(count_key(type_id, s.month, &s.buurt))
-            .or_default() += 1;
+            .or_default();
+        *delta = delta.add(CellTotal::one(s.record_key));
         months.insert(s.month);
     }
     let mut new_counts = Vec::with_capacity(deltas.len());
     for (key, delta) in deltas {
-        let total = state.count(&key)? + delta;
-        writes.insert(&key[..], &total.to_be_bytes()[..]);
+        let total = state.total(&key)?.add(delta);
+        writes.insert(&key[..], &encode_total(total)[..]);
         new_counts.push((key, total));
     }
     for m in months {
