@@ -128,7 +128,7 @@ fn expected_release(
         for n in numbers.clone() {
             let address = household_key(pc.as_bytes().try_into().unwrap(), n, "");
             let p = server_key.rekey(&partner.pseudonymise(address.as_bytes()));
-            total = total.add(CellTotal::one(server_key.record_key(&p)));
+            total += CellTotal::one(server_key.record_key(&p));
         }
     }
     match policy.release(total) {
@@ -194,25 +194,25 @@ async fn csv_through_agent_and_server_gives_the_expected_protected_table() {
             a.clone(),
             "huurachterstand",
             "2024-03",
-            rent(&[in_a.clone()]),
+            rent(std::slice::from_ref(&in_a)),
         ),
         (
             b.clone(),
             "huurachterstand",
             "2024-03",
-            rent(&[in_b.clone()]),
+            rent(std::slice::from_ref(&in_b)),
         ),
         (
             c.clone(),
             "huurachterstand",
             "2024-03",
-            rent(&[in_c.clone()]),
+            rent(std::slice::from_ref(&in_c)),
         ),
         (
             a.clone(),
             "energieachterstand",
             "2024-03",
-            rent(&[in_a.clone()]),
+            rent(std::slice::from_ref(&in_a)),
         ),
     ];
     assert_eq!(
@@ -237,8 +237,18 @@ async fn csv_through_agent_and_server_gives_the_expected_protected_table() {
             "2024-03",
             rent(&[in_a.clone(), in_b.clone()]),
         ),
-        (wc, "huurachterstand", "2024-03", rent(&[in_c.clone()])),
-        (wa, "energieachterstand", "2024-03", rent(&[in_a.clone()])),
+        (
+            wc,
+            "huurachterstand",
+            "2024-03",
+            rent(std::slice::from_ref(&in_c)),
+        ),
+        (
+            wa,
+            "energieachterstand",
+            "2024-03",
+            rent(std::slice::from_ref(&in_a)),
+        ),
     ];
     assert!(
         wijk_expected[0].3.is_some(),

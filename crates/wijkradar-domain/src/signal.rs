@@ -86,11 +86,21 @@ impl CellTotal {
             cell_key: record_key,
         }
     }
+}
 
-    pub fn add(self, other: CellTotal) -> CellTotal {
+impl std::ops::Add for CellTotal {
+    type Output = CellTotal;
+
+    fn add(self, other: CellTotal) -> CellTotal {
         CellTotal {
             households: self.households + other.households,
             cell_key: self.cell_key.wrapping_add(other.cell_key),
         }
+    }
+}
+
+impl std::ops::AddAssign for CellTotal {
+    fn add_assign(&mut self, other: CellTotal) {
+        *self = *self + other;
     }
 }

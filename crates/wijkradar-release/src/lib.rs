@@ -126,7 +126,7 @@ pub fn roll_up(
             AreaLevel::Gemeente => AreaCode::Gemeente(buurt.gemeente()),
         };
         if let Some(sum) = out.get_mut(&area) {
-            *sum = sum.add(total);
+            *sum += total;
         }
     }
     out
@@ -196,8 +196,8 @@ mod tests {
         #[test]
         fn the_same_households_give_the_same_answer(keys in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..60)) {
             let p = policy(10);
-            let forward = keys.iter().fold(CellTotal::default(), |t, &k| t.add(CellTotal::one(k)));
-            let backward = keys.iter().rev().fold(CellTotal::default(), |t, &k| t.add(CellTotal::one(k)));
+            let forward = keys.iter().fold(CellTotal::default(), |t, &k| t + CellTotal::one(k));
+            let backward = keys.iter().rev().fold(CellTotal::default(), |t, &k| t + CellTotal::one(k));
             proptest::prop_assert_eq!(p.release(forward), p.release(backward));
         }
     }

@@ -245,12 +245,12 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
         let delta = deltas
             .entry(count_key(type_id, s.month, &s.buurt))
             .or_default();
-        *delta = delta.add(CellTotal::one(s.record_key));
+        *delta += CellTotal::one(s.record_key);
         months.insert(s.month);
     }
     let mut new_counts = Vec::with_capacity(deltas.len());
     for (key, delta) in deltas {
-        let total = state.total(&key)?.add(delta);
+        let total = state.total(&key)? + delta;
         writes.insert(&key[..], &encode_total(total)[..]);
         new_counts.push((key, total));
     }
