@@ -1,12 +1,13 @@
 //! CSV in → agent → server → query out, and what must not change it:
 //! a restart, a resent export, a second partner sending the same household.
 
+use std::collections::BTreeMap;
 use wijkradar_agent::normalise::household_key;
 use wijkradar_agent::{Pc6Table, read_export};
-use wijkradar_domain::{AreaLevel, BuurtCode, CellTotal, Hierarchy, Month};
+use wijkradar_domain::{AreaCode, AreaLevel, BuurtCode, CellTotal, Hierarchy, Month};
 use wijkradar_proto::v1 as pb;
 use wijkradar_pseudonym::{PartnerKey, ServerKey};
-use wijkradar_release::Released;
+use wijkradar_release::{GemeenteTable, Released};
 use wijkradar_tests::{ANALYST, PARTNER_A, PARTNER_B, TestServer};
 
 use crate::{Cells, cells, table_request};
@@ -86,7 +87,7 @@ async fn table(server: &TestServer, level: pb::AreaLevel) -> Cells {
             level,
             &["huurachterstand", "energieachterstand"],
             "2024-02",
-            "2024-03",
+            "2024-04",
         ))
         .await
         .unwrap()
@@ -94,35 +95,23 @@ async fn table(server: &TestServer, level: pb::AreaLevel) -> Cells {
     )
 }
 
-/// Asserts `got` holds exactly the `expected` released values and
-/// suppresses every other cell.
-fn assert_released(got: &Cells, expected: &[(String, &str, &str, Option<u64>)]) {
-    for ((area, t, m), value) in got {
-        let want = expected
-            .iter()
-            .find(|e| &e.0 == area && e.1 == t && e.2 == m)
-            .and_then(|e| e.3);
-        assert_eq!(*value, want, "{area} {t} {m}");
-    }
-    for e in expected {
-        assert!(
-            got.contains_key(&(e.0.clone(), e.1.into(), e.2.into())),
-            "missing cell {e:?}"
-        );
+fn level_of(level: pb::AreaLevel) -> AreaLevel {
+    match level {
+        pb::AreaLevel::Buurt => AreaLevel::Buurt,
+        pb::AreaLevel::Wijk => AreaLevel::Wijk,
+        _ => AreaLevel::Gemeente,
     }
 }
 
-/// What the release rules give for a cell holding these households
-/// (postcode, house number), worked out here from the keys, independently
-/// of the server: partner pseudonym → server pseudonym → record key → cell
-/// key → perturbation table → threshold.
-fn expected_release(
-    server: &TestServer,
-    households: &[(&str, std::ops::RangeInclusive<u32>)],
-) -> Option<u64> {
+/// Households as (postcode, house numbers).
+type Households = [(&'static str, std::ops::RangeInclusive<u32>)];
+
+/// The cell total of these households, worked out here from the keys,
+/// independently of the server: partner pseudonym → server pseudonym →
+/// record key → cell key.
+fn total_of(server: &TestServer, households: &Households) -> CellTotal {
     let partner = PartnerKey::load(&server.setup.partner_key).unwrap();
     let server_key = ServerKey::load(&server.setup.config.keys.server_key).unwrap();
-    let policy = server.setup.config.release.policy().unwrap();
     let mut total = CellTotal::default();
     for (pc, numbers) in households {
         for n in numbers.clone() {
@@ -131,16 +120,31 @@ fn expected_release(
             total += CellTotal::one(server_key.record_key(&p));
         }
     }
-    match policy.release(total) {
-        Released::Value(v) => {
-            assert!(
-                v.abs_diff(total.households) <= 4,
-                "I3: within D of the truth"
-            );
-            Some(v)
-        }
-        Released::Suppressed => None,
-    }
+    total
+}
+
+/// The whole released table (every level) for buurt totals, by the release
+/// rules: perturbation, threshold, audit.
+fn expected_table(
+    server: &TestServer,
+    buurten: &[(BuurtCode, CellTotal)],
+) -> BTreeMap<AreaCode, Option<u64>> {
+    let policy = server.setup.config.release.policy().unwrap();
+    let table = GemeenteTable::new(&Hierarchy::netherlands_2023(), "GM0034".parse().unwrap());
+    table
+        .release(&policy, buurten)
+        .into_iter()
+        .map(|(a, r)| {
+            (
+                a,
+                if let Released::Value(v) = r {
+                    Some(v)
+                } else {
+                    None
+                },
+            )
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -177,102 +181,119 @@ async fn csv_through_agent_and_server_gives_the_expected_protected_table() {
     for n in 1..=12 {
         export_b.push_str(&format!("1315aa;{n};;energieachterstand;2024-03\n"));
     }
+    // In April, 20 households in buurt A and none in B, the only other buurt
+    // of A's wijk: the wijk then holds exactly A's households.
+    for n in 1..=20 {
+        export_b.push_str(&format!("1315AA;{n};;huurachterstand;2024-04\n"));
+    }
     run_agent(&server, PARTNER_B, &export_b, &key, &f.table).await;
 
-    let (a, b, c) = (f.a.to_string(), f.b.to_string(), f.c.to_string());
-    let (wa, wc) = (f.a.wijk().to_string(), f.c.wijk().to_string());
     // The households of each cell; a cell holds each household once, however
     // often and by whom it was sent (I5).
-    let in_a = ("1315AA", 1..=12);
-    let in_b = ("1315AB", 1..=4);
-    let in_c = ("1315AC", 1..=10);
-    let rent = |households: &[(&str, std::ops::RangeInclusive<u32>)]| {
-        expected_release(&server, households)
-    };
-    let buurt_expected = [
-        (
-            a.clone(),
-            "huurachterstand",
-            "2024-03",
-            rent(std::slice::from_ref(&in_a)),
-        ),
-        (
-            b.clone(),
-            "huurachterstand",
-            "2024-03",
-            rent(std::slice::from_ref(&in_b)),
-        ),
-        (
-            c.clone(),
-            "huurachterstand",
-            "2024-03",
-            rent(std::slice::from_ref(&in_c)),
-        ),
-        (
-            a.clone(),
-            "energieachterstand",
-            "2024-03",
-            rent(std::slice::from_ref(&in_a)),
-        ),
-    ];
+    let (in_a, in_b, in_c): (&Households, &Households, &Households) = (
+        &[("1315AA", 1..=12)],
+        &[("1315AB", 1..=4)],
+        &[("1315AC", 1..=10)],
+    );
+    let rent = expected_table(
+        &server,
+        &[
+            (f.a, total_of(&server, in_a)),
+            (f.b, total_of(&server, in_b)),
+            (f.c, total_of(&server, in_c)),
+        ],
+    );
+    let energy = expected_table(&server, &[(f.a, total_of(&server, in_a))]);
+    let april = expected_table(&server, &[(f.a, total_of(&server, &[("1315AA", 1..=20)]))]);
+    // Buurt A, its wijk and the gemeente hold the same 20 households, so the
+    // same cell key and the same released value, and every other cell is
+    // empty: B, or an empty wijk, would be pinned to 0..=8. Each of the three
+    // would be released on its own (20 − D ≥ k), so the audit has to hide at
+    // least one of them: a secondary suppression.
     assert_eq!(
-        buurt_expected[1].3, None,
+        Hierarchy::netherlands_2023()
+            .buurten_of_wijk(f.a.wijk())
+            .collect::<Vec<_>>(),
+        [f.a, f.b]
+    );
+    let hidden = [
+        AreaCode::Buurt(f.a),
+        AreaCode::Wijk(f.a.wijk()),
+        AreaCode::Gemeente("GM0034".parse().unwrap()),
+    ]
+    .iter()
+    .filter(|a| april[a].is_none())
+    .count();
+    assert!(
+        hidden >= 1,
+        "the audit hides one of A, its wijk, the gemeente in April"
+    );
+    let empty = expected_table(&server, &[]);
+    assert!(
+        empty.values().all(Option::is_none),
+        "an empty month releases nothing"
+    );
+    assert_eq!(
+        rent[&AreaCode::Buurt(f.b)],
+        None,
         "4 households can never reach k = 10 with D = 4"
     );
-    let buurten = table(&server, pb::AreaLevel::Buurt).await;
-    assert_released(&buurten, &buurt_expected);
-    let all_buurten = Hierarchy::netherlands_2023()
-        .areas_of("GM0034".parse().unwrap(), AreaLevel::Buurt)
-        .len();
-    assert_eq!(
-        buurten.len(),
-        all_buurten * 2 * 2,
-        "every buurt × type × month is answered"
-    );
 
-    let wijk_expected = [
-        (
-            wa.clone(),
-            "huurachterstand",
-            "2024-03",
-            rent(&[in_a.clone(), in_b.clone()]),
-        ),
-        (
-            wc,
-            "huurachterstand",
-            "2024-03",
-            rent(std::slice::from_ref(&in_c)),
-        ),
-        (
-            wa,
-            "energieachterstand",
-            "2024-03",
-            rent(std::slice::from_ref(&in_a)),
-        ),
-    ];
-    assert!(
-        wijk_expected[0].3.is_some(),
-        "16 households are always released with k = 10, D = 4"
-    );
-    assert_released(&table(&server, pb::AreaLevel::Wijk).await, &wijk_expected);
-    let gemeente_expected = [
-        (
-            "GM0034".to_string(),
-            "huurachterstand",
-            "2024-03",
-            rent(&[in_a.clone(), in_b, in_c]),
-        ),
-        (
-            "GM0034".to_string(),
-            "energieachterstand",
-            "2024-03",
-            rent(&[in_a]),
-        ),
-    ];
-    assert_released(
-        &table(&server, pb::AreaLevel::Gemeente).await,
-        &gemeente_expected,
-    );
+    for level in [
+        pb::AreaLevel::Buurt,
+        pb::AreaLevel::Wijk,
+        pb::AreaLevel::Gemeente,
+    ] {
+        let got = table(&server, level).await;
+        let areas =
+            Hierarchy::netherlands_2023().areas_of("GM0034".parse().unwrap(), level_of(level));
+        assert_eq!(
+            got.len(),
+            areas.len() * 2 * 3,
+            "every area × type × month is answered"
+        );
+        for ((area, t, m), value) in &got {
+            let want = match (t.as_str(), m.as_str()) {
+                ("huurachterstand", "2024-03") => &rent,
+                ("energieachterstand", "2024-03") => &energy,
+                ("huurachterstand", "2024-04") => &april,
+                _ => &empty,
+            };
+            assert_eq!(
+                *value,
+                want[&area.parse::<AreaCode>().unwrap()],
+                "{area} {t} {m}"
+            );
+        }
+    }
+
+    // The attack from outside: everything the API released, all three levels
+    // of each type and month together, leaves every suppressed cell wider
+    // than max(k, 2D) (I6).
+    let mut seen: BTreeMap<(String, String), BTreeMap<AreaCode, Released>> = BTreeMap::new();
+    for level in [
+        pb::AreaLevel::Buurt,
+        pb::AreaLevel::Wijk,
+        pb::AreaLevel::Gemeente,
+    ] {
+        for ((area, t, m), value) in table(&server, level).await {
+            let r = value.map_or(Released::Suppressed, Released::Value);
+            seen.entry((t, m))
+                .or_default()
+                .insert(area.parse::<AreaCode>().unwrap(), r);
+        }
+    }
+    let g = GemeenteTable::new(&Hierarchy::netherlands_2023(), "GM0034".parse().unwrap());
+    for ((t, m), released) in &seen {
+        for (area, interval) in g.attack(released, 4) {
+            if released[&area] == Released::Suppressed {
+                assert!(
+                    interval.width().is_none_or(|w| w >= 10),
+                    "{area} {t} {m} narrowed to {interval:?}"
+                );
+            }
+        }
+    }
 
     // A restart changes no answer.
     let before = (
@@ -293,7 +314,7 @@ async fn csv_through_agent_and_server_gives_the_expected_protected_table() {
             catalogue.last_month.as_str(),
             catalogue.k
         ),
-        ("2024-03", "2024-03", 10)
+        ("2024-03", "2024-04", 10)
     );
     assert_eq!(catalogue.max_noise, 4);
     server.restart().await;

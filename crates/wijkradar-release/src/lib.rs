@@ -16,13 +16,14 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod audit;
 mod ptable;
 
 use std::collections::BTreeMap;
 
 pub use ptable::{PerturbationTable, PtableError};
 
-use wijkradar_domain::{AreaCode, AreaLevel, BuurtCode, CellTotal};
+use wijkradar_domain::{AreaCode, BuurtCode, CellTotal, GemeenteCode, Hierarchy};
 
 /// The smallest k the aggregator accepts.
 pub const MIN_K: u32 = 5;
@@ -109,27 +110,87 @@ impl ReleasePolicy {
     }
 }
 
-/// Sums buurt totals into the areas of `level`. Every area in `areas` gets a
-/// total, zero when no buurt of it has one, so that an empty area is released
-/// (as suppressed) like any other and absence tells nothing.
-pub fn roll_up(
-    level: AreaLevel,
-    areas: &[AreaCode],
-    buurt_totals: &[(BuurtCode, CellTotal)],
-) -> BTreeMap<AreaCode, CellTotal> {
-    let mut out: BTreeMap<AreaCode, CellTotal> =
-        areas.iter().map(|&a| (a, CellTotal::default())).collect();
-    for &(buurt, total) in buurt_totals {
-        let area = match level {
-            AreaLevel::Buurt => AreaCode::Buurt(buurt),
-            AreaLevel::Wijk => AreaCode::Wijk(buurt.wijk()),
-            AreaLevel::Gemeente => AreaCode::Gemeente(buurt.gemeente()),
-        };
-        if let Some(sum) = out.get_mut(&area) {
-            *sum += total;
+/// The released table of one gemeente for one signal type and month: every
+/// cell at every level (gemeente, wijken, buurten), perturbed, thresholded
+/// and audited together, so that asking for one level or another, or for
+/// all three, never gives more than this one release.
+#[derive(Debug, Clone)]
+pub struct GemeenteTable {
+    /// Node i's area; node 0 is the gemeente, then its wijken, then buurten.
+    codes: Vec<AreaCode>,
+    tree: audit::AreaTree,
+    buurt_index: BTreeMap<BuurtCode, usize>,
+}
+
+impl GemeenteTable {
+    pub fn new(hierarchy: &Hierarchy, g: GemeenteCode) -> GemeenteTable {
+        let mut codes = vec![AreaCode::Gemeente(g)];
+        let mut parents = vec![None];
+        let mut wijk_index = BTreeMap::new();
+        for w in hierarchy.wijken_of(g) {
+            wijk_index.insert(w, codes.len());
+            codes.push(AreaCode::Wijk(w));
+            parents.push(Some(0));
+        }
+        let mut buurt_index = BTreeMap::new();
+        for b in hierarchy.buurten_of(g) {
+            let Some(&w) = wijk_index.get(&b.wijk()) else {
+                continue;
+            };
+            buurt_index.insert(b, codes.len());
+            codes.push(AreaCode::Buurt(b));
+            parents.push(Some(w));
+        }
+        GemeenteTable {
+            codes,
+            tree: audit::AreaTree::from_parents(&parents),
+            buurt_index,
         }
     }
-    out
+
+    /// Releases every cell from the buurten's totals; buurten without a total
+    /// hold none. Returns each area with its released value, in node order.
+    pub fn release(
+        &self,
+        policy: &ReleasePolicy,
+        buurt_totals: &[(BuurtCode, CellTotal)],
+    ) -> Vec<(AreaCode, Released)> {
+        let mut totals = vec![CellTotal::default(); self.codes.len()];
+        for (b, t) in buurt_totals {
+            if let Some(&i) = self.buurt_index.get(b) {
+                totals[i] += *t;
+            }
+        }
+        // Parents come before children: sum from the back.
+        for i in (1..self.codes.len()).rev() {
+            let parent = self.tree.parent(i).expect("only the root has none");
+            let t = totals[i];
+            totals[parent] += t;
+        }
+        let mut released: Vec<Released> = totals.iter().map(|t| policy.release(*t)).collect();
+        audit::audit(&self.tree, &mut released, policy.k(), policy.max_noise());
+        self.codes.iter().copied().zip(released).collect()
+    }
+
+    /// What an attacker computes from a released table (all levels, as
+    /// obtained through any queries): each area's feasible interval. Areas
+    /// missing from `released` count as suppressed.
+    pub fn attack(
+        &self,
+        released: &BTreeMap<AreaCode, Released>,
+        max_noise: u32,
+    ) -> BTreeMap<AreaCode, audit::Interval> {
+        let cells: Vec<Released> = self
+            .codes
+            .iter()
+            .map(|c| released.get(c).copied().unwrap_or(Released::Suppressed))
+            .collect();
+        self.codes
+            .iter()
+            .copied()
+            .zip(audit::feasible_intervals(&self.tree, &cells, max_noise))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -144,32 +205,42 @@ mod tests {
     }
 
     #[test]
-    fn rolls_buurten_up_into_wijken_and_gemeente_with_their_cell_keys() {
-        let b = |s: &str| s.parse::<BuurtCode>().unwrap();
-        let t = |households, cell_key| CellTotal {
-            households,
-            cell_key,
-        };
-        let totals = [
-            (b("BU00340101"), t(7, u32::MAX)),
-            (b("BU00340102"), t(5, 2)),
-            (b("BU00340201"), t(3, 9)),
-        ];
-        let wijken: Vec<AreaCode> = ["WK003401", "WK003402", "WK003403"]
+    fn a_gemeente_table_rolls_up_counts_and_cell_keys_and_audits_them() {
+        let h = Hierarchy::netherlands_2023();
+        let g: GemeenteCode = "GM0034".parse().unwrap();
+        let table = GemeenteTable::new(&h, g);
+        let buurten: Vec<BuurtCode> = h.buurten_of(g).collect();
+        // 30 households in every buurt of Almere.
+        let totals: Vec<(BuurtCode, CellTotal)> = buurten
             .iter()
-            .map(|s| s.parse().unwrap())
+            .enumerate()
+            .map(|(i, &b)| {
+                (
+                    b,
+                    CellTotal {
+                        households: 30,
+                        cell_key: i as u32 * 7919,
+                    },
+                )
+            })
             .collect();
-        let got: Vec<CellTotal> = roll_up(AreaLevel::Wijk, &wijken, &totals)
-            .into_values()
-            .collect();
-        // Cell keys add modulo 2^32.
-        assert_eq!(got, [t(12, 1), t(3, 9), t(0, 0)]);
-        let gm = ["GM0034".parse().unwrap()];
-        assert_eq!(
-            roll_up(AreaLevel::Gemeente, &gm, &totals)
-                .into_values()
-                .collect::<Vec<_>>(),
-            [t(15, 10)]
+        let p = policy(10);
+        let released = table.release(&p, &totals);
+        assert_eq!(released.len(), 1 + h.wijken_of(g).count() + buurten.len());
+        // The gemeente's value is the perturbed sum of all buurten, keys included.
+        let sum = totals.iter().fold(CellTotal::default(), |t, (_, c)| t + *c);
+        assert_eq!(released[0], (AreaCode::Gemeente(g), p.release(sum)));
+        // Nothing in the released table is below k, and every buurt is released.
+        for (area, r) in &released {
+            if let Released::Value(v) = r {
+                assert!(*v >= 10, "{area}");
+            }
+        }
+        assert!(
+            released
+                .iter()
+                .filter(|(a, _)| matches!(a, AreaCode::Buurt(_)))
+                .all(|(_, r)| *r != Released::Suppressed)
         );
     }
 

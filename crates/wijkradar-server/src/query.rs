@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use wijkradar_pki::Role;
 use wijkradar_proto::v1::{self as pb, query_service_server::QueryService};
-use wijkradar_release::{Released, roll_up};
+use wijkradar_release::{GemeenteTable, Released};
 
 use crate::State;
 use crate::auth::authorize;
@@ -35,13 +35,18 @@ impl Query {
     fn table(&self, req: pb::GetTableRequest) -> Result<pb::GetTableResponse, ApiError> {
         let state = &self.state;
         let q = table_query_from_proto(req, &state.hierarchy, &state.catalogue)?;
-        let areas = state.hierarchy.areas_of(q.gemeente, q.level);
-        let mut cells = Vec::with_capacity(areas.len() * q.signal_types.len());
+        // Every level is answered from the one audited release of the whole
+        // gemeente table, so no combination of levels gives more.
+        let table = GemeenteTable::new(&state.hierarchy, q.gemeente);
+        let mut cells = Vec::new();
         for signal_type in &q.signal_types {
             for month in q.from.through(q.to) {
                 let buurt_totals = state.store.buurt_counts(signal_type, month, q.gemeente)?;
-                for (area, total) in roll_up(q.level, &areas, &buurt_totals) {
-                    let (status, value) = match state.policy.release(total) {
+                for (area, released) in table.release(&state.policy, &buurt_totals) {
+                    if area.level() != q.level {
+                        continue;
+                    }
+                    let (status, value) = match released {
                         Released::Value(v) => (pb::CellStatus::Released, Some(v)),
                         Released::Suppressed => (pb::CellStatus::Suppressed, None),
                     };
