@@ -78,10 +78,6 @@ impl Interval {
     }
 }
 
-fn add_hi(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    Some(a? + b?)
-}
-
 fn min_hi(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -113,7 +109,7 @@ pub fn feasible_intervals(tree: &AreaTree, released: &[Released], d: u32) -> Vec
                 continue;
             }
             let sum_lo: u64 = kids.iter().map(|&c| b[c].lo).sum();
-            let sum_hi = kids.iter().fold(Some(0), |acc, &c| add_hi(acc, b[c].hi));
+            let sum_hi = kids.iter().try_fold(0, |acc, &c| b[c].hi.map(|h| acc + h));
             let parent = Interval {
                 lo: b[p].lo.max(sum_lo),
                 hi: min_hi(b[p].hi, sum_hi),
@@ -127,7 +123,7 @@ pub fn feasible_intervals(tree: &AreaTree, released: &[Released], d: u32) -> Vec
                 let others_hi = kids
                     .iter()
                     .filter(|&&o| o != c)
-                    .fold(Some(0), |acc, &o| add_hi(acc, b[o].hi));
+                    .try_fold(0, |acc, &o| b[o].hi.map(|h| acc + h));
                 let lo = match others_hi {
                     Some(h) => b[c].lo.max(parent.lo.saturating_sub(h)),
                     None => b[c].lo,
