@@ -109,21 +109,22 @@ pub fn feasible_intervals(tree: &AreaTree, released: &[Released], d: u32) -> Vec
                 continue;
             }
             let sum_lo: u64 = kids.iter().map(|&c| b[c].lo).sum();
-            let sum_hi = kids.iter().try_fold(0, |acc, &c| b[c].hi.map(|h| acc + h));
-            let parent = Interval {
-                lo: b[p].lo.max(sum_lo),
-                hi: min_hi(b[p].hi, sum_hi),
-            };
+            // Upper bounds: the finite ones summed, the unbounded ones counted,
+            // so "all children but c" costs nothing per child.
+            let open = kids.iter().filter(|&&c| b[c].hi.is_none()).count();
+            let finite_hi: u64 = kids.iter().filter_map(|&c| b[c].hi).sum();
+            let sum_hi = (open == 0).then_some(finite_hi);
+            let parent = Interval { lo: b[p].lo.max(sum_lo), hi: min_hi(b[p].hi, sum_hi) };
             changed |= parent != b[p];
             b[p] = parent;
             for &c in kids {
                 // The other children together: at least sum_lo − lo(c), at most
-                // the sum of their upper bounds.
+                // the sum of their upper bounds (none if one of them has none).
                 let others_lo = sum_lo - b[c].lo;
-                let others_hi = kids
-                    .iter()
-                    .filter(|&&o| o != c)
-                    .try_fold(0, |acc, &o| b[o].hi.map(|h| acc + h));
+                let others_hi = match b[c].hi {
+                    Some(h) => (open == 0).then(|| finite_hi - h),
+                    None => (open == 1).then_some(finite_hi),
+                };
                 let lo = match others_hi {
                     Some(h) => b[c].lo.max(parent.lo.saturating_sub(h)),
                     None => b[c].lo,
