@@ -358,3 +358,119 @@ async fn a_resent_export_is_acknowledged_again_and_changes_no_count() {
         "a resent batch writes nothing"
     );
 }
+
+/// The raw cells of one table, with their rates.
+async fn raw_table(server: &TestServer, level: pb::AreaLevel, month: &str) -> pb::GetTableResponse {
+    let mut q = server.query(ANALYST).await;
+    q.get_table(table_request(level, &["huurachterstand"], month, month))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn cell<'a>(resp: &'a pb::GetTableResponse, area: &str) -> &'a pb::Cell {
+    resp.cells.iter().find(|c| c.area_code == area).unwrap()
+}
+
+/// May 2024: 40 households in buurt A, 20 in B (A's wijk has no other
+/// buurten) and 20 in C, in another wijk.
+async fn may_2024(server: &TestServer) -> Fixture {
+    let f = fixture();
+    let key = PartnerKey::load(&server.setup.partner_key).unwrap();
+    let mut export = String::from("postcode,huisnummer,toevoeging,signaaltype,maand\n");
+    for n in 1..=20 {
+        for row in [
+            format!("1315AA,{n},"),
+            format!("1315AA,{n},B"),
+            format!("1315AB,{n},"),
+            format!("1315AC,{n},"),
+        ] {
+            export.push_str(&format!("{row},huurachterstand,2024-05\n"));
+        }
+    }
+    run_agent(server, PARTNER_A, &export, &key, &f.table).await;
+    f
+}
+
+#[tokio::test]
+async fn rates_per_1000_use_the_released_value_and_small_buurten_show_their_wijk() {
+    let server = TestServer::start().await;
+    may_2024(&server).await;
+    let bases = wijkradar_domain::hierarchy::Dwellings::kwb_2024().per_area;
+    let own = |c: &pb::Cell| -> Option<f64> {
+        let base = *bases.get(&c.area_code.parse().unwrap())?;
+        (base >= 100).then_some(c.value? as f64 * 1000.0 / base as f64)
+    };
+
+    // The audit decides which cells are released; whatever it decided, the
+    // rates follow the released values exactly.
+    let gemeente = raw_table(&server, pb::AreaLevel::Gemeente, "2024-05").await;
+    let g = &gemeente.cells[0];
+    assert_eq!(
+        (
+            gemeente.rate_floor,
+            gemeente.household_base_measure.as_str()
+        ),
+        (100, "Woningvoorraad_35")
+    );
+    assert!(
+        g.rate_per_1000.is_some(),
+        "the gemeente (92,353 dwellings) stays released with a rate"
+    );
+    assert_eq!((g.rate_per_1000, g.household_base), (own(g), Some(92_353)));
+
+    let wijken = raw_table(&server, pb::AreaLevel::Wijk, "2024-05").await;
+    let mut wijk_rates = BTreeMap::new();
+    for c in &wijken.cells {
+        assert_eq!(c.rate_per_1000, own(c), "{}", c.area_code);
+        assert_eq!(c.rate_area_code, c.area_code);
+        wijk_rates.insert(c.area_code.clone(), c.rate_per_1000);
+    }
+    // The shipped figures have no buurt bases: every buurt shows its wijk's
+    // rate when the wijk has one, and none otherwise.
+    let buurten = raw_table(&server, pb::AreaLevel::Buurt, "2024-05").await;
+    for c in &buurten.cells {
+        let wijk = c.area_code.parse::<BuurtCode>().unwrap().wijk().to_string();
+        assert_eq!(c.rate_per_1000, wijk_rates[&wijk], "{}", c.area_code);
+        if c.rate_per_1000.is_some() {
+            assert_eq!(c.rate_area_code, wijk, "a rolled-up rate names its wijk");
+        }
+    }
+}
+
+#[tokio::test]
+async fn household_bases_can_come_from_a_kerncijfers_csv() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kwb.csv");
+    // StatLine layout: households per buurt, with a `.` where CBS publishes none.
+    let csv = format!(
+        "\"ID\";\"Regioaanduiding/Codering (code)\";\"Huishoudens/Particuliere huishoudens (aantal)\"\r\n\"1\";\"{}  \";\"  500\"\r\n\"2\";\"{}  \";\"   40\"\r\n\"3\";\"{}\";\"    .\"\r\n",
+        f.a,
+        f.b,
+        f.a.wijk()
+    );
+    std::fs::write(&path, csv).unwrap();
+    let server = TestServer::start_with(|c| c.release.household_base = Some(path.clone())).await;
+    may_2024(&server).await;
+
+    let buurten = raw_table(&server, pb::AreaLevel::Buurt, "2024-05").await;
+    assert_eq!(
+        buurten.household_base_measure,
+        "Huishoudens/Particuliere huishoudens (aantal)"
+    );
+    let a = cell(&buurten, &f.a.to_string());
+    let v = a
+        .value
+        .expect("40 households in a wijk whose buurten are all released");
+    assert_eq!(
+        (a.rate_per_1000, a.household_base, a.rate_area_code.as_str()),
+        (
+            Some(v as f64 * 1000.0 / 500.0),
+            Some(500),
+            a.area_code.as_str()
+        )
+    );
+    // Buurt B: 40 households is below the floor, and its wijk has no base: no rate.
+    assert_eq!(cell(&buurten, &f.b.to_string()).rate_per_1000, None);
+}

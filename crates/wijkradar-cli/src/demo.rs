@@ -163,7 +163,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     let (area_names, descriptions) = names(&catalogue);
     println!("\n4. Wat de gemeente ziet (als analist, over mutual TLS):\n");
-    print!("{}", render::table(&answer, &area_names, &descriptions, 6));
+    print!(
+        "{}",
+        render::table(
+            &answer,
+            &area_names,
+            &descriptions,
+            6,
+            render::Measure::Households
+        )
+    );
     let rising_names: Vec<String> = rising
         .iter()
         .map(|w| {
@@ -194,6 +203,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
         println!("  {exe} query catalogue");
         println!("  {exe} query table --level buurt --type schoolverzuim");
+        println!("  {exe} query table --type huurachterstand --per-1000");
         println!("  {exe} query table --level gemeente --csv > almere.csv");
         println!(
             "  grpcurl -cacert $WIJKRADAR_CA -cert $WIJKRADAR_CERT -key $WIJKRADAR_KEY {} list",

@@ -46,6 +46,9 @@ pub struct TableArgs {
     /// Print CSV (for Excel) instead of a table.
     #[arg(long)]
     pub csv: bool,
+    /// Show rates per 1,000 households instead of numbers of households.
+    #[arg(long = "per-1000")]
+    pub per_1000: bool,
     #[command(flatten)]
     pub connection: Connection,
 }
@@ -170,7 +173,20 @@ pub async fn run(cmd: QueryCommand) -> anyhow::Result<()> {
             if args.csv {
                 print!("{}", render::csv(&table, &names)?);
             } else {
-                print!("{}", render::table(&table, &names, &descriptions, 6));
+                print!(
+                    "{}",
+                    render::table(
+                        &table,
+                        &names,
+                        &descriptions,
+                        6,
+                        if args.per_1000 {
+                            render::Measure::Per1000
+                        } else {
+                            render::Measure::Households
+                        }
+                    )
+                );
                 println!("Bron gebiedsindeling: CBS");
             }
         }

@@ -9,35 +9,65 @@ use wijkradar_proto::v1 as pb;
 /// Area code → name, from the catalogue.
 pub type Names = HashMap<String, String>;
 
-/// One signal type's cells: its name, its months in order, and per area the
-/// released value per month (`None`: suppressed).
+/// One signal type's cells: its name, its months in order, and per area
+/// what is shown per month.
 struct Block {
     signal_type: String,
     months: Vec<String>,
-    rows: BTreeMap<String, BTreeMap<String, Option<u64>>>,
+    rows: BTreeMap<String, BTreeMap<String, Shown>>,
 }
 
-fn released(cell: &pb::Cell) -> Option<u64> {
-    match pb::CellStatus::try_from(cell.status) {
+/// One cell as shown: a count, or a rate per 1,000 (`rolled_up` when it is
+/// the wijk's); `None` when suppressed or without a rate.
+#[derive(Debug, Clone, Copy)]
+struct Shown {
+    number: Option<f64>,
+    suppressed: bool,
+    rolled_up: bool,
+}
+
+/// What a table shows in its cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    Households,
+    Per1000,
+}
+
+fn shown(cell: &pb::Cell, measure: Measure) -> Shown {
+    let released = match pb::CellStatus::try_from(cell.status) {
         Ok(pb::CellStatus::Released) => cell.value,
         _ => None,
+    };
+    match measure {
+        Measure::Households => Shown {
+            number: released.map(|v| v as f64),
+            suppressed: released.is_none(),
+            rolled_up: false,
+        },
+        Measure::Per1000 => Shown {
+            number: cell.rate_per_1000,
+            suppressed: released.is_none() && cell.rate_per_1000.is_none(),
+            rolled_up: cell.rate_per_1000.is_some() && cell.rate_area_code != cell.area_code,
+        },
     }
 }
 
 /// A sparkline of the released values, scaled per row; `·` where a month
 /// was suppressed, so the line shows nothing the numbers do not.
-fn sparkline(values: &[Option<u64>]) -> String {
+fn sparkline(values: &[Option<f64>]) -> String {
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-    let known: Vec<u64> = values.iter().flatten().copied().collect();
-    let (Some(&lo), Some(&hi)) = (known.iter().min(), known.iter().max()) else {
+    let known: Vec<f64> = values.iter().flatten().copied().collect();
+    let lo = known.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = known.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if known.is_empty() {
         return "·".repeat(values.len());
-    };
+    }
     values
         .iter()
         .map(|v| match v {
             None => '·',
             Some(_) if hi == lo => BARS[3],
-            Some(v) => BARS[((v - lo) * 7 / (hi - lo)) as usize],
+            Some(v) => BARS[(((v - lo) * 7.0 / (hi - lo)).round() as usize).min(7)],
         })
         .collect()
 }
@@ -49,6 +79,7 @@ pub fn table(
     names: &Names,
     descriptions: &HashMap<String, String>,
     numbers: usize,
+    measure: Measure,
 ) -> String {
     let k = resp.k;
     let mut blocks: Vec<Block> = Vec::new();
@@ -68,7 +99,7 @@ pub fn table(
             .rows
             .entry(cell.area_code.clone())
             .or_default()
-            .insert(cell.month.clone(), released(cell));
+            .insert(cell.month.clone(), shown(cell, measure));
     }
     let mut out = String::new();
     for block in blocks {
@@ -76,11 +107,22 @@ pub fn table(
             .get(&block.signal_type)
             .cloned()
             .unwrap_or_default();
+        let what = match measure {
+            Measure::Households => "huishoudens per maand",
+            Measure::Per1000 => "per 1.000 huishoudens per maand",
+        };
         let _ = writeln!(
             out,
-            "{label} ({}), huishoudens per maand; <{k} = minder dan {k}, niet getoond;\n  ter bescherming wijkt elk getal hooguit {} af van de werkelijke telling",
+            "{label} ({}), {what}; <{k} = minder dan {k} huishoudens, niet getoond;\n  ter bescherming wijkt elk aantal hooguit {} af van de werkelijke telling",
             block.signal_type, resp.max_noise
         );
+        if measure == Measure::Per1000 {
+            let _ = writeln!(
+                out,
+                "  * = cijfer van de wijk (buurt kleiner dan {} huishoudens of onbekend); - = geen cijfer; basis: {}",
+                resp.rate_floor, resp.household_base_measure
+            );
+        }
         let width = block
             .rows
             .keys()
@@ -107,16 +149,26 @@ pub fn table(
             let _ = write!(out, "{code:<10} {name:<width$}");
             for m in shown {
                 let text = match cells.get(m) {
-                    Some(Some(v)) => v.to_string(),
-                    Some(None) => format!("<{k}"),
+                    Some(Shown {
+                        number: Some(v),
+                        rolled_up,
+                        ..
+                    }) => match measure {
+                        Measure::Households => format!("{v:.0}"),
+                        Measure::Per1000 => format!("{v:.1}{}", if *rolled_up { "*" } else { "" }),
+                    },
+                    Some(Shown {
+                        suppressed: true, ..
+                    }) => format!("<{k}"),
+                    Some(_) => "-".to_owned(),
                     None => String::new(),
                 };
                 let _ = write!(out, " {text:>8}");
             }
-            let values: Vec<Option<u64>> = block
+            let values: Vec<Option<f64>> = block
                 .months
                 .iter()
-                .map(|m| cells.get(m).copied().flatten())
+                .map(|m| cells.get(m).and_then(|c| c.number))
                 .collect();
             let _ = writeln!(out, "  {:<trend_width$}", sparkline(&values));
         }
@@ -134,6 +186,9 @@ pub fn csv(resp: &pb::GetTableResponse, names: &Names) -> anyhow::Result<String>
         "maand",
         "status",
         "waarde",
+        "per_1000_huishoudens",
+        "per_1000_van_gebied",
+        "huishoudens_basis",
     ])?;
     for cell in &resp.cells {
         let released = matches!(
@@ -151,6 +206,19 @@ pub fn csv(resp: &pb::GetTableResponse, names: &Names) -> anyhow::Result<String>
         } else {
             String::new()
         };
+        let rate = cell
+            .rate_per_1000
+            .map(|r| format!("{r:.2}"))
+            .unwrap_or_default();
+        let rate_area = if cell.rate_per_1000.is_some() {
+            cell.rate_area_code.as_str()
+        } else {
+            ""
+        };
+        let base = cell
+            .household_base
+            .map(|b| b.to_string())
+            .unwrap_or_default();
         w.write_record([
             cell.area_code.as_str(),
             name,
@@ -158,6 +226,9 @@ pub fn csv(resp: &pb::GetTableResponse, names: &Names) -> anyhow::Result<String>
             &cell.month,
             status,
             &value,
+            &rate,
+            rate_area,
+            &base,
         ])?;
     }
     Ok(String::from_utf8(w.into_inner()?)?)
@@ -169,8 +240,11 @@ mod tests {
 
     #[test]
     fn sparkline_shows_released_values_only() {
-        assert_eq!(sparkline(&[Some(10), None, Some(20), Some(80)]), "▁·▂█");
+        assert_eq!(
+            sparkline(&[Some(10.0), None, Some(20.0), Some(80.0)]),
+            "▁·▂█"
+        );
         assert_eq!(sparkline(&[None, None]), "··");
-        assert_eq!(sparkline(&[Some(12), Some(12)]), "▄▄");
+        assert_eq!(sparkline(&[Some(12.0), Some(12.0)]), "▄▄");
     }
 }

@@ -244,6 +244,14 @@ impl Hierarchy {
         }
     }
 
+    /// Every area of the country: gemeenten, wijken, then buurten.
+    pub fn all_of_country(&self) -> impl Iterator<Item = AreaCode> + '_ {
+        let g = self.gemeenten.keys().copied().map(AreaCode::Gemeente);
+        let w = self.wijken.keys().copied().map(AreaCode::Wijk);
+        g.chain(w)
+            .chain(self.buurten.keys().copied().map(AreaCode::Buurt))
+    }
+
     /// Every area of a gemeente, gemeente first, then wijken, then buurten.
     pub fn all_of(&self, g: GemeenteCode) -> Vec<Area> {
         [AreaLevel::Gemeente, AreaLevel::Wijk, AreaLevel::Buurt]
@@ -257,13 +265,17 @@ impl Hierarchy {
     }
 }
 
-/// Dwellings (`Woningvoorraad_35`) per gemeente and wijk from the CBS
-/// Kerncijfers JSON. Codes that do not parse or values that are `null` are
-/// returned apart, so a caller can report them instead of dropping them.
+/// A household base per area from the CBS Kerncijfers wijken en buurten:
+/// dwellings (`Woningvoorraad_35`), or private households
+/// (`HuishoudensTotaal_29`) where the file has them. Codes that do not parse
+/// or values CBS left out (`null`, `.`) are returned apart, so a caller can
+/// report them instead of dropping them.
 #[derive(Debug, Clone, Default)]
 pub struct Dwellings {
     pub per_area: BTreeMap<AreaCode, u64>,
     pub unusable: Vec<String>,
+    /// The column the figures came from.
+    pub measure: String,
 }
 
 impl Dwellings {
@@ -275,7 +287,10 @@ impl Dwellings {
     pub fn parse_kwb_json(bytes: &[u8]) -> Result<Self, HierarchyError> {
         let map: BTreeMap<String, BTreeMap<String, Option<f64>>> =
             serde_json::from_slice(bytes).map_err(|e| HierarchyError::Kwb(e.to_string()))?;
-        let mut out = Dwellings::default();
+        let mut out = Dwellings {
+            measure: "Woningvoorraad_35".into(),
+            ..Dwellings::default()
+        };
         for (code, figures) in map {
             match (
                 code.parse::<AreaCode>(),
@@ -291,9 +306,95 @@ impl Dwellings {
     }
 }
 
+impl Dwellings {
+    /// Reads a Kerncijfers CSV as CBS publishes it: the OData download
+    /// (`Codering_3`, `Woningvoorraad_35`, `HuishoudensTotaal_29`) or the
+    /// StatLine "CSV met statistische symbolen" (Dutch column titles,
+    /// semicolons, codes padded with spaces, `.` for a figure CBS does not
+    /// publish). Households are used where present, else dwellings.
+    pub fn parse_kwb_csv(bytes: &[u8]) -> Result<Self, HierarchyError> {
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        let header_line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+        let delimiter = if header_line.contains(&b';') {
+            b';'
+        } else {
+            b','
+        };
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .flexible(true)
+            .from_reader(bytes);
+        let err = |e: csv::Error| HierarchyError::Kwb(e.to_string());
+        let headers: Vec<String> = reader
+            .headers()
+            .map_err(err)?
+            .iter()
+            .map(|h| h.trim().to_lowercase())
+            .collect();
+        let find = |needles: &[&str]| {
+            headers
+                .iter()
+                .position(|h| needles.iter().any(|n| h.contains(n)))
+        };
+        let code = find(&["codering", "regiocode"])
+            .or_else(|| find(&["wijkenenbuurten", "wijken en buurten"]));
+        let households = find(&[
+            "huishoudenstotaal",
+            "particuliere huishoudens",
+            "huishoudens totaal",
+        ]);
+        let base = households.or_else(|| find(&["woningvoorraad"]));
+        let (Some(code), Some(base)) = (code, base) else {
+            return Err(HierarchyError::Kwb(
+                "line 1: expected a code column (Codering_3) and Woningvoorraad_35 or HuishoudensTotaal_29".into(),
+            ));
+        };
+        let raw_headers = reader.headers().map_err(err)?.clone();
+        let mut out = Dwellings {
+            measure: raw_headers.get(base).unwrap_or("").trim().to_owned(),
+            ..Dwellings::default()
+        };
+        for record in reader.records() {
+            let record = record.map_err(err)?;
+            let code_text = record.get(code).unwrap_or("").trim().to_owned();
+            let value = record.get(base).unwrap_or("").trim().replace(' ', "");
+            match (code_text.parse::<AreaCode>(), value.parse::<f64>()) {
+                (Ok(c), Ok(v)) if v >= 0.0 && v.fract() == 0.0 => {
+                    out.per_area.insert(c, v as u64);
+                }
+                _ => out.unusable.push(code_text),
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_a_kerncijfers_csv_with_its_statistical_symbols() {
+        // The StatLine layout: quoted Dutch titles, semicolons, padded codes, `.`.
+        let statline = "\"ID\";\"Wijken en buurten\";\"Regioaanduiding/Codering (code)\";\"Huishoudens/Particuliere huishoudens (aantal)\"\r\n\
+            \"1\";\"Almere\";\"GM0034    \";\"98765\"\r\n\
+            \"2\";\"Haven\";\"BU00340101\";\"   .\"\r\n\
+            \"3\";\"Centrum\";\"BU00340102\";\"  405\"\r\n\
+            \"4\";\"Nederland\";\"NL01      \";\"8000000\"\r\n";
+        let d = Dwellings::parse_kwb_csv(statline.as_bytes()).unwrap();
+        assert_eq!(d.measure, "Huishoudens/Particuliere huishoudens (aantal)");
+        assert_eq!(d.per_area.get(&"GM0034".parse().unwrap()), Some(&98_765));
+        assert_eq!(d.per_area.get(&"BU00340102".parse().unwrap()), Some(&405));
+        assert_eq!(d.unusable, ["BU00340101", "NL01"]);
+        // The OData layout, dwellings only.
+        let odata = "ID,WijkenEnBuurten,Codering_3,Woningvoorraad_35\n0,WK003401,WK003401,1035\n";
+        let d = Dwellings::parse_kwb_csv(odata.as_bytes()).unwrap();
+        assert_eq!(
+            (d.measure.as_str(), d.per_area.len()),
+            ("Woningvoorraad_35", 1)
+        );
+        assert!(Dwellings::parse_kwb_csv(b"a;b\n1;2\n").is_err());
+    }
 
     #[test]
     fn loads_the_whole_country_as_published() {

@@ -114,7 +114,10 @@ pub fn feasible_intervals(tree: &AreaTree, released: &[Released], d: u32) -> Vec
             let open = kids.iter().filter(|&&c| b[c].hi.is_none()).count();
             let finite_hi: u64 = kids.iter().filter_map(|&c| b[c].hi).sum();
             let sum_hi = (open == 0).then_some(finite_hi);
-            let parent = Interval { lo: b[p].lo.max(sum_lo), hi: min_hi(b[p].hi, sum_hi) };
+            let parent = Interval {
+                lo: b[p].lo.max(sum_lo),
+                hi: min_hi(b[p].hi, sum_hi),
+            };
             changed |= parent != b[p];
             b[p] = parent;
             for &c in kids {

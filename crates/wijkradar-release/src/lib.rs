@@ -7,8 +7,9 @@
 //! is asked. A released value below k is shown as suppressed, never as a
 //! number (point 3), and k is never below 5.
 //!
-//! Not yet here: materialised, versioned releases and the disclosure audit
-//! (points 5 and 6 of PRIVACY.md); rates per 1,000 households.
+//! Every cell of a gemeente's table is released together and audited
+//! ([`audit`]), and rates per 1,000 households come from released values
+//! only ([`rates`]). Not yet here: materialised, versioned releases.
 //!
 //! Architecture invariant: no IO; a [`Released`] value has no way to carry the
 //! true count of a suppressed cell.
@@ -18,10 +19,12 @@
 
 pub mod audit;
 mod ptable;
+pub mod rates;
 
 use std::collections::BTreeMap;
 
 pub use ptable::{PerturbationTable, PtableError};
+pub use rates::{Bases, Rate};
 
 use wijkradar_domain::{AreaCode, BuurtCode, CellTotal, GemeenteCode, Hierarchy};
 

@@ -92,6 +92,12 @@ pub struct ReleaseConfig {
     pub max_noise: u32,
     /// V: the variance of that noise; above 0 and below D.
     pub variance: f64,
+    /// Rates per 1,000 households only for areas with at least this base.
+    pub rate_floor: u64,
+    /// A Kerncijfers wijken en buurten CSV from CBS with household bases
+    /// (for example with buurt figures); the shipped 2024 dwellings of
+    /// gemeenten and wijken when absent.
+    pub household_base: Option<PathBuf>,
 }
 
 impl Default for ReleaseConfig {
@@ -100,6 +106,8 @@ impl Default for ReleaseConfig {
             k: Threshold::default(),
             max_noise: 4,
             variance: 2.0,
+            rate_floor: wijkradar_release::rates::DEFAULT_FLOOR,
+            household_base: None,
         }
     }
 }
@@ -123,13 +131,17 @@ impl ServerConfig {
             message,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        let base_file = config.release.household_base.as_mut();
         for p in [
             &mut config.data_dir,
             &mut config.tls.client_ca,
             &mut config.tls.cert,
             &mut config.tls.key,
             &mut config.keys.server_key,
-        ] {
+        ]
+        .into_iter()
+        .chain(base_file)
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

@@ -85,7 +85,7 @@ impl DevSetup {
         // toml's own string rendering quotes and escapes any path.
         let q = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
         let text = format!(
-            "listen = {}\ndata_dir = {}\n\n[tls]\nclient_ca = {}\ncert = {}\nkey = {}\n\n[keys]\nserver_key = {}\n\n[release]\nk = {}\nmax_noise = {}\nvariance = {:?}\n",
+            "listen = {}\ndata_dir = {}\n\n[tls]\nclient_ca = {}\ncert = {}\nkey = {}\n\n[keys]\nserver_key = {}\n\n[release]\nk = {}\nmax_noise = {}\nvariance = {:?}\nrate_floor = {}\n",
             toml::Value::String(listen.to_owned()),
             q(&c.data_dir),
             q(&c.tls.client_ca),
@@ -95,6 +95,7 @@ impl DevSetup {
             c.release.k.k(),
             c.release.max_noise,
             c.release.variance,
+            c.release.rate_floor,
         );
         let path = self.dir.join("server.toml");
         std::fs::write(&path, text).map_err(|source| DevError::Io {

@@ -24,12 +24,13 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use wijkradar_domain::hierarchy::Dwellings;
 use wijkradar_domain::{Catalogue, Hierarchy};
 use wijkradar_proto::v1::{
     ingest_service_server::IngestServiceServer, query_service_server::QueryServiceServer,
 };
 use wijkradar_pseudonym::{KeyError, ServerKey};
-use wijkradar_release::{PtableError, ReleasePolicy};
+use wijkradar_release::{Bases, PtableError, ReleasePolicy};
 use wijkradar_store::{IngestQueue, Store, StoreError, WriterThread};
 
 pub use config::{ConfigError, Limits, ServerConfig};
@@ -47,6 +48,11 @@ pub enum ServerError {
     },
     #[error("release: {0}")]
     Release(#[from] PtableError),
+    #[error("release.household_base {path}: {source}")]
+    HouseholdBase {
+        path: std::path::PathBuf,
+        source: wijkradar_domain::HierarchyError,
+    },
     #[error("signal_types: {0}")]
     Catalogue(#[from] wijkradar_domain::CatalogueError),
     #[error("listen on {addr}: {source}")]
@@ -69,6 +75,9 @@ pub(crate) struct State {
     queue: IngestQueue,
     server_key: ServerKey,
     policy: ReleasePolicy,
+    bases: Bases,
+    /// What the household bases are (a CBS column name).
+    base_measure: String,
     limits: Limits,
 }
 
@@ -127,6 +136,25 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
     let store = Store::open(&config.data_dir, server_key.id().as_str())?;
     let (queue, writer) = IngestQueue::start(store.clone(), config.limits.ingest_queue_depth);
     let hierarchy = Hierarchy::netherlands_2023();
+    let dwellings = match &config.release.household_base {
+        Some(path) => {
+            Dwellings::parse_kwb_csv(&read(path)?).map_err(|e| ServerError::HouseholdBase {
+                path: path.clone(),
+                source: e,
+            })?
+        }
+        None => Dwellings::kwb_2024(),
+    };
+    let missing = hierarchy
+        .all_of_country()
+        .filter(|a| !dwellings.per_area.contains_key(a))
+        .count();
+    tracing::info!(measure = %dwellings.measure, areas = dwellings.per_area.len(), without_base = missing, "household bases loaded");
+    let base_measure = dwellings.measure.clone();
+    let bases = Bases {
+        per_area: dwellings.per_area,
+        floor: config.release.rate_floor,
+    };
     let state = Arc::new(State {
         hierarchy,
         catalogue: config.catalogue()?,
@@ -134,6 +162,8 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         queue,
         server_key,
         policy: config.release.policy()?,
+        bases,
+        base_measure,
         limits: config.limits.clone(),
     });
 

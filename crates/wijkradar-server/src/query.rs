@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use wijkradar_pki::Role;
 use wijkradar_proto::v1::{self as pb, query_service_server::QueryService};
-use wijkradar_release::{GemeenteTable, Released};
+use wijkradar_release::{GemeenteTable, Rate, Released};
 
 use crate::State;
 use crate::auth::authorize;
@@ -42,7 +42,9 @@ impl Query {
         for signal_type in &q.signal_types {
             for month in q.from.through(q.to) {
                 let buurt_totals = state.store.buurt_counts(signal_type, month, q.gemeente)?;
-                for (area, released) in table.release(&state.policy, &buurt_totals) {
+                let released = table.release(&state.policy, &buurt_totals);
+                let rates = state.bases.rates(&released);
+                for ((area, released), rate) in released.into_iter().zip(rates) {
                     if area.level() != q.level {
                         continue;
                     }
@@ -50,12 +52,24 @@ impl Query {
                         Released::Value(v) => (pb::CellStatus::Released, Some(v)),
                         Released::Suppressed => (pb::CellStatus::Suppressed, None),
                     };
+                    let (rate_per_1000, rate_area, household_base) = match rate {
+                        Rate::Own { per_1000, base } => (Some(per_1000), area, Some(base)),
+                        Rate::RolledUp {
+                            area: wijk,
+                            per_1000,
+                            base,
+                        } => (Some(per_1000), wijk, Some(base)),
+                        Rate::None => (None, area, state.bases.per_area.get(&area).copied()),
+                    };
                     cells.push(pb::Cell {
                         area_code: area.to_string(),
                         signal_type: signal_type.to_string(),
                         month: month.to_string(),
                         status: status.into(),
                         value,
+                        rate_per_1000,
+                        rate_area_code: rate_area.to_string(),
+                        household_base,
                     });
                 }
             }
@@ -64,6 +78,8 @@ impl Query {
             cells,
             k: state.policy.k(),
             max_noise: state.policy.max_noise(),
+            rate_floor: state.bases.floor,
+            household_base_measure: state.base_measure.clone(),
         })
     }
 
