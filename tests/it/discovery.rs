@@ -24,57 +24,45 @@ async fn health_reports_both_services_serving() {
     }
 }
 
+/// The service names a reflection client of version `$v` lists; the two
+/// versions' generated types differ only in their module.
+macro_rules! listed_services {
+    ($v:ident, $channel:expr) => {{
+        let mut client = $v::server_reflection_client::ServerReflectionClient::new($channel);
+        let request = $v::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some($v::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        };
+        let mut answers = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        match answers.next().await.unwrap().unwrap().message_response {
+            Some($v::server_reflection_response::MessageResponse::ListServicesResponse(list)) => {
+                list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+            }
+            other => panic!("not a service list: {other:?}"),
+        }
+    }};
+}
+
 #[tokio::test]
 async fn reflection_lists_the_services_in_v1_and_v1alpha() {
     let server = TestServer::start().await;
-    let want = ["wijkradar.v1.IngestService", "wijkradar.v1.QueryService"];
-
-    let mut client =
-        v1::server_reflection_client::ServerReflectionClient::new(server.channel(ANALYST).await);
-    let request = v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
-            String::new(),
-        )),
-    };
-    let mut answers = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        answers.next().await.unwrap().unwrap().message_response
-    else {
-        panic!("not a service list");
-    };
-    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        want.iter().all(|w| names.iter().any(|n| n == w)),
-        "{names:?}"
-    );
-
-    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(
-        server.channel(ANALYST).await,
-    );
-    let request = v1alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(
-            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
-        ),
-    };
-    let mut answers = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        answers.next().await.unwrap().unwrap().message_response
-    else {
-        panic!("not a service list");
-    };
-    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        want.iter().all(|w| names.iter().any(|n| n == w)),
-        "{names:?}"
-    );
+    let want = [
+        "wijkradar.v1.IngestService",
+        "wijkradar.v1.QueryService",
+        "grpc.health.v1.Health",
+    ];
+    let v1_names = listed_services!(v1, server.channel(ANALYST).await);
+    let v1alpha_names = listed_services!(v1alpha, server.channel(ANALYST).await);
+    for names in [v1_names, v1alpha_names] {
+        assert!(
+            want.iter().all(|w| names.iter().any(|n| n == w)),
+            "{names:?}"
+        );
+    }
 }
