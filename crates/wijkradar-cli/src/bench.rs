@@ -28,14 +28,28 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Latency of a whole-municipality table (all buurten × all types × 24
+    /// months, released and audited) over gRPC with mutual TLS, against
+    /// reading the same counts from sled.
+    Query {
+        /// Signals stored before querying.
+        #[arg(long, default_value_t = 1_000_000)]
+        signals: usize,
+        /// Queries timed (after 3 untimed ones).
+        #[arg(long, default_value_t = 50)]
+        queries: usize,
+    },
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Ingest {
-        signals: n,
-        batch_size,
-        runs,
-    } = cmd;
+    let (n, batch_size, runs) = match cmd {
+        BenchCommand::Ingest {
+            signals,
+            batch_size,
+            runs,
+        } => (signals, batch_size, runs),
+        BenchCommand::Query { signals, queries } => return query(signals, queries).await,
+    };
     let hierarchy = Hierarchy::netherlands_2023();
     let almere: GemeenteCode = "GM0034".parse().expect("valid");
     let buurten: Vec<BuurtCode> = hierarchy.buurten_of(almere).collect();
@@ -120,6 +134,131 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         best_raw / best_e2e
     );
     println!("| ratio end to end / raw, median of runs | {median:.2} |");
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn query(n: usize, queries: usize) -> anyhow::Result<()> {
+
+    let hierarchy = Hierarchy::netherlands_2023();
+    let almere: GemeenteCode = "GM0034".parse().expect("valid");
+    let buurten: Vec<BuurtCode> = hierarchy.buurten_of(almere).collect();
+    let types: Vec<SignalTypeName> = wijkradar_domain::Catalogue::dutch_defaults()
+        .types()
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    let to = current_month().plus(-1);
+    let months: Vec<_> = to.plus(-23).through(to).collect();
+    println!(
+        "Query benchmark: {n} signals over {} buurten × {} types × {} months of Almere; {queries} whole-municipality tables (buurt level, all types, 24 months)",
+        buurten.len(),
+        types.len(),
+        months.len()
+    );
+
+    let dir = tempfile::tempdir()?;
+    let setup = DevSetup::create(dir.path(), &[("bench-analyst", "Bench", Role::Analyst)])?;
+    let key = ServerKey::load(&setup.config.keys.server_key)?;
+    {
+        // Fill the store through its own writer, as ingest would.
+        let store = wijkradar_store::Store::open(&setup.config.data_dir, key.id().as_str())?;
+        let (queue, writer) = wijkradar_store::IngestQueue::start(store.clone(), 64);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let bar = indicatif::ProgressBar::new(n as u64);
+        for (i, chunk) in (0..n).collect::<Vec<_>>().chunks(10_000).enumerate() {
+            let signals: Vec<StoredSignal> = chunk
+                .iter()
+                .map(|_| {
+                    let pseudonym = key.rekey(&PartnerPseudonym::from_bytes(rng.random()));
+                    StoredSignal {
+                        record_key: key.record_key(&pseudonym),
+                        pseudonym,
+                        buurt: buurten[rng.random_range(0..buurten.len())],
+                        signal_type: types[rng.random_range(0..types.len())].clone(),
+                        month: months[rng.random_range(0..months.len())],
+                        severity: None,
+                    }
+                })
+                .collect();
+            let batch = wijkradar_store::IncomingBatch {
+                partner: "bench".into(),
+                id: wijkradar_domain::BatchId::new(&format!("fill-{i}")).expect("valid"),
+                digest: [0; 32],
+                signals,
+            };
+            queue.submit(batch).await?;
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        drop(queue);
+        writer.join();
+    }
+
+    let server = wijkradar_server::start(&setup.config).await?;
+    // Baseline: reading the same counts from the store, nothing else.
+    let mut raw = Vec::with_capacity(queries);
+    for i in 0..queries + 3 {
+        let started = std::time::Instant::now();
+        let mut cells = 0;
+        for t in &types {
+            for m in &months {
+                cells += server.store().buurt_counts(t, *m, almere)?.len();
+            }
+        }
+        std::hint::black_box(cells);
+        if i >= 3 {
+            raw.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let files = setup.client("bench-analyst");
+    let conn = Connection {
+        server: format!("https://{}", server.addr),
+        ca: setup.pki_dir.join("ca.pem"),
+        cert: files.cert,
+        key: files.key,
+        server_name: "localhost".into(),
+    };
+    let mut client = conn.query_client().await?;
+    let request = pb::GetTableRequest {
+        gemeente_code: almere.to_string(),
+        level: pb::AreaLevel::Buurt.into(),
+        signal_types: vec![],
+        from_month: months[0].to_string(),
+        to_month: to.to_string(),
+    };
+    let mut e2e = Vec::with_capacity(queries);
+    let mut cells = 0;
+    for i in 0..queries + 3 {
+        let started = std::time::Instant::now();
+        let answer = client.get_table(request.clone()).await?.into_inner();
+        if i >= 3 {
+            e2e.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        cells = answer.cells.len();
+    }
+    server.shutdown().await?;
+    raw.sort_by(f64::total_cmp);
+    e2e.sort_by(f64::total_cmp);
+    println!("| measurement | p50 | p99 |");
+    println!("|---|---|---|");
+    println!(
+        "| reading the counts from sled (baseline) | {:.1} ms | {:.1} ms |",
+        percentile(&raw, 0.5),
+        percentile(&raw, 0.99)
+    );
+    println!(
+        "| whole table over gRPC + mTLS, released and audited ({cells} cells) | {:.1} ms | {:.1} ms |",
+        percentile(&e2e, 0.5),
+        percentile(&e2e, 0.99)
+    );
+    println!(
+        "| ratio p50 table / baseline | {:.1} |",
+        percentile(&e2e, 0.5) / percentile(&raw, 0.5)
+    );
     Ok(())
 }
 

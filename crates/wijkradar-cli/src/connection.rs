@@ -30,6 +30,18 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// A query client that accepts whole-municipality answers.
+    pub async fn query_client(
+        &self,
+    ) -> anyhow::Result<
+        wijkradar_proto::v1::query_service_client::QueryServiceClient<tonic::transport::Channel>,
+    > {
+        let client = wijkradar_proto::v1::query_service_client::QueryServiceClient::new(
+            self.connect().await?,
+        );
+        Ok(client.max_decoding_message_size(wijkradar_server::MAX_ANSWER_BYTES))
+    }
+
     pub async fn connect(&self) -> anyhow::Result<tonic::transport::Channel> {
         let tls = ClientTls {
             ca: self.ca.clone(),

@@ -10,7 +10,7 @@ use clap::Args;
 use wijkradar_domain::hierarchy::Dwellings;
 use wijkradar_domain::{AreaCode, GemeenteCode, Hierarchy, WijkCode};
 use wijkradar_pki::Role;
-use wijkradar_proto::v1::{self as pb, query_service_client::QueryServiceClient};
+use wijkradar_proto::v1 as pb;
 use wijkradar_pseudonym::PartnerKey;
 use wijkradar_server::dev::DevSetup;
 use wijkradar_sim::PARTNERS;
@@ -151,7 +151,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     // 4. The analyst's view.
     let analyst = connection(&setup, server.addr, ANALYST);
-    let mut client = QueryServiceClient::new(analyst.connect().await?);
+    let mut client = analyst.query_client().await?;
     let (catalogue, answer) = fetch_table(
         &mut client,
         &gemeente.to_string(),

@@ -131,7 +131,7 @@ pub async fn run(cmd: QueryCommand) -> anyhow::Result<()> {
             gemeente,
             connection,
         } => {
-            let mut client = QueryServiceClient::new(connection.connect().await?);
+            let mut client = connection.query_client().await?;
             let c = client
                 .get_catalogue(pb::GetCatalogueRequest {
                     gemeente_code: gemeente,
@@ -159,7 +159,7 @@ pub async fn run(cmd: QueryCommand) -> anyhow::Result<()> {
             }
         }
         QueryCommand::Table(args) => {
-            let mut client = QueryServiceClient::new(args.connection.connect().await?);
+            let mut client = args.connection.query_client().await?;
             let (catalogue, table) = fetch_table(
                 &mut client,
                 &args.gemeente,

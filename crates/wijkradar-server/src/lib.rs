@@ -66,6 +66,9 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// Largest query answer sent.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
 /// Everything the services share.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -180,11 +183,13 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);
+    // A whole-municipality table is large (Almere, all buurten × types × 24
+    // months: about 3 MB); answers are made here, so their limit is higher.
     let query = QueryServiceServer::new(query::Query {
         state: state.clone(),
     })
     .max_decoding_message_size(limit)
-    .max_encoding_message_size(limit);
+    .max_encoding_message_size(MAX_ANSWER_BYTES);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
