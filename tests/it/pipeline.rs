@@ -474,3 +474,69 @@ async fn household_bases_can_come_from_a_kerncijfers_csv() {
     // Buurt B: 40 households is below the floor, and its wijk has no base: no rate.
     assert_eq!(cell(&buurten, &f.b.to_string()).rate_per_1000, None);
 }
+
+#[tokio::test]
+async fn a_closed_month_is_released_once_and_versioned_when_late_signals_arrive() {
+    let mut server = TestServer::start_with(|c| c.release.max_versions = 2).await;
+    let f = may_2024(&server).await;
+    let key = PartnerKey::load(&server.setup.partner_key).unwrap();
+    let late = |households: std::ops::RangeInclusive<u32>, addition: &str| {
+        let mut csv = String::from("postcode,huisnummer,toevoeging,signaaltype,maand\n");
+        for n in households {
+            csv.push_str(&format!("1315AC,{n},{addition},huurachterstand,2024-05\n"));
+        }
+        csv
+    };
+    let versions = |t: &pb::GetTableResponse| {
+        t.cells
+            .iter()
+            .map(|c| c.release_version)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+
+    let first = raw_table(&server, pb::AreaLevel::Wijk, "2024-05").await;
+    assert_eq!(versions(&first), [1].into());
+    assert_eq!(
+        raw_table(&server, pb::AreaLevel::Wijk, "2024-05").await,
+        first,
+        "asked again: the same release"
+    );
+
+    // Late signals for May: a new version.
+    run_agent(&server, PARTNER_A, &late(1..=15, "X"), &key, &f.table).await;
+    let second = raw_table(&server, pb::AreaLevel::Wijk, "2024-05").await;
+    assert_eq!(versions(&second), [2].into());
+    let c_wijk = f.c.wijk().to_string();
+    assert_eq!(cell(&second, &c_wijk).release_version, 2);
+
+    // Served from the stored release after a restart.
+    server.restart().await;
+    assert_eq!(
+        raw_table(&server, pb::AreaLevel::Wijk, "2024-05").await,
+        second
+    );
+
+    // Past the cap, later signals are stored but the release stays.
+    run_agent(&server, PARTNER_A, &late(1..=20, "Y"), &key, &f.table).await;
+    assert_eq!(
+        raw_table(&server, pb::AreaLevel::Wijk, "2024-05").await,
+        second
+    );
+
+    // The current month is not released before it ends.
+    let now = wijkradar_domain::Month::from_unix_seconds(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    );
+    let current = raw_table(&server, pb::AreaLevel::Wijk, &now.to_string()).await;
+    assert!(
+        current
+            .cells
+            .iter()
+            .all(|c| c.status == pb::CellStatus::Pending as i32
+                && c.value.is_none()
+                && c.release_version == 0)
+    );
+}

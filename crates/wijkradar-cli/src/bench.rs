@@ -142,7 +142,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn query(n: usize, queries: usize) -> anyhow::Result<()> {
-
     let hierarchy = Hierarchy::netherlands_2023();
     let almere: GemeenteCode = "GM0034".parse().expect("valid");
     let buurten: Vec<BuurtCode> = hierarchy.buurten_of(almere).collect();

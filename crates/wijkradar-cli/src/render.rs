@@ -36,6 +36,14 @@ pub enum Measure {
 fn shown(cell: &pb::Cell, measure: Measure) -> Shown {
     let released = match pb::CellStatus::try_from(cell.status) {
         Ok(pb::CellStatus::Released) => cell.value,
+        // The month has not ended: nothing to show, and nothing suppressed.
+        Ok(pb::CellStatus::Pending) => {
+            return Shown {
+                number: None,
+                suppressed: false,
+                rolled_up: false,
+            };
+        }
         _ => None,
     };
     match measure {
@@ -196,10 +204,10 @@ pub fn csv(resp: &pb::GetTableResponse, names: &Names) -> anyhow::Result<String>
             Ok(pb::CellStatus::Released)
         );
         let name = names.get(&cell.area_code).map(String::as_str).unwrap_or("");
-        let status = if released {
-            "vrijgegeven"
-        } else {
-            "onderdrukt"
+        let status = match pb::CellStatus::try_from(cell.status) {
+            Ok(pb::CellStatus::Released) => "vrijgegeven",
+            Ok(pb::CellStatus::Pending) => "maand_nog_niet_voorbij",
+            _ => "onderdrukt",
         };
         let value = if released {
             cell.value.map(|v| v.to_string()).unwrap_or_default()

@@ -151,6 +151,11 @@ impl GemeenteTable {
         }
     }
 
+    /// The areas of the table, in node order.
+    pub fn codes(&self) -> &[AreaCode] {
+        &self.codes
+    }
+
     /// Releases every cell from the buurten's totals; buurten without a total
     /// hold none. Returns each area with its released value, in node order.
     pub fn release(

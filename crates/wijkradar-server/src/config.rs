@@ -94,6 +94,9 @@ pub struct ReleaseConfig {
     pub variance: f64,
     /// Rates per 1,000 households only for areas with at least this base.
     pub rate_floor: u64,
+    /// How many versions a month's release may have: late signals for a
+    /// released month make a new version until this many exist.
+    pub max_versions: u32,
     /// A Kerncijfers wijken en buurten CSV from CBS with household bases
     /// (for example with buurt figures); the shipped 2024 dwellings of
     /// gemeenten and wijken when absent.
@@ -107,6 +110,7 @@ impl Default for ReleaseConfig {
             max_noise: 4,
             variance: 2.0,
             rate_floor: wijkradar_release::rates::DEFAULT_FLOOR,
+            max_versions: 3,
             household_base: None,
         }
     }
@@ -174,6 +178,9 @@ impl ServerConfig {
         self.release
             .policy()
             .map_err(|e| ("release", e.to_string()))?;
+        if self.release.max_versions == 0 {
+            return Err(("release.max_versions", "must be at least 1".into()));
+        }
         Ok(())
     }
 

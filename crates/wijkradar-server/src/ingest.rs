@@ -68,7 +68,7 @@ impl Ingest {
     }
 }
 
-fn current_month() -> Month {
+pub(crate) fn current_month() -> Month {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -81,6 +81,7 @@ pub(crate) struct State {
     bases: Bases,
     /// What the household bases are (a CBS column name).
     base_measure: String,
+    max_versions: u32,
     limits: Limits,
 }
 
@@ -167,6 +168,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         policy: config.release.policy()?,
         bases,
         base_measure,
+        max_versions: config.release.max_versions,
         limits: config.limits.clone(),
     });
 

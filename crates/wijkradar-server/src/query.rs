@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use wijkradar_domain::{AreaCode, GemeenteCode, Month, SignalTypeName};
 use wijkradar_pki::Role;
 use wijkradar_proto::v1::{self as pb, query_service_server::QueryService};
 use wijkradar_release::{GemeenteTable, Rate, Released};
+use wijkradar_store::ReleaseSnapshot;
 
 use crate::State;
 use crate::auth::authorize;
@@ -38,11 +40,25 @@ impl Query {
         // Every level is answered from the one audited release of the whole
         // gemeente table, so no combination of levels gives more.
         let table = GemeenteTable::new(&state.hierarchy, q.gemeente);
+        let now = crate::ingest::current_month();
         let mut cells = Vec::new();
         for signal_type in &q.signal_types {
             for month in q.from.through(q.to) {
-                let buurt_totals = state.store.buurt_counts(signal_type, month, q.gemeente)?;
-                let released = table.release(&state.policy, &buurt_totals);
+                let Some((version, released)) =
+                    self.release(&table, signal_type, month, q.gemeente, now)?
+                else {
+                    for area in table.codes().iter().filter(|a| a.level() == q.level) {
+                        cells.push(pb::Cell {
+                            area_code: area.to_string(),
+                            signal_type: signal_type.to_string(),
+                            month: month.to_string(),
+                            status: pb::CellStatus::Pending.into(),
+                            rate_area_code: area.to_string(),
+                            ..Default::default()
+                        });
+                    }
+                    continue;
+                };
                 let rates = state.bases.rates(&released);
                 for ((area, released), rate) in released.into_iter().zip(rates) {
                     if area.level() != q.level {
@@ -70,6 +86,7 @@ impl Query {
                         rate_per_1000,
                         rate_area_code: rate_area.to_string(),
                         household_base,
+                        release_version: version,
                     });
                 }
             }
@@ -81,6 +98,69 @@ impl Query {
             rate_floor: state.bases.floor,
             household_base_measure: state.base_measure.clone(),
         })
+    }
+
+    /// The release of one table (gemeente × type × month), `None` while the
+    /// month has not ended. A closed month's table is computed once and
+    /// stored; late signals make a new version, up to `max_versions`, after
+    /// which the last version stays.
+    fn release(
+        &self,
+        table: &GemeenteTable,
+        signal_type: &SignalTypeName,
+        month: Month,
+        g: GemeenteCode,
+        now: Month,
+    ) -> Result<Option<(u32, Vec<(AreaCode, Released)>)>, ApiError> {
+        if month >= now {
+            return Ok(None);
+        }
+        let state = &self.state;
+        let from_snapshot = |s: &ReleaseSnapshot| -> Vec<(AreaCode, Released)> {
+            let cells = s
+                .cells
+                .iter()
+                .map(|c| c.map_or(Released::Suppressed, Released::Value));
+            table.codes().iter().copied().zip(cells).collect()
+        };
+        let Some(changes) = state.store.table_state(signal_type, month, g)? else {
+            // No signal of this type was ever stored: nothing to materialise.
+            return Ok(Some((1, table.release(&state.policy, &[]))));
+        };
+        let previous = state.store.release_snapshot(signal_type, month, g)?;
+        if let Some(s) = &previous {
+            let fits = s.cells.len() == table.codes().len();
+            if fits && (s.state == changes || s.version >= state.max_versions) {
+                return Ok(Some((s.version, from_snapshot(s))));
+            }
+        }
+        let released = table.release(
+            &state.policy,
+            &state.store.buurt_counts(signal_type, month, g)?,
+        );
+        let snapshot = ReleaseSnapshot {
+            version: previous.as_ref().map_or(1, |s| s.version + 1),
+            state: changes,
+            cells: released
+                .iter()
+                .map(|(_, r)| {
+                    if let Released::Value(v) = r {
+                        Some(*v)
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
+        };
+        let stored = state.store.store_release_snapshot(
+            signal_type,
+            month,
+            g,
+            previous.as_ref(),
+            snapshot,
+        )?;
+        tracing::info!(gemeente = %g, %signal_type, %month, version = stored.version, "release materialised");
+        Ok(Some((stored.version, from_snapshot(&stored))))
     }
 
     fn catalogue(

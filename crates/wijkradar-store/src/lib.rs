@@ -13,6 +13,8 @@
 //! | `M` | month (u32) | empty |
 //! | `K` | (none) | id of the server key the store was written with |
 //! | `N` | (none) | number of stored signals (u64) |
+//! | `V` | gemeente (4) · type id (u16) · month (u32) | changes to that table so far (u64) |
+//! | `R` | gemeente (4) · type id (u16) · month (u32) | the materialised release: see [`ReleaseSnapshot`] |
 //!
 //! Integers are big-endian so keys sort in order; `C` keys of one gemeente are
 //! one prefix range (type · month · 4 gemeente digits).
@@ -86,6 +88,64 @@ const TYPE: u8 = b'T';
 const MONTH: u8 = b'M';
 const KEY_ID: &[u8] = b"K";
 const SIGNAL_TOTAL: &[u8] = b"N";
+const TABLE_STATE: u8 = b'V';
+const RELEASE: u8 = b'R';
+
+/// The key of one table (gemeente × type × month) under `prefix`.
+fn table_key(prefix: u8, g: &[u8; 4], type_id: u16, month: Month) -> [u8; 11] {
+    let mut k = [0u8; 11];
+    k[0] = prefix;
+    k[1..5].copy_from_slice(g);
+    k[5..7].copy_from_slice(&type_id.to_be_bytes());
+    k[7..11].copy_from_slice(&month.index().to_be_bytes());
+    k
+}
+
+/// A materialised release of one table: every cell of the gemeente's table
+/// in the release crate's node order, `None` where suppressed. `state` is
+/// the table's change count it was computed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseSnapshot {
+    pub version: u32,
+    pub state: u64,
+    pub cells: Vec<Option<u64>>,
+}
+
+impl ReleaseSnapshot {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(16 + 9 * self.cells.len());
+        v.extend_from_slice(&self.version.to_be_bytes());
+        v.extend_from_slice(&self.state.to_be_bytes());
+        v.extend_from_slice(&(self.cells.len() as u32).to_be_bytes());
+        for c in &self.cells {
+            v.push(u8::from(c.is_some()));
+            v.extend_from_slice(&c.unwrap_or(0).to_be_bytes());
+        }
+        v
+    }
+
+    fn decode(v: &[u8]) -> Result<ReleaseSnapshot, StoreError> {
+        let corrupt = || StoreError::Corrupt;
+        let head: &[u8; 16] = v
+            .get(..16)
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(corrupt)?;
+        let n = u32::from_be_bytes(head[12..16].try_into().expect("4")) as usize;
+        let body = &v[16..];
+        if body.len() != 9 * n {
+            return Err(corrupt());
+        }
+        let cells = body
+            .chunks_exact(9)
+            .map(|c| (c[0] == 1).then(|| u64::from_be_bytes(c[1..9].try_into().expect("8"))))
+            .collect();
+        Ok(ReleaseSnapshot {
+            version: u32::from_be_bytes(head[..4].try_into().expect("4")),
+            state: u64::from_be_bytes(head[4..12].try_into().expect("8")),
+            cells,
+        })
+    }
+}
 
 fn signal_key(p: &ServerPseudonym, type_id: u16, month: Month) -> [u8; 39] {
     let mut k = [0u8; 39];
@@ -228,6 +288,80 @@ impl Store {
                 Ok((buurt, decode_total(&v)?))
             })
             .collect()
+    }
+
+    /// How often the table (gemeente × type × month) has changed: bumped by
+    /// the writer in the same atomic batch as the counts. `None` for a type
+    /// never stored.
+    pub fn table_state(
+        &self,
+        t: &SignalTypeName,
+        month: Month,
+        g: GemeenteCode,
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(type_id) = self.type_id(t) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            match self
+                .db
+                .get(table_key(TABLE_STATE, g.body(), type_id, month))?
+            {
+                Some(v) => {
+                    u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?)
+                }
+                None => 0,
+            },
+        ))
+    }
+
+    /// The materialised release of a table, if one was stored.
+    pub fn release_snapshot(
+        &self,
+        t: &SignalTypeName,
+        month: Month,
+        g: GemeenteCode,
+    ) -> Result<Option<ReleaseSnapshot>, StoreError> {
+        let Some(type_id) = self.type_id(t) else {
+            return Ok(None);
+        };
+        self.db
+            .get(table_key(RELEASE, g.body(), type_id, month))?
+            .map(|v| ReleaseSnapshot::decode(&v))
+            .transpose()
+    }
+
+    /// Stores a release in place of `previous` (compare and swap, so two
+    /// queries racing to materialise the same table store it once) and
+    /// flushes it: a release that was served must survive a restart. Returns
+    /// the snapshot now stored, which is the other query's if it won.
+    pub fn store_release_snapshot(
+        &self,
+        t: &SignalTypeName,
+        month: Month,
+        g: GemeenteCode,
+        previous: Option<&ReleaseSnapshot>,
+        new: ReleaseSnapshot,
+    ) -> Result<ReleaseSnapshot, StoreError> {
+        let Some(type_id) = self.type_id(t) else {
+            return Ok(new);
+        };
+        let key = table_key(RELEASE, g.body(), type_id, month);
+        match self.db.compare_and_swap(
+            key,
+            previous.map(ReleaseSnapshot::encode),
+            Some(new.encode()),
+        )? {
+            Ok(()) => {
+                self.db.flush()?;
+                Ok(new)
+            }
+            Err(e) => e
+                .current
+                .map(|v| ReleaseSnapshot::decode(&v))
+                .transpose()?
+                .ok_or(StoreError::Corrupt),
+        }
     }
 
     /// First and last month with stored signals.

@@ -17,11 +17,11 @@ use fastbloom::BloomFilter;
 
 use tokio::sync::{mpsc, oneshot};
 
-use wijkradar_domain::CellTotal;
+use wijkradar_domain::{CellTotal, Month};
 
 use crate::{
-    IncomingBatch, SIGNAL, SIGNAL_TOTAL, Store, StoreError, TYPE, batch_key, count_key,
-    decode_total, encode_total, month_key, signal_key,
+    IncomingBatch, SIGNAL, SIGNAL_TOTAL, Store, StoreError, TABLE_STATE, TYPE, batch_key,
+    count_key, decode_total, encode_total, month_key, signal_key, table_key,
 };
 
 /// Signal keys the Bloom filter is sized for at least; it is sized for twice
@@ -253,6 +253,27 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
         let total = state.total(&key)? + delta;
         writes.insert(&key[..], &encode_total(total)[..]);
         new_counts.push((key, total));
+    }
+    // Every table this batch changes gets its change count bumped, so a
+    // materialised release of it is known to be out of date.
+    let mut tables = BTreeSet::new();
+    for (key, _) in &new_counts {
+        let type_id = u16::from_be_bytes([key[1], key[2]]);
+        let month = Month::from_index(u32::from_be_bytes([key[3], key[4], key[5], key[6]]))
+            .ok_or(StoreError::Corrupt)?;
+        tables.insert(table_key(
+            TABLE_STATE,
+            key[7..11].try_into().expect("4 gemeente digits"),
+            type_id,
+            month,
+        ));
+    }
+    for key in tables {
+        let changes = match db.get(key)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?),
+            None => 0,
+        };
+        writes.insert(&key[..], &(changes + 1).to_be_bytes()[..]);
     }
     for m in months {
         writes.insert(&month_key(m)[..], &[][..]);
