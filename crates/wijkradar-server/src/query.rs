@@ -14,6 +14,9 @@ use crate::auth::authorize;
 use crate::convert::{gemeente_from_proto, level_to_proto, table_query_from_proto};
 use crate::error::ApiError;
 
+/// A table's release version and every cell of it, in node order.
+type VersionedRelease = (u32, Vec<(AreaCode, Released)>);
+
 #[derive(Debug)]
 pub struct Query {
     pub(crate) state: Arc<State>,
@@ -111,7 +114,7 @@ impl Query {
         month: Month,
         g: GemeenteCode,
         now: Month,
-    ) -> Result<Option<(u32, Vec<(AreaCode, Released)>)>, ApiError> {
+    ) -> Result<Option<VersionedRelease>, ApiError> {
         if month >= now {
             return Ok(None);
         }
