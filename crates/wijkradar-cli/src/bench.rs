@@ -213,14 +213,7 @@ async fn query(n: usize, queries: usize) -> anyhow::Result<()> {
             raw.push(started.elapsed().as_secs_f64() * 1000.0);
         }
     }
-    let files = setup.client("bench-analyst");
-    let conn = Connection {
-        server: format!("https://{}", server.addr),
-        ca: setup.pki_dir.join("ca.pem"),
-        cert: files.cert,
-        key: files.key,
-        server_name: "localhost".into(),
-    };
+    let conn = Connection::dev(&setup, server.addr, "bench-analyst");
     let mut client = conn.query_client().await?;
     let request = pb::GetTableRequest {
         gemeente_code: almere.to_string(),
@@ -293,14 +286,7 @@ async fn measure_end_to_end(
     let dir = tempfile::tempdir()?;
     let setup = DevSetup::create(dir.path(), &[("bench-partner", "Bench", Role::Partner)])?;
     let server = wijkradar_server::start(&setup.config).await?;
-    let files = setup.client("bench-partner");
-    let conn = Connection {
-        server: format!("https://{}", server.addr),
-        ca: setup.pki_dir.join("ca.pem"),
-        cert: files.cert,
-        key: files.key,
-        server_name: "localhost".into(),
-    };
+    let conn = Connection::dev(&setup, server.addr, "bench-partner");
     let channel = conn.connect().await?;
     let to_send = signals.to_vec();
     let (started, cpu_before) = (std::time::Instant::now(), process_cpu_seconds());

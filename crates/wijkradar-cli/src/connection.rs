@@ -30,6 +30,23 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The connection of client `name` of a development setup to a server
+    /// it runs on `addr` (demo and benchmarks).
+    pub fn dev(
+        setup: &wijkradar_server::dev::DevSetup,
+        addr: std::net::SocketAddr,
+        name: &str,
+    ) -> Connection {
+        let files = setup.client(name);
+        Connection {
+            server: format!("https://{addr}"),
+            ca: setup.pki_dir.join("ca.pem"),
+            cert: files.cert,
+            key: files.key,
+            server_name: "localhost".into(),
+        }
+    }
+
     /// A query client that accepts whole-municipality answers.
     pub async fn query_client(
         &self,

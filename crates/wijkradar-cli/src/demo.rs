@@ -35,17 +35,6 @@ pub struct DemoArgs {
     pub seed: u64,
 }
 
-fn connection(setup: &DevSetup, addr: std::net::SocketAddr, name: &str) -> Connection {
-    let files = setup.client(name);
-    Connection {
-        server: format!("https://{addr}"),
-        ca: setup.pki_dir.join("ca.pem"),
-        cert: files.cert,
-        key: files.key,
-        server_name: "localhost".into(),
-    }
-}
-
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let _temp;
@@ -135,7 +124,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         let path = dir.join(format!("export-{}.csv", partner.name));
         std::fs::write(&path, export)?;
-        let channel = connection(&setup, server.addr, partner.name)
+        let channel = Connection::dev(&setup, server.addr, partner.name)
             .connect()
             .await?;
         println!("  {} ({})", partner.organisation, partner.types.join(", "));
@@ -150,7 +139,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     // 4. The analyst's view.
-    let analyst = connection(&setup, server.addr, ANALYST);
+    let analyst = Connection::dev(&setup, server.addr, ANALYST);
     let mut client = analyst.query_client().await?;
     let (catalogue, answer) = fetch_table(
         &mut client,
