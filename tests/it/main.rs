@@ -5,6 +5,7 @@ mod access;
 mod bad_input;
 mod discovery;
 mod pipeline;
+mod privacy;
 
 use std::collections::BTreeMap;
 

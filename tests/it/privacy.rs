@@ -1,0 +1,190 @@
+//! PRIVACY.md I8 and I9 on the real system: after partners submit through
+//! the agent and an analyst queries, neither the store's files nor any log
+//! line holds an address, a postcode, a partner pseudonym; nor does any log
+//! line hold a server pseudonym.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use wijkradar_agent::normalise::household_key;
+use wijkradar_agent::{Pc6Table, read_export};
+use wijkradar_domain::Month;
+use wijkradar_proto::v1 as pb;
+use wijkradar_pseudonym::{PartnerKey, ServerKey};
+use wijkradar_tests::{ANALYST, PARTNER_A, TestServer};
+
+use crate::table_request;
+
+/// Every log line of this test process, at every level.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("first subscriber of this process");
+        logs
+    })
+    .clone()
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every byte of every file under `dir`.
+fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(all_bytes(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn no_identifier_or_pseudonym_reaches_the_store_files_or_the_logs() {
+    let logs = captured_logs();
+    let server = TestServer::start().await;
+    let partner_key = PartnerKey::load(&server.setup.partner_key).unwrap();
+    let server_key = ServerKey::load(&server.setup.config.keys.server_key).unwrap();
+
+    // 30 households in each of three postcodes of Almere, with additions.
+    let postcodes = ["1316XA", "1316XB", "1316XC"];
+    let buurt = "00340101";
+    let mut table = String::from("PC6,Huisnummer,Buurt2023,Wijk2023,Gem2023\n");
+    let mut export = String::from("postcode,huisnummer,toevoeging,signaaltype,maand\n");
+    for pc in postcodes {
+        for n in 1..=30 {
+            table.push_str(&format!(
+                "{pc},{n},{buurt},{},{}\n",
+                &buurt[..6],
+                &buurt[..4]
+            ));
+            export.push_str(&format!(
+                "{} {},{n},-b,huurachterstand,2024-06\n",
+                &pc[..4],
+                pc[4..].to_lowercase()
+            ));
+        }
+    }
+    let table = Pc6Table::from_reader(table.as_bytes()).unwrap();
+    let read = read_export(
+        export.as_bytes(),
+        &table,
+        &partner_key,
+        Month::new(2026, 1).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(read.signals.len(), 90);
+    wijkradar_agent::submit(server.channel(PARTNER_A).await, read.signals, 25, |_| {})
+        .await
+        .unwrap();
+    // The analyst's view, so query logging runs too.
+    let mut q = server.query(ANALYST).await;
+    let answer = q
+        .get_table(table_request(
+            pb::AreaLevel::Buurt,
+            &["huurachterstand"],
+            "2024-06",
+            "2024-06",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        answer.into_inner().cells.iter().any(|c| c.value.is_some()),
+        "the data arrived"
+    );
+
+    // What must never appear: raw, as hex, and as a logged byte array.
+    let mut identifying: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut server_side: Vec<(String, Vec<u8>)> = Vec::new();
+    for pc in postcodes {
+        identifying.push((format!("postcode {pc}"), pc.as_bytes().to_vec()));
+        identifying.push((
+            format!("postcode {pc} spaced"),
+            format!("{} {}", &pc[..4], &pc[4..]).into_bytes(),
+        ));
+        for n in 1..=30 {
+            let address = household_key(pc.as_bytes().try_into().unwrap(), n, "B");
+            let p = partner_key.pseudonymise(address.as_bytes());
+            identifying.push((format!("address {address}"), address.clone().into_bytes()));
+            identifying.push((
+                format!("partner pseudonym of {address}"),
+                p.as_bytes().to_vec(),
+            ));
+            identifying.push((
+                format!("partner pseudonym of {address} (hex)"),
+                hex::encode(p.as_bytes()).into_bytes(),
+            ));
+            identifying.push((
+                format!("partner pseudonym of {address} (debug)"),
+                format!("{:?}", p.as_bytes()).into_bytes(),
+            ));
+            let s = server_key.rekey(&p);
+            server_side.push((
+                format!("server pseudonym of {address}"),
+                s.as_bytes().to_vec(),
+            ));
+            server_side.push((
+                format!("server pseudonym of {address} (hex)"),
+                hex::encode(s.as_bytes()).into_bytes(),
+            ));
+            server_side.push((
+                format!("server pseudonym of {address} (debug)"),
+                format!("{:?}", s.as_bytes()).into_bytes(),
+            ));
+        }
+    }
+
+    // I9: the store's files hold none of what identifies (server pseudonyms
+    // are what it stores, by design).
+    let stored = all_bytes(&server.setup.config.data_dir);
+    assert!(
+        stored.len() > 10_000,
+        "the store has data: {} bytes",
+        stored.len()
+    );
+    for (what, bytes) in &identifying {
+        assert!(
+            !contains(&stored, bytes),
+            "the store's files hold the {what}"
+        );
+    }
+    // The scan would find a server pseudonym, so it can find the others.
+    assert!(
+        server_side.iter().any(|(_, b)| contains(&stored, b)),
+        "the scan sees stored pseudonyms"
+    );
+
+    // I8: no log line holds any of them.
+    let logged = logs.lock().unwrap().clone();
+    assert!(
+        contains(&logged, b"batch acknowledged"),
+        "the logs were captured"
+    );
+    for (what, bytes) in identifying.iter().chain(&server_side) {
+        assert!(!contains(&logged, bytes), "a log line holds the {what}");
+    }
+}
