@@ -91,6 +91,16 @@ const SIGNAL_TOTAL: &[u8] = b"N";
 const TABLE_STATE: u8 = b'V';
 const RELEASE: u8 = b'R';
 
+/// A u64 counter stored at `key`; 0 when it was never written.
+fn read_counter(db: &sled::Db, key: &[u8]) -> Result<u64, StoreError> {
+    match db.get(key)? {
+        Some(v) => Ok(u64::from_be_bytes(
+            v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?,
+        )),
+        None => Ok(0),
+    }
+}
+
 /// The key of one table (gemeente × type × month) under `prefix`.
 fn table_key(prefix: u8, g: &[u8; 4], type_id: u16, month: Month) -> [u8; 11] {
     let mut k = [0u8; 11];
@@ -302,17 +312,10 @@ impl Store {
         let Some(type_id) = self.type_id(t) else {
             return Ok(None);
         };
-        Ok(Some(
-            match self
-                .db
-                .get(table_key(TABLE_STATE, g.body(), type_id, month))?
-            {
-                Some(v) => {
-                    u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?)
-                }
-                None => 0,
-            },
-        ))
+        Ok(Some(read_counter(
+            &self.db,
+            &table_key(TABLE_STATE, g.body(), type_id, month),
+        )?))
     }
 
     /// The materialised release of a table, if one was stored.
@@ -383,23 +386,13 @@ impl Store {
 
     /// Number of distinct stored signals, kept at write time.
     pub fn signal_count(&self) -> Result<u64, StoreError> {
-        match self.db.get(SIGNAL_TOTAL)? {
-            Some(v) => Ok(u64::from_be_bytes(
-                v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?,
-            )),
-            None => Ok(0),
-        }
+        read_counter(&self.db, SIGNAL_TOTAL)
     }
 
     /// A checksum over every key and value, to prove a rejected request
     /// changed nothing.
     pub fn checksum(&self) -> Result<u32, StoreError> {
         Ok(self.db.checksum()?)
-    }
-
-    /// Bytes the store occupies on disk.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
     }
 }
 

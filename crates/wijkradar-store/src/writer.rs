@@ -21,7 +21,7 @@ use wijkradar_domain::{CellTotal, Month};
 
 use crate::{
     IncomingBatch, SIGNAL, SIGNAL_TOTAL, Store, StoreError, TABLE_STATE, TYPE, batch_key,
-    count_key, decode_total, encode_total, month_key, signal_key, table_key,
+    count_key, decode_total, encode_total, month_key, read_counter, signal_key, table_key,
 };
 
 /// Signal keys the Bloom filter is sized for at least; it is sized for twice
@@ -269,10 +269,7 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
         ));
     }
     for key in tables {
-        let changes = match db.get(key)? {
-            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?),
-            None => 0,
-        };
+        let changes = read_counter(db, &key)?;
         writes.insert(&key[..], &(changes + 1).to_be_bytes()[..]);
     }
     for m in months {
