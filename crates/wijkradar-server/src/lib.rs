@@ -154,6 +154,17 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         .filter(|a| !dwellings.per_area.contains_key(a))
         .count();
     tracing::info!(measure = %dwellings.measure, areas = dwellings.per_area.len(), without_base = missing, "household bases loaded");
+    if !dwellings.unusable.is_empty() {
+        // Codes CBS published without a figure (`.`, null) or that are not
+        // areas: reported, not silently dropped.
+        let sample: Vec<&str> = dwellings
+            .unusable
+            .iter()
+            .take(10)
+            .map(String::as_str)
+            .collect();
+        tracing::info!(codes = dwellings.unusable.len(), first = ?sample, "household base figures without a usable value");
+    }
     let base_measure = dwellings.measure.clone();
     let bases = Bases {
         per_area: dwellings.per_area,
