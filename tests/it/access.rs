@@ -39,6 +39,7 @@ async fn a_partner_cannot_query_and_an_analyst_cannot_submit() {
     let mut as_analyst = server.ingest(ANALYST).await;
     let batch = pb::Batch {
         batch_id: "x".into(),
+        key_id: "GM0034.2026.0011223344556677".into(),
         signals: vec![pb::Signal {
             pseudonym: vec![1; 32],
             buurt_code: "BU00340101".into(),

@@ -23,6 +23,7 @@ fn good(i: u8) -> pb::Signal {
 fn batch(id: &str, signals: Vec<pb::Signal>) -> pb::Batch {
     pb::Batch {
         batch_id: id.into(),
+        key_id: "GM0034.2026.0011223344556677".into(),
         signals,
     }
 }

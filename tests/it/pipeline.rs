@@ -2,13 +2,13 @@
 //! a restart, a resent export, a second partner sending the same household.
 
 use std::collections::BTreeMap;
+use wijkradar_agent::Pc6Table;
 use wijkradar_agent::normalise::household_key;
-use wijkradar_agent::{Pc6Table, read_export};
-use wijkradar_domain::{AreaCode, AreaLevel, BuurtCode, CellTotal, Hierarchy, Month};
+use wijkradar_domain::{AreaCode, AreaLevel, BuurtCode, CellTotal, Hierarchy};
 use wijkradar_proto::v1 as pb;
 use wijkradar_pseudonym::{PartnerKey, ServerKey};
 use wijkradar_release::{GemeenteTable, Released};
-use wijkradar_tests::{ANALYST, PARTNER_A, PARTNER_B, TestServer};
+use wijkradar_tests::{ANALYST, PARTNER_A, PARTNER_B, TestServer, read_simple_export};
 
 use crate::{Cells, cells, table_request};
 
@@ -74,10 +74,16 @@ async fn run_agent(
     key: &PartnerKey,
     table: &Pc6Table,
 ) -> wijkradar_agent::SubmitReport {
-    let export = read_export(export.as_bytes(), table, key, Month::new(2026, 1).unwrap()).unwrap();
-    wijkradar_agent::submit(server.channel(partner).await, export.signals, 7, |_| {})
-        .await
-        .unwrap()
+    let (_, signals) = read_simple_export(export, table, key);
+    wijkradar_agent::submit(
+        server.channel(partner).await,
+        signals,
+        key.id().as_str(),
+        7,
+        |_| {},
+    )
+    .await
+    .unwrap()
 }
 
 async fn table(server: &TestServer, level: pb::AreaLevel) -> Cells {
@@ -153,14 +159,8 @@ async fn csv_through_agent_and_server_gives_the_expected_protected_table() {
     let f = fixture();
     let key = PartnerKey::load(&server.setup.partner_key).unwrap();
 
-    let export = read_export(
-        export_a().as_bytes(),
-        &f.table,
-        &key,
-        Month::new(2026, 1).unwrap(),
-    )
-    .unwrap();
-    assert_eq!((export.rows, export.signals.len()), (28, 27));
+    let (export, signals) = read_simple_export(&export_a(), &f.table, &key);
+    assert_eq!((export.rows, signals.len()), (28, 27));
     assert_eq!(export.rejects.len(), 1);
     assert_eq!(export.rejects[0].line, 29);
     assert_eq!(
@@ -176,15 +176,15 @@ async fn csv_through_agent_and_server_gives_the_expected_protected_table() {
 
     // Partner B knows household 1315AA 1 too, and 12 energy arrears in A.
     let mut export_b = String::from(
-        "postcode;huisnummer;toevoeging;signaaltype;maand\n1315AA;1;;huurachterstand;2024-03\n",
+        "postcode,huisnummer,toevoeging,signaaltype,maand\n1315AA,1,,huurachterstand,2024-03\n",
     );
     for n in 1..=12 {
-        export_b.push_str(&format!("1315aa;{n};;energieachterstand;2024-03\n"));
+        export_b.push_str(&format!("1315aa,{n},,energieachterstand,2024-03\n"));
     }
     // In April, 20 households in buurt A and none in B, the only other buurt
     // of A's wijk: the wijk then holds exactly A's households.
     for n in 1..=20 {
-        export_b.push_str(&format!("1315AA;{n};;huurachterstand;2024-04\n"));
+        export_b.push_str(&format!("1315AA,{n},,huurachterstand,2024-04\n"));
     }
     run_agent(&server, PARTNER_B, &export_b, &key, &f.table).await;
 

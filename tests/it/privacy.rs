@@ -6,12 +6,11 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use wijkradar_agent::Pc6Table;
 use wijkradar_agent::normalise::household_key;
-use wijkradar_agent::{Pc6Table, read_export};
-use wijkradar_domain::Month;
 use wijkradar_proto::v1 as pb;
 use wijkradar_pseudonym::{PartnerKey, ServerKey};
-use wijkradar_tests::{ANALYST, PARTNER_A, TestServer};
+use wijkradar_tests::{ANALYST, PARTNER_A, TestServer, read_simple_export};
 
 use crate::table_request;
 
@@ -90,17 +89,17 @@ async fn no_identifier_or_pseudonym_reaches_the_store_files_or_the_logs() {
         }
     }
     let table = Pc6Table::from_reader(table.as_bytes()).unwrap();
-    let read = read_export(
-        export.as_bytes(),
-        &table,
-        &partner_key,
-        Month::new(2026, 1).unwrap(),
+    let (_, signals) = read_simple_export(&export, &table, &partner_key);
+    assert_eq!(signals.len(), 90);
+    wijkradar_agent::submit(
+        server.channel(PARTNER_A).await,
+        signals,
+        partner_key.id().as_str(),
+        25,
+        |_| {},
     )
+    .await
     .unwrap();
-    assert_eq!(read.signals.len(), 90);
-    wijkradar_agent::submit(server.channel(PARTNER_A).await, read.signals, 25, |_| {})
-        .await
-        .unwrap();
     // The analyst's view, so query logging runs too.
     let mut q = server.query(ANALYST).await;
     let answer = q

@@ -104,3 +104,74 @@ impl TestServer {
         QueryServiceClient::new(self.channel(name).await)
     }
 }
+
+/// The partner configuration of the tests' simple export layout:
+/// `postcode,huisnummer,toevoeging,signaaltype,maand`, one rule per
+/// catalogue type on the `signaaltype` column. Paths are placeholders: the
+/// tests read exports with [`read_simple_export`] and send them themselves.
+pub fn simple_partner_config() -> wijkradar_agent::PartnerConfig {
+    let mut text = String::from(
+        r#"
+[partner]
+name = "Testpartner"
+kind = "test"
+municipalities = ["GM0034"]
+
+[export]
+delimiter = ","
+encoding = "utf-8"
+date_format = "jjjj-mm"
+identifier = "address"
+
+[export.columns]
+postcode = "postcode"
+house_number = "huisnummer"
+addition = "toevoeging"
+date = "maand"
+
+[agent]
+pseudonym_key = "unused.key"
+postcode_table = "unused.csv"
+outbox = "unused-outbox"
+
+[aggregator]
+url = "https://127.0.0.1:1"
+server_name = "localhost"
+ca = "ca.pem"
+cert = "partner.pem"
+key = "partner.key"
+"#,
+    );
+    for t in wijkradar_domain::Catalogue::dutch_defaults().types() {
+        text.push_str(&format!(
+            "\n[[signals]]\ntype = \"{0}\"\nwhen = {{ column = \"signaaltype\", equals = [\"{0}\"] }}\n",
+            t.name
+        ));
+    }
+    wijkradar_agent::PartnerConfig::parse(&text, std::path::Path::new("test.toml"))
+        .expect("the simple layout parses")
+}
+
+/// Reads an export in the simple layout: its summary and its signals.
+pub fn read_simple_export(
+    export: &str,
+    pc6: &wijkradar_agent::Pc6Table,
+    key: &wijkradar_pseudonym::PartnerKey,
+) -> (
+    wijkradar_agent::ExportSummary,
+    Vec<wijkradar_proto::v1::Signal>,
+) {
+    let config = simple_partner_config();
+    let rules = wijkradar_agent::ExportRules {
+        layout: &config.export,
+        signals: &config.signals,
+        municipalities: &config.partner.gemeenten,
+        pc6,
+        key,
+        now: wijkradar_domain::Month::new(2026, 1).expect("valid month"),
+    };
+    let mut signals = Vec::new();
+    let summary = wijkradar_agent::read_export(export.as_bytes(), &rules, |s| signals.push(s))
+        .expect("the export reads");
+    (summary, signals)
+}

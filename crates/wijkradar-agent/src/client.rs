@@ -24,7 +24,7 @@ pub enum ClientError {
     },
     #[error("the aggregator refused: {}", describe_status(.0))]
     Refused(tonic::Status),
-    #[error("the aggregator ended the stream before acknowledging every batch")]
+    #[error("the aggregator ended the stream before acknowledging every batch, or out of order")]
     Incomplete,
 }
 
@@ -87,38 +87,48 @@ pub struct SubmitReport {
     pub already_stored: usize,
 }
 
-/// A batch id derived from the batch's content, stable across runs.
-pub fn batch_id(signals: &[pb::Signal]) -> String {
+/// A batch id derived from the batch's content and key id, stable across
+/// runs: resending the same batch is recognised by the aggregator.
+pub fn batch_id(key_id: &str, signals: &[pb::Signal]) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(key_id.as_bytes());
+    ctx.update(b"\0");
     for s in signals {
         ctx.update(&s.encode_length_delimited_to_vec());
     }
     hex::encode(&ctx.finish().as_ref()[..16])
 }
 
-/// Submits `signals` in batches of `batch_size`, keeping several batches in
-/// flight; `progress` is told how many signals are acknowledged so far.
-pub async fn submit(
+/// Cuts signals into batches of `batch_size` with content-derived ids.
+pub fn make_batches(signals: Vec<pb::Signal>, key_id: &str, batch_size: usize) -> Vec<pb::Batch> {
+    let mut batches = Vec::new();
+    let mut rest = signals.into_iter().peekable();
+    while rest.peek().is_some() {
+        let signals: Vec<pb::Signal> = rest.by_ref().take(batch_size.max(1)).collect();
+        batches.push(pb::Batch {
+            batch_id: batch_id(key_id, &signals),
+            key_id: key_id.to_owned(),
+            signals,
+        });
+    }
+    batches
+}
+
+/// Sends `batches` on one stream, keeping several in flight. `on_ack` is
+/// called once per acknowledged batch, in order, with the batch's index and
+/// whether it was new; only then may the caller forget the batch.
+pub async fn send(
     channel: Channel,
-    signals: Vec<pb::Signal>,
-    batch_size: usize,
-    mut progress: impl FnMut(usize),
+    batches: Vec<pb::Batch>,
+    mut on_ack: impl FnMut(usize, pb::BatchOutcome),
 ) -> Result<SubmitReport, ClientError> {
     let mut client = IngestServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let batches: Vec<Vec<pb::Signal>> = signals
-        .chunks(batch_size.max(1))
-        .map(<[_]>::to_vec)
-        .collect();
-    let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+    let ids: Vec<String> = batches.iter().map(|b| b.batch_id.clone()).collect();
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
-        for signals in batches {
-            let batch = pb::Batch {
-                batch_id: batch_id(&signals),
-                signals,
-            };
+        for batch in batches {
             if tx
                 .send(pb::SubmitRequest { batch: Some(batch) })
                 .await
@@ -134,18 +144,39 @@ pub async fn submit(
         .map_err(ClientError::Refused)?
         .into_inner();
     let mut report = SubmitReport::default();
-    let mut acknowledged = 0;
     while let Some(ack) = responses.message().await.map_err(ClientError::Refused)? {
-        match pb::BatchOutcome::try_from(ack.outcome) {
-            Ok(pb::BatchOutcome::AlreadyStored) => report.already_stored += 1,
+        if ids.get(report.batches) != Some(&ack.batch_id) {
+            return Err(ClientError::Incomplete);
+        }
+        let outcome = pb::BatchOutcome::try_from(ack.outcome).unwrap_or_default();
+        match outcome {
+            pb::BatchOutcome::AlreadyStored => report.already_stored += 1,
             _ => report.stored += 1,
         }
-        acknowledged += sizes.get(report.batches).copied().unwrap_or(0);
+        on_ack(report.batches, outcome);
         report.batches += 1;
-        progress(acknowledged);
     }
-    if report.batches < sizes.len() {
+    if report.batches < ids.len() {
         return Err(ClientError::Incomplete);
     }
     Ok(report)
+}
+
+/// Submits `signals` in batches of `batch_size` without an outbox (tests
+/// and benchmarks); `progress` is told how many signals are acknowledged.
+pub async fn submit(
+    channel: Channel,
+    signals: Vec<pb::Signal>,
+    key_id: &str,
+    batch_size: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<SubmitReport, ClientError> {
+    let batches = make_batches(signals, key_id, batch_size);
+    let sizes: Vec<usize> = batches.iter().map(|b| b.signals.len()).collect();
+    let mut acknowledged = 0;
+    send(channel, batches, |i, _| {
+        acknowledged += sizes[i];
+        progress(acknowledged);
+    })
+    .await
 }

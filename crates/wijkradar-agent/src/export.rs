@@ -1,108 +1,478 @@
-//! Reading a partner's export (first version): a CSV with the columns
-//! `postcode`, `huisnummer`, `toevoeging`, `signaaltype`, `maand`, comma or
-//! semicolon separated. Each good row becomes a pseudonymised signal; each bad
-//! row a reject with its line number and a reason that holds no identifier.
-//! Reasons are in Dutch: the reject report is read by the partner's data officer.
+//! Reading a partner's export as its configuration describes it: delimiter,
+//! encoding, header names, date format, identifier and signal rules. Each
+//! row that yields a signal is normalised, placed in its buurt and
+//! pseudonymised; each bad row becomes a reject with its line number and a
+//! reason that holds no identifier. Reasons are in Dutch: the reject report
+//! is read by the partner's data officer.
+//!
+//! The export is streamed: only the columns the configuration names are
+//! decoded, and a line longer than [`MAX_LINE_BYTES`] stops the run with a
+//! clear error instead of filling memory. A file-level error (encoding,
+//! missing column, broken quoting) ends the whole run: the caller sends
+//! nothing of a file that did not read to its end.
 
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::io::Read;
+use std::rc::Rc;
 
-use wijkradar_domain::{Month, SignalTypeName};
+use wijkradar_domain::{GemeenteCode, Month};
 use wijkradar_proto::v1 as pb;
 use wijkradar_pseudonym::PartnerKey;
 
+use crate::config::{Condition, DateFormat, Encoding, ExportLayout, Identifier, SignalRule};
 use crate::normalise;
 use crate::pc6::Pc6Table;
 
+/// The longest physical line an export may have.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("export: {0}")]
-    Csv(#[from] csv::Error),
+    #[error("the export is empty: it has no header line")]
+    Empty,
     #[error(
-        "export line 1: missing column `{0}`; expected postcode, huisnummer, toevoeging, signaaltype, maand"
+        "the export is UTF-16 (it starts with a UTF-16 byte order mark); save it as UTF-8 or Windows-1252"
     )]
-    MissingColumn(&'static str),
+    Utf16,
+    #[error("line 1: the header has no column `{column}` ({what}); it has {found}{hint}")]
+    MissingColumn {
+        column: String,
+        what: &'static str,
+        found: String,
+        hint: String,
+    },
+    #[error(
+        "line {line}: not valid UTF-8; if the export is Windows-1252 or Latin-1, set export.encoding = \"windows-1252\""
+    )]
+    Encoding { line: u64 },
+    #[error(
+        "line {line} is longer than {} bytes; is this the right file?",
+        MAX_LINE_BYTES
+    )]
+    LineTooLong { line: u64 },
+    #[error("line {line}: {source}")]
+    Csv { line: u64, source: csv::Error },
 }
 
 /// A row that was not sent, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
     pub line: u64,
-    pub reason: String,
+    pub reason: Cow<'static, str>,
 }
 
-/// What an export turned into.
-#[derive(Debug, Default)]
-pub struct Export {
+/// What an export turned into. Counts only: the signals went to the sink.
+#[derive(Debug, Default, Clone)]
+pub struct ExportSummary {
+    /// Data rows read (the header not included).
     pub rows: u64,
-    pub signals: Vec<pb::Signal>,
+    /// Rows that matched no signal rule: not a signal, not an error.
+    pub without_signal: u64,
+    /// Signals produced, per type.
+    pub per_type: BTreeMap<String, u64>,
+    /// Rejected rows, per reason.
+    pub rejected_by_reason: BTreeMap<Cow<'static, str>, u64>,
+    /// Every rejected row, in file order.
     pub rejects: Vec<Reject>,
 }
 
-const COLUMNS: [&str; 5] = [
-    "postcode",
-    "huisnummer",
-    "toevoeging",
-    "signaaltype",
-    "maand",
-];
-
-pub fn read_export(
-    reader: impl Read,
-    pc6: &Pc6Table,
-    key: &PartnerKey,
-    now: Month,
-) -> Result<Export, ExportError> {
-    let mut csv = crate::csv_input::reader(reader).map_err(csv::Error::from)?;
-    let header: Vec<String> = csv
-        .headers()?
-        .iter()
-        .map(|h| h.trim().to_ascii_lowercase())
-        .collect();
-    let mut index = [0usize; 5];
-    for (i, name) in COLUMNS.iter().enumerate() {
-        index[i] = header
-            .iter()
-            .position(|h| h == name)
-            .ok_or(ExportError::MissingColumn(name))?;
+impl ExportSummary {
+    pub fn signals(&self) -> u64 {
+        self.per_type.values().sum()
     }
+    pub fn rejected(&self) -> u64 {
+        self.rejects.len() as u64
+    }
+}
 
-    let mut out = Export::default();
-    for record in csv.records() {
-        let record = record?;
-        out.rows += 1;
-        let line = record.position().map_or(0, |p| p.line());
-        let field = |i: usize| record.get(index[i]).unwrap_or("");
-        let signal = (|| -> Result<pb::Signal, String> {
-            let pc = normalise::postcode(field(0)).map_err(|e| e.to_string())?;
-            let number = normalise::house_number(field(1)).map_err(|e| e.to_string())?;
-            let addition = normalise::addition(field(2)).map_err(|e| e.to_string())?;
-            let signal_type: SignalTypeName = field(3).trim().parse().map_err(|_| {
-                "signaaltype: alleen a-z, 0-9 en _, beginnend met een letter".to_owned()
-            })?;
-            let month: Month = field(4)
-                .trim()
-                .parse()
-                .map_err(|_| "maand: verwacht JJJJ-MM".to_owned())?;
-            month
-                .not_after(now)
-                .map_err(|_| "maand: ligt in de toekomst".to_owned())?;
-            let buurt = pc6
-                .buurt(&pc, number)
-                .ok_or("adres staat niet in de postcodetabel")?;
-            let pseudonym =
-                key.pseudonymise(normalise::household_key(&pc, number, &addition).as_bytes());
-            Ok(pb::Signal {
-                pseudonym: pseudonym.as_bytes().to_vec(),
-                buurt_code: buurt.to_string(),
-                signal_type: signal_type.to_string(),
-                month: month.to_string(),
-                severity: None,
-            })
-        })();
-        match signal {
-            Ok(s) => out.signals.push(s),
-            Err(reason) => out.rejects.push(Reject { line, reason }),
+/// Everything a row is checked against.
+#[derive(Debug)]
+pub struct ExportRules<'a> {
+    pub layout: &'a ExportLayout,
+    pub signals: &'a [SignalRule],
+    pub municipalities: &'a [GemeenteCode],
+    pub pc6: &'a Pc6Table,
+    pub key: &'a PartnerKey,
+    /// The current month: later months are rejected.
+    pub now: Month,
+}
+
+/// Wraps the input and stops at an overlong line, remembering where.
+struct LineLimit<R> {
+    inner: R,
+    line: u64,
+    since_newline: usize,
+    exceeded: Rc<Cell<Option<u64>>>,
+}
+
+impl<R: Read> Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                self.line += 1;
+                self.since_newline = 0;
+            } else {
+                self.since_newline += 1;
+                if self.since_newline > MAX_LINE_BYTES {
+                    self.exceeded.set(Some(self.line));
+                    return Err(std::io::Error::other("line too long"));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Column positions, resolved from the header once.
+struct Positions {
+    postcode: usize,
+    house_number: usize,
+    addition: Option<usize>,
+    date: usize,
+    bsn: Option<usize>,
+    /// Per signal rule: the column of its condition.
+    rules: Vec<Option<usize>>,
+}
+
+fn decode(encoding: Encoding, bytes: &[u8]) -> Cow<'_, str> {
+    match encoding {
+        // Checked per record before any field is read.
+        Encoding::Utf8 => String::from_utf8_lossy(bytes),
+        Encoding::Windows1252 => {
+            encoding_rs::WINDOWS_1252
+                .decode_without_bom_handling(bytes)
+                .0
         }
     }
+}
+
+fn resolve_header(
+    header: &[String],
+    layout: &ExportLayout,
+    rules: &[SignalRule],
+) -> Result<Positions, ExportError> {
+    let find = |name: &str, what: &'static str| -> Result<usize, ExportError> {
+        let wanted = name.trim().to_lowercase();
+        header.iter().position(|h| *h == wanted).ok_or_else(|| {
+            let found = if header.len() == 1 {
+                "one column".to_owned()
+            } else {
+                format!("{} columns", header.len())
+            };
+            let d = layout.delimiter_byte() as char;
+            let hint = if header.len() == 1 {
+                let line = &header[0];
+                match [',', ';', '\t', '|'].into_iter().find(|&c| c != d && line.contains(c)) {
+                    Some(other) => format!(
+                        ": the delimiter is set to `{}` but the header looks separated by `{}` (export.delimiter)",
+                        d.escape_default(),
+                        other.escape_default()
+                    ),
+                    None => format!(": is the delimiter `{}` right?", d.escape_default()),
+                }
+            } else {
+                String::new()
+            };
+            ExportError::MissingColumn {
+                column: name.to_owned(),
+                what,
+                found,
+                hint,
+            }
+        })
+    };
+    let c = &layout.columns;
+    let bsn = match (layout.identifier, &c.bsn) {
+        (Identifier::Bsn, Some(name)) => Some(find(name, "export.columns.bsn")?),
+        _ => None,
+    };
+    let mut rule_columns = Vec::with_capacity(rules.len());
+    for rule in rules {
+        rule_columns.push(match &rule.when {
+            Some(cond) => Some(find(&cond.column, "a signals rule")?),
+            None => None,
+        });
+    }
+    Ok(Positions {
+        postcode: find(&c.postcode, "export.columns.postcode")?,
+        house_number: find(&c.house_number, "export.columns.house_number")?,
+        addition: match &c.addition {
+            Some(name) => Some(find(name, "export.columns.addition")?),
+            None => None,
+        },
+        date: find(&c.date, "export.columns.date")?,
+        bsn,
+        rules: rule_columns,
+    })
+}
+
+/// The month of a date as the layout writes it.
+pub fn parse_month(raw: &str, format: DateFormat) -> Option<Month> {
+    // A time part, as spreadsheets add it, is ignored.
+    let date = raw.trim().split([' ', 'T']).next().unwrap_or("");
+    let num = |s: &str, len: std::ops::RangeInclusive<usize>| -> Option<u32> {
+        (len.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (year, month, day) = match format {
+        DateFormat::Iso => {
+            let mut p = date.split('-');
+            let y = num(p.next()?, 4..=4)?;
+            let m = num(p.next()?, 2..=2)?;
+            let d = num(p.next()?, 2..=2)?;
+            if p.next().is_some() {
+                return None;
+            }
+            (y, m, Some(d))
+        }
+        DateFormat::Dutch => {
+            let sep = date.chars().find(|c| matches!(c, '-' | '/' | '.'))?;
+            let mut p = date.split(sep);
+            let d = num(p.next()?, 1..=2)?;
+            let m = num(p.next()?, 1..=2)?;
+            let y = num(p.next()?, 4..=4)?;
+            if p.next().is_some() {
+                return None;
+            }
+            (y, m, Some(d))
+        }
+        DateFormat::Month => {
+            let mut p = date.split('-');
+            let y = num(p.next()?, 4..=4)?;
+            let m = num(p.next()?, 2..=2)?;
+            if p.next().is_some() {
+                return None;
+            }
+            (y, m, None)
+        }
+    };
+    let month = Month::new(year, month)?;
+    if let Some(d) = day {
+        let days = match month.month() {
+            2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        if !(1..=days).contains(&d) {
+            return None;
+        }
+    }
+    Some(month)
+}
+
+fn matches(cond: &Condition, value: &str) -> Result<bool, Cow<'static, str>> {
+    let value = value.trim();
+    if let Some(options) = &cond.equals {
+        return Ok(options
+            .iter()
+            .any(|o| o.trim().to_lowercase() == value.to_lowercase()));
+    }
+    let threshold = cond.at_least.unwrap_or(f64::INFINITY);
+    if value.is_empty() {
+        return Ok(false);
+    }
+    let n: f64 = value
+        .replace(',', ".")
+        .parse()
+        .map_err(|_| Cow::Owned(format!("kolom `{}` is geen getal", cond.column)))?;
+    Ok(n >= threshold)
+}
+
+const DATE_REASON: [&str; 3] = [
+    "datum ontbreekt of bestaat niet (verwacht jjjj-mm-dd)",
+    "datum ontbreekt of bestaat niet (verwacht dd-mm-jjjj)",
+    "maand ontbreekt of bestaat niet (verwacht jjjj-mm)",
+];
+
+/// Reads an export, sending every signal to `sink` in file order.
+pub fn read_export(
+    input: impl Read,
+    rules: &ExportRules<'_>,
+    mut sink: impl FnMut(pb::Signal),
+) -> Result<ExportSummary, ExportError> {
+    let layout = rules.layout;
+    let exceeded = Rc::new(Cell::new(None));
+    let mut input = std::io::BufReader::with_capacity(
+        64 * 1024,
+        LineLimit {
+            inner: input,
+            line: 1,
+            since_newline: 0,
+            exceeded: exceeded.clone(),
+        },
+    );
+    // The byte order mark, if any.
+    let head = std::io::BufRead::fill_buf(&mut input).map_err(|e| io_error(e, 1, &exceeded))?;
+    if head.is_empty() {
+        return Err(ExportError::Empty);
+    }
+    if head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
+        return Err(ExportError::Utf16);
+    }
+    if head.starts_with(b"\xEF\xBB\xBF") {
+        std::io::BufRead::consume(&mut input, 3);
+    }
+    let mut csv = csv::ReaderBuilder::new()
+        .delimiter(layout.delimiter_byte())
+        .flexible(true)
+        .has_headers(false)
+        .from_reader(input);
+
+    let mut record = csv::ByteRecord::new();
+    let read = |csv: &mut csv::Reader<_>, record: &mut csv::ByteRecord| {
+        let line = csv.position().line();
+        csv.read_byte_record(record).map_err(|e| match e.kind() {
+            csv::ErrorKind::Io(_) => match exceeded.get() {
+                Some(line) => ExportError::LineTooLong { line },
+                None => ExportError::Csv { line, source: e },
+            },
+            _ => ExportError::Csv { line, source: e },
+        })
+    };
+    if !read(&mut csv, &mut record)? {
+        return Err(ExportError::Empty);
+    }
+    if layout.encoding == Encoding::Utf8 && std::str::from_utf8(record.as_slice()).is_err() {
+        return Err(ExportError::Encoding { line: 1 });
+    }
+    let header: Vec<String> = record
+        .iter()
+        .map(|h| {
+            decode(layout.encoding, h)
+                .trim()
+                .trim_matches('"')
+                .to_lowercase()
+        })
+        .collect();
+    let at = resolve_header(&header, layout, rules.signals)?;
+
+    let mut out = ExportSummary::default();
+    // Per rule: signals it produced. Two rules naming one type give one
+    // signal per row.
+    let mut per_rule = vec![0u64; rules.signals.len()];
+    let mut types: Vec<usize> = Vec::with_capacity(rules.signals.len());
+    while read(&mut csv, &mut record)? {
+        let line = record.position().map_or(0, |p| p.line());
+        if layout.encoding == Encoding::Utf8 && std::str::from_utf8(record.as_slice()).is_err() {
+            return Err(ExportError::Encoding { line });
+        }
+        // A blank line is no row.
+        if record.len() == 1 && record[0].iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        out.rows += 1;
+        let field = |i: usize| decode(layout.encoding, record.get(i).unwrap_or(b""));
+        let mut reject = |reason: Cow<'static, str>| {
+            *out.rejected_by_reason.entry(reason.clone()).or_default() += 1;
+            out.rejects.push(Reject { line, reason });
+        };
+
+        types.clear();
+        let mut bad_rule = None;
+        for (r, (rule, column)) in rules.signals.iter().zip(&at.rules).enumerate() {
+            let hit = match (&rule.when, column) {
+                (Some(cond), Some(i)) => matches(cond, &field(*i)),
+                _ => Ok(true),
+            };
+            match hit {
+                Ok(true)
+                    if !types
+                        .iter()
+                        .any(|&t| rules.signals[t].signal_type == rule.signal_type) =>
+                {
+                    types.push(r)
+                }
+                Ok(true) => {}
+                Ok(false) => {}
+                Err(reason) => bad_rule = Some(reason),
+            }
+        }
+        if let Some(reason) = bad_rule {
+            reject(reason);
+            continue;
+        }
+        if types.is_empty() {
+            out.without_signal += 1;
+            continue;
+        }
+
+        let signal = (|| -> Result<(Vec<u8>, String, Month), Cow<'static, str>> {
+            let err = |e: normalise::AddressError| Cow::Owned(e.to_string());
+            let pc = normalise::postcode(&field(at.postcode)).map_err(err)?;
+            let number = normalise::house_number(&field(at.house_number)).map_err(err)?;
+            let addition = match at.addition {
+                Some(i) => normalise::addition(&field(i)).map_err(err)?,
+                None => String::new(),
+            };
+            let buurt = rules
+                .pc6
+                .buurt(&pc, number)
+                .ok_or("adres staat niet in de postcodetabel")?;
+            if !rules.municipalities.contains(&buurt.gemeente()) {
+                return Err(Cow::Owned(format!(
+                    "gemeente {} hoort niet bij deze partner (partner.municipalities)",
+                    buurt.gemeente()
+                )));
+            }
+            let month = parse_month(&field(at.date), layout.date_format).ok_or(
+                match layout.date_format {
+                    DateFormat::Iso => DATE_REASON[0],
+                    DateFormat::Dutch => DATE_REASON[1],
+                    DateFormat::Month => DATE_REASON[2],
+                },
+            )?;
+            month
+                .not_after(rules.now)
+                .map_err(|_| "datum ligt in een toekomstige maand")?;
+            let pseudonym = match at.bsn {
+                Some(i) => {
+                    let bsn = normalise::bsn(&field(i)).map_err(err)?;
+                    rules
+                        .key
+                        .pseudonymise(normalise::person_key(&bsn).as_bytes())
+                }
+                None => rules
+                    .key
+                    .pseudonymise(normalise::household_key(&pc, number, &addition).as_bytes()),
+            };
+            Ok((pseudonym.as_bytes().to_vec(), buurt.to_string(), month))
+        })();
+        match signal {
+            Ok((pseudonym, buurt, month)) => {
+                let month = month.to_string();
+                for &r in &types {
+                    per_rule[r] += 1;
+                    sink(pb::Signal {
+                        pseudonym: pseudonym.clone(),
+                        buurt_code: buurt.clone(),
+                        signal_type: rules.signals[r].signal_type.to_string(),
+                        month: month.clone(),
+                        severity: None,
+                    });
+                }
+            }
+            Err(reason) => reject(reason),
+        }
+    }
+    for (rule, n) in rules.signals.iter().zip(per_rule) {
+        *out.per_type
+            .entry(rule.signal_type.to_string())
+            .or_default() += n;
+    }
     Ok(out)
+}
+
+fn io_error(e: std::io::Error, line: u64, exceeded: &Cell<Option<u64>>) -> ExportError {
+    match exceeded.get() {
+        Some(line) => ExportError::LineTooLong { line },
+        None => ExportError::Csv {
+            line,
+            source: csv::Error::from(e),
+        },
+    }
 }

@@ -186,6 +186,7 @@ async fn query(n: usize, queries: usize) -> anyhow::Result<()> {
             let batch = wijkradar_store::IncomingBatch {
                 partner: "bench".into(),
                 id: wijkradar_domain::BatchId::new(&format!("fill-{i}")).expect("valid"),
+                key_id: wijkradar_domain::PseudonymKeyId::new("bench").expect("valid"),
                 digest: [0; 32],
                 signals,
             };
@@ -290,7 +291,7 @@ async fn measure_end_to_end(
     let channel = conn.connect().await?;
     let to_send = signals.to_vec();
     let (started, cpu_before) = (std::time::Instant::now(), process_cpu_seconds());
-    let report = wijkradar_agent::submit(channel, to_send, batch_size, |_| {}).await?;
+    let report = wijkradar_agent::submit(channel, to_send, "bench", batch_size, |_| {}).await?;
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = process_cpu_seconds() - cpu_before;
     anyhow::ensure!(

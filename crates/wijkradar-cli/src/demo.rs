@@ -7,15 +7,16 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use wijkradar_agent::PartnerConfig;
 use wijkradar_domain::hierarchy::Dwellings;
 use wijkradar_domain::{AreaCode, GemeenteCode, Hierarchy, WijkCode};
 use wijkradar_pki::Role;
 use wijkradar_proto::v1 as pb;
 use wijkradar_pseudonym::PartnerKey;
 use wijkradar_server::dev::DevSetup;
-use wijkradar_sim::PARTNERS;
+use wijkradar_sim::{Layout, PARTNERS};
 
-use crate::agent::{current_month, load_postcode_table, print_summary, submit_export};
+use crate::agent::{Partner, current_month, load_postcode_table, run_export, summary_text};
 use crate::connection::Connection;
 use crate::query::{fetch_table, names};
 use crate::render;
@@ -111,32 +112,44 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("   ({note})");
     }
 
-    // 3. Each partner runs the agent on its own export.
-    println!("3. De partners pseudonimiseren hun export en versturen die:");
+    // 3. Each partner runs the agent on its own export, configured as its
+    // kind's example in deploy/partners/.
+    println!("3. De partners pseudonimiseren hun export en versturen die (via hun outbox):");
     let table = load_postcode_table(&table_path)?;
     let key = PartnerKey::load(&setup.partner_key)?;
-    for (i, partner) in PARTNERS.iter().enumerate() {
+    for (i, sim) in PARTNERS.iter().enumerate() {
         let mut export =
-            wijkradar_sim::export_csv(&municipality, partner, &signals, args.seed + i as u64);
-        if i == 0 {
-            // A real export has a few rows that cannot be used.
-            export.push_str("9999ZZ;1;;huurachterstand;2024-01\n1234;5;;huurachterstand;2024-01\n");
-        }
-        let path = dir.join(format!("export-{}.csv", partner.name));
+            wijkradar_sim::export_csv(&municipality, sim, &signals, args.seed + i as u64);
+        // A real export has a few rows that cannot be used: an address
+        // outside the postcode table, a broken postcode, an impossible
+        // date, a BSN that fails the eleven-test.
+        let h = &municipality.households[0];
+        let (pc, n) = (std::str::from_utf8(&h.postcode)?, h.number);
+        let bad = match sim.layout {
+            Layout::Woningcorporatie => "HC-99999;9999ZZ;1;;01-01-2024;3;1.200,00\r\nHC-99998;1234;5;;01-01-2024;4;900,00\r\n".to_owned(),
+            Layout::Energieleverancier => format!("889999,{pc},{n},,2025-02-30,ACHTERSTAND\r\n"),
+            Layout::Leerplicht => format!("123456789;{pc};{n};;01-02-2025;Ongeoorloofd;X\n"),
+        };
+        export.extend_from_slice(bad.as_bytes());
+        let path = dir.join(format!("export-{}.csv", sim.name));
         std::fs::write(&path, export)?;
-        let channel = Connection::dev(&setup, server.addr, partner.name)
-            .connect()
-            .await?;
-        println!("  {} ({})", partner.organisation, partner.types.join(", "));
-        let summary = submit_export(channel, &path, &table, &key, 5000, None, partner.name).await?;
-        print_summary(&summary);
-        if let Some(report) = &summary.reject_report {
+        let config = demo_config(sim, &dir, &setup, server.addr, &table_path)?;
+        println!("  {} ({})", sim.organisation, sim.types.join(", "));
+        let partner = Partner {
+            config,
+            key: PartnerKey::load(&setup.partner_key)?,
+            pc6: load_postcode_table(&table_path)?,
+        };
+        let outcome = run_export(&partner, &path, None).await?;
+        print!("{}", summary_text(&outcome));
+        if let Some(report) = &outcome.reject_report {
             // The demo's folder is removed at the end: show the report here.
             for line in std::fs::read_to_string(report)?.lines().take(6) {
                 println!("    | {line}");
             }
         }
     }
+    drop((table, key));
 
     // 4. The analyst's view.
     let analyst = Connection::dev(&setup, server.addr, ANALYST);
@@ -211,4 +224,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     server.shutdown().await?;
     Ok(())
+}
+
+/// A simulated partner's configuration: its kind's example from
+/// deploy/partners/, with the demo's own files and aggregator.
+fn demo_config(
+    sim: &wijkradar_sim::Partner,
+    dir: &std::path::Path,
+    setup: &DevSetup,
+    addr: std::net::SocketAddr,
+    table: &std::path::Path,
+) -> anyhow::Result<PartnerConfig> {
+    let path = dir.join(format!("{}.toml", sim.name));
+    let mut config = PartnerConfig::parse(sim.config, &path)
+        .with_context(|| format!("the example configuration of {}", sim.name))?;
+    config.partner.name = sim.organisation.to_owned();
+    config.agent.pseudonym_key = setup.partner_key.clone();
+    config.agent.postcode_table = table.to_owned();
+    config.agent.outbox = dir.join(format!("outbox-{}", sim.name));
+    config.agent.reject_dir = None;
+    let files = setup.client(sim.name);
+    config.aggregator.url = format!("https://{addr}");
+    config.aggregator.server_name = "localhost".into();
+    config.aggregator.ca = setup.pki_dir.join("ca.pem");
+    config.aggregator.cert = files.cert;
+    config.aggregator.key = files.key;
+    Ok(config)
 }

@@ -21,14 +21,22 @@ fn the_demo_runs_the_whole_chain_and_prints_a_protected_wijk_table() {
     for partner in [
         "Woningcorporatie De Vaart",
         "Energieleverancier Flevostroom",
-        "Scholengroep Almere-Stad",
+        "Leerplicht Almere",
     ] {
         assert!(stdout.contains(partner), "{partner} missing:\n{stdout}");
     }
-    assert!(
-        stdout.contains("adres staat niet in de postcodetabel"),
-        "the reject report is shown:\n{stdout}"
-    );
+    for reason in [
+        "adres staat niet in de postcodetabel",
+        "BSN voldoet niet aan de elfproef",
+        "datum ontbreekt of bestaat niet (verwacht jjjj-mm-dd)",
+    ] {
+        assert!(
+            stdout.contains(reason),
+            "the reject report is shown ({reason}):\n{stdout}"
+        );
+    }
+    // Every partner's outbox is empty at the end.
+    assert_eq!(stdout.matches("nog in de outbox: 0").count(), 3, "{stdout}");
     // The table: every wijk of Almere, numbers and suppressed cells.
     let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("WK0034")).collect();
     assert!(rows.len() > 60, "{} wijk rows:\n{stdout}", rows.len());

@@ -22,4 +22,6 @@ pub use catalogue::{
 pub use hierarchy::{Area, Hierarchy, HierarchyError};
 pub use month::{Month, MonthError};
 pub use pseudonym::{PartnerPseudonym, PseudonymError, ServerPseudonym};
-pub use signal::{Batch, BatchId, BatchIdError, CellTotal, Severity, Signal};
+pub use signal::{
+    Batch, BatchId, BatchIdError, CellTotal, KeyIdError, PseudonymKeyId, Severity, Signal,
+};

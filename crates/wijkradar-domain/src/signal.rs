@@ -62,9 +62,50 @@ impl fmt::Debug for BatchId {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyIdError {
+    #[error("must be 1 to 64 characters of A-Z, a-z, 0-9, `.`, `-` and `_`")]
+    Invalid,
+}
+
+/// The public id of the partner key a batch was pseudonymised with (domain,
+/// epoch and a digest, for example `GM0034.2026.1f0c2a9b3d4e5f60`). It tells
+/// epochs apart and reveals nothing of the key.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PseudonymKeyId(String);
+
+impl PseudonymKeyId {
+    pub fn new(s: &str) -> Result<PseudonymKeyId, KeyIdError> {
+        let ok = (1..=64).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if ok {
+            Ok(PseudonymKeyId(s.to_owned()))
+        } else {
+            Err(KeyIdError::Invalid)
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PseudonymKeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for PseudonymKeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PseudonymKeyId({})", self.0)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     pub id: BatchId,
+    pub key_id: PseudonymKeyId,
     pub signals: Vec<Signal>,
 }
 

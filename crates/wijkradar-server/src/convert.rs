@@ -4,7 +4,7 @@
 
 use wijkradar_domain::{
     AreaCode, AreaLevel, Batch, BatchId, BuurtCode, Catalogue, GemeenteCode, Hierarchy, Month,
-    PartnerPseudonym, Severity, Signal, SignalTypeName,
+    PartnerPseudonym, PseudonymKeyId, Severity, Signal, SignalTypeName,
 };
 use wijkradar_proto::v1 as pb;
 
@@ -36,6 +36,8 @@ pub fn batch_from_proto(
         .ok_or_else(|| ApiError::InvalidArgument(vec![Violation::new("batch", "is required")]))?;
     let id = BatchId::new(&pb_batch.batch_id)
         .map_err(|e| ApiError::InvalidArgument(vec![Violation::new("batch.batch_id", e)]))?;
+    let key_id = PseudonymKeyId::new(&pb_batch.key_id)
+        .map_err(|e| ApiError::InvalidArgument(vec![Violation::new("batch.key_id", e)]))?;
     let n = pb_batch.signals.len();
     if n == 0 {
         return Err(ApiError::InvalidArgument(vec![Violation::new(
@@ -56,6 +58,8 @@ pub fn batch_from_proto(
     let mut violations = Vec::new();
     let mut signals = Vec::with_capacity(n);
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    digest.update(&[key_id.as_str().len() as u8]);
+    digest.update(key_id.as_str().as_bytes());
     for (i, s) in pb_batch.signals.into_iter().enumerate() {
         let field = |name: &str| format!("batch.signals[{i}].{name}");
         let pseudonym = PartnerPseudonym::try_from(s.pseudonym.as_slice())
@@ -126,7 +130,11 @@ pub fn batch_from_proto(
         return Err(ApiError::InvalidArgument(violations));
     }
     Ok(CheckedBatch {
-        batch: Batch { id, signals },
+        batch: Batch {
+            id,
+            key_id,
+            signals,
+        },
         digest: digest
             .finish()
             .as_ref()

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use wijkradar_pki::{CertFiles, PkiError, Role};
-use wijkradar_pseudonym::{KeyError, PartnerKey, ServerKey};
+use wijkradar_pseudonym::{KeyError, RootKey, ServerKey};
 
 use crate::config::{KeysConfig, Limits, ReleaseConfig, ServerConfig, TlsConfig};
 
@@ -23,13 +23,27 @@ pub enum DevError {
     },
 }
 
+/// The pseudonymisation domain of a development setup: Almere, the demo's
+/// municipality.
+pub const DEV_DOMAIN: &str = "GM0034";
+
+fn current_year() -> u32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    wijkradar_domain::Month::from_unix_seconds(secs as i64).year()
+}
+
 /// What [`DevSetup::create`] made.
 #[derive(Debug, Clone)]
 pub struct DevSetup {
     pub dir: PathBuf,
     pub pki_dir: PathBuf,
     pub config: ServerConfig,
-    /// The partners' shared domain key (stays with the partners).
+    /// The partners' key holder's root key (never at the aggregator).
+    pub root_key: PathBuf,
+    /// The partner key of [`DEV_DOMAIN`] in the current year, derived from
+    /// the root key (stays with the partners).
     pub partner_key: PathBuf,
 }
 
@@ -51,8 +65,11 @@ impl DevSetup {
         }
         let server_key = keys.join("server.key");
         ServerKey::generate(&server_key)?;
-        let partner_key = keys.join("partner-domein.key");
-        PartnerKey::generate(&partner_key)?;
+        let root_key = keys.join("root.key");
+        let root = RootKey::generate(&root_key)?;
+        let epoch = current_year().to_string();
+        let partner_key = keys.join(format!("{DEV_DOMAIN}.{epoch}.key"));
+        root.export(DEV_DOMAIN, &epoch, &partner_key)?;
         let server = CertFiles::in_dir(&pki_dir, "server");
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse().expect("valid address"),
@@ -71,6 +88,7 @@ impl DevSetup {
             dir: dir.to_owned(),
             pki_dir,
             config,
+            root_key,
             partner_key,
         })
     }

@@ -39,6 +39,8 @@ impl Ingest {
         };
         let checked = batch_from_proto(req, &rules)?;
         let id = checked.batch.id.clone();
+        let key_id = checked.batch.key_id.clone();
+        tracing::debug!(batch_id = %id, %key_id, "batch checked");
         let signals = checked
             .batch
             .signals
@@ -58,6 +60,7 @@ impl Ingest {
         let incoming = IncomingBatch {
             partner: partner.to_string(),
             id: id.clone(),
+            key_id,
             digest: checked.digest,
             signals,
         };

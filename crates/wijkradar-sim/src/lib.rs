@@ -31,6 +31,18 @@ pub struct Household {
     pub children: bool,
 }
 
+/// How a simulated partner's own system writes its export: the layouts of
+/// the example configurations in `deploy/partners/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Windows-1252, `;`, Dutch dates, months of arrears (deploy/partners/woningcorporatie.toml).
+    Woningcorporatie,
+    /// UTF-8 with byte order mark, `,`, ISO dates, a `soort` column (energieleverancier.toml).
+    Energieleverancier,
+    /// UTF-8, `;`, Dutch dates, the pupil's BSN (leerplicht.toml).
+    Leerplicht,
+}
+
 /// A simulated partner organisation and the signal types it exports.
 #[derive(Debug, Clone, Copy)]
 pub struct Partner {
@@ -38,8 +50,9 @@ pub struct Partner {
     pub name: &'static str,
     pub organisation: &'static str,
     pub types: &'static [&'static str],
-    /// Field separator of its export, as its own system writes it.
-    pub delimiter: char,
+    pub layout: Layout,
+    /// Its agent configuration, the example of its kind in deploy/partners/.
+    pub config: &'static str,
 }
 
 /// The three partners of the demo.
@@ -48,19 +61,22 @@ pub const PARTNERS: [Partner; 3] = [
         name: "woningcorporatie",
         organisation: "Woningcorporatie De Vaart",
         types: &["huurachterstand"],
-        delimiter: ';',
+        layout: Layout::Woningcorporatie,
+        config: include_str!("../../../deploy/partners/woningcorporatie.toml"),
     },
     Partner {
         name: "energieleverancier",
         organisation: "Energieleverancier Flevostroom",
         types: &["energieachterstand", "eindelevering_energie"],
-        delimiter: ',',
+        layout: Layout::Energieleverancier,
+        config: include_str!("../../../deploy/partners/energieleverancier.toml"),
     },
     Partner {
-        name: "school",
-        organisation: "Scholengroep Almere-Stad",
+        name: "leerplicht",
+        organisation: "Leerplicht Almere",
         types: &["schoolverzuim"],
-        delimiter: ',',
+        layout: Layout::Leerplicht,
+        config: include_str!("../../../deploy/partners/leerplicht.toml"),
     },
 ];
 
@@ -229,12 +245,51 @@ pub fn postcode_table_csv(m: &Municipality) -> String {
     out
 }
 
-/// A partner's export of its signals, written the way its own system would:
-/// postcodes with or without a space, additions with separators.
-pub fn export_csv(m: &Municipality, partner: &Partner, signals: &[SimSignal], seed: u64) -> String {
+/// A synthetic BSN for the child of household `i` (below 1,000,000): eight
+/// digits from the index, the ninth chosen so that the number passes the
+/// eleven-test. Not a real person's number: real BSNs are issued from
+/// 1,000,000 upwards in other ranges, and these are made up.
+pub fn child_bsn(i: usize) -> String {
+    let mut base = 200_000_000 + (i as u64) * 100;
+    loop {
+        let digits: Vec<i64> = format!("{base:09}")
+            .bytes()
+            .map(|b| i64::from(b - b'0'))
+            .collect();
+        let sum: i64 = (0..8).map(|k| (9 - k as i64) * digits[k]).sum();
+        // sum − d9 ≡ 0 (mod 11), so d9 = sum mod 11, which must be a digit.
+        let d9 = sum.rem_euclid(11);
+        if d9 < 10 {
+            return format!("{}{d9}", &format!("{base:09}")[..8]);
+        }
+        base += 10;
+    }
+}
+
+/// A partner's export of its signals, written the way its own system would
+/// (see [`Layout`]): postcodes with or without a space, additions with
+/// separators, columns the agent never reads, and rows that are no signal.
+/// Bytes, because some systems write Windows-1252.
+pub fn export_csv(
+    m: &Municipality,
+    partner: &Partner,
+    signals: &[SimSignal],
+    seed: u64,
+) -> Vec<u8> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let d = partner.delimiter;
-    let mut out = format!("postcode{d}huisnummer{d}toevoeging{d}signaaltype{d}maand\n");
+    let mut out = String::new();
+    let header = match partner.layout {
+        Layout::Woningcorporatie => {
+            "Huurcontract;Postcode;Huisnummer;Toevoeging;Peildatum;Achterstand maanden;Achterstand bedrag (\u{20ac})\r\n"
+        }
+        Layout::Energieleverancier => {
+            "\u{feff}klantnummer,postcode,huisnr,toev,datum_signaal,soort\r\n"
+        }
+        Layout::Leerplicht => {
+            "BSN leerling;Postcode;Huisnummer;Toevoeging;Datum melding;Soort verzuim;School\n"
+        }
+    };
+    out.push_str(header);
     for s in signals
         .iter()
         .filter(|s| partner.types.contains(&s.signal_type))
@@ -251,11 +306,85 @@ pub fn export_csv(m: &Municipality, partner: &Partner, signals: &[SimSignal], se
             (a, 0) => format!("-{}", a.to_lowercase()),
             (a, _) => a.to_owned(),
         };
-        let _ = writeln!(
-            out,
-            "{pc}{d}{}{d}{addition}{d}{}{d}{}",
-            h.number, s.signal_type, s.month
-        );
+        let n = h.number;
+        let day = rng.random_range(1..=28);
+        let (y, mo) = (s.month.year(), s.month.month());
+        let _ = match partner.layout {
+            Layout::Woningcorporatie => {
+                // Also a tenant one month behind: in the export, not a signal.
+                if rng.random_bool(0.3) {
+                    let _ = write!(
+                        out,
+                        "HC-{:05};{pc};{n};{addition};{day:02}-{mo:02}-{y};1;{},{:02}\r\n",
+                        s.household,
+                        rng.random_range(400..900),
+                        rng.random_range(0..100)
+                    );
+                }
+                write!(
+                    out,
+                    "HC-{:05};{pc};{n};{addition};{day:02}-{mo:02}-{y};{};{}.{:03},{:02}\r\n",
+                    s.household,
+                    rng.random_range(2..7),
+                    rng.random_range(1..4),
+                    rng.random_range(0..1000),
+                    rng.random_range(0..100)
+                )
+            }
+            Layout::Energieleverancier => {
+                let soort = if s.signal_type == "eindelevering_energie" {
+                    "AFSLUITING"
+                } else {
+                    "ACHTERSTAND"
+                };
+                write!(
+                    out,
+                    "{},{pc},{n},{addition},{y}-{mo:02}-{day:02},{soort}\r\n",
+                    880_000 + s.household
+                )
+            }
+            Layout::Leerplicht => {
+                let soort =
+                    ["Ongeoorloofd", "Relatief verzuim", "Luxeverzuim"][rng.random_range(0..3)];
+                writeln!(
+                    out,
+                    "{};{pc};{n};{addition};{day}-{mo}-{y};{soort};Scholengroep Almere-Stad",
+                    child_bsn(s.household)
+                )
+            }
+        };
     }
-    out
+    match partner.layout {
+        Layout::Woningcorporatie => encode_windows_1252(&out),
+        _ => out.into_bytes(),
+    }
+}
+
+/// Windows-1252 bytes of text that holds only characters it has (ASCII and €).
+fn encode_windows_1252(text: &str) -> Vec<u8> {
+    text.chars()
+        .map(|c| match c {
+            '\u{20ac}' => 0x80,
+            c if c.is_ascii() => c as u8,
+            _ => b'?',
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod export_tests {
+    use super::*;
+
+    #[test]
+    fn child_bsns_pass_the_eleven_test_and_differ() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..5000 {
+            let b = child_bsn(i);
+            assert_eq!(b.len(), 9);
+            let d: Vec<i64> = b.bytes().map(|c| i64::from(c - b'0')).collect();
+            let sum: i64 = (0..8).map(|k| (9 - k as i64) * d[k]).sum::<i64>() - d[8];
+            assert_eq!(sum % 11, 0, "{b}");
+            assert!(seen.insert(b));
+        }
+    }
 }

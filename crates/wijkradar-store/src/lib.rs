@@ -15,6 +15,7 @@
 //! | `N` | (none) | number of stored signals (u64) |
 //! | `V` | gemeente (4) · type id (u16) · month (u32) | changes to that table so far (u64) |
 //! | `R` | gemeente (4) · type id (u16) · month (u32) | the materialised release: see [`ReleaseSnapshot`] |
+//! | `P` | partner key id (domain · epoch · digest) | signals stored under that key (u64) |
 //!
 //! Integers are big-endian so keys sort in order; `C` keys of one gemeente are
 //! one prefix range (type · month · 4 gemeente digits).
@@ -36,7 +37,8 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use wijkradar_domain::{
-    BatchId, BuurtCode, CellTotal, GemeenteCode, Month, ServerPseudonym, Severity, SignalTypeName,
+    BatchId, BuurtCode, CellTotal, GemeenteCode, Month, PseudonymKeyId, ServerPseudonym, Severity,
+    SignalTypeName,
 };
 
 pub use writer::{IngestQueue, Outcome, Pending, WriterThread};
@@ -76,6 +78,8 @@ pub struct IncomingBatch {
     /// The partner's identity, from its certificate.
     pub partner: String,
     pub id: BatchId,
+    /// The partner key the batch's pseudonyms were made with.
+    pub key_id: PseudonymKeyId,
     /// A digest (SHA-256) over the batch's content as the partner sent it.
     pub digest: [u8; 32],
     pub signals: Vec<StoredSignal>,
@@ -90,6 +94,7 @@ const KEY_ID: &[u8] = b"K";
 const SIGNAL_TOTAL: &[u8] = b"N";
 const TABLE_STATE: u8 = b'V';
 const RELEASE: u8 = b'R';
+const PSEUDONYM_KEY: u8 = b'P';
 
 /// A u64 counter stored at `key`; 0 when it was never written.
 fn read_counter(db: &sled::Db, key: &[u8]) -> Result<u64, StoreError> {
@@ -387,6 +392,22 @@ impl Store {
     /// Number of distinct stored signals, kept at write time.
     pub fn signal_count(&self) -> Result<u64, StoreError> {
         read_counter(&self.db, SIGNAL_TOTAL)
+    }
+
+    /// Every partner key id signals were stored under, with how many new
+    /// signals each brought: how the epochs of pseudonymisation are told apart.
+    pub fn pseudonym_keys(&self) -> Result<Vec<(PseudonymKeyId, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.db.scan_prefix([PSEUDONYM_KEY]) {
+            let (k, v) = entry?;
+            let id = std::str::from_utf8(&k[1..])
+                .ok()
+                .and_then(|s| PseudonymKeyId::new(s).ok())
+                .ok_or(StoreError::Corrupt)?;
+            let n = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?);
+            out.push((id, n));
+        }
+        Ok(out)
     }
 
     /// A checksum over every key and value, to prove a rejected request

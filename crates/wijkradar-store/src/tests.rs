@@ -20,6 +20,7 @@ fn batch(id: &str, signals: Vec<StoredSignal>) -> IncomingBatch {
     IncomingBatch {
         partner: "corporatie".into(),
         id: BatchId::new(id).unwrap(),
+        key_id: PseudonymKeyId::new("GM0034.2026.0011223344556677").unwrap(),
         digest,
         signals,
     }
@@ -179,6 +180,45 @@ async fn same_batch_id_other_content_is_refused_and_changes_nothing() {
         "{err}"
     );
     assert_eq!(store.checksum().unwrap(), before);
+}
+
+#[tokio::test]
+async fn signals_are_counted_per_partner_key_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), "k1").unwrap();
+    let (queue, _writer) = IngestQueue::start(store.clone(), 8);
+    let in_epoch = |id: &str, epoch: &str, signals| {
+        let mut b = batch(id, signals);
+        b.key_id = PseudonymKeyId::new(&format!("GM0034.{epoch}.0011223344556677")).unwrap();
+        b
+    };
+    let s = |p| signal(p, "BU00340101", "huurachterstand", "2024-01");
+    queue
+        .submit(in_epoch("a", "2025", vec![s(1), s(2)]))
+        .await
+        .unwrap();
+    // A repeat adds nothing; a new epoch's signals are counted apart.
+    queue
+        .submit(in_epoch("b", "2025", vec![s(2)]))
+        .await
+        .unwrap();
+    queue
+        .submit(in_epoch("c", "2026", vec![s(3)]))
+        .await
+        .unwrap();
+    let keys: Vec<(String, u64)> = store
+        .pseudonym_keys()
+        .unwrap()
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("GM0034.2025.0011223344556677".to_owned(), 2),
+            ("GM0034.2026.0011223344556677".to_owned(), 1)
+        ]
+    );
 }
 
 #[test]

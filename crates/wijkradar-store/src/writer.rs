@@ -20,8 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use wijkradar_domain::{CellTotal, Month};
 
 use crate::{
-    IncomingBatch, SIGNAL, SIGNAL_TOTAL, Store, StoreError, TABLE_STATE, TYPE, batch_key,
-    count_key, decode_total, encode_total, month_key, read_counter, signal_key, table_key,
+    IncomingBatch, PSEUDONYM_KEY, SIGNAL, SIGNAL_TOTAL, Store, StoreError, TABLE_STATE, TYPE,
+    batch_key, count_key, decode_total, encode_total, month_key, read_counter, signal_key,
+    table_key,
 };
 
 /// Signal keys the Bloom filter is sized for at least; it is sized for twice
@@ -281,6 +282,9 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
         writes.insert(key, &id.to_be_bytes()[..]);
     }
     let signal_total = state.signal_total + new_keys.len() as u64;
+    let key_id_key = [&[PSEUDONYM_KEY][..], batch.key_id.as_str().as_bytes()].concat();
+    let under_key = read_counter(db, &key_id_key)? + new_keys.len() as u64;
+    writes.insert(key_id_key, &under_key.to_be_bytes()[..]);
     writes.insert(SIGNAL_TOTAL, &signal_total.to_be_bytes()[..]);
     writes.insert(bkey, &batch.digest[..]);
     let t = std::time::Instant::now();

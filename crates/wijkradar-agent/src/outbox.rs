@@ -1,0 +1,278 @@
+//! The outbox at the partner (sled): a run first pseudonymises a whole
+//! export into it, in one atomic write, then sends; a batch leaves the
+//! outbox only after the aggregator acknowledged it as durably stored. If the
+//! aggregator is down or the agent is killed, the next run sends what is
+//! left; batch ids are derived from content, so a batch that was stored but
+//! whose acknowledgement was lost is answered "already stored" and counts
+//! once.
+//!
+//! The outbox holds pseudonyms, buurten, types and months: what is sent,
+//! never an address or BSN. An export is remembered by the SHA-256 of its
+//! bytes, so running the same file twice imports it once.
+//!
+//! | key | value |
+//! |---|---|
+//! | `Q` · sequence (u64) | a pending batch (protobuf `wijkradar.v1.Batch`) |
+//! | `I` · SHA-256 of the export file | the import record, see [`Import`] |
+//! | `N` | the next sequence number (u64) |
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use prost::Message;
+use wijkradar_proto::v1 as pb;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox {path}: {source}")]
+    Open { path: String, source: sled::Error },
+    #[error("outbox: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("outbox: a record is damaged ({0})")]
+    Corrupt(&'static str),
+}
+
+/// One export as it was imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Import {
+    /// When, in seconds since 1970 (UTC).
+    pub at: u64,
+    /// The export's file name, without its directory.
+    pub file_name: String,
+    pub rows: u64,
+    pub signals: u64,
+    pub batches: u64,
+    pub key_id: String,
+}
+
+impl Import {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        for n in [self.at, self.rows, self.signals, self.batches] {
+            v.extend_from_slice(&n.to_be_bytes());
+        }
+        for s in [&self.file_name, &self.key_id] {
+            v.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            v.extend_from_slice(s.as_bytes());
+        }
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<Import> {
+        let n = |i: usize| {
+            Some(u64::from_be_bytes(
+                v.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+            ))
+        };
+        let mut at = 32;
+        let mut text = || -> Option<String> {
+            let len = u32::from_be_bytes(v.get(at..at + 4)?.try_into().ok()?) as usize;
+            let s = String::from_utf8(v.get(at + 4..at + 4 + len)?.to_vec()).ok()?;
+            at += 4 + len;
+            Some(s)
+        };
+        let file_name = text()?;
+        let key_id = text()?;
+        Some(Import {
+            at: n(0)?,
+            rows: n(1)?,
+            signals: n(2)?,
+            batches: n(3)?,
+            file_name,
+            key_id,
+        })
+    }
+}
+
+/// What is waiting to be sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    pub batches: u64,
+    pub signals: u64,
+    pub per_type: BTreeMap<String, u64>,
+    pub per_month: BTreeMap<String, u64>,
+    /// Every export imported so far, oldest first.
+    pub imports: Vec<Import>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    db: sled::Db,
+}
+
+const QUEUE: u8 = b'Q';
+const IMPORT: u8 = b'I';
+const NEXT: &[u8] = b"N";
+
+impl Outbox {
+    /// Opens (or creates) the outbox. Only one agent run can hold it.
+    pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|source| OutboxError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Outbox { db })
+    }
+
+    /// The import record of an export with this digest, if it was imported.
+    pub fn imported(&self, digest: &[u8; 32]) -> Result<Option<Import>, OutboxError> {
+        let key = [&[IMPORT][..], digest].concat();
+        match self.db.get(key)? {
+            Some(v) => Ok(Some(
+                Import::decode(&v).ok_or(OutboxError::Corrupt("import record"))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Adds an export's batches and its import record in one atomic write,
+    /// flushed before returning: either the whole export is in the outbox or
+    /// none of it.
+    pub fn import(
+        &self,
+        digest: &[u8; 32],
+        record: &Import,
+        batches: &[Vec<u8>],
+    ) -> Result<(), OutboxError> {
+        let mut next = match self.db.get(NEXT)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| OutboxError::Corrupt("sequence"))?,
+            ),
+            None => 0,
+        };
+        let mut writes = sled::Batch::default();
+        for b in batches {
+            writes.insert(&queue_key(next)[..], &b[..]);
+            next += 1;
+        }
+        writes.insert(NEXT, &next.to_be_bytes()[..]);
+        writes.insert([&[IMPORT][..], digest].concat(), record.encode());
+        self.db.apply_batch(writes)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Every pending batch with its sequence number, oldest first.
+    pub fn pending(&self) -> Result<Vec<(u64, pb::Batch)>, OutboxError> {
+        let mut out = Vec::new();
+        for entry in self.db.scan_prefix([QUEUE]) {
+            let (k, v) = entry?;
+            let seq = u64::from_be_bytes(
+                k.get(1..9)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or(OutboxError::Corrupt("queue key"))?,
+            );
+            let batch = pb::Batch::decode(v.as_ref()).map_err(|_| OutboxError::Corrupt("batch"))?;
+            out.push((seq, batch));
+        }
+        Ok(out)
+    }
+
+    /// Forgets an acknowledged batch. Not flushed on its own: if the agent
+    /// dies before [`Outbox::flush`], the batch is sent again and answered
+    /// "already stored".
+    pub fn remove(&self, seq: u64) -> Result<(), OutboxError> {
+        self.db.remove(queue_key(seq))?;
+        Ok(())
+    }
+
+    pub fn flush(&self) -> Result<(), OutboxError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn status(&self) -> Result<Status, OutboxError> {
+        let mut s = Status::default();
+        for (_, batch) in self.pending()? {
+            s.batches += 1;
+            for signal in batch.signals {
+                s.signals += 1;
+                *s.per_type.entry(signal.signal_type).or_default() += 1;
+                *s.per_month.entry(signal.month).or_default() += 1;
+            }
+        }
+        for entry in self.db.scan_prefix([IMPORT]) {
+            let (_, v) = entry?;
+            s.imports
+                .push(Import::decode(&v).ok_or(OutboxError::Corrupt("import record"))?);
+        }
+        s.imports.sort_by_key(|i| i.at);
+        Ok(s)
+    }
+}
+
+fn queue_key(seq: u64) -> [u8; 9] {
+    let mut k = [QUEUE; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(id: &str) -> pb::Batch {
+        pb::Batch {
+            batch_id: id.into(),
+            key_id: "GM0034.2026.0011223344556677".into(),
+            signals: vec![pb::Signal {
+                pseudonym: vec![7; 32],
+                buurt_code: "BU00340101".into(),
+                signal_type: "huurachterstand".into(),
+                month: "2026-01".into(),
+                severity: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn an_import_survives_reopening_and_leaves_only_when_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = Import {
+            at: 1_790_000_000,
+            file_name: "export.csv".into(),
+            rows: 2,
+            signals: 2,
+            batches: 2,
+            key_id: "GM0034.2026.0011223344556677".into(),
+        };
+        {
+            let o = Outbox::open(dir.path()).unwrap();
+            assert_eq!(o.imported(&[1; 32]).unwrap(), None);
+            let encoded: Vec<Vec<u8>> = ["a", "b"].map(|id| batch(id).encode_to_vec()).to_vec();
+            o.import(&[1; 32], &record, &encoded).unwrap();
+        }
+        let o = Outbox::open(dir.path()).unwrap();
+        assert_eq!(o.imported(&[1; 32]).unwrap(), Some(record.clone()));
+        let pending = o.pending().unwrap();
+        assert_eq!(
+            pending
+                .iter()
+                .map(|(s, b)| (*s, b.batch_id.as_str()))
+                .collect::<Vec<_>>(),
+            [(0, "a"), (1, "b")]
+        );
+        o.remove(0).unwrap();
+        o.flush().unwrap();
+        let status = o.status().unwrap();
+        assert_eq!((status.batches, status.signals), (1, 1));
+        assert_eq!(status.per_type["huurachterstand"], 1);
+        assert_eq!(status.imports, [record]);
+        // A later import continues the sequence after the removed ones.
+        o.import(
+            &[2; 32],
+            &Import {
+                file_name: "b.csv".into(),
+                ..status.imports[0].clone()
+            },
+            &[batch("c").encode_to_vec()],
+        )
+        .unwrap();
+        assert_eq!(o.pending().unwrap().last().unwrap().0, 2);
+    }
+}
