@@ -99,30 +99,69 @@ pub struct ExportRules<'a> {
     pub now: Month,
 }
 
-/// Wraps the input and stops at an overlong line, remembering where.
-struct LineLimit<R> {
+/// Wraps the input: turns CR LF (and a lone CR) into LF, so that the CSV
+/// parser counts lines right (it miscounts after CR LF), and stops at an
+/// overlong line, remembering which.
+struct Lines<R> {
     inner: R,
+    buf: Vec<u8>,
+    pending_cr: bool,
     line: u64,
     since_newline: usize,
     exceeded: Rc<Cell<Option<u64>>>,
 }
 
-impl<R: Read> Read for LineLimit<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        for &b in &buf[..n] {
-            if b == b'\n' {
-                self.line += 1;
-                self.since_newline = 0;
-            } else {
-                self.since_newline += 1;
-                if self.since_newline > MAX_LINE_BYTES {
-                    self.exceeded.set(Some(self.line));
-                    return Err(std::io::Error::other("line too long"));
-                }
+impl<R: Read> Lines<R> {
+    fn push(&mut self, out: &mut [u8], w: &mut usize, b: u8) -> std::io::Result<()> {
+        out[*w] = b;
+        *w += 1;
+        if b == b'\n' {
+            self.line += 1;
+            self.since_newline = 0;
+        } else {
+            self.since_newline += 1;
+            if self.since_newline > MAX_LINE_BYTES {
+                self.exceeded.set(Some(self.line));
+                return Err(std::io::Error::other("line too long"));
             }
         }
-        Ok(n)
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Lines<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if out.len() < 2 {
+            return Err(std::io::Error::other("read buffer too small"));
+        }
+        loop {
+            let want = (out.len() - 1).min(self.buf.len());
+            let n = self.inner.read(&mut self.buf[..want])?;
+            let mut w = 0;
+            if n == 0 {
+                if std::mem::take(&mut self.pending_cr) {
+                    self.push(out, &mut w, b'\n')?;
+                }
+                return Ok(w);
+            }
+            for i in 0..n {
+                let b = self.buf[i];
+                if std::mem::take(&mut self.pending_cr) {
+                    self.push(out, &mut w, b'\n')?;
+                    if b == b'\n' {
+                        continue;
+                    }
+                }
+                if b == b'\r' {
+                    self.pending_cr = true;
+                } else {
+                    self.push(out, &mut w, b)?;
+                }
+            }
+            if w > 0 {
+                return Ok(w);
+            }
+        }
     }
 }
 
@@ -185,6 +224,13 @@ fn resolve_header(
         })
     };
     let c = &layout.columns;
+    let postcode = find(&c.postcode, "export.columns.postcode")?;
+    let house_number = find(&c.house_number, "export.columns.house_number")?;
+    let addition = match &c.addition {
+        Some(name) => Some(find(name, "export.columns.addition")?),
+        None => None,
+    };
+    let date = find(&c.date, "export.columns.date")?;
     let bsn = match (layout.identifier, &c.bsn) {
         (Identifier::Bsn, Some(name)) => Some(find(name, "export.columns.bsn")?),
         _ => None,
@@ -197,13 +243,10 @@ fn resolve_header(
         });
     }
     Ok(Positions {
-        postcode: find(&c.postcode, "export.columns.postcode")?,
-        house_number: find(&c.house_number, "export.columns.house_number")?,
-        addition: match &c.addition {
-            Some(name) => Some(find(name, "export.columns.addition")?),
-            None => None,
-        },
-        date: find(&c.date, "export.columns.date")?,
+        postcode,
+        house_number,
+        addition,
+        date,
         bsn,
         rules: rule_columns,
     })
@@ -299,8 +342,10 @@ pub fn read_export(
     let exceeded = Rc::new(Cell::new(None));
     let mut input = std::io::BufReader::with_capacity(
         64 * 1024,
-        LineLimit {
+        Lines {
             inner: input,
+            buf: vec![0; 64 * 1024],
+            pending_cr: false,
             line: 1,
             since_newline: 0,
             exceeded: exceeded.clone(),
@@ -474,5 +519,284 @@ fn io_error(e: std::io::Error, line: u64, exceeded: &Cell<Option<u64>>) -> Expor
             line,
             source: csv::Error::from(e),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PartnerConfig;
+    use std::path::Path;
+
+    const CONFIG: &str = r#"
+[partner]
+name = "Test"
+kind = "woningcorporatie"
+municipalities = ["GM0034"]
+[export]
+delimiter = ";"
+encoding = "windows-1252"
+date_format = "dd-mm-jjjj"
+identifier = "address"
+[export.columns]
+postcode = "Postcode"
+house_number = "Huisnummer"
+addition = "Toevoeging"
+date = "Peildatum"
+[[signals]]
+type = "huurachterstand"
+when = { column = "Achterstand maanden", at_least = 2 }
+[agent]
+pseudonym_key = "k"
+postcode_table = "t"
+outbox = "o"
+[aggregator]
+url = "https://127.0.0.1:1"
+server_name = "localhost"
+ca = "c"
+cert = "c"
+key = "k"
+"#;
+
+    fn key() -> PartnerKey {
+        let dir = tempfile::tempdir().unwrap();
+        PartnerKey::generate(&dir.path().join("k")).unwrap()
+    }
+
+    fn table() -> Pc6Table {
+        Pc6Table::from_reader(
+            "PC6,Huisnummer,Buurt2023\n1315AB,12,00340101\n1315AB,14,00340101\n1011AB,1,03630000\n"
+                .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn read(config: &str, input: &[u8]) -> Result<(ExportSummary, Vec<pb::Signal>), ExportError> {
+        let config = PartnerConfig::parse(config, Path::new("t.toml")).unwrap();
+        let (key, pc6) = (key(), table());
+        let rules = ExportRules {
+            layout: &config.export,
+            signals: &config.signals,
+            municipalities: &config.partner.gemeenten,
+            pc6: &pc6,
+            key: &key,
+            now: Month::new(2026, 6).unwrap(),
+        };
+        let mut signals = Vec::new();
+        let summary = read_export(input, &rules, |s| signals.push(s))?;
+        Ok((summary, signals))
+    }
+
+    fn reasons(s: &ExportSummary) -> Vec<(u64, &str)> {
+        s.rejects.iter().map(|r| (r.line, &*r.reason)).collect()
+    }
+
+    #[test]
+    fn reads_a_windows_1252_export_with_rules_and_rejects() {
+        // Header and one unread column carry Windows-1252 bytes (€ = 0x80, ë = 0xEB).
+        let mut input = b"Huurcontract;Postcode;Huisnummer;Toevoeging;Peildatum;Achterstand maanden;Bedrag (\x80);Complex\r\n".to_vec();
+        input.extend_from_slice(b"1;1315 ab;12;-a;31-03-2026;3;1.845,20;Pr\xEBsidentlaan\r\n");
+        input.extend_from_slice(b"2;1315AB;14;;1-3-2026;1;200,00;x\r\n"); // no signal
+        input.extend_from_slice(b"3;1315AB;14;;01/03/2026;2,5;x;x\r\n");
+        input.extend_from_slice(b"4;1315AB;99;;01-03-2026;4;x;x\r\n"); // not in the table
+        input.extend_from_slice(b"5;1011AB;1;;01-03-2026;4;x;x\r\n"); // Amsterdam
+        input.extend_from_slice(b"6;1315AB;12;;31-02-2026;4;x;x\r\n"); // no such date
+        input.extend_from_slice(b"7;1315AB;12;;01-07-2026;4;x;x\r\n"); // future month
+        input.extend_from_slice(b"8;1315AB;12;;01-03-2026;veel;x;x\r\n");
+        input.extend_from_slice(b"\r\n"); // a blank line is no row
+        let (summary, signals) = read(CONFIG, &input).unwrap();
+        assert_eq!(summary.rows, 8);
+        assert_eq!(summary.without_signal, 1);
+        assert_eq!(summary.per_type["huurachterstand"], 2);
+        assert_eq!(
+            reasons(&summary),
+            [
+                (5, "adres staat niet in de postcodetabel"),
+                (
+                    6,
+                    "gemeente GM0363 hoort niet bij deze partner (partner.municipalities)"
+                ),
+                (7, "datum ontbreekt of bestaat niet (verwacht dd-mm-jjjj)"),
+                (8, "datum ligt in een toekomstige maand"),
+                (9, "kolom `Achterstand maanden` is geen getal"),
+            ]
+        );
+        assert_eq!(signals.len(), 2);
+        assert!(signals.iter().all(|s| s.buurt_code == "BU00340101"
+            && s.month == "2026-03"
+            && s.pseudonym.len() == 32));
+        assert_ne!(
+            signals[0].pseudonym, signals[1].pseudonym,
+            "12-A and 14 differ"
+        );
+        // Rejects carry no identifier.
+        for r in &summary.rejects {
+            assert!(!r.reason.contains("1315") && !r.reason.contains("1011"));
+        }
+    }
+
+    #[test]
+    fn a_bsn_export_pseudonymises_the_person_after_the_eleven_test() {
+        let config = CONFIG
+            .replace("encoding = \"windows-1252\"", "encoding = \"utf-8\"")
+            .replace("identifier = \"address\"", "identifier = \"bsn\"")
+            .replace(
+                "date = \"Peildatum\"",
+                "date = \"Peildatum\"\nbsn = \"BSN\"",
+            );
+        let input = "\u{feff}BSN;Postcode;Huisnummer;Toevoeging;Peildatum;Achterstand maanden\n\
+                     123456782;1315AB;12;;01-03-2026;2\n\
+                     12345678;1315AB;12;;01-03-2026;2\n\
+                     123456789;1315AB;14;;01-03-2026;2\n\
+                     1234 56 782;1315AB;14;;01-03-2026;2\n";
+        let (summary, signals) = read(&config, input.as_bytes()).unwrap();
+        assert_eq!(
+            reasons(&summary),
+            [
+                (3, "BSN voldoet niet aan de elfproef"),
+                (4, "BSN voldoet niet aan de elfproef")
+            ]
+        );
+        // One person at two addresses: one pseudonym.
+        assert_eq!(signals.len(), 2);
+        assert_eq!(signals[0].pseudonym, signals[1].pseudonym);
+    }
+
+    #[test]
+    fn dates_in_each_format() {
+        let m = |raw, f| parse_month(raw, f).map(|m| m.to_string());
+        assert_eq!(m("2026-03-31", DateFormat::Iso).as_deref(), Some("2026-03"));
+        assert_eq!(
+            m("2026-03-31 00:00:00", DateFormat::Iso).as_deref(),
+            Some("2026-03")
+        );
+        assert_eq!(
+            m("2026-03-31T12:00", DateFormat::Iso).as_deref(),
+            Some("2026-03")
+        );
+        assert_eq!(m("2024-02-29", DateFormat::Iso).as_deref(), Some("2024-02"));
+        assert_eq!(m("2026-02-29", DateFormat::Iso), None);
+        assert_eq!(m("2026-3-31", DateFormat::Iso), None);
+        assert_eq!(
+            m("31-03-2026", DateFormat::Dutch).as_deref(),
+            Some("2026-03")
+        );
+        assert_eq!(m("1.3.2026", DateFormat::Dutch).as_deref(), Some("2026-03"));
+        assert_eq!(m("31/04/2026", DateFormat::Dutch), None);
+        assert_eq!(m("2026-03-31", DateFormat::Dutch), None);
+        assert_eq!(m("2026-03", DateFormat::Month).as_deref(), Some("2026-03"));
+        assert_eq!(m("2026-13", DateFormat::Month), None);
+        assert_eq!(m("", DateFormat::Month), None);
+    }
+
+    #[test]
+    fn malformed_files_stop_with_a_clear_message() {
+        let header = "Postcode;Huisnummer;Toevoeging;Peildatum;Achterstand maanden\r\n";
+        // Wrong delimiter: the header is one column, and the message says so.
+        let err = read(CONFIG, header.replace(';', ",").as_bytes()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("no column `Postcode`")
+                && text.contains("set to `;`")
+                && text.contains("separated by `,`"),
+            "{text}"
+        );
+        // A missing column.
+        let err = read(CONFIG, header.replace(";Peildatum", "").as_bytes()).unwrap_err();
+        assert!(
+            matches!(&err, ExportError::MissingColumn { column, .. } if column == "Peildatum"),
+            "{err}"
+        );
+        // Empty, and UTF-16.
+        assert!(matches!(read(CONFIG, b""), Err(ExportError::Empty)));
+        assert!(matches!(
+            read(CONFIG, b"\xFF\xFEP\0o\0"),
+            Err(ExportError::Utf16)
+        ));
+        // Latin-1 bytes in a file declared UTF-8: the line is named.
+        let utf8 = CONFIG.replace("encoding = \"windows-1252\"", "encoding = \"utf-8\"");
+        let input =
+            format!("{header}1315AB;12;;01-03-2026;2\r\n1315AB;14;;01-03-2026;2;Pr\u{00eb}s\r\n")
+                .replace('\u{00eb}', "\u{fffd}");
+        let mut bytes = input.into_bytes();
+        let at = bytes
+            .windows(3)
+            .position(|w| w == "\u{fffd}".as_bytes())
+            .unwrap();
+        bytes.splice(at..at + 3, [0xEB]);
+        let err = read(&utf8, &bytes).unwrap_err();
+        assert!(matches!(err, ExportError::Encoding { line: 3 }), "{err}");
+        assert!(err.to_string().contains("windows-1252"));
+    }
+
+    /// A 2 GB line, streamed: the reader stops after a megabyte instead of
+    /// reading it into memory.
+    #[test]
+    fn an_endless_line_stops_at_the_limit() {
+        struct Endless {
+            header: &'static [u8],
+            sent: u64,
+        }
+        impl Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if !self.header.is_empty() {
+                    let n = self.header.len().min(buf.len());
+                    buf[..n].copy_from_slice(&self.header[..n]);
+                    self.header = &self.header[n..];
+                    return Ok(n);
+                }
+                if self.sent >= 2 << 30 {
+                    return Ok(0);
+                }
+                buf.fill(b'a');
+                self.sent += buf.len() as u64;
+                Ok(buf.len())
+            }
+        }
+        let config = PartnerConfig::parse(CONFIG, Path::new("t.toml")).unwrap();
+        let (key, pc6) = (key(), table());
+        let rules = ExportRules {
+            layout: &config.export,
+            signals: &config.signals,
+            municipalities: &config.partner.gemeenten,
+            pc6: &pc6,
+            key: &key,
+            now: Month::new(2026, 6).unwrap(),
+        };
+        let mut input = Endless {
+            header: b"Postcode;Huisnummer;Toevoeging;Peildatum;Achterstand maanden\n1315AB;12;;01-03-2026;2\n",
+            sent: 0,
+        };
+        let mut sent = 0;
+        let err = read_export(&mut input, &rules, |_| sent += 1).unwrap_err();
+        assert!(matches!(err, ExportError::LineTooLong { line: 3 }), "{err}");
+        assert!(
+            input.sent < 4 * MAX_LINE_BYTES as u64,
+            "read {} bytes",
+            input.sent
+        );
+    }
+
+    #[test]
+    fn every_example_configuration_in_deploy_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/partners");
+        let mut kinds = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let config = PartnerConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            kinds.push(config.partner.kind);
+        }
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [
+                "drinkwaterbedrijf",
+                "energieleverancier",
+                "gemeente",
+                "leerplicht",
+                "woningcorporatie",
+                "zorgverzekeraar"
+            ]
+        );
     }
 }

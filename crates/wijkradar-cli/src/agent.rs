@@ -46,11 +46,6 @@ pub struct RunArgs {
     /// that would go out, and a sample of the exact payload.
     #[arg(long)]
     pub dry_run: bool,
-    /// Testing only: end the process abruptly right after the Nth
-    /// acknowledgement, before the outbox forgets that batch, as a crash
-    /// at the worst moment would.
-    #[arg(long, hide = true)]
-    pub crash_after_acks: Option<usize>,
 }
 
 pub fn current_month() -> Month {
@@ -140,11 +135,7 @@ impl Partner {
 
 /// Reads an export into the outbox (once per file) and sends everything
 /// pending. The demo runs its partners through this same path.
-pub async fn run_export(
-    partner: &Partner,
-    export: &Path,
-    crash_after_acks: Option<usize>,
-) -> anyhow::Result<Outcome> {
+pub async fn run_export(partner: &Partner, export: &Path) -> anyhow::Result<Outcome> {
     let config = &partner.config;
     let outbox = Outbox::open(&config.agent.outbox)?;
     let digest = wijkradar_agent::run::file_digest(export)?;
@@ -177,7 +168,7 @@ pub async fn run_export(
         outcome.export = prepared.summary;
         outcome.imported = true;
     }
-    let (sent, pending) = send(&outbox, config, crash_after_acks).await;
+    let (sent, pending) = send(&outbox, config).await;
     outcome.still_pending = pending;
     outcome.sent = sent.with_context(|| {
         format!(
@@ -209,11 +200,7 @@ fn reject_report(
 }
 
 /// Sends what the outbox holds; returns the result and what is still pending.
-async fn send(
-    outbox: &Outbox,
-    config: &PartnerConfig,
-    crash_after_acks: Option<usize>,
-) -> (anyhow::Result<SendReport>, u64) {
+async fn send(outbox: &Outbox, config: &PartnerConfig) -> (anyhow::Result<SendReport>, u64) {
     let total = match outbox.status() {
         Ok(s) => s.signals,
         Err(e) => return (Err(e.into()), 0),
@@ -228,15 +215,7 @@ async fn send(
             total,
             "versturen [{bar:30}] {pos}/{len} signalen ({per_sec})",
         );
-        let mut acks = 0;
-        let report = send_pending(outbox, channel, |n| {
-            acks += 1;
-            if crash_after_acks == Some(acks) {
-                std::process::abort();
-            }
-            sending.set_position(n);
-        })
-        .await;
+        let report = send_pending(outbox, channel, |n| sending.set_position(n)).await;
         sending.finish_and_clear();
         Ok(report?)
     }
@@ -362,13 +341,13 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             println!("{}: {}", partner.config.partner.name, args.export.display());
-            let outcome = run_export(&partner, &args.export, args.crash_after_acks).await?;
+            let outcome = run_export(&partner, &args.export).await?;
             print!("{}", summary_text(&outcome));
         }
         AgentCommand::Send { config } => {
             let config = PartnerConfig::load(&config)?;
             let outbox = Outbox::open(&config.agent.outbox)?;
-            let (sent, pending) = send(&outbox, &config, None).await;
+            let (sent, pending) = send(&outbox, &config).await;
             let sent = sent?;
             println!(
                 "verstuurd: {} signalen in {} batches ({} nieuw opgeslagen, {} al eerder ontvangen); nog in de outbox: {}",

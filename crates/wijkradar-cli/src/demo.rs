@@ -140,7 +140,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             key: PartnerKey::load(&setup.partner_key)?,
             pc6: load_postcode_table(&table_path)?,
         };
-        let outcome = run_export(&partner, &path, None).await?;
+        let outcome = run_export(&partner, &path).await?;
         print!("{}", summary_text(&outcome));
         if let Some(report) = &outcome.reject_report {
             // The demo's folder is removed at the end: show the report here.

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wijkradar_pki::Role;
-use wijkradar_pseudonym::{PartnerKey, ServerKey};
+use wijkradar_pseudonym::{PartnerKey, RootKey, ServerKey};
 use wijkradar_server::ServerConfig;
 
 // sled allocates and frees a node copy per write; glibc's allocator showed as
@@ -97,14 +97,132 @@ enum PkiCommand {
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
-    /// Create a new random key file (owner-only): the aggregator's server key
-    /// or a partner domain key.
+    /// Create the aggregator's own re-keying key (owner-only file). It never
+    /// leaves the aggregator.
     Generate {
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, value_parser = ["server", "partner"])]
+        #[arg(long, value_parser = ["server"], default_value = "server")]
         kind: String,
     },
+    /// Create a pseudonymisation root key for the partners' key holder
+    /// (owner-only file). Partner keys are derived from it; it never goes to
+    /// the aggregator.
+    Root {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Derive the partner key of a domain (municipality or region) and an
+    /// epoch (for example the year) with HKDF-SHA256, into a key file for
+    /// that domain's partners.
+    Export {
+        #[arg(long)]
+        root: PathBuf,
+        /// For example GM0034 (a municipality) or a region's name.
+        #[arg(long)]
+        domain: String,
+        /// For example 2026.
+        #[arg(long)]
+        epoch: String,
+        /// Default: DOMAIN.EPOCH.key in the current directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Rotate a domain to its next epoch: derive the key after CURRENT's
+    /// epoch (or --epoch) from the same root. Pseudonyms do not link across
+    /// epochs.
+    Rotate {
+        #[arg(long)]
+        root: PathBuf,
+        /// The domain's current partner key file.
+        #[arg(long)]
+        current: PathBuf,
+        /// The new epoch; default: the current epoch plus one (a year).
+        #[arg(long)]
+        epoch: Option<String>,
+        /// Default: DOMAIN.EPOCH.key next to CURRENT.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Show a key file's id (never the key).
+    Show {
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
+    let written = |id: &dyn std::fmt::Display, path: &std::path::Path| {
+        println!(
+            "Sleutel {id} aangemaakt in {} (alleen leesbaar voor de eigenaar)",
+            path.display()
+        )
+    };
+    match cmd {
+        KeysCommand::Generate { out, kind: _ } => {
+            written(ServerKey::generate(&out)?.id(), &out);
+        }
+        KeysCommand::Root { out } => {
+            written(RootKey::generate(&out)?.id(), &out);
+            println!(
+                "Bewaar deze sleutel bij de sleutelbeheerder van de partners, nooit bij de aggregator."
+            );
+        }
+        KeysCommand::Export {
+            root,
+            domain,
+            epoch,
+            out,
+        } => {
+            let root = RootKey::load(&root)?;
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("{domain}.{epoch}.key")));
+            written(root.export(&domain, &epoch, &out)?.id(), &out);
+        }
+        KeysCommand::Rotate {
+            root,
+            current,
+            epoch,
+            out,
+        } => {
+            let root = RootKey::load(&root)?;
+            let key = PartnerKey::load(&current)?;
+            let (domain, old_epoch) = key.domain_and_epoch().with_context(|| {
+                format!(
+                    "{} is not a derived partner key (it names no domain and epoch)",
+                    current.display()
+                )
+            })?;
+            anyhow::ensure!(
+                root.derive(domain, old_epoch)?.id() == key.id(),
+                "{} was not derived from this root key",
+                current.display()
+            );
+            let epoch = match epoch {
+                Some(e) => e,
+                None => RootKey::next_epoch(old_epoch).with_context(|| {
+                    format!("epoch `{old_epoch}` is not a year: name the new one with --epoch")
+                })?,
+            };
+            anyhow::ensure!(epoch != old_epoch, "the new epoch is the current one");
+            let out =
+                out.unwrap_or_else(|| current.with_file_name(format!("{domain}.{epoch}.key")));
+            let new = root.export(domain, &epoch, &out)?;
+            written(new.id(), &out);
+            println!(
+                "Epoch {old_epoch} → {epoch}: geef de partners van {domain} het nieuwe sleutelbestand. Signalen van de twee epochs worden niet aan elkaar gekoppeld."
+            );
+        }
+        KeysCommand::Show { key } => {
+            let key = PartnerKey::load(&key)?;
+            match key.domain_and_epoch() {
+                Some((domain, epoch)) => {
+                    println!("{} (domein {domain}, epoch {epoch})", key.id())
+                }
+                None => println!("{}", key.id()),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn init_logging(default: &str) {
@@ -129,10 +247,26 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("wijkradar: {e:#}");
+            eprintln!("wijkradar: {}", error_text(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: most errors here
+/// already name their cause in their own message.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -202,16 +336,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 files.key.display()
             );
         }
-        Command::Keys(KeysCommand::Generate { out, kind }) => {
-            let id = match kind.as_str() {
-                "server" => ServerKey::generate(&out)?.id().clone(),
-                _ => PartnerKey::generate(&out)?.id().clone(),
-            };
-            println!(
-                "Sleutel {id} aangemaakt in {} (alleen leesbaar voor de eigenaar)",
-                out.display()
-            );
-        }
+        Command::Keys(cmd) => keys(cmd)?,
         Command::Bench(cmd) => {
             init_logging("warn");
             bench::run(cmd).await?;
