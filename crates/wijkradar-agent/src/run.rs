@@ -44,43 +44,23 @@ pub struct Prepared {
     pub sample: Vec<pb::Signal>,
 }
 
-/// Counts the bytes read, for a progress bar.
+/// Counts the bytes read, for a progress bar, and hashes them, so that
+/// the file is read once.
 struct Counting<R, F> {
     inner: R,
     progress: F,
     read: u64,
+    digest: ring::digest::Context,
 }
 
 impl<R: Read, F: FnMut(u64)> Read for Counting<R, F> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.read += n as u64;
+        self.digest.update(&buf[..n]);
         (self.progress)(self.read);
         Ok(n)
     }
-}
-
-/// SHA-256 of a file: how an export is recognised when run again.
-pub fn file_digest(path: &Path) -> Result<[u8; 32], RunError> {
-    let io = |source| RunError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        ctx.update(&buf[..n]);
-    }
-    Ok(ctx
-        .finish()
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes"))
 }
 
 /// How many signals of a prepared run are shown as a sample.
@@ -95,7 +75,6 @@ pub fn prepare(
     batch_size: usize,
     progress: impl FnMut(u64),
 ) -> Result<Prepared, RunError> {
-    let digest = file_digest(path)?;
     let file = std::fs::File::open(path).map_err(|source| RunError::Io {
         path: path.to_owned(),
         source,
@@ -114,12 +93,13 @@ pub fn prepare(
         };
         batches.push(batch.encode_to_vec());
     };
-    let input = Counting {
+    let mut input = Counting {
         inner: file,
         progress,
         read: 0,
+        digest: ring::digest::Context::new(&ring::digest::SHA256),
     };
-    let summary = read_export(input, rules, |signal| {
+    let summary = read_export(&mut input, rules, |signal| {
         if sample.len() < SAMPLE_SIGNALS {
             sample.push(signal.clone());
         }
@@ -142,6 +122,17 @@ pub fn prepare(
     if !current.is_empty() {
         finish(&mut current, &mut batches);
     }
+    // The parser stops at the last record; hash whatever follows it too.
+    std::io::copy(&mut input, &mut std::io::sink()).map_err(|source| RunError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let digest = input
+        .digest
+        .finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes");
     Ok(Prepared {
         digest,
         summary,

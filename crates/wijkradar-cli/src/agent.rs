@@ -138,8 +138,8 @@ impl Partner {
 pub async fn run_export(partner: &Partner, export: &Path) -> anyhow::Result<Outcome> {
     let config = &partner.config;
     let outbox = Outbox::open(&config.agent.outbox)?;
-    let digest = wijkradar_agent::run::file_digest(export)?;
-    let earlier = outbox.imported(&digest)?;
+    let prepared = partner.prepare(export)?;
+    let earlier = outbox.imported(&prepared.digest)?;
     let mut outcome = Outcome {
         export: ExportSummary::default(),
         imported: false,
@@ -149,7 +149,6 @@ pub async fn run_export(partner: &Partner, export: &Path) -> anyhow::Result<Outc
         reject_report: None,
     };
     if earlier.is_none() {
-        let prepared = partner.prepare(export)?;
         outcome.reject_report = reject_report(config, export, &prepared.summary)?;
         let record = Import {
             at: std::time::SystemTime::now()
