@@ -3,7 +3,7 @@
 //! [`Outbox::import`] keeps them, [`send_pending`] sends what the outbox
 //! holds and forgets each batch once it is acknowledged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -82,7 +82,9 @@ pub fn prepare(
     let key_id = rules.key.id().to_string();
     let mut batches = Vec::new();
     let mut current: Vec<pb::Signal> = Vec::with_capacity(batch_size);
-    let mut per_buurt: BTreeMap<(String, String), u64> = BTreeMap::new();
+    // Buurt → type → signals; looked up by reference, so a signal costs no
+    // allocation here.
+    let mut counts: HashMap<String, HashMap<String, u64>> = HashMap::new();
     let mut sample = Vec::new();
     let finish = |signals: &mut Vec<pb::Signal>, batches: &mut Vec<Vec<u8>>| {
         let signals = std::mem::replace(signals, Vec::with_capacity(batch_size));
@@ -103,11 +105,14 @@ pub fn prepare(
         if sample.len() < SAMPLE_SIGNALS {
             sample.push(signal.clone());
         }
-        // Keyed by reference first: most signals hit an existing entry.
-        match per_buurt.get_mut(&(signal.buurt_code.clone(), signal.signal_type.clone())) {
+        let per_type = match counts.get_mut(&signal.buurt_code) {
+            Some(m) => m,
+            None => counts.entry(signal.buurt_code.clone()).or_default(),
+        };
+        match per_type.get_mut(&signal.signal_type) {
             Some(n) => *n += 1,
             None => {
-                per_buurt.insert((signal.buurt_code.clone(), signal.signal_type.clone()), 1);
+                per_type.insert(signal.signal_type.clone(), 1);
             }
         }
         current.push(signal);
@@ -133,6 +138,10 @@ pub fn prepare(
         .as_ref()
         .try_into()
         .expect("SHA-256 is 32 bytes");
+    let per_buurt = counts
+        .into_iter()
+        .flat_map(|(buurt, types)| types.into_iter().map(move |(t, n)| ((buurt.clone(), t), n)))
+        .collect();
     Ok(Prepared {
         digest,
         summary,

@@ -28,6 +28,20 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// The partner agent on a large export: reading, normalising, mapping
+    /// and pseudonymising against parsing alone and HMAC alone; then sending
+    /// from the outbox against submitting the same signals from memory.
+    Agent {
+        /// Export rows.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Repetitions of the reading part; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Skip the sending part.
+        #[arg(long)]
+        no_send: bool,
+    },
     /// Latency of a whole-municipality table (all buurten × all types × 24
     /// months, released and audited) over gRPC with mutual TLS, against
     /// reading the same counts from sled.
@@ -49,6 +63,11 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             runs,
         } => (signals, batch_size, runs),
         BenchCommand::Query { signals, queries } => return query(signals, queries).await,
+        BenchCommand::Agent {
+            rows,
+            runs,
+            no_send,
+        } => return crate::bench_agent::run(rows, runs, !no_send).await,
     };
     let hierarchy = Hierarchy::netherlands_2023();
     let almere: GemeenteCode = "GM0034".parse().expect("valid");

@@ -7,6 +7,7 @@
 
 mod agent;
 mod bench;
+mod bench_agent;
 mod connection;
 mod demo;
 mod query;
