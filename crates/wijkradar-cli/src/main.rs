@@ -75,7 +75,7 @@ enum PkiCommand {
         #[arg(long = "server-name")]
         server_names: Vec<String>,
         /// Partner certificates to issue (name, also the organisation).
-        #[arg(long = "partner", default_values = ["woningcorporatie", "energieleverancier", "school"])]
+        #[arg(long = "partner", default_values = ["woningcorporatie", "energieleverancier", "drinkwaterbedrijf", "zorgverzekeraar", "leerplicht", "gemeente-stadsbeheer"])]
         partners: Vec<String>,
         /// Analyst certificates to issue (name, also the organisation).
         #[arg(long = "analyst", default_values = ["gemeente"])]
