@@ -22,6 +22,7 @@ use wijkradar_proto::v1 as pb;
 use wijkradar_pseudonym::PartnerKey;
 
 use crate::config::{Condition, DateFormat, Encoding, ExportLayout, Identifier, SignalRule};
+use crate::csv_input::Lines;
 use crate::normalise;
 use crate::pc6::Pc6Table;
 
@@ -97,72 +98,6 @@ pub struct ExportRules<'a> {
     pub key: &'a PartnerKey,
     /// The current month: later months are rejected.
     pub now: Month,
-}
-
-/// Wraps the input: turns CR LF (and a lone CR) into LF, so that the CSV
-/// parser counts lines right (it miscounts after CR LF), and stops at an
-/// overlong line, remembering which.
-struct Lines<R> {
-    inner: R,
-    buf: Vec<u8>,
-    pending_cr: bool,
-    line: u64,
-    since_newline: usize,
-    exceeded: Rc<Cell<Option<u64>>>,
-}
-
-impl<R: Read> Lines<R> {
-    fn push(&mut self, out: &mut [u8], w: &mut usize, b: u8) -> std::io::Result<()> {
-        out[*w] = b;
-        *w += 1;
-        if b == b'\n' {
-            self.line += 1;
-            self.since_newline = 0;
-        } else {
-            self.since_newline += 1;
-            if self.since_newline > MAX_LINE_BYTES {
-                self.exceeded.set(Some(self.line));
-                return Err(std::io::Error::other("line too long"));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<R: Read> Read for Lines<R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if out.len() < 2 {
-            return Err(std::io::Error::other("read buffer too small"));
-        }
-        loop {
-            let want = (out.len() - 1).min(self.buf.len());
-            let n = self.inner.read(&mut self.buf[..want])?;
-            let mut w = 0;
-            if n == 0 {
-                if std::mem::take(&mut self.pending_cr) {
-                    self.push(out, &mut w, b'\n')?;
-                }
-                return Ok(w);
-            }
-            for i in 0..n {
-                let b = self.buf[i];
-                if std::mem::take(&mut self.pending_cr) {
-                    self.push(out, &mut w, b'\n')?;
-                    if b == b'\n' {
-                        continue;
-                    }
-                }
-                if b == b'\r' {
-                    self.pending_cr = true;
-                } else {
-                    self.push(out, &mut w, b)?;
-                }
-            }
-            if w > 0 {
-                return Ok(w);
-            }
-        }
-    }
 }
 
 /// Column positions, resolved from the header once.
@@ -340,17 +275,8 @@ pub fn read_export(
 ) -> Result<ExportSummary, ExportError> {
     let layout = rules.layout;
     let exceeded = Rc::new(Cell::new(None));
-    let mut input = std::io::BufReader::with_capacity(
-        64 * 1024,
-        Lines {
-            inner: input,
-            buf: vec![0; 64 * 1024],
-            pending_cr: false,
-            line: 1,
-            since_newline: 0,
-            exceeded: exceeded.clone(),
-        },
-    );
+    let mut input =
+        std::io::BufReader::with_capacity(64 * 1024, Lines::new(input, exceeded.clone()));
     // The byte order mark, if any.
     let head = std::io::BufRead::fill_buf(&mut input).map_err(|e| io_error(e, 1, &exceeded))?;
     if head.is_empty() {

@@ -95,9 +95,13 @@ mod tests {
 
     #[test]
     fn a_bad_row_names_its_line() {
-        let bad = "PC6,Huisnummer,Buurt2024\n1315AB,12,00340101\n13X5AB,1,00340101\n";
-        let err = Pc6Table::from_reader(bad.as_bytes()).unwrap_err();
-        assert!(matches!(err, Pc6Error::Row { line: 3, .. }), "{err}");
+        for bad in [
+            "PC6,Huisnummer,Buurt2024\n1315AB,12,00340101\n13X5AB,1,00340101\n",
+            "PC6,Huisnummer,Buurt2024\r\n1315AB,12,00340101\r\n13X5AB,1,00340101\r\n",
+        ] {
+            let err = Pc6Table::from_reader(bad.as_bytes()).unwrap_err();
+            assert!(matches!(err, Pc6Error::Row { line: 3, .. }), "{err}");
+        }
         assert!(matches!(
             Pc6Table::from_reader("a,b,c\n".as_bytes()),
             Err(Pc6Error::Header(_))
