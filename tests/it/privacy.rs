@@ -209,7 +209,7 @@ fn bsn(i: u32) -> String {
 #[tokio::test]
 async fn a_bsn_export_leaves_no_bsn_or_address_in_outbox_store_or_logs() {
     use wijkradar_agent::run::{prepare, send_pending};
-    use wijkradar_agent::{ExportRules, Outbox, PartnerConfig, outbox::Import};
+    use wijkradar_agent::{Outbox, PartnerConfig, outbox::Import};
 
     let logs = captured_logs();
     let server = TestServer::start().await;
@@ -242,14 +242,11 @@ async fn a_bsn_export_leaves_no_bsn_or_address_in_outbox_store_or_logs() {
     let pc6 = Pc6Table::from_reader(table.as_bytes()).unwrap();
     let export_path = work.path().join("verzuim.csv");
     std::fs::write(&export_path, &export).unwrap();
-    let rules = ExportRules {
-        layout: &config.export,
-        signals: &config.signals,
-        municipalities: &config.partner.gemeenten,
-        pc6: &pc6,
-        key: &partner_key,
-        now: wijkradar_domain::Month::new(2026, 1).unwrap(),
-    };
+    let rules = config.rules(
+        &pc6,
+        &partner_key,
+        wijkradar_domain::Month::new(2026, 1).unwrap(),
+    );
     let prepared = prepare(&export_path, &rules, 7, |_| {}).unwrap();
     assert_eq!(prepared.summary.signals(), 40);
     assert!(prepared.summary.rejects.is_empty());

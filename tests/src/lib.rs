@@ -162,14 +162,11 @@ pub fn read_simple_export(
     Vec<wijkradar_proto::v1::Signal>,
 ) {
     let config = simple_partner_config();
-    let rules = wijkradar_agent::ExportRules {
-        layout: &config.export,
-        signals: &config.signals,
-        municipalities: &config.partner.gemeenten,
+    let rules = config.rules(
         pc6,
         key,
-        now: wijkradar_domain::Month::new(2026, 1).expect("valid month"),
-    };
+        wijkradar_domain::Month::new(2026, 1).expect("valid month"),
+    );
     let mut signals = Vec::new();
     let summary = wijkradar_agent::read_export(export.as_bytes(), &rules, |s| signals.push(s))
         .expect("the export reads");

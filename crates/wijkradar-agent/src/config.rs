@@ -268,6 +268,24 @@ impl PartnerConfig {
         Ok(config)
     }
 
+    /// What every row of an export is checked against, with this
+    /// partner's postcode table and key, in the month `now`.
+    pub fn rules<'a>(
+        &'a self,
+        pc6: &'a crate::Pc6Table,
+        key: &'a wijkradar_pseudonym::PartnerKey,
+        now: wijkradar_domain::Month,
+    ) -> crate::ExportRules<'a> {
+        crate::ExportRules {
+            layout: &self.export,
+            signals: &self.signals,
+            municipalities: &self.partner.gemeenten,
+            pc6,
+            key,
+            now,
+        }
+    }
+
     pub fn load(path: &Path) -> Result<PartnerConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_owned(),

@@ -500,14 +500,7 @@ key = "k"
     fn read(config: &str, input: &[u8]) -> Result<(ExportSummary, Vec<pb::Signal>), ExportError> {
         let config = PartnerConfig::parse(config, Path::new("t.toml")).unwrap();
         let (key, pc6) = (key(), table());
-        let rules = ExportRules {
-            layout: &config.export,
-            signals: &config.signals,
-            municipalities: &config.partner.gemeenten,
-            pc6: &pc6,
-            key: &key,
-            now: Month::new(2026, 6).unwrap(),
-        };
+        let rules = config.rules(&pc6, &key, Month::new(2026, 6).unwrap());
         let mut signals = Vec::new();
         let summary = read_export(input, &rules, |s| signals.push(s))?;
         Ok((summary, signals))
@@ -681,14 +674,7 @@ key = "k"
         }
         let config = PartnerConfig::parse(CONFIG, Path::new("t.toml")).unwrap();
         let (key, pc6) = (key(), table());
-        let rules = ExportRules {
-            layout: &config.export,
-            signals: &config.signals,
-            municipalities: &config.partner.gemeenten,
-            pc6: &pc6,
-            key: &key,
-            now: Month::new(2026, 6).unwrap(),
-        };
+        let rules = config.rules(&pc6, &key, Month::new(2026, 6).unwrap());
         let mut input = Endless {
             header: b"Postcode;Huisnummer;Toevoeging;Peildatum;Achterstand maanden\n1315AB;12;;01-03-2026;2\n",
             sent: 0,

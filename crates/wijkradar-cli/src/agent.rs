@@ -107,14 +107,7 @@ impl Partner {
     }
 
     fn rules(&self) -> ExportRules<'_> {
-        ExportRules {
-            layout: &self.config.export,
-            signals: &self.config.signals,
-            municipalities: &self.config.partner.gemeenten,
-            pc6: &self.pc6,
-            key: &self.key,
-            now: current_month(),
-        }
+        self.config.rules(&self.pc6, &self.key, current_month())
     }
 
     fn prepare(&self, export: &Path) -> anyhow::Result<Prepared> {

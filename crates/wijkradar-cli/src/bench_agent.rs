@@ -13,7 +13,7 @@ use indicatif::ProgressBar;
 use prost::Message;
 use wijkradar_agent::outbox::Import;
 use wijkradar_agent::run::{prepare, send_pending};
-use wijkradar_agent::{ExportRules, Outbox, PartnerConfig};
+use wijkradar_agent::{Outbox, PartnerConfig};
 use wijkradar_domain::hierarchy::Dwellings;
 use wijkradar_domain::{GemeenteCode, Hierarchy};
 use wijkradar_pki::Role;
@@ -74,6 +74,21 @@ fn hmac_only(keys: &[String], key: &PartnerKey) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// An aggregator on a fresh store, and a partner's connection to it.
+async fn fresh_server() -> anyhow::Result<(
+    tempfile::TempDir,
+    wijkradar_server::RunningServer,
+    tonic::transport::Channel,
+)> {
+    let dir = tempfile::tempdir()?;
+    let setup = DevSetup::create(dir.path(), &[("partner", "Bench", Role::Partner)])?;
+    let server = wijkradar_server::start(&setup.config).await?;
+    let channel = Connection::dev(&setup, server.addr, "partner")
+        .connect()
+        .await?;
+    Ok((dir, server, channel))
+}
+
 pub async fn run(rows: usize, runs: usize, send: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let hierarchy = Hierarchy::netherlands_2023();
@@ -89,14 +104,7 @@ pub async fn run(rows: usize, runs: usize, send: bool) -> anyhow::Result<()> {
         wijkradar_sim::PARTNERS[0].config,
         &dir.path().join("partner.toml"),
     )?;
-    let rules = ExportRules {
-        layout: &config.export,
-        signals: &config.signals,
-        municipalities: &config.partner.gemeenten,
-        pc6: &pc6,
-        key: &key,
-        now: current_month(),
-    };
+    let rules = config.rules(&pc6, &key, current_month());
     let keys: Vec<String> = (0..rows)
         .map(|row| {
             let h = &m.households[row % m.households.len()];
@@ -163,12 +171,7 @@ pub async fn run(rows: usize, runs: usize, send: bool) -> anyhow::Result<()> {
         .collect();
     let bar = ProgressBar::new(2 * signals);
     let outbox_seconds = {
-        let server_dir = tempfile::tempdir()?;
-        let setup = DevSetup::create(server_dir.path(), &[("partner", "Bench", Role::Partner)])?;
-        let server = wijkradar_server::start(&setup.config).await?;
-        let channel = Connection::dev(&setup, server.addr, "partner")
-            .connect()
-            .await?;
+        let (_server_dir, server, channel) = fresh_server().await?;
         let started = Instant::now();
         let report = send_pending(&outbox, channel, |n| bar.set_position(n)).await?;
         let seconds = started.elapsed().as_secs_f64();
@@ -177,12 +180,7 @@ pub async fn run(rows: usize, runs: usize, send: bool) -> anyhow::Result<()> {
         seconds
     };
     let memory_seconds = {
-        let server_dir = tempfile::tempdir()?;
-        let setup = DevSetup::create(server_dir.path(), &[("partner", "Bench", Role::Partner)])?;
-        let server = wijkradar_server::start(&setup.config).await?;
-        let channel = Connection::dev(&setup, server.addr, "partner")
-            .connect()
-            .await?;
+        let (_server_dir, server, channel) = fresh_server().await?;
         let started = Instant::now();
         wijkradar_agent::submit(channel, from_memory, key.id().as_str(), 5000, |n| {
             bar.set_position(signals + n as u64)

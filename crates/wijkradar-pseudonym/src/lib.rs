@@ -84,39 +84,18 @@ impl KeyBytes {
     }
 
     fn write_new(&self, path: &Path) -> Result<(), KeyError> {
-        let io = |source| KeyError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(path).map_err(io)?;
-        let text = Zeroizing::new(format!("{}\n", hex::encode(self.0)));
-        file.write_all(text.as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)
+        write_owner_only(path, &Zeroizing::new(format!("{}\n", hex::encode(self.0))))
     }
 
     /// Writes the key with a stated id, for derived keys whose id names
     /// their domain and epoch.
     fn write_new_with_id(&self, path: &Path, id: &KeyId) -> Result<(), KeyError> {
-        let io = |source| KeyError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(path).map_err(io)?;
         let text = Zeroizing::new(format!(
             "# Wijkradar partner key. Secret: keep it owner-only, never send it to the aggregator.\n\
              key_id = {id}\nkey = {}\n",
             hex::encode(self.0)
         ));
-        file.write_all(text.as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)
+        write_owner_only(path, &text)
     }
 
     /// Reads a key file: 64 hex characters, or `key_id = ...` and
@@ -270,6 +249,22 @@ impl fmt::Debug for RootKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RootKey(id {})", self.id)
     }
+}
+
+/// Creates a new file readable by its owner only (never overwriting one),
+/// writes `text` and syncs it to disk.
+fn write_owner_only(path: &Path, text: &str) -> Result<(), KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(text.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)
 }
 
 /// A key's public name: the first 8 bytes of a SHA-256 over the key, in hex.
