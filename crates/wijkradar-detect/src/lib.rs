@@ -1,0 +1,189 @@
+//! Early warning for small monthly counts per area (EARLY-WARNING.md):
+//! the detection methods of public-health surveillance, each a tested unit
+//! with the formulas of the R package `surveillance`, Benjamini–Hochberg
+//! control of the false discovery rate over a month's tests, a near-oracle
+//! detector for the evaluation, and the evaluation's simulator.
+//!
+//! A series is the monthly count of distinct households of one area and
+//! signal type, oldest first, with the area's households as offset. Every
+//! method tests one month `t` of it against the months before, and answers
+//! a [`Test`]: the expected count, the upper bound, and a p-value or score.
+//! No IO; no clock.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod cusum;
+pub mod ears;
+pub mod eval;
+pub mod farrington;
+pub mod fdr;
+mod glm;
+pub mod nb_predictive;
+pub mod oracle;
+
+use statrs::distribution::{DiscreteCDF, NegativeBinomial, Poisson};
+
+/// The outcome of testing one month of a series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Test {
+    /// The count the baseline expects this month.
+    pub expected: f64,
+    /// The upper bound: an observed count above it is an alarm.
+    pub threshold: f64,
+    pub observed: u64,
+    /// P(count ≥ observed) under the baseline, where the method has one.
+    pub p_value: Option<f64>,
+    /// The method's statistic, larger = more alarming; what an evaluation
+    /// calibrates to a false-alarm budget.
+    pub score: f64,
+}
+
+impl Test {
+    pub fn alarm(&self) -> bool {
+        self.observed as f64 > self.threshold
+    }
+}
+
+/// The methods, by name as reports and configuration use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Method {
+    EarsC1,
+    EarsC2,
+    EarsC3,
+    NbPredictive,
+    Farrington,
+    NbCusum,
+}
+
+impl Method {
+    pub const ALL: [Method; 6] = [
+        Method::EarsC1,
+        Method::EarsC2,
+        Method::EarsC3,
+        Method::NbPredictive,
+        Method::Farrington,
+        Method::NbCusum,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::EarsC1 => "ears_c1",
+            Method::EarsC2 => "ears_c2",
+            Method::EarsC3 => "ears_c3",
+            Method::NbPredictive => "nb_predictive",
+            Method::Farrington => "farrington_flexible",
+            Method::NbCusum => "nb_cusum",
+        }
+    }
+
+    /// The method the server uses for a series with `history` months
+    /// before the tested one: the quasi-Poisson model once two years are
+    /// there to fit a seasonal window, the negative-binomial predictive
+    /// method before that, nothing under 6 months.
+    pub fn for_history(history: usize) -> Option<Method> {
+        match history {
+            0..6 => None,
+            6..24 => Some(Method::NbPredictive),
+            _ => Some(Method::Farrington),
+        }
+    }
+
+    /// Tests month `t` of `counts` (households as offset) with this
+    /// method's defaults; `None` when the history is too short.
+    pub fn test(self, counts: &[u64], households: f64, t: usize) -> Option<Test> {
+        match self {
+            Method::EarsC1 => ears::test(counts, t, ears::Variant::C1, &ears::Config::default()),
+            Method::EarsC2 => ears::test(counts, t, ears::Variant::C2, &ears::Config::default()),
+            Method::EarsC3 => ears::test(counts, t, ears::Variant::C3, &ears::Config::default()),
+            Method::NbPredictive => {
+                nb_predictive::test(counts, t, &nb_predictive::Config::default())
+            }
+            Method::Farrington => farrington::test(
+                counts,
+                households,
+                t,
+                &farrington::Config::default(),
+            ),
+            Method::NbCusum => cusum::test(counts, households, t, &cusum::Config::default()),
+        }
+    }
+}
+
+/// The upper tail P(X ≥ x) of a count with mean `mean` and variance
+/// `variance`: negative binomial when overdispersed, Poisson otherwise.
+pub fn upper_tail(x: u64, mean: f64, variance: f64) -> f64 {
+    if x == 0 {
+        return 1.0;
+    }
+    if mean <= 0.0 {
+        return 0.0;
+    }
+    match count_distribution(mean, variance) {
+        Count::Nb(d) => d.sf(x - 1),
+        Count::Poisson(d) => d.sf(x - 1),
+    }
+}
+
+/// The `1 − alpha` quantile of the same distribution: the least x with
+/// P(X ≤ x) ≥ 1 − alpha, that is P(X ≥ x + 1) ≤ alpha.
+pub fn upper_quantile(alpha: f64, mean: f64, variance: f64) -> f64 {
+    if mean <= 0.0 {
+        return 0.0;
+    }
+    let fits = |x: u64| upper_tail(x + 1, mean, variance) <= alpha;
+    let mut hi = (mean.ceil() as u64).max(1);
+    while !fits(hi) {
+        hi *= 2;
+    }
+    let mut lo = 0;
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if fits(mid) { hi = mid } else { lo = mid + 1 }
+    }
+    lo as f64
+}
+
+enum Count {
+    Nb(NegativeBinomial),
+    Poisson(Poisson),
+}
+
+fn count_distribution(mean: f64, variance: f64) -> Count {
+    if variance > mean * (1.0 + 1e-9) {
+        // size r with mean r(1−p)/p = mean and variance mean/p.
+        let p = mean / variance;
+        let r = mean * p / (1.0 - p);
+        Count::Nb(NegativeBinomial::new(r, p).expect("valid negative binomial"))
+    } else {
+        Count::Poisson(Poisson::new(mean).expect("valid Poisson"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tails_and_quantiles_by_hand() {
+        // Poisson(2): P(X ≥ 1) = 1 − e^−2.
+        assert!((upper_tail(1, 2.0, 2.0) - (1.0 - (-2.0f64).exp())).abs() < 1e-12);
+        // Poisson(2): P(X ≤ 4) = 0.9473, P(X ≤ 5) = 0.9834: the 0.95 quantile is 5.
+        assert_eq!(upper_quantile(0.05, 2.0, 2.0), 5.0);
+        // Geometric (NB size 1, p = ½): mean 1, variance 2; P(X ≥ x) = ½^x.
+        for x in 0..6u64 {
+            assert!((upper_tail(x, 1.0, 2.0) - 0.5f64.powi(x as i32)).abs() < 1e-12, "{x}");
+        }
+        // Its 0.95 quantile: P(X ≤ 4) = 1 − 1/32 = 0.969 ≥ 0.95 > P(X ≤ 3) = 0.9375.
+        assert_eq!(upper_quantile(0.05, 1.0, 2.0), 4.0);
+        assert_eq!(upper_tail(0, 0.0, 0.0), 1.0);
+        assert_eq!(upper_tail(3, 0.0, 0.0), 0.0);
+    }
+
+    #[test]
+    fn the_server_picks_by_history() {
+        assert_eq!(Method::for_history(3), None);
+        assert_eq!(Method::for_history(6), Some(Method::NbPredictive));
+        assert_eq!(Method::for_history(30), Some(Method::Farrington));
+    }
+}
