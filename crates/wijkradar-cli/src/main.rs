@@ -10,6 +10,7 @@ mod bench;
 mod bench_agent;
 mod connection;
 mod demo;
+mod eval;
 mod query;
 mod render;
 
@@ -62,6 +63,9 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Measure the detection methods on simulated outbreaks over the real
+    /// wijken of the Netherlands, against a near-oracle.
+    Eval(eval::EvalArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -338,6 +342,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Keys(cmd) => keys(cmd)?,
+        Command::Eval(args) => eval::run(args)?,
         Command::Bench(cmd) => {
             init_logging("warn");
             bench::run(cmd).await?;

@@ -95,7 +95,10 @@ mod tests {
         let sd = (ss / 6.0).sqrt();
         assert!((t.expected - mean).abs() < 1e-12);
         // z(0.999) = 3.0902323
-        assert!((t.threshold - (mean + 3.090_232_306 * sd)).abs() < 1e-6, "{t:?}");
+        assert!(
+            (t.threshold - (mean + 3.090_232_306 * sd)).abs() < 1e-6,
+            "{t:?}"
+        );
         assert!(t.alarm());
         assert!(!test(&counts, 6, Variant::C1, &Config::default()).is_some());
     }
@@ -111,7 +114,10 @@ mod tests {
                 min_sigma: 0.0,
                 ..Config::default()
             };
-            assert!(test(&counts, 10, v, &none).unwrap().alarm(), "{v:?} without a floor");
+            assert!(
+                test(&counts, 10, v, &none).unwrap().alarm(),
+                "{v:?} without a floor"
+            );
         }
     }
 
@@ -125,7 +131,10 @@ mod tests {
         assert_eq!(c2.expected, 3.0);
         // C2 at t−1 and t−2 is (9 − 3)/1 = 6 each: C3 lowers z by 2·5 = 10.
         let c3 = test(&counts, 13, Variant::C3, &Config::default()).unwrap();
-        assert!((c3.threshold - (3.0 + (3.090_232_306 - 10.0))).abs() < 1e-6, "{c3:?}");
+        assert!(
+            (c3.threshold - (3.0 + (3.090_232_306 - 10.0))).abs() < 1e-6,
+            "{c3:?}"
+        );
         assert!((c3.score - (6.0 + 10.0)).abs() < 1e-9);
     }
 }

@@ -1,10 +1,11 @@
 //! A weighted Poisson regression with a log link and an offset, fitted by
-//! iteratively reweighted least squares, for up to three covariates (an
-//! intercept, a seasonal indicator, a trend): the quasi-Poisson model of
-//! the Farrington-flexible method.
+//! iteratively reweighted least squares, for up to 14 covariates: the
+//! quasi-Poisson models of the Farrington-flexible method (an intercept, a
+//! seasonal indicator, a trend) and of the pooled curve (an intercept, 11
+//! calendar months, a trend).
 
 /// Most covariates a model has.
-pub const P: usize = 3;
+pub const P: usize = 14;
 
 #[derive(Debug, Clone)]
 pub struct Fit {
@@ -114,7 +115,9 @@ pub fn poisson(
         for a in 0..p {
             next[a] = (0..p).map(|b| cov[a][b] * xtwz[b]).sum();
         }
-        let change = (0..p).map(|a| (next[a] - beta[a]).abs()).fold(0.0, f64::max);
+        let change = (0..p)
+            .map(|a| (next[a] - beta[a]).abs())
+            .fold(0.0, f64::max);
         beta = next;
         if change < 1e-8 {
             break;
@@ -137,7 +140,7 @@ mod tests {
         let y = [3.0, 5.0, 4.0, 8.0];
         let households = [1000.0f64, 1000.0, 2000.0, 2000.0];
         let offset: Vec<f64> = households.iter().map(|h| h.ln()).collect();
-        let x = [[1.0, 0.0, 0.0]; 4];
+        let x = [crate::farrington::row(&[1.0]); 4];
         let fit = poisson(&x, &y, &offset, &[1.0; 4], 1).unwrap();
         assert!((fit.beta[0].exp() - 20.0 / 6000.0).abs() < 1e-12);
         assert!((fit.mu[2] - 2000.0 * 20.0 / 6000.0).abs() < 1e-9);
@@ -147,7 +150,8 @@ mod tests {
     fn a_two_group_fit_gives_each_group_its_mean() {
         // An indicator: the MLE is each group's own mean.
         let y = [2.0, 4.0, 10.0, 14.0];
-        let x = [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 1.0, 0.0]];
+        let r = |s: f64| crate::farrington::row(&[1.0, s]);
+        let x = [r(0.0), r(0.0), r(1.0), r(1.0)];
         let fit = poisson(&x, &y, &[0.0; 4], &[1.0; 4], 2).unwrap();
         assert!((fit.beta[0].exp() - 3.0).abs() < 1e-9);
         assert!(((fit.beta[0] + fit.beta[1]).exp() - 12.0).abs() < 1e-9);
@@ -157,7 +161,9 @@ mod tests {
 
     #[test]
     fn a_log_linear_trend_is_recovered() {
-        let x: Vec<[f64; P]> = (0..12).map(|t| [1.0, t as f64, 0.0]).collect();
+        let x: Vec<[f64; P]> = (0..12)
+            .map(|t| crate::farrington::row(&[1.0, t as f64]))
+            .collect();
         let y: Vec<f64> = (0..12).map(|t| 5.0 * (0.1 * t as f64).exp()).collect();
         let fit = poisson(&x, &y, &[0.0; 12], &[1.0; 12], 2).unwrap();
         assert!((fit.beta[0] - 5.0f64.ln()).abs() < 1e-6);

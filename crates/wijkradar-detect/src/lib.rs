@@ -21,6 +21,7 @@ pub mod fdr;
 mod glm;
 pub mod nb_predictive;
 pub mod oracle;
+pub mod pooled;
 
 use statrs::distribution::{DiscreteCDF, NegativeBinomial, Poisson};
 
@@ -53,16 +54,18 @@ pub enum Method {
     EarsC3,
     NbPredictive,
     Farrington,
+    FarringtonWindows,
     NbCusum,
 }
 
 impl Method {
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 7] = [
         Method::EarsC1,
         Method::EarsC2,
         Method::EarsC3,
         Method::NbPredictive,
         Method::Farrington,
+        Method::FarringtonWindows,
         Method::NbCusum,
     ];
 
@@ -73,6 +76,7 @@ impl Method {
             Method::EarsC3 => "ears_c3",
             Method::NbPredictive => "nb_predictive",
             Method::Farrington => "farrington_flexible",
+            Method::FarringtonWindows => "farrington_windows",
             Method::NbCusum => "nb_cusum",
         }
     }
@@ -99,12 +103,12 @@ impl Method {
             Method::NbPredictive => {
                 nb_predictive::test(counts, t, &nb_predictive::Config::default())
             }
-            Method::Farrington => farrington::test(
-                counts,
-                households,
-                t,
-                &farrington::Config::default(),
-            ),
+            Method::Farrington => {
+                farrington::test(counts, households, t, &farrington::Config::default())
+            }
+            Method::FarringtonWindows => {
+                farrington::test_windows(counts, households, t, &farrington::Config::default())
+            }
             Method::NbCusum => cusum::test(counts, households, t, &cusum::Config::default()),
         }
     }
@@ -172,7 +176,10 @@ mod tests {
         assert_eq!(upper_quantile(0.05, 2.0, 2.0), 5.0);
         // Geometric (NB size 1, p = ½): mean 1, variance 2; P(X ≥ x) = ½^x.
         for x in 0..6u64 {
-            assert!((upper_tail(x, 1.0, 2.0) - 0.5f64.powi(x as i32)).abs() < 1e-12, "{x}");
+            assert!(
+                (upper_tail(x, 1.0, 2.0) - 0.5f64.powi(x as i32)).abs() < 1e-12,
+                "{x}"
+            );
         }
         // Its 0.95 quantile: P(X ≤ 4) = 1 − 1/32 = 0.969 ≥ 0.95 > P(X ≤ 3) = 0.9375.
         assert_eq!(upper_quantile(0.05, 1.0, 2.0), 4.0);

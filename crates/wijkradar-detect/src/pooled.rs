@@ -1,0 +1,185 @@
+//! The pooled baseline: a quasi-Poisson model with a factor per calendar
+//! month and a trend, fitted once on the sum of all areas' series of a
+//! signal type (large counts, so season and trend are known precisely), and
+//! each area's own level on top of it. An area's
+//! expected count in month j is L·S_j, with S_j the pooled curve per
+//! household and L the area's level: its counts over the fitted months
+//! divided by the curve's, down-weighting months whose Anscombe residual
+//! exceeds 2.58 (past outbreaks). The sums over the last 1, 2, 3 and 6
+//! months are then tested against L·S, with the variance φ·μ + μ²·Var(log L)
+//! (φ the area's own Pearson dispersion, at least 1); the p-value is the
+//! smallest of the windows'. Nothing of the tested months enters the fit.
+
+use crate::farrington::{self, WINDOWS};
+use crate::glm::{self, P};
+use crate::{Test, upper_quantile, upper_tail};
+
+/// The pooled curve for testing month `t`: fitted on months up to the
+/// one before the longest window.
+#[derive(Debug, Clone)]
+pub struct Curve {
+    fit: glm::Fit,
+    t: usize,
+    last_fit: usize,
+}
+
+/// Intercept, calendar months 2..12 against month 1, trend.
+const COVARIATES: usize = 13;
+
+fn design(i: usize) -> [f64; P] {
+    let mut x = [0.0; P];
+    x[0] = 1.0;
+    if i % 12 > 0 {
+        x[i % 12] = 1.0;
+    }
+    x[12] = i as f64;
+    x
+}
+
+impl Curve {
+    /// Fits the curve on the summed counts of all areas over the last three
+    /// years before the longest window (`households` their summed base):
+    /// at least 18 months, so every calendar month is seen.
+    pub fn fit(total: &[u64], households: f64, t: usize) -> Option<Curve> {
+        let longest = WINDOWS[WINDOWS.len() - 1];
+        let last_fit = (t + 1).checked_sub(longest + 1)?;
+        let first = (last_fit + 1).saturating_sub(36);
+        if last_fit + 1 - first < 18 || last_fit >= total.len() {
+            return None;
+        }
+        let months = first..=last_fit;
+        let x: Vec<[f64; P]> = months.clone().map(design).collect();
+        let y: Vec<f64> = months.clone().map(|i| total[i] as f64).collect();
+        let offset = vec![households.max(1.0).ln(); y.len()];
+        let fit = glm::poisson(&x, &y, &offset, &vec![1.0; y.len()], COVARIATES)?;
+        Some(Curve { fit, t, last_fit })
+    }
+
+    /// Expected count per household in month `i`.
+    fn per_household(&self, i: usize) -> f64 {
+        self.fit.predict(&design(i), 0.0)
+    }
+}
+
+pub fn test(
+    counts: &[u64],
+    households: f64,
+    curve: &Curve,
+    config: &farrington::Config,
+) -> Option<Test> {
+    let t = curve.t;
+    let observed = *counts.get(t)?;
+    let first = t.saturating_sub(12 * config.years + config.w);
+    let fitted = first..=curve.last_fit;
+    if fitted.clone().count() < 6 {
+        return None;
+    }
+    let shape: Vec<f64> = fitted
+        .clone()
+        .map(|i| curve.per_household(i) * households)
+        .collect();
+    let y: Vec<f64> = fitted.clone().map(|i| counts[i] as f64).collect();
+    // The level, then again with past outbreaks down-weighted.
+    let level_with = |w: &[f64]| {
+        let num: f64 = y.iter().zip(w).map(|(y, w)| y * w).sum();
+        let den: f64 = shape.iter().zip(w).map(|(s, w)| s * w).sum();
+        num / den.max(1e-12)
+    };
+    let mut weights = vec![1.0; y.len()];
+    let mut level = level_with(&weights);
+    let mut any = false;
+    for ((w, &yi), &si) in weights.iter_mut().zip(&y).zip(&shape) {
+        let mu = (level * si).max(1e-9);
+        let s = 1.5 * (yi.powf(2.0 / 3.0) * mu.powf(-1.0 / 6.0) - mu.sqrt());
+        if s > 2.58 {
+            *w = s.powi(-2);
+            any = true;
+        }
+    }
+    if any {
+        level = level_with(&weights);
+    }
+    let n = y.len() as f64;
+    let chi2: f64 = y
+        .iter()
+        .zip(&shape)
+        .zip(&weights)
+        .map(|((y, s), w)| w * (y - level * s).powi(2) / (level * s).max(1e-9))
+        .sum();
+    let phi = (chi2 / (n - 1.0)).max(1.0);
+    let fitted_sum: f64 = y.iter().zip(&weights).map(|(y, w)| y * w).sum();
+    let log_level_var = phi / fitted_sum.max(0.5);
+
+    let mut best = 1.0f64;
+    let mut one = (0.0, f64::INFINITY);
+    for w in WINDOWS {
+        let start = t + 1 - w;
+        let y: u64 = counts[start..=t].iter().sum();
+        let mu: f64 = (start..=t)
+            .map(|i| level * curve.per_household(i) * households)
+            .sum();
+        let variance = phi * mu + mu * mu * log_level_var;
+        best = best.min(upper_tail(y, mu, variance));
+        if w == 1 {
+            one = (mu, upper_quantile(config.alpha, mu, variance));
+        }
+    }
+    let recent: u64 = counts[t.saturating_sub(3)..=t].iter().sum();
+    if recent < config.min_cases {
+        best = 1.0;
+    }
+    Some(Test {
+        expected: one.0,
+        threshold: if recent >= config.min_cases {
+            one.1
+        } else {
+            f64::INFINITY
+        },
+        observed,
+        p_value: Some(best),
+        score: -best.max(1e-300).log10(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_area_level_rides_on_the_pooled_season() {
+        // The pooled series: 1,000 a month, March 1,300; one area is 1% of it.
+        let total: Vec<u64> = (0..31)
+            .map(|i| if i % 12 == 2 { 1300 } else { 1000 })
+            .collect();
+        let config = farrington::Config {
+            w: 0,
+            ..farrington::Config::default()
+        };
+        // Test month 26 (a March): fitted on months 0..=19.
+        let curve = Curve::fit(&total, 100_000.0, 26).unwrap();
+        let area: Vec<u64> = total.iter().map(|&c| c / 100).collect();
+        let t = test(&area, 1000.0, &curve, &config).unwrap();
+        assert!((t.expected - 13.0).abs() < 1e-6, "{t:?}");
+        assert!(!t.alarm());
+        // The area doubles over its last three months: found.
+        let mut rising = area.clone();
+        for c in &mut rising[24..27] {
+            *c *= 2;
+        }
+        let t = test(&rising, 1000.0, &curve, &config).unwrap();
+        assert!(t.p_value.unwrap() < 1e-4, "{t:?}");
+    }
+
+    #[test]
+    fn a_past_outbreak_does_not_raise_the_level() {
+        let total = vec![1000u64; 31];
+        let config = farrington::Config::default();
+        let curve = Curve::fit(&total, 100_000.0, 30).unwrap();
+        let mut area = vec![10u64; 31];
+        for c in &mut area[5..8] {
+            *c = 40;
+        }
+        let t = test(&area, 1000.0, &curve, &config).unwrap();
+        assert!(t.expected < 11.0, "{t:?}");
+    }
+}
