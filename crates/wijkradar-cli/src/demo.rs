@@ -18,7 +18,7 @@ use wijkradar_sim::{Layout, PARTNERS};
 
 use crate::agent::{Partner, current_month, load_postcode_table, run_export, summary_text};
 use crate::connection::Connection;
-use crate::query::{fetch_table, names};
+use crate::query::{fetch_alerts, fetch_table, names};
 use crate::render;
 
 const ANALYST: &str = "gemeente-almere";
@@ -57,7 +57,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .name(AreaCode::Gemeente(gemeente))
         .unwrap_or("?")
         .to_owned();
-    println!("Wijkradar demo: {name} ({gemeente}), 24 maanden, drie gesimuleerde partners");
+    println!("Wijkradar demo: {name} ({gemeente}), 36 maanden, drie gesimuleerde partners");
     println!(
         "Gebiedsindeling 2023 en woningvoorraad 2024: Bron: CBS. Adressen en signalen zijn verzonnen.\n"
     );
@@ -97,16 +97,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .collect();
     wijk_sizes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let rising: Vec<WijkCode> = wijk_sizes.iter().take(2).map(|w| w.0).collect();
-    let signals = wijkradar_sim::signals(&municipality, from, to, &rising, 8, args.seed);
+    // Three years of signals: early warning needs two years of history.
+    let signals = wijkradar_sim::signals(&municipality, to.plus(-35), to, &rising, 8, args.seed);
     let table_path = dir.join("pc6hnr_gwb.csv");
     std::fs::write(
         &table_path,
         wijkradar_sim::postcode_table_csv(&municipality),
     )?;
     println!(
-        "2. {} huishoudens op verzonnen adressen in de echte wijken en buurten, {} signalen van {from} t/m {to}",
+        "2. {} huishoudens op verzonnen adressen in de echte wijken en buurten, {} signalen van {} t/m {to}",
         municipality.households.len(),
-        signals.len()
+        signals.len(),
+        to.plus(-35)
     );
     for note in &municipality.notes {
         println!("   ({note})");
@@ -188,6 +190,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "In {} is een stijging ingebouwd over de laatste 8 maanden: ziet u die terug?",
         rising_names.join(" en ")
     );
+
+    // 5. Early warning for the last month.
+    let (_, alerts) = fetch_alerts(&mut client, &gemeente.to_string(), None, Vec::new()).await?;
+    println!("\n5. Vroegsignalering over de laatste maand (alleen vrijgegeven cellen):\n");
+    print!("{}", render::alerts(&alerts, &area_names, &descriptions));
     println!("Klaar in {:.1} s.\n", started.elapsed().as_secs_f64());
 
     let exe = std::env::current_exe()
@@ -207,6 +214,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  {exe} query table --level buurt --type schoolverzuim");
         println!("  {exe} query table --type huurachterstand --per-1000");
         println!("  {exe} query table --level gemeente --csv > almere.csv");
+        println!("  {exe} query alerts");
         println!(
             "  grpcurl -cacert $WIJKRADAR_CA -cert $WIJKRADAR_CERT -key $WIJKRADAR_KEY {} list",
             server.addr

@@ -19,6 +19,20 @@ pub enum QueryCommand {
     },
     /// A protected table: areas × signal types × months.
     Table(TableArgs),
+    /// Early warning: the wijken and buurten where a problem is rising,
+    /// ranked, with released values only.
+    Alerts {
+        #[arg(long, default_value = "GM0034")]
+        gemeente: String,
+        /// The month tested, YYYY-MM; default: the last month that has ended.
+        #[arg(long)]
+        month: Option<String>,
+        /// Signal type(s); all types when left out.
+        #[arg(long = "type")]
+        types: Vec<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -111,6 +125,32 @@ pub async fn fetch_table(
     Ok((catalogue, table))
 }
 
+/// The catalogue and the month's alerts, over one connection.
+pub async fn fetch_alerts(
+    client: &mut QueryServiceClient<tonic::transport::Channel>,
+    gemeente: &str,
+    month: Option<String>,
+    types: Vec<String>,
+) -> anyhow::Result<(pb::GetCatalogueResponse, pb::GetAlertsResponse)> {
+    let catalogue = client
+        .get_catalogue(pb::GetCatalogueRequest {
+            gemeente_code: gemeente.to_owned(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let alerts = client
+        .get_alerts(pb::GetAlertsRequest {
+            gemeente_code: gemeente.to_owned(),
+            month: month.unwrap_or_default(),
+            signal_types: types,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    Ok((catalogue, alerts))
+}
+
 pub fn names(catalogue: &pb::GetCatalogueResponse) -> (render::Names, HashMap<String, String>) {
     let names = catalogue
         .areas
@@ -157,6 +197,17 @@ pub async fn run(cmd: QueryCommand) -> anyhow::Result<()> {
             for t in &c.signal_types {
                 println!("  {:<28} {}", t.name, t.description);
             }
+        }
+        QueryCommand::Alerts {
+            gemeente,
+            month,
+            types,
+            connection,
+        } => {
+            let mut client = connection.query_client().await?;
+            let (catalogue, alerts) = fetch_alerts(&mut client, &gemeente, month, types).await?;
+            let (names, descriptions) = names(&catalogue);
+            print!("{}", render::alerts(&alerts, &names, &descriptions));
         }
         QueryCommand::Table(args) => {
             let mut client = args.connection.query_client().await?;

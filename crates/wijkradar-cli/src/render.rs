@@ -242,6 +242,65 @@ pub fn csv(resp: &pb::GetTableResponse, names: &Names) -> anyhow::Result<String>
     Ok(String::from_utf8(w.into_inner()?)?)
 }
 
+/// The month's alerts as a ranked table (Dutch).
+pub fn alerts(
+    a: &pb::GetAlertsResponse,
+    names: &Names,
+    descriptions: &HashMap<String, String>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Signalen van stijging in {}: {} reeksen getoetst, {} opvallend (false discovery rate {:.0}% per niveau)",
+        a.month,
+        a.series_tested,
+        a.alerts.len(),
+        a.false_discovery_rate * 100.0
+    );
+    if a.alerts.is_empty() {
+        let _ = writeln!(out, "Geen gebied valt deze maand op.");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<3} {:<11} {:<24} {:<28} {:>8} {:>8} {:>9} {:>7}  methode",
+        "#", "code", "gebied", "signaal", "gemeten", "verwacht", "grens", "q"
+    );
+    for (i, alert) in a.alerts.iter().enumerate() {
+        let name: String = names
+            .get(&alert.area_code)
+            .map_or("?", String::as_str)
+            .chars()
+            .take(24)
+            .collect();
+        let what: String = descriptions
+            .get(&alert.signal_type)
+            .map_or(alert.signal_type.as_str(), String::as_str)
+            .chars()
+            .take(28)
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<3} {:<11} {:<24} {:<28} {:>8} {:>8.1} {:>9.1} {:>7.4}  {}",
+            i + 1,
+            alert.area_code,
+            name,
+            what,
+            alert.released_value,
+            alert.expected,
+            alert.threshold,
+            alert.q_value,
+            alert.method
+        );
+    }
+    let _ = writeln!(
+        out,
+        "gemeten = vrijgegeven aantal huishoudens (wijkt hooguit {} af van de werkelijke telling); alleen gebieden waarvan de cel is vrijgegeven (k = {}).",
+        a.max_noise, a.k
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

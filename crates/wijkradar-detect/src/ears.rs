@@ -100,7 +100,7 @@ mod tests {
             "{t:?}"
         );
         assert!(t.alarm());
-        assert!(!test(&counts, 6, Variant::C1, &Config::default()).is_some());
+        assert!(test(&counts, 6, Variant::C1, &Config::default()).is_none());
     }
 
     #[test]

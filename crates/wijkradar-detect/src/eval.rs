@@ -197,7 +197,7 @@ pub fn simulate(s: &Scenario, households: &[f64], outbreaks: &[Outbreak], seed: 
 /// Outbreaks in about `share` of the areas, kinds in turn, starting at a
 /// random tested month that leaves room for at least 3 outbreak months.
 pub fn choose_outbreaks(s: &Scenario, areas: usize, share: f64, seed: u64) -> Vec<Outbreak> {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x0b7e_a4);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x000b_7ea4);
     let mut out = Vec::new();
     for area in 0..areas {
         if rng.random_bool(share) {

@@ -19,6 +19,7 @@ pub mod eval;
 pub mod farrington;
 pub mod fdr;
 mod glm;
+pub mod monitor;
 pub mod nb_predictive;
 pub mod oracle;
 pub mod pooled;

@@ -29,7 +29,7 @@ const COVARIATES: usize = 13;
 fn design(i: usize) -> [f64; P] {
     let mut x = [0.0; P];
     x[0] = 1.0;
-    if i % 12 > 0 {
+    if !i.is_multiple_of(12) {
         x[i % 12] = 1.0;
     }
     x[12] = i as f64;

@@ -213,6 +213,75 @@ pub fn level_to_proto(level: AreaLevel) -> pb::AreaLevel {
     }
 }
 
+/// The requested signal types, every catalogue type when none is named;
+/// unknown names become violations of `signal_types[i]`.
+pub fn signal_types_from_proto(
+    names: &[String],
+    catalogue: &Catalogue,
+    violations: &mut Vec<Violation>,
+) -> Vec<SignalTypeName> {
+    if names.is_empty() {
+        return catalogue.types().iter().map(|t| t.name.clone()).collect();
+    }
+    let mut types = Vec::new();
+    for (i, t) in names.iter().enumerate() {
+        match catalogue.get(t) {
+            Some(def) => types.push(def.name.clone()),
+            None => violations.push(Violation::new(
+                format!("signal_types[{i}]"),
+                format!("`{}` is not in the signal catalogue", printable(t)),
+            )),
+        }
+    }
+    types
+}
+
+/// A validated alerts request.
+#[derive(Debug)]
+pub struct AlertsQuery {
+    pub gemeente: GemeenteCode,
+    pub month: Month,
+    pub signal_types: Vec<SignalTypeName>,
+}
+
+/// `now` is the current month: the tested month must have ended.
+pub fn alerts_query_from_proto(
+    req: pb::GetAlertsRequest,
+    hierarchy: &Hierarchy,
+    catalogue: &Catalogue,
+    now: Month,
+) -> Result<AlertsQuery, ApiError> {
+    let gemeente = gemeente_from_proto(&req.gemeente_code, hierarchy)?;
+    let mut violations = Vec::new();
+    let signal_types = signal_types_from_proto(&req.signal_types, catalogue, &mut violations);
+    let month = if req.month.is_empty() {
+        Some(now.plus(-1))
+    } else {
+        match req.month.parse::<Month>() {
+            Ok(m) if m < now => Some(m),
+            Ok(_) => {
+                violations.push(Violation::new(
+                    "month",
+                    "has not ended yet: alerts are for ended months",
+                ));
+                None
+            }
+            Err(e) => {
+                violations.push(Violation::new("month", e));
+                None
+            }
+        }
+    };
+    match month {
+        Some(month) if violations.is_empty() => Ok(AlertsQuery {
+            gemeente,
+            month,
+            signal_types,
+        }),
+        _ => Err(ApiError::InvalidArgument(violations)),
+    }
+}
+
 pub fn table_query_from_proto(
     req: pb::GetTableRequest,
     hierarchy: &Hierarchy,
@@ -221,21 +290,7 @@ pub fn table_query_from_proto(
     let gemeente = gemeente_from_proto(&req.gemeente_code, hierarchy)?;
     let level = level_from_proto(req.level)?;
     let mut violations = Vec::new();
-    let signal_types = if req.signal_types.is_empty() {
-        catalogue.types().iter().map(|t| t.name.clone()).collect()
-    } else {
-        let mut types = Vec::new();
-        for (i, t) in req.signal_types.iter().enumerate() {
-            match catalogue.get(t) {
-                Some(def) => types.push(def.name.clone()),
-                None => violations.push(Violation::new(
-                    format!("signal_types[{i}]"),
-                    format!("`{}` is not in the signal catalogue", printable(t)),
-                )),
-            }
-        }
-        types
-    };
+    let signal_types = signal_types_from_proto(&req.signal_types, catalogue, &mut violations);
     let from = req
         .from_month
         .parse::<Month>()

@@ -9,7 +9,8 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-pub mod auth;
+pub mod alerts;
+mod auth;
 pub mod config;
 pub mod convert;
 pub mod dev;

@@ -107,7 +107,7 @@ impl Query {
     /// month has not ended. A closed month's table is computed once and
     /// stored; late signals make a new version, up to `max_versions`, after
     /// which the last version stays.
-    fn release(
+    pub(crate) fn release(
         &self,
         table: &GemeenteTable,
         signal_type: &SignalTypeName,
@@ -215,6 +215,21 @@ impl QueryService for Query {
         let analyst = authorize(&request, Role::Analyst)?;
         let answer = self.catalogue(request.into_inner())?;
         tracing::info!(analyst = %analyst, "catalogue answered");
+        Ok(Response::new(answer))
+    }
+
+    async fn get_alerts(
+        &self,
+        request: Request<pb::GetAlertsRequest>,
+    ) -> Result<Response<pb::GetAlertsResponse>, Status> {
+        let analyst = authorize(&request, Role::Analyst)?;
+        let this = Query {
+            state: self.state.clone(),
+        };
+        let answer = tokio::task::spawn_blocking(move || this.alerts(request.into_inner()))
+            .await
+            .map_err(|_| Status::from(ApiError::Internal))??;
+        tracing::info!(analyst = %analyst, "alerts answered");
         Ok(Response::new(answer))
     }
 

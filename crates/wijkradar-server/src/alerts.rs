@@ -1,0 +1,146 @@
+//! Early warning through the query API: the month's detection run over a
+//! gemeente's wijken and buurten per signal type (`wijkradar_detect::monitor`),
+//! on the true series inside the aggregator. What leaves is filtered by the
+//! release rules: an alert names an area only when that area's cell of the
+//! month is released in the audited table, and shows only its released
+//! value; a suppressed cell never becomes an alert.
+
+use std::collections::HashMap;
+
+use wijkradar_detect::monitor::{self, Level, Series};
+use wijkradar_domain::{AreaCode, BuurtCode, Month, WijkCode};
+use wijkradar_proto::v1 as pb;
+use wijkradar_release::{GemeenteTable, Released};
+
+use crate::convert::alerts_query_from_proto;
+use crate::error::ApiError;
+use crate::query::Query;
+
+/// The false discovery rate controlled over each level's tests.
+pub const FALSE_DISCOVERY_RATE: f64 = 0.05;
+
+/// Months of history a test looks at, the tested month included.
+pub const HISTORY_MONTHS: i32 = 36;
+
+fn round1(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 10.0).round() / 10.0
+    } else {
+        -1.0
+    }
+}
+
+impl Query {
+    pub(crate) fn alerts(
+        &self,
+        req: pb::GetAlertsRequest,
+    ) -> Result<pb::GetAlertsResponse, ApiError> {
+        let state = &self.state;
+        let now = crate::ingest::current_month();
+        let q = alerts_query_from_proto(req, &state.hierarchy, &state.catalogue, now)?;
+        let mut answer = pb::GetAlertsResponse {
+            month: q.month.to_string(),
+            false_discovery_rate: FALSE_DISCOVERY_RATE,
+            k: state.policy.k(),
+            max_noise: state.policy.max_noise(),
+            ..Default::default()
+        };
+        let Some((first, _)) = state.store.month_range()? else {
+            return Ok(answer);
+        };
+        if q.month < first {
+            return Ok(answer);
+        }
+        let start = first.max(q.month.plus(1 - HISTORY_MONTHS));
+        let months: Vec<Month> = start.through(q.month).collect();
+        let buurten: Vec<BuurtCode> = state.hierarchy.buurten_of(q.gemeente).collect();
+        let wijken: Vec<WijkCode> = state.hierarchy.wijken_of(q.gemeente).collect();
+        let base = |a: AreaCode| state.bases.per_area.get(&a).map_or(1.0, |&b| b as f64);
+        let table = GemeenteTable::new(&state.hierarchy, q.gemeente);
+        let mut alerts = Vec::new();
+        for signal_type in &q.signal_types {
+            let mut per_buurt: HashMap<BuurtCode, Vec<u64>> = buurten
+                .iter()
+                .map(|&b| (b, vec![0; months.len()]))
+                .collect();
+            for (j, &m) in months.iter().enumerate() {
+                for (b, total) in state.store.buurt_counts(signal_type, m, q.gemeente)? {
+                    if let Some(row) = per_buurt.get_mut(&b) {
+                        row[j] = total.households;
+                    }
+                }
+            }
+            let mut areas: Vec<AreaCode> = Vec::new();
+            let mut series: Vec<Series> = Vec::new();
+            for &w in &wijken {
+                let mut counts = vec![0; months.len()];
+                for b in buurten.iter().filter(|b| b.wijk() == w) {
+                    for (c, x) in counts.iter_mut().zip(&per_buurt[b]) {
+                        *c += x;
+                    }
+                }
+                areas.push(AreaCode::Wijk(w));
+                series.push(Series {
+                    level: Level::Wijk,
+                    counts,
+                    households: base(AreaCode::Wijk(w)),
+                });
+            }
+            let mut total = vec![0; months.len()];
+            for &b in &buurten {
+                for (c, x) in total.iter_mut().zip(&per_buurt[&b]) {
+                    *c += x;
+                }
+                areas.push(AreaCode::Buurt(b));
+                series.push(Series {
+                    level: Level::Buurt,
+                    counts: per_buurt[&b].clone(),
+                    households: base(AreaCode::Buurt(b)),
+                });
+            }
+            let findings = monitor::run(
+                &series,
+                &total,
+                base(AreaCode::Gemeente(q.gemeente)),
+                FALSE_DISCOVERY_RATE,
+            );
+            answer.series_tested += findings.len() as u32;
+            if !findings.iter().any(|f| f.discovery) {
+                continue;
+            }
+            // Only what the month's audited release shows.
+            let Some((version, released)) =
+                self.release(&table, signal_type, q.month, q.gemeente, now)?
+            else {
+                continue;
+            };
+            let released: HashMap<AreaCode, Released> = released.into_iter().collect();
+            for f in findings.iter().filter(|f| f.discovery) {
+                let area = areas[f.series];
+                let Some(Released::Value(value)) = released.get(&area) else {
+                    continue;
+                };
+                alerts.push(pb::Alert {
+                    area_code: area.to_string(),
+                    level: crate::convert::level_to_proto(area.level()).into(),
+                    signal_type: signal_type.to_string(),
+                    month: q.month.to_string(),
+                    method: f.method.name().to_owned(),
+                    expected: round1(f.test.expected),
+                    threshold: round1(f.test.threshold),
+                    released_value: *value,
+                    q_value: f.q_value,
+                    release_version: version,
+                });
+            }
+        }
+        // Wijken first, then by strength of evidence.
+        alerts.sort_by(|a, b| {
+            (a.level != i32::from(pb::AreaLevel::Wijk))
+                .cmp(&(b.level != i32::from(pb::AreaLevel::Wijk)))
+                .then(a.q_value.total_cmp(&b.q_value))
+        });
+        answer.alerts = alerts;
+        Ok(answer)
+    }
+}

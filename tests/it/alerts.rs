@@ -1,0 +1,138 @@
+//! Early warning through the API (issue 6, point 4): a wijk whose signals
+//! rise is found and ranked first; an alert shows only the released value
+//! of a released cell, the same value the table gives; bad requests get a
+//! precise error; partners cannot ask.
+
+use tonic::Code;
+use wijkradar_domain::{Hierarchy, Month};
+use wijkradar_proto::v1 as pb;
+use wijkradar_tests::{ANALYST, PARTNER_A, TestServer};
+
+use crate::{cells, table_request};
+
+fn current_month() -> Month {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    Month::from_unix_seconds(secs as i64)
+}
+
+#[tokio::test]
+async fn a_rising_wijk_is_alerted_with_its_released_value_only() {
+    let server = TestServer::start().await;
+    let hierarchy = Hierarchy::netherlands_2023();
+    let almere = "GM0034".parse().unwrap();
+    let wijken: Vec<_> = hierarchy.wijken_of(almere).take(6).collect();
+    let rising = wijken[2];
+    let last = current_month().plus(-1);
+    let months: Vec<Month> = last.plus(-29).through(last).collect();
+    let mut signals = Vec::new();
+    for (m, month) in months.iter().enumerate() {
+        for (w, &wijk) in wijken.iter().enumerate() {
+            for (b, buurt) in hierarchy.buurten_of_wijk(wijk).enumerate() {
+                // About 12 households a month per buurt, a little wiggle;
+                // the rising wijk doubles in the last three months.
+                let mut n = 10 + (m * 7 + b * 3 + w) % 5;
+                if wijk == rising && m >= 27 {
+                    n *= 2;
+                }
+                for i in 0..n {
+                    let mut pseudonym = vec![0u8; 32];
+                    pseudonym[..8].copy_from_slice(&(m as u64).to_be_bytes());
+                    pseudonym[8..16].copy_from_slice(&((w * 100 + b) as u64).to_be_bytes());
+                    pseudonym[16..24].copy_from_slice(&(i as u64).to_be_bytes());
+                    signals.push(pb::Signal {
+                        pseudonym,
+                        buurt_code: buurt.to_string(),
+                        signal_type: "huurachterstand".into(),
+                        month: month.to_string(),
+                        severity: None,
+                    });
+                }
+            }
+        }
+    }
+    wijkradar_agent::submit(
+        server.channel(PARTNER_A).await,
+        signals,
+        "GM0034.2026.0011223344556677",
+        5000,
+        |_| {},
+    )
+    .await
+    .unwrap();
+
+    let mut q = server.query(ANALYST).await;
+    let answer = q
+        .get_alerts(pb::GetAlertsRequest {
+            gemeente_code: "GM0034".into(),
+            month: String::new(),
+            signal_types: vec!["huurachterstand".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.month, last.to_string());
+    assert!(answer.series_tested > 6, "{answer:?}");
+    let first = answer.alerts.first().expect("the rising wijk is alerted");
+    assert_eq!(first.area_code, rising.to_string(), "{answer:?}");
+    assert_eq!(first.level, pb::AreaLevel::Wijk as i32);
+    assert_eq!(first.method, "pooled_windows");
+    assert!(first.q_value < 0.05);
+    // No other wijk rose.
+    for a in &answer.alerts {
+        if a.level == pb::AreaLevel::Wijk as i32 {
+            assert_eq!(a.area_code, rising.to_string(), "{a:?}");
+        }
+    }
+    // Every alert is a released cell of the month, with the table's value.
+    for level in [pb::AreaLevel::Wijk, pb::AreaLevel::Buurt] {
+        let table = cells(
+            &q.get_table(table_request(
+                level,
+                &["huurachterstand"],
+                &last.to_string(),
+                &last.to_string(),
+            ))
+            .await
+            .unwrap()
+            .into_inner(),
+        );
+        for a in answer.alerts.iter().filter(|a| a.level == level as i32) {
+            let key = (a.area_code.clone(), a.signal_type.clone(), a.month.clone());
+            assert_eq!(
+                table.get(&key),
+                Some(&Some(a.released_value)),
+                "alert {a:?} against the table"
+            );
+        }
+    }
+
+    // A month that has not ended, and an unknown type: every field named.
+    let err = q
+        .get_alerts(pb::GetAlertsRequest {
+            gemeente_code: "GM0034".into(),
+            month: current_month().to_string(),
+            signal_types: vec!["nope".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let text = wijkradar_agent::client::describe_status(&err);
+    assert!(
+        text.contains("month: has not ended yet") && text.contains("signal_types[0]"),
+        "{text}"
+    );
+    // A partner may not ask.
+    let mut as_partner =
+        pb::query_service_client::QueryServiceClient::new(server.channel(PARTNER_A).await);
+    let err = as_partner
+        .get_alerts(pb::GetAlertsRequest {
+            gemeente_code: "GM0034".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
