@@ -42,6 +42,16 @@ pub enum BenchCommand {
         #[arg(long)]
         no_send: bool,
     },
+    /// The monthly detection run for all of the Netherlands: every wijk and
+    /// buurt × signal types with 36 months of history, against EARS C2 over
+    /// the same series.
+    Detect {
+        /// Signal types.
+        #[arg(long, default_value_t = 8)]
+        types: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Latency of a whole-municipality table (all buurten × all types × 24
     /// months, released and audited) over gRPC with mutual TLS, against
     /// reading the same counts from sled.
@@ -63,6 +73,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             runs,
         } => (signals, batch_size, runs),
         BenchCommand::Query { signals, queries } => return query(signals, queries).await,
+        BenchCommand::Detect { types, runs } => return crate::bench_detect::run(types, runs),
         BenchCommand::Agent {
             rows,
             runs,

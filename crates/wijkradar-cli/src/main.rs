@@ -8,6 +8,7 @@
 mod agent;
 mod bench;
 mod bench_agent;
+mod bench_detect;
 mod connection;
 mod demo;
 mod eval;

@@ -86,7 +86,7 @@ pub(crate) fn row(values: &[f64]) -> [f64; P] {
     r
 }
 
-fn same_season(i: usize, target: usize, w: usize) -> f64 {
+pub(crate) fn same_season(i: usize, target: usize, w: usize) -> f64 {
     let d = (target.abs_diff(i)) % 12;
     if d <= w || d >= 12 - w { 1.0 } else { 0.0 }
 }

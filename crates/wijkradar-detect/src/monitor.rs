@@ -1,8 +1,8 @@
-//! The monthly detection run of one municipality and signal type, as the
-//! server does it: every wijk and buurt series tested with the method its
-//! history allows, the false discovery rate controlled over each level's
-//! tests (wijken first: they are fewer, larger and more reliable), and the
-//! discoveries ranked.
+//! The monthly detection run of one municipality, as the server does it:
+//! every wijk and buurt series of every signal type tested with the method
+//! its history allows, the false discovery rate controlled over the month's
+//! tests of each level (wijken first: they are fewer, larger and more
+//! reliable), and the discoveries ranked.
 
 use crate::fdr::benjamini_hochberg;
 use crate::{Method, Test, farrington, pooled};
@@ -60,12 +60,85 @@ pub struct Finding {
     pub discovery: bool,
 }
 
-/// Tests the last month of every series (all the same length); `total` is
-/// the municipality's own series (the sum of its buurten) for the pooled
-/// curve. Returns every tested series, discoveries first, each level's in
-/// order of p-value, wijken before buurten.
+/// The series of one signal type in one municipality, all the same length,
+/// ending with the tested month; `total` is the municipality's own series
+/// (the sum of its buurten) for the pooled curve.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub series: Vec<Series>,
+    pub total: Vec<u64>,
+    pub households: f64,
+}
+
+/// A finding of [`run_month`]: which group (signal type) and which series.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupFinding {
+    pub group: usize,
+    pub finding: Finding,
+}
+
+/// The month's run of one municipality: every series of every group
+/// tested, and the false discovery rate controlled over all of the month's
+/// tests of a level (every signal type together), wijken before buurten.
+/// Returns every tested series, discoveries first, wijken before buurten,
+/// each in order of p-value.
+pub fn run_month(groups: &[Group], fdr: f64) -> Vec<GroupFinding> {
+    let mut all: Vec<GroupFinding> = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        all.extend(
+            test_group(group)
+                .into_iter()
+                .map(|finding| GroupFinding { group: g, finding }),
+        );
+    }
+    let level_of = |f: &GroupFinding| groups[f.group].series[f.finding.series].level;
+    for level in [Level::Wijk, Level::Buurt] {
+        let idx: Vec<usize> = (0..all.len())
+            .filter(|&i| level_of(&all[i]) == level)
+            .collect();
+        let p: Vec<f64> = idx
+            .iter()
+            .map(|&i| all[i].finding.test.p_value.unwrap_or(1.0))
+            .collect();
+        let discoveries = benjamini_hochberg(&p, fdr);
+        for ((&i, d), q) in idx.iter().zip(discoveries).zip(adjusted(&p)) {
+            all[i].finding.discovery = d;
+            all[i].finding.q_value = q;
+        }
+    }
+    all.sort_by(|a, b| {
+        b.finding
+            .discovery
+            .cmp(&a.finding.discovery)
+            .then(level_of(a).cmp(&level_of(b)))
+            .then(
+                a.finding
+                    .test
+                    .p_value
+                    .unwrap_or(1.0)
+                    .total_cmp(&b.finding.test.p_value.unwrap_or(1.0)),
+            )
+    });
+    all
+}
+
+/// [`run_month`] for one signal type.
 pub fn run(series: &[Series], total: &[u64], total_households: f64, fdr: f64) -> Vec<Finding> {
-    let Some(t) = total.len().checked_sub(1) else {
+    let group = Group {
+        series: series.to_vec(),
+        total: total.to_vec(),
+        households: total_households,
+    };
+    run_month(std::slice::from_ref(&group), fdr)
+        .into_iter()
+        .map(|f| f.finding)
+        .collect()
+}
+
+/// Tests the last month of every series of a group with the method its
+/// history allows.
+fn test_group(group: &Group) -> Vec<Finding> {
+    let Some(t) = group.total.len().checked_sub(1) else {
         return Vec::new();
     };
     let config = farrington::Config::default();
@@ -73,11 +146,11 @@ pub fn run(series: &[Series], total: &[u64], total_households: f64, fdr: f64) ->
         return Vec::new();
     };
     let curve = match chosen {
-        Chosen::Pooled => pooled::Curve::fit(total, total_households, t),
+        Chosen::Pooled => pooled::Curve::fit(&group.total, group.households, t),
         Chosen::Method(_) => None,
     };
-    let mut findings: Vec<Finding> = Vec::new();
-    for (i, s) in series.iter().enumerate() {
+    let mut findings = Vec::new();
+    for (i, s) in group.series.iter().enumerate() {
         let (method, test) = match (chosen, &curve) {
             (Chosen::Pooled, Some(curve)) => (
                 Chosen::Pooled,
@@ -100,32 +173,6 @@ pub fn run(series: &[Series], total: &[u64], total_households: f64, fdr: f64) ->
             });
         }
     }
-    for level in [Level::Wijk, Level::Buurt] {
-        let idx: Vec<usize> = (0..findings.len())
-            .filter(|&f| series[findings[f].series].level == level)
-            .collect();
-        let p: Vec<f64> = idx
-            .iter()
-            .map(|&f| findings[f].test.p_value.unwrap_or(1.0))
-            .collect();
-        let discoveries = benjamini_hochberg(&p, fdr);
-        let q = adjusted(&p);
-        for ((&f, d), q) in idx.iter().zip(discoveries).zip(q) {
-            findings[f].discovery = d;
-            findings[f].q_value = q;
-        }
-    }
-    findings.sort_by(|a, b| {
-        b.discovery
-            .cmp(&a.discovery)
-            .then(series[a.series].level.cmp(&series[b.series].level))
-            .then(
-                a.test
-                    .p_value
-                    .unwrap_or(1.0)
-                    .total_cmp(&b.test.p_value.unwrap_or(1.0)),
-            )
-    });
     findings
 }
 

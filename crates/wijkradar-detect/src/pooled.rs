@@ -6,9 +6,13 @@
 //! household and L the area's level: its counts over the fitted months
 //! divided by the curve's, down-weighting months whose Anscombe residual
 //! exceeds 2.58 (past outbreaks). The sums over the last 1, 2, 3 and 6
-//! months are then tested against L·S, with the variance φ·μ + μ²·Var(log L)
-//! (φ the area's own Pearson dispersion, at least 1); the p-value is the
-//! smallest of the windows'. Nothing of the tested months enters the fit.
+//! months are then tested against L·S, with the variance
+//! φ·μ + μ²·(Var(log L) + Var(log S)) (φ the area's own Pearson dispersion,
+//! at least 1; Var(log S) the curve's own uncertainty); the p-value is the
+//! smallest of the windows', times four (Bonferroni over the windows). Nothing of the tested months enters the fit.
+//! Where the pooled series is small (under [`MONTHLY_FROM`] a month), the
+//! curve has the Farrington season window and a trend instead of a factor
+//! per calendar month.
 
 use crate::farrington::{self, WINDOWS};
 use crate::glm::{self, P};
@@ -21,12 +25,20 @@ pub struct Curve {
     fit: glm::Fit,
     t: usize,
     last_fit: usize,
+    /// A factor per calendar month, or the Farrington season window.
+    monthly: bool,
+    /// The pooled series' own dispersion.
+    phi: f64,
 }
 
 /// Intercept, calendar months 2..12 against month 1, trend.
-const COVARIATES: usize = 13;
+const MONTHLY_COVARIATES: usize = 13;
 
-fn design(i: usize) -> [f64; P] {
+/// Below this many signals a month in all, a factor per calendar month is
+/// too noisy: the curve then has a season window and a trend only.
+pub const MONTHLY_FROM: f64 = 200.0;
+
+fn monthly_design(i: usize) -> [f64; P] {
     let mut x = [0.0; P];
     x[0] = 1.0;
     if !i.is_multiple_of(12) {
@@ -48,17 +60,62 @@ impl Curve {
             return None;
         }
         let months = first..=last_fit;
-        let x: Vec<[f64; P]> = months.clone().map(design).collect();
         let y: Vec<f64> = months.clone().map(|i| total[i] as f64).collect();
+        let monthly = y.iter().sum::<f64>() / y.len() as f64 >= MONTHLY_FROM;
+        let (x, p): (Vec<[f64; P]>, usize) = if monthly {
+            (
+                months.clone().map(monthly_design).collect(),
+                MONTHLY_COVARIATES,
+            )
+        } else {
+            (months.clone().map(|i| window_design(i, t)).collect(), 3)
+        };
         let offset = vec![households.max(1.0).ln(); y.len()];
-        let fit = glm::poisson(&x, &y, &offset, &vec![1.0; y.len()], COVARIATES)?;
-        Some(Curve { fit, t, last_fit })
+        let fit = glm::poisson(&x, &y, &offset, &vec![1.0; y.len()], p)?;
+        let chi2: f64 = y
+            .iter()
+            .zip(&fit.mu)
+            .map(|(y, mu)| (y - mu).powi(2) / mu.max(1e-9))
+            .sum();
+        let phi = (chi2 / (y.len() - p).max(1) as f64).max(1.0);
+        Some(Curve {
+            fit,
+            t,
+            last_fit,
+            monthly,
+            phi,
+        })
+    }
+
+    fn design(&self, i: usize) -> [f64; P] {
+        if self.monthly {
+            monthly_design(i)
+        } else {
+            window_design(i, self.t)
+        }
     }
 
     /// Expected count per household in month `i`.
     fn per_household(&self, i: usize) -> f64 {
-        self.fit.predict(&design(i), 0.0)
+        self.fit.predict(&self.design(i), 0.0)
     }
+
+    /// The variance of the curve's log at month `i`: its own uncertainty.
+    fn log_variance(&self, i: usize) -> f64 {
+        let x = self.design(i);
+        let mut q = 0.0;
+        for a in 0..self.fit.p {
+            for b in 0..self.fit.p {
+                q += x[a] * self.fit.cov[a][b] * x[b];
+            }
+        }
+        self.phi * q.max(0.0)
+    }
+}
+
+/// Intercept, the Farrington season window around the tested month, trend.
+fn window_design(i: usize, t: usize) -> [f64; P] {
+    farrington::row(&[1.0, farrington::same_season(i, t, 1), i as f64])
 }
 
 pub fn test(
@@ -87,10 +144,21 @@ pub fn test(
     };
     let mut weights = vec![1.0; y.len()];
     let mut level = level_with(&weights);
+    // The residuals are scaled by the area's own dispersion, estimated
+    // robustly (the median squared Pearson residual over the median of χ²₁,
+    // 0.455), so that neither ordinary noise of an overdispersed series
+    // reads as an outbreak nor a past outbreak hides itself.
+    let mut r2: Vec<f64> = y
+        .iter()
+        .zip(&shape)
+        .map(|(y, s)| (y - level * s).powi(2) / (level * s).max(1e-9))
+        .collect();
+    r2.sort_by(f64::total_cmp);
+    let phi0 = (r2[r2.len() / 2] / 0.455).max(1.0);
     let mut any = false;
     for ((w, &yi), &si) in weights.iter_mut().zip(&y).zip(&shape) {
         let mu = (level * si).max(1e-9);
-        let s = 1.5 * (yi.powf(2.0 / 3.0) * mu.powf(-1.0 / 6.0) - mu.sqrt());
+        let s = 1.5 * (yi.powf(2.0 / 3.0) * mu.powf(-1.0 / 6.0) - mu.sqrt()) / phi0.sqrt();
         if s > 2.58 {
             *w = s.powi(-2);
             any = true;
@@ -118,12 +186,16 @@ pub fn test(
         let mu: f64 = (start..=t)
             .map(|i| level * curve.per_household(i) * households)
             .sum();
-        let variance = phi * mu + mu * mu * log_level_var;
+        let curve_var = (start..=t).map(|i| curve.log_variance(i)).sum::<f64>() / w as f64;
+        let variance = phi * mu + mu * mu * (log_level_var + curve_var);
         best = best.min(upper_tail(y, mu, variance));
         if w == 1 {
             one = (mu, upper_quantile(config.alpha, mu, variance));
         }
     }
+    // The smallest of four windows' p-values, corrected for the four looks
+    // (Bonferroni), so that it is a p-value again.
+    best = (best * WINDOWS.len() as f64).min(1.0);
     let recent: u64 = counts[t.saturating_sub(3)..=t].iter().sum();
     if recent < config.min_cases {
         best = 1.0;

@@ -1,13 +1,15 @@
 //! Early warning through the query API: the month's detection run over a
-//! gemeente's wijken and buurten per signal type (`wijkradar_detect::monitor`),
-//! on the true series inside the aggregator. What leaves is filtered by the
+//! gemeente's wijken and buurten, every signal type, with the false
+//! discovery rate controlled over all of the month's tests of a level
+//! (`wijkradar_detect::monitor::run_month`), on the true series inside the
+//! aggregator. What leaves is filtered by the
 //! release rules: an alert names an area only when that area's cell of the
 //! month is released in the audited table, and shows only its released
 //! value; a suppressed cell never becomes an alert.
 
 use std::collections::HashMap;
 
-use wijkradar_detect::monitor::{self, Level, Series};
+use wijkradar_detect::monitor::{self, Group, Level, Series};
 use wijkradar_domain::{AreaCode, BuurtCode, Month, WijkCode};
 use wijkradar_proto::v1 as pb;
 use wijkradar_release::{GemeenteTable, Released};
@@ -15,6 +17,9 @@ use wijkradar_release::{GemeenteTable, Released};
 use crate::convert::alerts_query_from_proto;
 use crate::error::ApiError;
 use crate::query::Query;
+
+/// A table's release version and its cells by area.
+type ReleasedCells = (u32, HashMap<AreaCode, Released>);
 
 /// The false discovery rate controlled over each level's tests.
 pub const FALSE_DISCOVERY_RATE: f64 = 0.05;
@@ -58,6 +63,8 @@ impl Query {
         let base = |a: AreaCode| state.bases.per_area.get(&a).map_or(1.0, |&b| b as f64);
         let table = GemeenteTable::new(&state.hierarchy, q.gemeente);
         let mut alerts = Vec::new();
+        let mut groups = Vec::with_capacity(q.signal_types.len());
+        let mut group_areas: Vec<Vec<AreaCode>> = Vec::new();
         for signal_type in &q.signal_types {
             let mut per_buurt: HashMap<BuurtCode, Vec<u64>> = buurten
                 .iter()
@@ -98,41 +105,47 @@ impl Query {
                     households: base(AreaCode::Buurt(b)),
                 });
             }
-            let findings = monitor::run(
-                &series,
-                &total,
-                base(AreaCode::Gemeente(q.gemeente)),
-                FALSE_DISCOVERY_RATE,
-            );
-            answer.series_tested += findings.len() as u32;
-            if !findings.iter().any(|f| f.discovery) {
-                continue;
-            }
+            groups.push(Group {
+                series,
+                total,
+                households: base(AreaCode::Gemeente(q.gemeente)),
+            });
+            group_areas.push(areas);
+        }
+        let findings = monitor::run_month(&groups, FALSE_DISCOVERY_RATE);
+        answer.series_tested = findings.len() as u32;
+        let mut releases: HashMap<usize, Option<ReleasedCells>> = HashMap::new();
+        for f in findings.iter().filter(|f| f.finding.discovery) {
+            let signal_type = &q.signal_types[f.group];
             // Only what the month's audited release shows.
-            let Some((version, released)) =
-                self.release(&table, signal_type, q.month, q.gemeente, now)?
-            else {
+            let release = match releases.get(&f.group) {
+                Some(r) => r,
+                None => {
+                    let r = self
+                        .release(&table, signal_type, q.month, q.gemeente, now)?
+                        .map(|(v, cells)| (v, cells.into_iter().collect()));
+                    releases.entry(f.group).or_insert(r)
+                }
+            };
+            let Some((version, released)) = release else {
                 continue;
             };
-            let released: HashMap<AreaCode, Released> = released.into_iter().collect();
-            for f in findings.iter().filter(|f| f.discovery) {
-                let area = areas[f.series];
-                let Some(Released::Value(value)) = released.get(&area) else {
-                    continue;
-                };
-                alerts.push(pb::Alert {
-                    area_code: area.to_string(),
-                    level: crate::convert::level_to_proto(area.level()).into(),
-                    signal_type: signal_type.to_string(),
-                    month: q.month.to_string(),
-                    method: f.method.name().to_owned(),
-                    expected: round1(f.test.expected),
-                    threshold: round1(f.test.threshold),
-                    released_value: *value,
-                    q_value: f.q_value,
-                    release_version: version,
-                });
-            }
+            let area = group_areas[f.group][f.finding.series];
+            let Some(Released::Value(value)) = released.get(&area) else {
+                continue;
+            };
+            alerts.push(pb::Alert {
+                area_code: area.to_string(),
+                level: crate::convert::level_to_proto(area.level()).into(),
+                signal_type: signal_type.to_string(),
+                month: q.month.to_string(),
+                method: f.finding.method.name().to_owned(),
+                expected: round1(f.finding.test.expected),
+                threshold: round1(f.finding.test.threshold),
+                released_value: *value,
+                q_value: f.finding.q_value,
+                release_version: *version,
+            });
         }
         // Wijken first, then by strength of evidence.
         alerts.sort_by(|a, b| {
