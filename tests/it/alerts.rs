@@ -42,6 +42,17 @@ async fn a_rising_wijk_is_alerted_with_its_released_value_only() {
                     pseudonym[..8].copy_from_slice(&(m as u64).to_be_bytes());
                     pseudonym[8..16].copy_from_slice(&((w * 100 + b) as u64).to_be_bytes());
                     pseudonym[16..24].copy_from_slice(&(i as u64).to_be_bytes());
+                    // The rise's extra households have energy arrears too:
+                    // several problems at once, where there were none.
+                    if wijk == rising && m >= 27 && i >= n / 2 {
+                        signals.push(pb::Signal {
+                            pseudonym: pseudonym.clone(),
+                            buurt_code: buurt.to_string(),
+                            signal_type: "energieachterstand".into(),
+                            month: month.to_string(),
+                            severity: None,
+                        });
+                    }
                     signals.push(pb::Signal {
                         pseudonym,
                         buurt_code: buurt.to_string(),
@@ -109,19 +120,39 @@ async fn a_rising_wijk_is_alerted_with_its_released_value_only() {
         }
     }
 
+    // The derived indicator: households with several problems rose there.
+    let derived = q
+        .get_alerts(pb::GetAlertsRequest {
+            gemeente_code: "GM0034".into(),
+            month: String::new(),
+            signal_types: vec!["meerdere_signaaltypen_6m".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Only in the rising wijk or its buurten (whether the wijk's own cell
+    // is released is up to the audit: the other wijken have none).
+    assert!(!derived.alerts.is_empty(), "{derived:?}");
+    let wijk_digits = &rising.to_string()[2..];
+    for a in &derived.alerts {
+        assert_eq!(a.signal_type, "meerdere_signaaltypen_6m");
+        assert!(a.area_code[2..].starts_with(wijk_digits), "{a:?}");
+        assert!(a.released_value >= u64::from(derived.k), "{a:?}");
+    }
+
     // A month that has not ended, and an unknown type: every field named.
     let err = q
         .get_alerts(pb::GetAlertsRequest {
             gemeente_code: "GM0034".into(),
             month: current_month().to_string(),
-            signal_types: vec!["nope".into()],
+            signal_types: vec!["opnieuw_gesignaleerd_6m".into(), "nope".into()],
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let text = wijkradar_agent::client::describe_status(&err);
     assert!(
-        text.contains("month: has not ended yet") && text.contains("signal_types[0]"),
+        text.contains("month: has not ended yet") && text.contains("signal_types[1]"),
         "{text}"
     );
     // A partner may not ask.

@@ -161,6 +161,11 @@ pub fn names(catalogue: &pb::GetCatalogueResponse) -> (render::Names, HashMap<St
         .signal_types
         .iter()
         .map(|t| (t.name.clone(), t.description.clone()))
+        .chain(
+            wijkradar_domain::derived::Derived::ALL
+                .iter()
+                .map(|d| (d.name().to_owned(), d.description().to_owned())),
+        )
         .collect();
     (names, descriptions)
 }

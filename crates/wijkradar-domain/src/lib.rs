@@ -10,6 +10,7 @@
 
 pub mod area;
 pub mod catalogue;
+pub mod derived;
 pub mod hierarchy;
 pub mod month;
 pub mod pseudonym;

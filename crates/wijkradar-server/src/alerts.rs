@@ -5,18 +5,40 @@
 //! aggregator. What leaves is filtered by the
 //! release rules: an alert names an area only when that area's cell of the
 //! month is released in the audited table, and shows only its released
-//! value; a suppressed cell never becomes an alert.
+//! value; a suppressed cell never becomes an alert. The derived indicators
+//! (several problems, signalled again) are tested beside the signal types;
+//! their month's cells are released by the same rules (cell keys from the
+//! households' record keys, perturbation, threshold, audit), computed
+//! afresh rather than materialised: the same households give the same
+//! value, but a late signal changes it without a new version.
 
 use std::collections::HashMap;
 
 use wijkradar_detect::monitor::{self, Group, Level, Series};
-use wijkradar_domain::{AreaCode, BuurtCode, Month, WijkCode};
+use wijkradar_domain::derived::{self, Derived, HouseholdSignal};
+use wijkradar_domain::{AreaCode, BuurtCode, CellTotal, Month, SignalTypeName, WijkCode};
 use wijkradar_proto::v1 as pb;
 use wijkradar_release::{GemeenteTable, Released};
 
 use crate::convert::alerts_query_from_proto;
 use crate::error::ApiError;
 use crate::query::Query;
+
+/// What a series counts: a signal type, or a derived indicator.
+#[derive(Debug, Clone)]
+enum Source {
+    Type(SignalTypeName),
+    Derived(Derived),
+}
+
+impl Source {
+    fn name(&self) -> &str {
+        match self {
+            Source::Type(t) => t.as_str(),
+            Source::Derived(d) => d.name(),
+        }
+    }
+}
 
 /// A table's release version and its cells by area.
 type ReleasedCells = (u32, HashMap<AreaCode, Released>);
@@ -62,14 +84,16 @@ impl Query {
         let wijken: Vec<WijkCode> = state.hierarchy.wijken_of(q.gemeente).collect();
         let base = |a: AreaCode| state.bases.per_area.get(&a).map_or(1.0, |&b| b as f64);
         let table = GemeenteTable::new(&state.hierarchy, q.gemeente);
-        let mut alerts = Vec::new();
-        let mut groups = Vec::with_capacity(q.signal_types.len());
-        let mut group_areas: Vec<Vec<AreaCode>> = Vec::new();
-        for signal_type in &q.signal_types {
-            let mut per_buurt: HashMap<BuurtCode, Vec<u64>> = buurten
+        let zeros = || -> HashMap<BuurtCode, Vec<u64>> {
+            buurten
                 .iter()
                 .map(|&b| (b, vec![0; months.len()]))
-                .collect();
+                .collect()
+        };
+        // Per source: the monthly count of households per buurt.
+        let mut sources: Vec<(Source, HashMap<BuurtCode, Vec<u64>>)> = Vec::new();
+        for signal_type in &q.signal_types {
+            let mut per_buurt = zeros();
             for (j, &m) in months.iter().enumerate() {
                 for (b, total) in state.store.buurt_counts(signal_type, m, q.gemeente)? {
                     if let Some(row) = per_buurt.get_mut(&b) {
@@ -77,8 +101,37 @@ impl Query {
                     }
                 }
             }
-            let mut areas: Vec<AreaCode> = Vec::new();
-            let mut series: Vec<Series> = Vec::new();
+            sources.push((Source::Type(signal_type.clone()), per_buurt));
+        }
+        // The derived indicators, with their cell keys for the release.
+        let mut derived_totals: HashMap<Derived, HashMap<(Month, BuurtCode), CellTotal>> =
+            HashMap::new();
+        if !q.derived.is_empty() {
+            let households = state.store.households_in(q.gemeente)?;
+            let keyed: Vec<(u32, &[HouseholdSignal])> = households
+                .iter()
+                .map(|(p, signals)| (state.server_key.record_key(p), signals.as_slice()))
+                .collect();
+            for &d in &q.derived {
+                let totals = derived::totals(d, keyed.iter().copied(), &months);
+                let mut per_buurt = zeros();
+                for ((m, b), total) in &totals {
+                    if let (Some(row), Some(j)) =
+                        (per_buurt.get_mut(b), months.iter().position(|x| x == m))
+                    {
+                        row[j] = total.households;
+                    }
+                }
+                derived_totals.insert(d, totals);
+                sources.push((Source::Derived(d), per_buurt));
+            }
+        }
+
+        let mut groups = Vec::with_capacity(sources.len());
+        let mut areas: Vec<AreaCode> = wijken.iter().map(|&w| AreaCode::Wijk(w)).collect();
+        areas.extend(buurten.iter().map(|&b| AreaCode::Buurt(b)));
+        for (_, per_buurt) in &sources {
+            let mut series: Vec<Series> = Vec::with_capacity(areas.len());
             for &w in &wijken {
                 let mut counts = vec![0; months.len()];
                 for b in buurten.iter().filter(|b| b.wijk() == w) {
@@ -86,7 +139,6 @@ impl Query {
                         *c += x;
                     }
                 }
-                areas.push(AreaCode::Wijk(w));
                 series.push(Series {
                     level: Level::Wijk,
                     counts,
@@ -98,7 +150,6 @@ impl Query {
                 for (c, x) in total.iter_mut().zip(&per_buurt[&b]) {
                     *c += x;
                 }
-                areas.push(AreaCode::Buurt(b));
                 series.push(Series {
                     level: Level::Buurt,
                     counts: per_buurt[&b].clone(),
@@ -110,34 +161,50 @@ impl Query {
                 total,
                 households: base(AreaCode::Gemeente(q.gemeente)),
             });
-            group_areas.push(areas);
         }
         let findings = monitor::run_month(&groups, FALSE_DISCOVERY_RATE);
         answer.series_tested = findings.len() as u32;
         let mut releases: HashMap<usize, Option<ReleasedCells>> = HashMap::new();
+        let mut alerts = Vec::new();
         for f in findings.iter().filter(|f| f.finding.discovery) {
-            let signal_type = &q.signal_types[f.group];
+            let source = &sources[f.group].0;
             // Only what the month's audited release shows.
             let release = match releases.get(&f.group) {
                 Some(r) => r,
                 None => {
-                    let r = self
-                        .release(&table, signal_type, q.month, q.gemeente, now)?
-                        .map(|(v, cells)| (v, cells.into_iter().collect()));
+                    let r = match source {
+                        Source::Type(t) => self
+                            .release(&table, t, q.month, q.gemeente, now)?
+                            .map(|(v, cells)| (v, cells.into_iter().collect())),
+                        Source::Derived(d) => {
+                            let month_totals: Vec<(BuurtCode, CellTotal)> = derived_totals[d]
+                                .iter()
+                                .filter(|((m, _), _)| *m == q.month)
+                                .map(|((_, b), t)| (*b, *t))
+                                .collect();
+                            Some((
+                                1,
+                                table
+                                    .release(&state.policy, &month_totals)
+                                    .into_iter()
+                                    .collect(),
+                            ))
+                        }
+                    };
                     releases.entry(f.group).or_insert(r)
                 }
             };
             let Some((version, released)) = release else {
                 continue;
             };
-            let area = group_areas[f.group][f.finding.series];
+            let area = areas[f.finding.series];
             let Some(Released::Value(value)) = released.get(&area) else {
                 continue;
             };
             alerts.push(pb::Alert {
                 area_code: area.to_string(),
                 level: crate::convert::level_to_proto(area.level()).into(),
-                signal_type: signal_type.to_string(),
+                signal_type: source.name().to_owned(),
                 month: q.month.to_string(),
                 method: f.finding.method.name().to_owned(),
                 expected: round1(f.finding.test.expected),

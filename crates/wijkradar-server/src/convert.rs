@@ -220,11 +220,24 @@ pub fn signal_types_from_proto(
     catalogue: &Catalogue,
     violations: &mut Vec<Violation>,
 ) -> Vec<SignalTypeName> {
+    signal_types_besides(names, catalogue, |_| false, violations)
+}
+
+/// The same, passing over names that `other` knows (derived indicators).
+fn signal_types_besides(
+    names: &[String],
+    catalogue: &Catalogue,
+    other: impl Fn(&str) -> bool,
+    violations: &mut Vec<Violation>,
+) -> Vec<SignalTypeName> {
     if names.is_empty() {
         return catalogue.types().iter().map(|t| t.name.clone()).collect();
     }
     let mut types = Vec::new();
     for (i, t) in names.iter().enumerate() {
+        if other(t) {
+            continue;
+        }
         match catalogue.get(t) {
             Some(def) => types.push(def.name.clone()),
             None => violations.push(Violation::new(
@@ -242,6 +255,8 @@ pub struct AlertsQuery {
     pub gemeente: GemeenteCode,
     pub month: Month,
     pub signal_types: Vec<SignalTypeName>,
+    /// Derived indicators to test too (all when no type is named).
+    pub derived: Vec<wijkradar_domain::derived::Derived>,
 }
 
 /// `now` is the current month: the tested month must have ended.
@@ -251,9 +266,28 @@ pub fn alerts_query_from_proto(
     catalogue: &Catalogue,
     now: Month,
 ) -> Result<AlertsQuery, ApiError> {
+    use wijkradar_domain::derived::Derived;
     let gemeente = gemeente_from_proto(&req.gemeente_code, hierarchy)?;
     let mut violations = Vec::new();
-    let signal_types = signal_types_from_proto(&req.signal_types, catalogue, &mut violations);
+    let derived: Vec<Derived> = if req.signal_types.is_empty() {
+        Derived::ALL.to_vec()
+    } else {
+        req.signal_types
+            .iter()
+            .filter_map(|t| Derived::from_name(t))
+            .collect()
+    };
+    let only_derived = !req.signal_types.is_empty() && derived.len() == req.signal_types.len();
+    let signal_types = if only_derived {
+        Vec::new()
+    } else {
+        signal_types_besides(
+            &req.signal_types,
+            catalogue,
+            |t| Derived::from_name(t).is_some(),
+            &mut violations,
+        )
+    };
     let month = if req.month.is_empty() {
         Some(now.plus(-1))
     } else {
@@ -277,6 +311,7 @@ pub fn alerts_query_from_proto(
             gemeente,
             month,
             signal_types,
+            derived,
         }),
         _ => Err(ApiError::InvalidArgument(violations)),
     }

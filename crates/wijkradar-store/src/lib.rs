@@ -38,7 +38,7 @@ use std::sync::{Arc, RwLock};
 
 use wijkradar_domain::{
     BatchId, BuurtCode, CellTotal, GemeenteCode, Month, PseudonymKeyId, ServerPseudonym, Severity,
-    SignalTypeName,
+    SignalTypeName, derived::HouseholdSignal,
 };
 
 pub use writer::{IngestQueue, Outcome, Pending, WriterThread};
@@ -392,6 +392,40 @@ impl Store {
     /// Number of distinct stored signals, kept at write time.
     pub fn signal_count(&self) -> Result<u64, StoreError> {
         read_counter(&self.db, SIGNAL_TOTAL)
+    }
+
+    /// Every household with a signal in gemeente `g`, with all its signals
+    /// there (type as the store's type id): what the derived indicators are
+    /// counted from. One scan over the stored signals, which are ordered by
+    /// household.
+    pub fn households_in(
+        &self,
+        g: GemeenteCode,
+    ) -> Result<Vec<(ServerPseudonym, Vec<HouseholdSignal>)>, StoreError> {
+        let mut out: Vec<(ServerPseudonym, Vec<HouseholdSignal>)> = Vec::new();
+        let digits = g.body();
+        for kv in self.db.scan_prefix([SIGNAL]) {
+            let (k, v) = kv?;
+            if k.len() != 39 || v.len() != 9 || &v[..4] != digits {
+                continue;
+            }
+            let pseudonym =
+                ServerPseudonym::from_bytes(k[1..33].try_into().map_err(|_| StoreError::Corrupt)?);
+            let signal = HouseholdSignal {
+                signal_type: u16::from_be_bytes([k[33], k[34]]),
+                month: Month::from_index(u32::from_be_bytes(
+                    k[35..39].try_into().map_err(|_| StoreError::Corrupt)?,
+                ))
+                .ok_or(StoreError::Corrupt)?,
+                buurt: BuurtCode::from_body(v[..8].try_into().map_err(|_| StoreError::Corrupt)?)
+                    .map_err(|_| StoreError::Corrupt)?,
+            };
+            match out.last_mut() {
+                Some((p, signals)) if *p == pseudonym => signals.push(signal),
+                _ => out.push((pseudonym, vec![signal])),
+            }
+        }
+        Ok(out)
     }
 
     /// Every partner key id signals were stored under, with how many new

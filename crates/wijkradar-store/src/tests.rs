@@ -221,6 +221,33 @@ async fn signals_are_counted_per_partner_key_id() {
     );
 }
 
+#[tokio::test]
+async fn households_in_a_gemeente_come_with_all_their_signals() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), "k1").unwrap();
+    let (queue, _writer) = IngestQueue::start(store.clone(), 8);
+    queue
+        .submit(batch(
+            "a",
+            vec![
+                signal(1, "BU00340101", "huurachterstand", "2024-01"),
+                signal(1, "BU00340102", "energieachterstand", "2024-03"),
+                signal(2, "BU00340101", "huurachterstand", "2024-02"),
+                signal(3, "BU03630000", "huurachterstand", "2024-02"),
+            ],
+        ))
+        .await
+        .unwrap();
+    let households = store.households_in("GM0034".parse().unwrap()).unwrap();
+    assert_eq!(households.len(), 2, "Amsterdam's household is not Almere's");
+    let (p, signals) = &households[0];
+    assert_eq!(*p, ServerPseudonym::from_bytes([1; 32]));
+    assert_eq!(signals.len(), 2);
+    assert_ne!(signals[0].signal_type, signals[1].signal_type);
+    assert_eq!(signals[1].buurt.to_string(), "BU00340102");
+    assert_eq!(signals[1].month.to_string(), "2024-03");
+}
+
 #[test]
 fn refuses_a_store_written_with_another_server_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,167 @@
+//! The derived indicators of PRODUCT.md and EARLY-WARNING.md, counted per
+//! month and buurt from each household's signals:
+//!
+//! - **several problems**: households with signals of 2 or more types in the
+//!   6 months ending with the month (the multi-problem household that no
+//!   single source sees);
+//! - **signalled again**: households with a signal in the month and another
+//!   one (any type) in the 6 months before it.
+//!
+//! A household counts once per month, in one buurt: that of its latest
+//! signal in the window. Cell keys add up as for signal types, so the same
+//! perturbation, threshold and audit apply.
+
+use std::collections::HashMap;
+
+use crate::{BuurtCode, CellTotal, Month};
+
+/// The window of both indicators, in months, the month itself included.
+pub const WINDOW_MONTHS: u32 = 6;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Derived {
+    SeveralProblems,
+    SignalledAgain,
+}
+
+impl Derived {
+    pub const ALL: [Derived; 2] = [Derived::SeveralProblems, Derived::SignalledAgain];
+
+    /// The indicator's name where a signal type's would be.
+    pub fn name(self) -> &'static str {
+        match self {
+            Derived::SeveralProblems => "meerdere_signaaltypen_6m",
+            Derived::SignalledAgain => "opnieuw_gesignaleerd_6m",
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            Derived::SeveralProblems => "Huishoudens met 2 of meer signaaltypen in 6 maanden",
+            Derived::SignalledAgain => "Huishoudens opnieuw gesignaleerd binnen 6 maanden",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Derived> {
+        Derived::ALL.into_iter().find(|d| d.name() == name)
+    }
+}
+
+/// One signal of a household: type (any stable id), month, buurt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HouseholdSignal {
+    pub signal_type: u16,
+    pub month: Month,
+    pub buurt: BuurtCode,
+}
+
+/// Whether a household with `signals` counts for `which` in `month`, and
+/// in which buurt.
+pub fn counts_in(which: Derived, signals: &[HouseholdSignal], month: Month) -> Option<BuurtCode> {
+    let first = month.plus(1 - WINDOW_MONTHS as i32);
+    let in_window = |s: &&HouseholdSignal| s.month >= first && s.month <= month;
+    let latest = signals.iter().filter(in_window).max_by_key(|s| s.month)?;
+    match which {
+        Derived::SeveralProblems => {
+            let first_type = signals.iter().find(in_window)?.signal_type;
+            signals
+                .iter()
+                .filter(in_window)
+                .any(|s| s.signal_type != first_type)
+                .then_some(latest.buurt)
+        }
+        Derived::SignalledAgain => {
+            let now = signals.iter().rfind(|s| s.month == month)?;
+            let before = month.plus(-(WINDOW_MONTHS as i32));
+            signals
+                .iter()
+                .any(|s| s.month >= before && s.month < month)
+                .then_some(now.buurt)
+        }
+    }
+}
+
+/// Per (month, buurt): the households counting for `which` and their cell
+/// key, from every household's record key and signals.
+pub fn totals<'a>(
+    which: Derived,
+    households: impl IntoIterator<Item = (u32, &'a [HouseholdSignal])>,
+    months: &[Month],
+) -> HashMap<(Month, BuurtCode), CellTotal> {
+    let mut out: HashMap<(Month, BuurtCode), CellTotal> = HashMap::new();
+    for (record_key, signals) in households {
+        for &m in months {
+            if let Some(b) = counts_in(which, signals, m) {
+                *out.entry((m, b)).or_default() += CellTotal::one(record_key);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(t: u16, m: &str, b: &str) -> HouseholdSignal {
+        HouseholdSignal {
+            signal_type: t,
+            month: m.parse().unwrap(),
+            buurt: b.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn several_problems_within_six_months() {
+        let m = |x: &str| x.parse::<Month>().unwrap();
+        // Rent arrears in January, energy arrears in June: 2 types in the
+        // 6 months ending June (January..June), not in those ending July.
+        let h = [s(1, "2026-01", "BU00340101"), s(2, "2026-06", "BU00340102")];
+        let which = Derived::SeveralProblems;
+        assert_eq!(counts_in(which, &h, m("2026-05")), None);
+        assert_eq!(
+            counts_in(which, &h, m("2026-06")),
+            Some("BU00340102".parse().unwrap())
+        );
+        assert_eq!(counts_in(which, &h, m("2026-07")), None);
+        // The same type twice is one problem.
+        let same = [s(1, "2026-01", "BU00340101"), s(1, "2026-03", "BU00340101")];
+        assert_eq!(counts_in(which, &same, m("2026-03")), None);
+        // A move: counted once, in the buurt of the latest signal.
+        let moved = [s(1, "2026-02", "BU00340101"), s(2, "2026-04", "BU00340201")];
+        assert_eq!(
+            counts_in(which, &moved, m("2026-05")),
+            Some("BU00340201".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn signalled_again_within_six_months() {
+        let m = |x: &str| x.parse::<Month>().unwrap();
+        let which = Derived::SignalledAgain;
+        let h = [s(1, "2026-01", "BU00340101"), s(1, "2026-07", "BU00340101")];
+        // July is 6 months after January: again. A signal 7 months on is not.
+        assert!(counts_in(which, &h, m("2026-07")).is_some());
+        let late = [s(1, "2026-01", "BU00340101"), s(3, "2026-08", "BU00340101")];
+        assert_eq!(counts_in(which, &late, m("2026-08")), None);
+        // Without a signal in the month itself, nothing.
+        assert_eq!(counts_in(which, &h, m("2026-06")), None);
+        assert_eq!(counts_in(which, &h, m("2026-01")), None);
+    }
+
+    #[test]
+    fn totals_add_households_and_cell_keys() {
+        let months: Vec<Month> = vec!["2026-06".parse().unwrap()];
+        let a = [s(1, "2026-05", "BU00340101"), s(2, "2026-06", "BU00340101")];
+        let b = [s(1, "2026-02", "BU00340101"), s(4, "2026-06", "BU00340101")];
+        let c = [s(1, "2026-06", "BU00340101")];
+        let t = totals(
+            Derived::SeveralProblems,
+            [(7u32, &a[..]), (u32::MAX, &b[..]), (5, &c[..])],
+            &months,
+        );
+        let cell = t[&(months[0], "BU00340101".parse().unwrap())];
+        assert_eq!(cell.households, 2);
+        assert_eq!(cell.cell_key, 7u32.wrapping_add(u32::MAX));
+    }
+}
