@@ -139,6 +139,32 @@ async fn a_rising_wijk_is_alerted_with_its_released_value_only() {
         assert!(a.area_code[2..].starts_with(wijk_digits), "{a:?}");
         assert!(a.released_value >= u64::from(derived.k), "{a:?}");
     }
+    // The derived indicator is a table too, released by the same rules:
+    // the alert's value is the table's, asked again it is the same, and
+    // before the rise there were no such households.
+    for _ in 0..2 {
+        let table = cells(
+            &q.get_table(table_request(
+                pb::AreaLevel::Buurt,
+                &["meerdere_signaaltypen_6m"],
+                &last.plus(-5).to_string(),
+                &last.to_string(),
+            ))
+            .await
+            .unwrap()
+            .into_inner(),
+        );
+        for a in &derived.alerts {
+            let key = (a.area_code.clone(), a.signal_type.clone(), a.month.clone());
+            assert_eq!(table.get(&key), Some(&Some(a.released_value)), "{a:?}");
+        }
+        let before = (
+            derived.alerts[0].area_code.clone(),
+            "meerdere_signaaltypen_6m".to_owned(),
+            last.plus(-5).to_string(),
+        );
+        assert_eq!(table.get(&before), Some(&None), "0 households: suppressed");
+    }
 
     // A month that has not ended, and an unknown type: every field named.
     let err = q

@@ -15,14 +15,14 @@
 use std::collections::HashMap;
 
 use wijkradar_detect::monitor::{self, Group, Level, Series};
-use wijkradar_domain::derived::{self, Derived, HouseholdSignal};
+use wijkradar_domain::derived::Derived;
 use wijkradar_domain::{AreaCode, BuurtCode, CellTotal, Month, SignalTypeName, WijkCode};
 use wijkradar_proto::v1 as pb;
 use wijkradar_release::{GemeenteTable, Released};
 
 use crate::convert::alerts_query_from_proto;
 use crate::error::ApiError;
-use crate::query::Query;
+use crate::query::{DerivedTotals, Query};
 
 /// What a series counts: a signal type, or a derived indicator.
 #[derive(Debug, Clone)]
@@ -104,25 +104,18 @@ impl Query {
             sources.push((Source::Type(signal_type.clone()), per_buurt));
         }
         // The derived indicators, with their cell keys for the release.
-        let mut derived_totals: HashMap<Derived, HashMap<(Month, BuurtCode), CellTotal>> =
-            HashMap::new();
+        let mut derived_totals: HashMap<Derived, DerivedTotals> = HashMap::new();
         if !q.derived.is_empty() {
-            let households = state.store.households_in(q.gemeente)?;
-            let keyed: Vec<(u32, &[HouseholdSignal])> = households
-                .iter()
-                .map(|(p, signals)| (state.server_key.record_key(p), signals.as_slice()))
-                .collect();
+            derived_totals = self.derived_totals(q.gemeente, &q.derived, &months)?;
             for &d in &q.derived {
-                let totals = derived::totals(d, keyed.iter().copied(), &months);
                 let mut per_buurt = zeros();
-                for ((m, b), total) in &totals {
+                for ((m, b), total) in &derived_totals[&d] {
                     if let (Some(row), Some(j)) =
                         (per_buurt.get_mut(b), months.iter().position(|x| x == m))
                     {
                         row[j] = total.households;
                     }
                 }
-                derived_totals.insert(d, totals);
                 sources.push((Source::Derived(d), per_buurt));
             }
         }

@@ -173,6 +173,8 @@ pub struct TableQuery {
     pub gemeente: GemeenteCode,
     pub level: AreaLevel,
     pub signal_types: Vec<SignalTypeName>,
+    /// Derived indicators, when named.
+    pub derived: Vec<wijkradar_domain::derived::Derived>,
     pub from: Month,
     pub to: Month,
 }
@@ -325,7 +327,22 @@ pub fn table_query_from_proto(
     let gemeente = gemeente_from_proto(&req.gemeente_code, hierarchy)?;
     let level = level_from_proto(req.level)?;
     let mut violations = Vec::new();
-    let signal_types = signal_types_from_proto(&req.signal_types, catalogue, &mut violations);
+    use wijkradar_domain::derived::Derived;
+    let derived: Vec<Derived> = req
+        .signal_types
+        .iter()
+        .filter_map(|t| Derived::from_name(t))
+        .collect();
+    let signal_types = if !derived.is_empty() && derived.len() == req.signal_types.len() {
+        Vec::new()
+    } else {
+        signal_types_besides(
+            &req.signal_types,
+            catalogue,
+            |t| Derived::from_name(t).is_some(),
+            &mut violations,
+        )
+    };
     let from = req
         .from_month
         .parse::<Month>()
@@ -351,6 +368,7 @@ pub fn table_query_from_proto(
             gemeente,
             level,
             signal_types,
+            derived,
             from,
             to,
         }),

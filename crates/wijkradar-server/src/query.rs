@@ -2,8 +2,11 @@
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
 use tonic::{Request, Response, Status};
-use wijkradar_domain::{AreaCode, GemeenteCode, Month, SignalTypeName};
+
+use wijkradar_domain::derived::{self, Derived, HouseholdSignal};
+use wijkradar_domain::{AreaCode, BuurtCode, CellTotal, GemeenteCode, Month, SignalTypeName};
 use wijkradar_pki::Role;
 use wijkradar_proto::v1::{self as pb, query_service_server::QueryService};
 use wijkradar_release::{GemeenteTable, Rate, Released};
@@ -15,7 +18,10 @@ use crate::convert::{gemeente_from_proto, level_to_proto, table_query_from_proto
 use crate::error::ApiError;
 
 /// A table's release version and every cell of it, in node order.
-type VersionedRelease = (u32, Vec<(AreaCode, Released)>);
+pub(crate) type VersionedRelease = (u32, Vec<(AreaCode, Released)>);
+
+/// A derived indicator's households per (month, buurt).
+pub(crate) type DerivedTotals = HashMap<(Month, BuurtCode), CellTotal>;
 
 #[derive(Debug)]
 pub struct Query {
@@ -47,50 +53,31 @@ impl Query {
         let mut cells = Vec::new();
         for signal_type in &q.signal_types {
             for month in q.from.through(q.to) {
-                let Some((version, released)) =
-                    self.release(&table, signal_type, month, q.gemeente, now)?
-                else {
-                    for area in table.codes().iter().filter(|a| a.level() == q.level) {
-                        cells.push(pb::Cell {
-                            area_code: area.to_string(),
-                            signal_type: signal_type.to_string(),
-                            month: month.to_string(),
-                            status: pb::CellStatus::Pending.into(),
-                            rate_area_code: area.to_string(),
-                            ..Default::default()
-                        });
-                    }
-                    continue;
-                };
-                let rates = state.bases.rates(&released);
-                for ((area, released), rate) in released.into_iter().zip(rates) {
-                    if area.level() != q.level {
-                        continue;
-                    }
-                    let (status, value) = match released {
-                        Released::Value(v) => (pb::CellStatus::Released, Some(v)),
-                        Released::Suppressed => (pb::CellStatus::Suppressed, None),
-                    };
-                    let (rate_per_1000, rate_area, household_base) = match rate {
-                        Rate::Own { per_1000, base } => (Some(per_1000), area, Some(base)),
-                        Rate::RolledUp {
-                            area: wijk,
-                            per_1000,
-                            base,
-                        } => (Some(per_1000), wijk, Some(base)),
-                        Rate::None => (None, area, state.bases.per_area.get(&area).copied()),
-                    };
-                    cells.push(pb::Cell {
-                        area_code: area.to_string(),
-                        signal_type: signal_type.to_string(),
-                        month: month.to_string(),
-                        status: status.into(),
-                        value,
-                        rate_per_1000,
-                        rate_area_code: rate_area.to_string(),
-                        household_base,
-                        release_version: version,
+                let release = self.release(&table, signal_type, month, q.gemeente, now)?;
+                self.push_cells(
+                    &mut cells,
+                    &table,
+                    q.level,
+                    signal_type.as_str(),
+                    month,
+                    release,
+                );
+            }
+        }
+        if !q.derived.is_empty() {
+            let months: Vec<Month> = q.from.through(q.to).collect();
+            let totals = self.derived_totals(q.gemeente, &q.derived, &months)?;
+            for d in &q.derived {
+                for &month in &months {
+                    let release = (month < now).then(|| {
+                        let month_totals: Vec<(BuurtCode, CellTotal)> = totals[d]
+                            .iter()
+                            .filter(|((m, _), _)| *m == month)
+                            .map(|((_, b), t)| (*b, *t))
+                            .collect();
+                        (1, table.release(&state.policy, &month_totals))
                     });
+                    self.push_cells(&mut cells, &table, q.level, d.name(), month, release);
                 }
             }
         }
@@ -101,6 +88,84 @@ impl Query {
             rate_floor: state.bases.floor,
             household_base_measure: state.base_measure.clone(),
         })
+    }
+
+    /// The answer's cells of one release (or pending cells while the month
+    /// has not ended) at `level`, with rates.
+    fn push_cells(
+        &self,
+        cells: &mut Vec<pb::Cell>,
+        table: &GemeenteTable,
+        level: wijkradar_domain::AreaLevel,
+        name: &str,
+        month: Month,
+        release: Option<VersionedRelease>,
+    ) {
+        let state = &self.state;
+        let Some((version, released)) = release else {
+            for area in table.codes().iter().filter(|a| a.level() == level) {
+                cells.push(pb::Cell {
+                    area_code: area.to_string(),
+                    signal_type: name.to_owned(),
+                    month: month.to_string(),
+                    status: pb::CellStatus::Pending.into(),
+                    rate_area_code: area.to_string(),
+                    ..Default::default()
+                });
+            }
+            return;
+        };
+        let rates = state.bases.rates(&released);
+        for ((area, released), rate) in released.into_iter().zip(rates) {
+            if area.level() != level {
+                continue;
+            }
+            let (status, value) = match released {
+                Released::Value(v) => (pb::CellStatus::Released, Some(v)),
+                Released::Suppressed => (pb::CellStatus::Suppressed, None),
+            };
+            let (rate_per_1000, rate_area, household_base) = match rate {
+                Rate::Own { per_1000, base } => (Some(per_1000), area, Some(base)),
+                Rate::RolledUp {
+                    area: wijk,
+                    per_1000,
+                    base,
+                } => (Some(per_1000), wijk, Some(base)),
+                Rate::None => (None, area, state.bases.per_area.get(&area).copied()),
+            };
+            cells.push(pb::Cell {
+                area_code: area.to_string(),
+                signal_type: name.to_owned(),
+                month: month.to_string(),
+                status: status.into(),
+                value,
+                rate_per_1000,
+                rate_area_code: rate_area.to_string(),
+                household_base,
+                release_version: version,
+            });
+        }
+    }
+
+    /// Per derived indicator: the households counting per (month, buurt),
+    /// with cell keys from their record keys, so the release rules apply as
+    /// to signal types.
+    pub(crate) fn derived_totals(
+        &self,
+        g: GemeenteCode,
+        which: &[Derived],
+        months: &[Month],
+    ) -> Result<HashMap<Derived, DerivedTotals>, ApiError> {
+        let state = &self.state;
+        let households = state.store.households_in(g)?;
+        let keyed: Vec<(u32, &[HouseholdSignal])> = households
+            .iter()
+            .map(|(p, signals)| (state.server_key.record_key(p), signals.as_slice()))
+            .collect();
+        Ok(which
+            .iter()
+            .map(|&d| (d, derived::totals(d, keyed.iter().copied(), months)))
+            .collect())
     }
 
     /// The release of one table (gemeente × type × month), `None` while the
