@@ -82,6 +82,19 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
     )
 }
 
+async fn catalogue(
+    client: &mut QueryServiceClient<tonic::transport::Channel>,
+    gemeente: &str,
+) -> anyhow::Result<pb::GetCatalogueResponse> {
+    Ok(client
+        .get_catalogue(pb::GetCatalogueRequest {
+            gemeente_code: gemeente.to_owned(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner())
+}
+
 /// The catalogue and a table, answered over one connection.
 pub async fn fetch_table(
     client: &mut QueryServiceClient<tonic::transport::Channel>,
@@ -91,13 +104,7 @@ pub async fn fetch_table(
     from: Option<String>,
     to: Option<String>,
 ) -> anyhow::Result<(pb::GetCatalogueResponse, pb::GetTableResponse)> {
-    let catalogue = client
-        .get_catalogue(pb::GetCatalogueRequest {
-            gemeente_code: gemeente.to_owned(),
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
+    let catalogue = catalogue(client, gemeente).await?;
     if catalogue.last_month.is_empty() && (from.is_none() || to.is_none()) {
         anyhow::bail!("er zijn nog geen signalen opgeslagen; geef --from en --to op");
     }
@@ -132,13 +139,7 @@ pub async fn fetch_alerts(
     month: Option<String>,
     types: Vec<String>,
 ) -> anyhow::Result<(pb::GetCatalogueResponse, pb::GetAlertsResponse)> {
-    let catalogue = client
-        .get_catalogue(pb::GetCatalogueRequest {
-            gemeente_code: gemeente.to_owned(),
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
+    let catalogue = catalogue(client, gemeente).await?;
     let alerts = client
         .get_alerts(pb::GetAlertsRequest {
             gemeente_code: gemeente.to_owned(),
@@ -177,13 +178,7 @@ pub async fn run(cmd: QueryCommand) -> anyhow::Result<()> {
             connection,
         } => {
             let mut client = connection.query_client().await?;
-            let c = client
-                .get_catalogue(pb::GetCatalogueRequest {
-                    gemeente_code: gemeente,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let c = catalogue(&mut client, &gemeente).await?;
             let count = |l: pb::AreaLevel| c.areas.iter().filter(|a| a.level == l as i32).count();
             println!(
                 "Gebieden: {} wijken, {} buurten",

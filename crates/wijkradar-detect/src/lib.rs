@@ -45,6 +45,35 @@ impl Test {
     pub fn alarm(&self) -> bool {
         self.observed as f64 > self.threshold
     }
+
+    /// A test whose score is −log₁₀ of its p-value.
+    pub(crate) fn from_p(expected: f64, threshold: f64, observed: u64, p: f64) -> Test {
+        Test {
+            expected,
+            threshold,
+            observed,
+            p_value: Some(p),
+            score: -p.max(1e-300).log10(),
+        }
+    }
+
+    /// The same with the minimum-cases rule: fewer than `min_cases` over the
+    /// last 4 months never alarm (p = 1, no bound).
+    pub(crate) fn gated(
+        counts: &[u64],
+        t: usize,
+        min_cases: u64,
+        expected: f64,
+        threshold: f64,
+        p: f64,
+    ) -> Test {
+        let recent: u64 = counts[t.saturating_sub(3)..=t].iter().sum();
+        if recent >= min_cases {
+            Test::from_p(expected, threshold, counts[t], p)
+        } else {
+            Test::from_p(expected, f64::INFINITY, counts[t], 1.0)
+        }
+    }
 }
 
 /// The methods, by name as reports and configuration use them.

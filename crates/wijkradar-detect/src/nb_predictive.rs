@@ -28,14 +28,12 @@ pub fn test(counts: &[u64], t: usize, config: &Config) -> Option<Test> {
     let p = n / (n + 1.0);
     let mean = size * (1.0 - p) / p;
     let variance = mean / p;
-    let p_value = upper_tail(observed, mean, variance);
-    Some(Test {
-        expected: mean,
-        threshold: upper_quantile(config.alpha, mean, variance),
+    Some(Test::from_p(
+        mean,
+        upper_quantile(config.alpha, mean, variance),
         observed,
-        p_value: Some(p_value),
-        score: -p_value.max(1e-300).log10(),
-    })
+        upper_tail(observed, mean, variance),
+    ))
 }
 
 #[cfg(test)]

@@ -21,13 +21,7 @@ pub fn test(counts: &[u64], mu: &[f64], size: f64, t: usize) -> Option<Test> {
         let v: f64 = mu[start..=t].iter().map(|m| m + m * m / size).sum();
         best = best.min(upper_tail(y, m, v));
     }
-    Some(Test {
-        expected: mu[t],
-        threshold: f64::INFINITY,
-        observed,
-        p_value: Some(best),
-        score: -best.max(1e-300).log10(),
-    })
+    Some(Test::from_p(mu[t], f64::INFINITY, observed, best))
 }
 
 #[cfg(test)]

@@ -125,7 +125,7 @@ pub fn test(
     config: &farrington::Config,
 ) -> Option<Test> {
     let t = curve.t;
-    let observed = *counts.get(t)?;
+    counts.get(t)?;
     let first = t.saturating_sub(12 * config.years + config.w);
     let fitted = first..=curve.last_fit;
     if fitted.clone().count() < 6 {
@@ -195,22 +195,8 @@ pub fn test(
     }
     // The smallest of four windows' p-values, corrected for the four looks
     // (Bonferroni), so that it is a p-value again.
-    best = (best * WINDOWS.len() as f64).min(1.0);
-    let recent: u64 = counts[t.saturating_sub(3)..=t].iter().sum();
-    if recent < config.min_cases {
-        best = 1.0;
-    }
-    Some(Test {
-        expected: one.0,
-        threshold: if recent >= config.min_cases {
-            one.1
-        } else {
-            f64::INFINITY
-        },
-        observed,
-        p_value: Some(best),
-        score: -best.max(1e-300).log10(),
-    })
+    let p = (best * WINDOWS.len() as f64).min(1.0);
+    Some(Test::gated(counts, t, config.min_cases, one.0, one.1, p))
 }
 
 #[cfg(test)]
