@@ -48,5 +48,6 @@ pub fn table_request(
         signal_types: types.iter().map(|t| t.to_string()).collect(),
         from_month: from.into(),
         to_month: to.into(),
+        period: pb::Period::Month.into(),
     }
 }

@@ -540,3 +540,95 @@ async fn a_closed_month_is_released_once_and_versioned_when_late_signals_arrive(
                 && c.release_version == 0)
     );
 }
+
+/// Issue 4, point 1: quarters and years count distinct households over
+/// the period (a household signalled in two months of a quarter counts
+/// once; the buurt of its latest signal is unit-tested in the domain),
+/// released by the same rules,
+/// the same every time; a period that has not ended is pending.
+#[tokio::test]
+async fn quarters_and_years_count_each_household_once() {
+    let server = TestServer::start().await;
+    let f = fixture();
+    let key = PartnerKey::load(&server.setup.partner_key).unwrap();
+    // 20 households in buurt A (all the fixture's addresses there)
+    // signalled in January and February 2024, 12 of them again in March:
+    // 52 signals, 20 households in the quarter.
+    let mut export = String::from("postcode,huisnummer,toevoeging,signaaltype,maand\n");
+    for n in 1..=20 {
+        export.push_str(&format!("1315AA,{n},,huurachterstand,2024-01\n"));
+        export.push_str(&format!("1315AA,{n},,huurachterstand,2024-02\n"));
+    }
+    run_agent(&server, PARTNER_A, &export, &key, &f.table).await;
+    let mut march = String::from("postcode,huisnummer,toevoeging,signaaltype,maand\n");
+    for n in 1..=12 {
+        march.push_str(&format!("1315AA,{n},,huurachterstand,2024-03\n"));
+    }
+    run_agent(&server, PARTNER_A, &march, &key, &f.table).await;
+
+    let mut q = server.query(ANALYST).await;
+    let ask = |period: pb::Period, level: pb::AreaLevel| {
+        let mut r = table_request(level, &["huurachterstand"], "2024-01", "2024-12");
+        r.period = period.into();
+        r
+    };
+    for _ in 0..2 {
+        let quarters = cells(
+            &q.get_table(ask(pb::Period::Quarter, pb::AreaLevel::Buurt))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        let key_of = |area: &BuurtCode, period: &str| {
+            (
+                area.to_string(),
+                "huurachterstand".to_owned(),
+                period.to_owned(),
+            )
+        };
+        // Four quarters × every buurt of the gemeente.
+        assert!(quarters.keys().all(|(_, _, p)| p.starts_with("2024-Q")));
+        assert_eq!(
+            quarters
+                .keys()
+                .filter(|(a, _, _)| a == &f.a.to_string())
+                .count(),
+            4
+        );
+        // Q1: 20 distinct households (not 52 signals), ± D.
+        let q1 = quarters[&key_of(&f.a, "2024-Q1")].expect("released");
+        assert!((16..=24).contains(&q1), "{q1}");
+        // Q2..Q4: nobody.
+        assert_eq!(quarters[&key_of(&f.a, "2024-Q2")], None);
+        let years = cells(
+            &q.get_table(ask(pb::Period::Year, pb::AreaLevel::Buurt))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        let y = years[&key_of(&f.a, "2024")].expect("released");
+        assert!((16..=24).contains(&y), "{y}");
+    }
+    // The current quarter has not ended: pending.
+    let now = wijkradar_domain::Month::from_unix_seconds(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    );
+    let mut r = table_request(
+        pb::AreaLevel::Wijk,
+        &["huurachterstand"],
+        &now.to_string(),
+        &now.to_string(),
+    );
+    r.period = pb::Period::Quarter.into();
+    let answer = q.get_table(r).await.unwrap().into_inner();
+    assert!(!answer.cells.is_empty());
+    assert!(
+        answer
+            .cells
+            .iter()
+            .all(|c| c.status == pb::CellStatus::Pending as i32 && c.value.is_none())
+    );
+}

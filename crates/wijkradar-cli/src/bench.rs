@@ -252,6 +252,7 @@ async fn query(n: usize, queries: usize) -> anyhow::Result<()> {
         signal_types: vec![],
         from_month: months[0].to_string(),
         to_month: to.to_string(),
+        period: pb::Period::Month.into(),
     };
     let mut e2e = Vec::with_capacity(queries);
     let mut cells = 0;

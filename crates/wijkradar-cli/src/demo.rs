@@ -163,6 +163,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         vec!["huurachterstand".into()],
         Some(from.to_string()),
         Some(to.to_string()),
+        pb::Period::Month,
     )
     .await?;
     let (area_names, descriptions) = names(&catalogue);

@@ -63,8 +63,29 @@ pub struct TableArgs {
     /// Show rates per 1,000 households instead of numbers of households.
     #[arg(long = "per-1000")]
     pub per_1000: bool,
+    /// One column per month, quarter or year (distinct households in the
+    /// period); quarters and years cover --from..--to whole.
+    #[arg(long, value_enum, default_value = "month")]
+    pub period: PeriodArg,
     #[command(flatten)]
     pub connection: Connection,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PeriodArg {
+    Month,
+    Quarter,
+    Year,
+}
+
+impl From<PeriodArg> for pb::Period {
+    fn from(p: PeriodArg) -> pb::Period {
+        match p {
+            PeriodArg::Month => pb::Period::Month,
+            PeriodArg::Quarter => pb::Period::Quarter,
+            PeriodArg::Year => pb::Period::Year,
+        }
+    }
 }
 
 pub fn level_to_proto(level: Level) -> pb::AreaLevel {
@@ -103,6 +124,7 @@ pub async fn fetch_table(
     types: Vec<String>,
     from: Option<String>,
     to: Option<String>,
+    period: pb::Period,
 ) -> anyhow::Result<(pb::GetCatalogueResponse, pb::GetTableResponse)> {
     let catalogue = catalogue(client, gemeente).await?;
     if catalogue.last_month.is_empty() && (from.is_none() || to.is_none()) {
@@ -123,6 +145,7 @@ pub async fn fetch_table(
         signal_types: types,
         from_month: from,
         to_month: to,
+        period: period.into(),
     };
     let table = client
         .get_table(req)
@@ -218,6 +241,7 @@ pub async fn run(cmd: QueryCommand) -> anyhow::Result<()> {
                 args.types,
                 args.from,
                 args.to,
+                args.period.into(),
             )
             .await?;
             let (names, descriptions) = names(&catalogue);

@@ -140,7 +140,15 @@ pub fn table(
             .clamp(12, 32);
         let shown = &block.months[block.months.len().saturating_sub(numbers)..];
         let trend_width = block.months.len().max(5);
-        let trend = format!("verloop {} mnd", block.months.len());
+        let monthly = block
+            .months
+            .iter()
+            .all(|m| m.len() == 7 && !m.contains('Q'));
+        let trend = format!(
+            "verloop {} {}",
+            block.months.len(),
+            if monthly { "mnd" } else { "perioden" }
+        );
         let _ = write!(out, "{:<10} {:<width$}", "code", "gebied");
         for m in shown {
             let _ = write!(out, " {m:>8}");

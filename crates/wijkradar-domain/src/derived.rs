@@ -99,6 +99,35 @@ pub fn totals<'a>(
     out
 }
 
+/// Per buurt: the households that count in at least one of `months` (by
+/// `counts`, which says in which buurt a household counts in a month), each
+/// once, in the buurt of its latest such month: a quarter's or a year's
+/// cells.
+pub fn period_totals<'a>(
+    households: impl IntoIterator<Item = (u32, &'a [HouseholdSignal])>,
+    months: &[Month],
+    counts: impl Fn(&[HouseholdSignal], Month) -> Option<BuurtCode>,
+) -> HashMap<BuurtCode, CellTotal> {
+    let mut out: HashMap<BuurtCode, CellTotal> = HashMap::new();
+    for (record_key, signals) in households {
+        if let Some(b) = months.iter().rev().find_map(|&m| counts(signals, m)) {
+            *out.entry(b).or_default() += CellTotal::one(record_key);
+        }
+    }
+    out
+}
+
+/// In which buurt a household counts for signal type `t` in `month`: that
+/// of its signal of the type that month.
+pub fn of_type(t: u16) -> impl Fn(&[HouseholdSignal], Month) -> Option<BuurtCode> {
+    move |signals, month| {
+        signals
+            .iter()
+            .find(|s| s.signal_type == t && s.month == month)
+            .map(|s| s.buurt)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +176,41 @@ mod tests {
         // Without a signal in the month itself, nothing.
         assert_eq!(counts_in(which, &h, m("2026-06")), None);
         assert_eq!(counts_in(which, &h, m("2026-01")), None);
+    }
+
+    #[test]
+    fn a_quarter_counts_each_household_once_where_it_was_last() {
+        let months: Vec<Month> = ["2026-01", "2026-02", "2026-03"]
+            .iter()
+            .map(|m| m.parse().unwrap())
+            .collect();
+        // Signalled in January and March (moved in between), and one in
+        // February only; another type and another quarter do not count.
+        let a = [s(1, "2026-01", "BU00340101"), s(1, "2026-03", "BU00340102")];
+        let b = [s(1, "2026-02", "BU00340101"), s(2, "2026-03", "BU00340101")];
+        let c = [s(2, "2026-02", "BU00340101"), s(1, "2026-04", "BU00340101")];
+        let t = period_totals(
+            [(1u32, &a[..]), (2, &b[..]), (4, &c[..])],
+            &months,
+            of_type(1),
+        );
+        let one: BuurtCode = "BU00340101".parse().unwrap();
+        let two: BuurtCode = "BU00340102".parse().unwrap();
+        assert_eq!(
+            t[&one],
+            CellTotal {
+                households: 1,
+                cell_key: 2
+            }
+        );
+        assert_eq!(
+            t[&two],
+            CellTotal {
+                households: 1,
+                cell_key: 1
+            }
+        );
+        assert_eq!(t.len(), 2);
     }
 
     #[test]

@@ -177,6 +177,44 @@ pub struct TableQuery {
     pub derived: Vec<wijkradar_domain::derived::Derived>,
     pub from: Month,
     pub to: Month,
+    pub period: Period,
+}
+
+/// The period of a table's cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Month,
+    Quarter,
+    Year,
+}
+
+impl Period {
+    /// The whole quarters or years that overlap `from..=to`, each with its
+    /// label (`2026-Q1`, `2026`) and its months.
+    pub fn covering(self, from: Month, to: Month) -> Vec<(String, Vec<Month>)> {
+        let length = match self {
+            Period::Month => 1,
+            Period::Quarter => 3,
+            Period::Year => 12,
+        };
+        let mut out: Vec<(String, Vec<Month>)> = Vec::new();
+        for m in from.through(to) {
+            let first = Month::new(m.year(), (m.month() - 1) / length * length + 1)
+                .expect("a valid first month");
+            let label = match self {
+                Period::Month => m.to_string(),
+                Period::Quarter => format!("{}-Q{}", m.year(), (m.month() - 1) / 3 + 1),
+                Period::Year => m.year().to_string(),
+            };
+            if out.last().is_none_or(|(l, _)| *l != label) {
+                out.push((
+                    label,
+                    first.through(first.plus(length as i32 - 1)).collect(),
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// Longest month range one table may span.
@@ -343,6 +381,18 @@ pub fn table_query_from_proto(
             &mut violations,
         )
     };
+    let period = match pb::Period::try_from(req.period) {
+        Ok(pb::Period::Unspecified | pb::Period::Month) => Period::Month,
+        Ok(pb::Period::Quarter) => Period::Quarter,
+        Ok(pb::Period::Year) => Period::Year,
+        Err(_) => {
+            violations.push(Violation::new(
+                "period",
+                "must be PERIOD_MONTH, PERIOD_QUARTER or PERIOD_YEAR",
+            ));
+            Period::Month
+        }
+    };
     let from = req
         .from_month
         .parse::<Month>()
@@ -371,6 +421,7 @@ pub fn table_query_from_proto(
             derived,
             from,
             to,
+            period,
         }),
         _ => Err(ApiError::InvalidArgument(violations)),
     }

@@ -14,7 +14,9 @@ use wijkradar_store::ReleaseSnapshot;
 
 use crate::State;
 use crate::auth::authorize;
-use crate::convert::{gemeente_from_proto, level_to_proto, table_query_from_proto};
+use crate::convert::{
+    Period, TableQuery, gemeente_from_proto, level_to_proto, table_query_from_proto,
+};
 use crate::error::ApiError;
 
 /// A table's release version and every cell of it, in node order.
@@ -51,6 +53,16 @@ impl Query {
         let table = GemeenteTable::new(&state.hierarchy, q.gemeente);
         let now = crate::ingest::current_month();
         let mut cells = Vec::new();
+        if q.period != Period::Month {
+            self.period_cells(&mut cells, &table, &q, now)?;
+            return Ok(pb::GetTableResponse {
+                cells,
+                k: state.policy.k(),
+                max_noise: state.policy.max_noise(),
+                rate_floor: state.bases.floor,
+                household_base_measure: state.base_measure.clone(),
+            });
+        }
         for signal_type in &q.signal_types {
             for month in q.from.through(q.to) {
                 let release = self.release(&table, signal_type, month, q.gemeente, now)?;
@@ -59,7 +71,7 @@ impl Query {
                     &table,
                     q.level,
                     signal_type.as_str(),
-                    month,
+                    &month.to_string(),
                     release,
                 );
             }
@@ -77,7 +89,8 @@ impl Query {
                             .collect();
                         (1, table.release(&state.policy, &month_totals))
                     });
-                    self.push_cells(&mut cells, &table, q.level, d.name(), month, release);
+                    let label = month.to_string();
+                    self.push_cells(&mut cells, &table, q.level, d.name(), &label, release);
                 }
             }
         }
@@ -98,7 +111,7 @@ impl Query {
         table: &GemeenteTable,
         level: wijkradar_domain::AreaLevel,
         name: &str,
-        month: Month,
+        period: &str,
         release: Option<VersionedRelease>,
     ) {
         let state = &self.state;
@@ -107,7 +120,7 @@ impl Query {
                 cells.push(pb::Cell {
                     area_code: area.to_string(),
                     signal_type: name.to_owned(),
-                    month: month.to_string(),
+                    month: period.to_owned(),
                     status: pb::CellStatus::Pending.into(),
                     rate_area_code: area.to_string(),
                     ..Default::default()
@@ -136,7 +149,7 @@ impl Query {
             cells.push(pb::Cell {
                 area_code: area.to_string(),
                 signal_type: name.to_owned(),
-                month: month.to_string(),
+                month: period.to_owned(),
                 status: status.into(),
                 value,
                 rate_per_1000,
@@ -145,6 +158,53 @@ impl Query {
                 release_version: version,
             });
         }
+    }
+
+    /// A quarter or year table: per signal type and derived indicator, per
+    /// whole period overlapping the range, the distinct households of the
+    /// period in the buurt of their latest month, released by the same rules
+    /// (computed afresh, release version 1); pending until the period ended.
+    fn period_cells(
+        &self,
+        cells: &mut Vec<pb::Cell>,
+        table: &GemeenteTable,
+        q: &TableQuery,
+        now: Month,
+    ) -> Result<(), ApiError> {
+        let state = &self.state;
+        let households = state.store.households_in(q.gemeente)?;
+        let keyed: Vec<(u32, &[HouseholdSignal])> = households
+            .iter()
+            .map(|(p, signals)| (state.server_key.record_key(p), signals.as_slice()))
+            .collect();
+        let periods = q.period.covering(q.from, q.to);
+        type Counts<'c> = &'c dyn Fn(&[HouseholdSignal], Month) -> Option<BuurtCode>;
+        let release_of = |months: &[Month], counts: Counts<'_>| {
+            let ended = months.last().is_some_and(|&m| m < now);
+            ended.then(|| {
+                let totals: Vec<(BuurtCode, CellTotal)> =
+                    derived::period_totals(keyed.iter().copied(), months, counts)
+                        .into_iter()
+                        .collect();
+                (1, table.release(&state.policy, &totals))
+            })
+        };
+        for signal_type in &q.signal_types {
+            // A type never stored counts nobody.
+            let counts = derived::of_type(state.store.type_id(signal_type).unwrap_or(u16::MAX));
+            for (label, months) in &periods {
+                let release = release_of(months, &counts);
+                self.push_cells(cells, table, q.level, signal_type.as_str(), label, release);
+            }
+        }
+        for &d in &q.derived {
+            let counts = |signals: &[HouseholdSignal], m: Month| derived::counts_in(d, signals, m);
+            for (label, months) in &periods {
+                let release = release_of(months, &counts);
+                self.push_cells(cells, table, q.level, d.name(), label, release);
+            }
+        }
+        Ok(())
     }
 
     /// Per derived indicator: the households counting per (month, buurt),

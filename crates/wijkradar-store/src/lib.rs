@@ -276,7 +276,8 @@ impl Store {
         })
     }
 
-    fn type_id(&self, t: &SignalTypeName) -> Option<u16> {
+    /// The id a signal type has in this store, if any signal of it was stored.
+    pub fn type_id(&self, t: &SignalTypeName) -> Option<u16> {
         self.types.read().expect("type map lock").get(t).copied()
     }
 
