@@ -97,6 +97,13 @@ impl Site {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs a command that must fail; its error output.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     fn spawn(&self, args: &[&str]) -> Child {
         wijkradar()
             .current_dir(self.dir.path())
@@ -384,7 +391,7 @@ fn malformed_exports_give_a_clear_message_and_nothing_is_kept_or_sent() {
     ];
     for (name, bytes, message) in cases {
         std::fs::write(site.path("bad.csv"), bytes).unwrap();
-        let out = site.run(&[
+        let stderr = site.fails(&[
             "agent",
             "run",
             "--config",
@@ -392,8 +399,6 @@ fn malformed_exports_give_a_clear_message_and_nothing_is_kept_or_sent() {
             "--export",
             "bad.csv",
         ]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{name}");
         assert!(stderr.contains(message), "{name}: {stderr}");
         assert!(!stderr.contains("panicked"), "{name}: {stderr}");
     }
@@ -409,7 +414,7 @@ fn malformed_exports_give_a_clear_message_and_nothing_is_kept_or_sent() {
     let mut bytes = format!("{header}{row}").into_bytes();
     bytes.extend_from_slice(b"HC-2;1316XA;2;;15-03-2025;3;Pr\xEBsident\r\n");
     std::fs::write(site.path("latin1.csv"), bytes).unwrap();
-    let out = site.run(&[
+    let stderr = site.fails(&[
         "agent",
         "run",
         "--config",
@@ -417,8 +422,6 @@ fn malformed_exports_give_a_clear_message_and_nothing_is_kept_or_sent() {
         "--export",
         "latin1.csv",
     ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
     assert!(
         stderr.contains("line 3: not valid UTF-8") && stderr.contains("windows-1252"),
         "{stderr}"
@@ -429,7 +432,7 @@ fn malformed_exports_give_a_clear_message_and_nothing_is_kept_or_sent() {
     std::io::Write::write_all(&mut &file, format!("{header}{row}HC-2;").as_bytes()).unwrap();
     file.set_len(2 << 30).unwrap();
     let started = std::time::Instant::now();
-    let out = site.run(&[
+    let stderr = site.fails(&[
         "agent",
         "run",
         "--config",
@@ -437,8 +440,6 @@ fn malformed_exports_give_a_clear_message_and_nothing_is_kept_or_sent() {
         "--export",
         "huge.csv",
     ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
     assert!(
         stderr.contains("line 3 is longer than 1048576 bytes"),
         "{stderr}"

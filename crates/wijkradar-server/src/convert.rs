@@ -289,6 +289,28 @@ fn signal_types_besides(
     types
 }
 
+/// The named derived indicators and signal types: every catalogue type when
+/// nothing is named, none when only derived indicators are.
+fn types_and_derived_from_proto(
+    names: &[String],
+    catalogue: &Catalogue,
+    violations: &mut Vec<Violation>,
+) -> (Vec<wijkradar_domain::derived::Derived>, Vec<SignalTypeName>) {
+    use wijkradar_domain::derived::Derived;
+    let derived: Vec<Derived> = names.iter().filter_map(|t| Derived::from_name(t)).collect();
+    let types = if !derived.is_empty() && derived.len() == names.len() {
+        Vec::new()
+    } else {
+        signal_types_besides(
+            names,
+            catalogue,
+            |t| Derived::from_name(t).is_some(),
+            violations,
+        )
+    };
+    (derived, types)
+}
+
 /// A validated alerts request.
 #[derive(Debug)]
 pub struct AlertsQuery {
@@ -309,25 +331,11 @@ pub fn alerts_query_from_proto(
     use wijkradar_domain::derived::Derived;
     let gemeente = gemeente_from_proto(&req.gemeente_code, hierarchy)?;
     let mut violations = Vec::new();
-    let derived: Vec<Derived> = if req.signal_types.is_empty() {
-        Derived::ALL.to_vec()
-    } else {
-        req.signal_types
-            .iter()
-            .filter_map(|t| Derived::from_name(t))
-            .collect()
-    };
-    let only_derived = !req.signal_types.is_empty() && derived.len() == req.signal_types.len();
-    let signal_types = if only_derived {
-        Vec::new()
-    } else {
-        signal_types_besides(
-            &req.signal_types,
-            catalogue,
-            |t| Derived::from_name(t).is_some(),
-            &mut violations,
-        )
-    };
+    let (mut derived, signal_types) =
+        types_and_derived_from_proto(&req.signal_types, catalogue, &mut violations);
+    if req.signal_types.is_empty() {
+        derived = Derived::ALL.to_vec();
+    }
     let month = if req.month.is_empty() {
         Some(now.plus(-1))
     } else {
@@ -365,22 +373,8 @@ pub fn table_query_from_proto(
     let gemeente = gemeente_from_proto(&req.gemeente_code, hierarchy)?;
     let level = level_from_proto(req.level)?;
     let mut violations = Vec::new();
-    use wijkradar_domain::derived::Derived;
-    let derived: Vec<Derived> = req
-        .signal_types
-        .iter()
-        .filter_map(|t| Derived::from_name(t))
-        .collect();
-    let signal_types = if !derived.is_empty() && derived.len() == req.signal_types.len() {
-        Vec::new()
-    } else {
-        signal_types_besides(
-            &req.signal_types,
-            catalogue,
-            |t| Derived::from_name(t).is_some(),
-            &mut violations,
-        )
-    };
+    let (derived, signal_types) =
+        types_and_derived_from_proto(&req.signal_types, catalogue, &mut violations);
     let period = match pb::Period::try_from(req.period) {
         Ok(pb::Period::Unspecified | pb::Period::Month) => Period::Month,
         Ok(pb::Period::Quarter) => Period::Quarter,
