@@ -632,3 +632,53 @@ async fn quarters_and_years_count_each_household_once() {
             .all(|c| c.status == pb::CellStatus::Pending as i32 && c.value.is_none())
     );
 }
+
+/// Waits for version `wanted` of March 2024's rent-arrears release of Almere.
+async fn materialised(server: &TestServer, wanted: u32) -> wijkradar_store::ReleaseSnapshot {
+    let t = "huurachterstand".parse().unwrap();
+    let (m, g) = ("2024-03".parse().unwrap(), "GM0034".parse().unwrap());
+    for _ in 0..100 {
+        if let Some(s) = server.store().release_snapshot(&t, m, g).unwrap()
+            && s.version == wanted
+        {
+            return s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no version {wanted} materialised within 10 s");
+}
+
+/// Issue 4, point 4: an ended month's release is materialised by the
+/// server's schedule, before anyone asks, and a late signal makes the next
+/// version the same way; the API then answers from it.
+#[tokio::test]
+async fn ended_months_are_materialised_on_schedule() {
+    let server = TestServer::start_with(|c| {
+        c.release.materialise_every_seconds = 1;
+        c.release.materialise_after_days = 0;
+    })
+    .await;
+    let f = fixture();
+    let key = PartnerKey::load(&server.setup.partner_key).unwrap();
+    run_agent(&server, PARTNER_A, &export_a(), &key, &f.table).await;
+    let first = materialised(&server, 1).await;
+    // A late signal (a new household in buurt C) for the released month.
+    let late =
+        "postcode,huisnummer,toevoeging,signaaltype,maand\n1315AC,20,,huurachterstand,2024-03\n";
+    run_agent(&server, PARTNER_B, late, &key, &f.table).await;
+    let second = materialised(&server, 2).await;
+    assert!(second.state > first.state);
+    // The API answers from the materialised version.
+    let mut q = server.query(ANALYST).await;
+    let answer = q
+        .get_table(table_request(
+            pb::AreaLevel::Buurt,
+            &["huurachterstand"],
+            "2024-03",
+            "2024-03",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.cells.iter().all(|c| c.release_version == 2));
+}

@@ -41,6 +41,9 @@ impl TestServer {
             ],
         )
         .expect("development setup");
+        // Tests ask for releases themselves; the schedule would race them
+        // (a test that wants it turns it on).
+        setup.config.release.materialise_every_seconds = 0;
         adjust(&mut setup.config);
         let server = wijkradar_server::start(&setup.config)
             .await
@@ -73,6 +76,11 @@ impl TestServer {
                 .await
                 .expect("server restarts"),
         );
+    }
+
+    /// The running server's store, for checks without the API.
+    pub fn store(&self) -> &wijkradar_store::Store {
+        self.running().store()
     }
 
     /// A checksum over every key and value in the store.

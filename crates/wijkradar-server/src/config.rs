@@ -97,6 +97,14 @@ pub struct ReleaseConfig {
     /// How many versions a month's release may have: late signals for a
     /// released month make a new version until this many exist.
     pub max_versions: u32,
+    /// How often, in seconds, the server materialises the releases of ended
+    /// months that changed (a month that has just ended, or late signals),
+    /// so that they exist before anyone asks; 0: only at the first query.
+    pub materialise_every_seconds: u64,
+    /// Days after a month's end before the schedule releases it: partners
+    /// send a month's export in the first days of the next one, and a
+    /// release made before then would spend its versions on them.
+    pub materialise_after_days: u32,
     /// A Kerncijfers wijken en buurten CSV from CBS with household bases
     /// (for example with buurt figures); the shipped 2024 dwellings of
     /// gemeenten and wijken when absent.
@@ -111,6 +119,8 @@ impl Default for ReleaseConfig {
             variance: 2.0,
             rate_floor: wijkradar_release::rates::DEFAULT_FLOOR,
             max_versions: 3,
+            materialise_every_seconds: 600,
+            materialise_after_days: 7,
             household_base: None,
         }
     }

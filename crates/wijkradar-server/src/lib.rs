@@ -94,6 +94,8 @@ pub struct RunningServer {
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     writer: WriterThread,
+    /// The scheduled materialisation of releases, if configured.
+    scheduler: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -109,11 +111,43 @@ impl RunningServer {
             task,
             writer,
             store,
+            scheduler,
             ..
         } = self;
         drop(store);
+        // The scheduler holds the state (and with it the ingest queue): it
+        // ends before the writer is waited for.
+        if let Some(s) = scheduler {
+            s.abort();
+            let _ = s.await;
+        }
         let _ = stop.send(());
         finish(task, writer).await
+    }
+}
+
+/// Materialises the releases of ended months at start and then every
+/// `every`: a month is released `after_days` after it ends, not when first
+/// asked for.
+async fn materialise_on_schedule(query: query::Query, every: std::time::Duration, after_days: u32) {
+    let query = Arc::new(query);
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        let q = query.clone();
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        // Months before the one `after_days` ago are closed.
+        let closed_before =
+            wijkradar_domain::Month::from_unix_seconds(secs - i64::from(after_days) * 86_400);
+        let done = tokio::task::spawn_blocking(move || q.materialise_ended(closed_before)).await;
+        match done {
+            Ok(Ok(0)) => {}
+            Ok(Ok(stored)) => tracing::info!(tables = stored, "scheduled materialisation"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "scheduled materialisation failed"),
+            Err(_) => return,
+        }
     }
 }
 
@@ -247,11 +281,22 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
             .await
     });
     tracing::info!(%addr, k = config.release.k.k(), max_noise = config.release.max_noise, "aggregator listening (mutual TLS)");
+    let scheduler = match config.release.materialise_every_seconds {
+        0 => None,
+        seconds => Some(tokio::spawn(materialise_on_schedule(
+            query::Query {
+                state: state.clone(),
+            },
+            std::time::Duration::from_secs(seconds),
+            config.release.materialise_after_days,
+        ))),
+    };
     Ok(RunningServer {
         addr,
         store: state.store.clone(),
         stop,
         task,
         writer,
+        scheduler,
     })
 }

@@ -160,6 +160,32 @@ impl Query {
         }
     }
 
+    /// Materialises the release of every table of a month before
+    /// `closed_before` that has no release yet or changed since (within the
+    /// version cap); what the scheduler runs. Returns how many it stored.
+    pub(crate) fn materialise_ended(&self, closed_before: Month) -> Result<usize, ApiError> {
+        let now = crate::ingest::current_month();
+        let state = &self.state;
+        let mut tables: HashMap<GemeenteCode, GemeenteTable> = HashMap::new();
+        let mut stored = 0;
+        for (g, signal_type, month, changes) in state.store.tables()? {
+            if month >= closed_before || month >= now {
+                continue;
+            }
+            if let Some(s) = state.store.release_snapshot(&signal_type, month, g)?
+                && (s.state == changes || s.version >= state.max_versions)
+            {
+                continue;
+            }
+            let table = tables
+                .entry(g)
+                .or_insert_with(|| GemeenteTable::new(&state.hierarchy, g));
+            self.release(table, &signal_type, month, g, now)?;
+            stored += 1;
+        }
+        Ok(stored)
+    }
+
     /// A quarter or year table: per signal type and derived indicator, per
     /// whole period overlapping the range, the distinct households of the
     /// period in the buurt of their latest month, released by the same rules

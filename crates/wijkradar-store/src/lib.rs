@@ -395,6 +395,39 @@ impl Store {
         read_counter(&self.db, SIGNAL_TOTAL)
     }
 
+    /// Every table (gemeente × type × month) that holds stored signals, with
+    /// its change count: what a scheduled materialisation walks.
+    pub fn tables(&self) -> Result<Vec<(GemeenteCode, SignalTypeName, Month, u64)>, StoreError> {
+        let names: HashMap<u16, SignalTypeName> = self
+            .types
+            .read()
+            .expect("type map lock")
+            .iter()
+            .map(|(name, &id)| (id, name.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix([TABLE_STATE]) {
+            let (k, v) = kv?;
+            if k.len() != 11 {
+                return Err(StoreError::Corrupt);
+            }
+            let g = GemeenteCode::from_body(k[1..5].try_into().map_err(|_| StoreError::Corrupt)?)
+                .map_err(|_| StoreError::Corrupt)?;
+            let name = names
+                .get(&u16::from_be_bytes([k[5], k[6]]))
+                .ok_or(StoreError::Corrupt)?
+                .clone();
+            let month = Month::from_index(u32::from_be_bytes(
+                k[7..11].try_into().map_err(|_| StoreError::Corrupt)?,
+            ))
+            .ok_or(StoreError::Corrupt)?;
+            let changes =
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?);
+            out.push((g, name, month, changes));
+        }
+        Ok(out)
+    }
+
     /// Every household with a signal in gemeente `g`, with all its signals
     /// there (type as the store's type id): what the derived indicators are
     /// counted from. One scan over the stored signals, which are ordered by
