@@ -311,12 +311,9 @@ pub fn test_windows(counts: &[u64], households: f64, t: usize, config: &Config) 
         let mu: f64 = (start..=t).map(|i| b.mean(i)).sum();
         let eta_var = (start..=t).map(|i| b.eta_variance(i)).sum::<f64>() / w as f64;
         let variance = b.phi * mu + mu * mu * eta_var;
-        let p = upper_tail(y, mu, variance);
-        if p < best || w == 1 {
-            best = best.min(p);
-            if w == 1 {
-                best_bound = (mu, upper_quantile(config.alpha, mu, variance));
-            }
+        best = best.min(upper_tail(y, mu, variance));
+        if w == 1 {
+            best_bound = (mu, upper_quantile(config.alpha, mu, variance));
         }
     }
     // The smallest of four windows' p-values, corrected for the four looks

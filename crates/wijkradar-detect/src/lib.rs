@@ -111,18 +111,6 @@ impl Method {
         }
     }
 
-    /// The method the server uses for a series with `history` months
-    /// before the tested one: the quasi-Poisson model once two years are
-    /// there to fit a seasonal window, the negative-binomial predictive
-    /// method before that, nothing under 6 months.
-    pub fn for_history(history: usize) -> Option<Method> {
-        match history {
-            0..6 => None,
-            6..24 => Some(Method::NbPredictive),
-            _ => Some(Method::Farrington),
-        }
-    }
-
     /// Tests month `t` of `counts` (households as offset) with this
     /// method's defaults; `None` when the history is too short.
     pub fn test(self, counts: &[u64], households: f64, t: usize) -> Option<Test> {
@@ -215,12 +203,5 @@ mod tests {
         assert_eq!(upper_quantile(0.05, 1.0, 2.0), 4.0);
         assert_eq!(upper_tail(0, 0.0, 0.0), 1.0);
         assert_eq!(upper_tail(3, 0.0, 0.0), 0.0);
-    }
-
-    #[test]
-    fn the_server_picks_by_history() {
-        assert_eq!(Method::for_history(3), None);
-        assert_eq!(Method::for_history(6), Some(Method::NbPredictive));
-        assert_eq!(Method::for_history(30), Some(Method::Farrington));
     }
 }

@@ -38,11 +38,14 @@ impl Chosen {
         }
     }
 
-    /// The method for a series with `history` months before the tested one.
+    /// The method for a series with `history` months before the tested
+    /// one: none under 6 months, the negative-binomial predictive method
+    /// until two years are there to fit a season, then the pooled curve.
     pub fn for_history(history: usize) -> Option<Chosen> {
-        match Method::for_history(history)? {
-            Method::Farrington => Some(Chosen::Pooled),
-            m => Some(Chosen::Method(m)),
+        match history {
+            0..6 => None,
+            6..24 => Some(Chosen::Method(Method::NbPredictive)),
+            _ => Some(Chosen::Pooled),
         }
     }
 }
@@ -194,6 +197,20 @@ fn adjusted(p: &[f64]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_method_follows_the_history() {
+        assert_eq!(Chosen::for_history(5), None);
+        assert_eq!(
+            Chosen::for_history(6),
+            Some(Chosen::Method(Method::NbPredictive))
+        );
+        assert_eq!(
+            Chosen::for_history(23),
+            Some(Chosen::Method(Method::NbPredictive))
+        );
+        assert_eq!(Chosen::for_history(24), Some(Chosen::Pooled));
+    }
 
     #[test]
     fn adjusted_p_values_by_hand() {

@@ -254,16 +254,8 @@ pub fn level_to_proto(level: AreaLevel) -> pb::AreaLevel {
 }
 
 /// The requested signal types, every catalogue type when none is named;
-/// unknown names become violations of `signal_types[i]`.
-pub fn signal_types_from_proto(
-    names: &[String],
-    catalogue: &Catalogue,
-    violations: &mut Vec<Violation>,
-) -> Vec<SignalTypeName> {
-    signal_types_besides(names, catalogue, |_| false, violations)
-}
-
-/// The same, passing over names that `other` knows (derived indicators).
+/// unknown names become violations of `signal_types[i]`, names that `other`
+/// knows (derived indicators) are passed over.
 fn signal_types_besides(
     names: &[String],
     catalogue: &Catalogue,

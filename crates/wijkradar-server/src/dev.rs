@@ -27,13 +27,6 @@ pub enum DevError {
 /// municipality.
 pub const DEV_DOMAIN: &str = "GM0034";
 
-fn current_year() -> u32 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    wijkradar_domain::Month::from_unix_seconds(secs as i64).year()
-}
-
 /// What [`DevSetup::create`] made.
 #[derive(Debug, Clone)]
 pub struct DevSetup {
@@ -67,7 +60,7 @@ impl DevSetup {
         ServerKey::generate(&server_key)?;
         let root_key = keys.join("root.key");
         let root = RootKey::generate(&root_key)?;
-        let epoch = current_year().to_string();
+        let epoch = crate::ingest::current_month().year().to_string();
         let partner_key = keys.join(format!("{DEV_DOMAIN}.{epoch}.key"));
         root.export(DEV_DOMAIN, &epoch, &partner_key)?;
         let server = CertFiles::in_dir(&pki_dir, "server");

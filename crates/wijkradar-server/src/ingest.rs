@@ -72,10 +72,14 @@ impl Ingest {
 }
 
 pub(crate) fn current_month() -> Month {
-    let secs = std::time::SystemTime::now()
+    Month::from_unix_seconds(unix_seconds())
+}
+
+/// The clock, read in one place: seconds since 1970 (UTC).
+pub(crate) fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    Month::from_unix_seconds(secs as i64)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A transport error while reading the stream, as the client should see it.

@@ -135,12 +135,10 @@ async fn materialise_on_schedule(query: query::Query, every: std::time::Duration
     loop {
         ticks.tick().await;
         let q = query.clone();
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
         // Months before the one `after_days` ago are closed.
-        let closed_before =
-            wijkradar_domain::Month::from_unix_seconds(secs - i64::from(after_days) * 86_400);
+        let closed_before = wijkradar_domain::Month::from_unix_seconds(
+            crate::ingest::unix_seconds() - i64::from(after_days) * 86_400,
+        );
         let done = tokio::task::spawn_blocking(move || q.materialise_ended(closed_before)).await;
         match done {
             Ok(Ok(0)) => {}
