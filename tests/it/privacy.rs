@@ -48,6 +48,16 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// A pseudonym as it could be written: raw, as hex, and as a logged byte
+/// array.
+fn as_written(what: &str, bytes: &[u8]) -> [(String, Vec<u8>); 3] {
+    [
+        (what.to_owned(), bytes.to_vec()),
+        (format!("{what} (hex)"), hex::encode(bytes).into_bytes()),
+        (format!("{what} (debug)"), format!("{bytes:?}").into_bytes()),
+    ]
+}
+
 /// Every byte of every file under `dir`.
 fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
     let mut out = Vec::new();
@@ -129,30 +139,14 @@ async fn no_identifier_or_pseudonym_reaches_the_store_files_or_the_logs() {
             let address = household_key(pc.as_bytes().try_into().unwrap(), n, "B");
             let p = partner_key.pseudonymise(address.as_bytes());
             identifying.push((format!("address {address}"), address.clone().into_bytes()));
-            identifying.push((
-                format!("partner pseudonym of {address}"),
-                p.as_bytes().to_vec(),
-            ));
-            identifying.push((
-                format!("partner pseudonym of {address} (hex)"),
-                hex::encode(p.as_bytes()).into_bytes(),
-            ));
-            identifying.push((
-                format!("partner pseudonym of {address} (debug)"),
-                format!("{:?}", p.as_bytes()).into_bytes(),
+            identifying.extend(as_written(
+                &format!("partner pseudonym of {address}"),
+                p.as_bytes(),
             ));
             let s = server_key.rekey(&p);
-            server_side.push((
-                format!("server pseudonym of {address}"),
-                s.as_bytes().to_vec(),
-            ));
-            server_side.push((
-                format!("server pseudonym of {address} (hex)"),
-                hex::encode(s.as_bytes()).into_bytes(),
-            ));
-            server_side.push((
-                format!("server pseudonym of {address} (debug)"),
-                format!("{:?}", s.as_bytes()).into_bytes(),
+            server_side.extend(as_written(
+                &format!("server pseudonym of {address}"),
+                s.as_bytes(),
             ));
         }
     }
@@ -282,10 +276,9 @@ async fn a_bsn_export_leaves_no_bsn_or_address_in_outbox_store_or_logs() {
             household_key(pc.as_bytes().try_into().unwrap(), *n, "").into_bytes(),
         ));
         let p = partner_key.pseudonymise(format!("bsn|{b}").as_bytes());
-        partner_pseudonyms.push((format!("partner pseudonym of {b}"), p.as_bytes().to_vec()));
-        partner_pseudonyms.push((
-            format!("partner pseudonym of {b} (hex)"),
-            hex::encode(p.as_bytes()).into_bytes(),
+        partner_pseudonyms.extend(as_written(
+            &format!("partner pseudonym of {b}"),
+            p.as_bytes(),
         ));
     }
     for pc in postcodes {

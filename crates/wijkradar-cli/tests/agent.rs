@@ -19,6 +19,17 @@ struct Site {
     dir: tempfile::TempDir,
 }
 
+/// The officer's commands, as the tests run them.
+const RUN_EXPORT: [&str; 6] = [
+    "agent",
+    "run",
+    "--config",
+    "partner.toml",
+    "--export",
+    "export.csv",
+];
+const STATUS: [&str; 4] = ["agent", "status", "--config", "partner.toml"];
+
 /// Households in the export: all in buurt BU00340101 of Almere, postcode 1316XA.
 const HOUSEHOLDS: u32 = 3000;
 
@@ -116,7 +127,7 @@ impl Site {
 
     /// Signals still in the outbox, from `wijkradar agent status`.
     fn pending(&self) -> u64 {
-        let out = self.ok(&["agent", "status", "--config", "partner.toml"]);
+        let out = self.ok(&STATUS);
         let first = out.lines().next().unwrap();
         let n = first
             .split(": ")
@@ -226,14 +237,7 @@ fn the_outbox_survives_a_killed_aggregator_and_a_killed_agent_and_counts_end_exa
     let server = Server::start(&site);
     site.configure(&format!("https://{}", server.addr));
     let mut server = server;
-    let agent = site.spawn(&[
-        "agent",
-        "run",
-        "--config",
-        "partner.toml",
-        "--export",
-        "export.csv",
-    ]);
+    let agent = site.spawn(&RUN_EXPORT);
     server.wait_for_acks(50);
     let mut log = server.kill();
     let out = agent.wait_with_output().unwrap();
@@ -266,14 +270,7 @@ fn the_outbox_survives_a_killed_aggregator_and_a_killed_agent_and_counts_end_exa
 
     // 3. The officer runs the same export again: it is not imported twice,
     // and what was left is sent.
-    let out = site.ok(&[
-        "agent",
-        "run",
-        "--config",
-        "partner.toml",
-        "--export",
-        "export.csv",
-    ]);
+    let out = site.ok(&RUN_EXPORT);
     assert!(out.contains("eerder ingelezen"), "{out}");
     assert!(out.contains("nog in de outbox: 0"), "{out}");
     // Batches the aggregator stored during the killed run were sent again
@@ -290,7 +287,7 @@ fn the_outbox_survives_a_killed_aggregator_and_a_killed_agent_and_counts_end_exa
         "the killed run's acknowledged batches were stored: {out}"
     );
     assert_eq!(site.pending(), 0);
-    let status = site.ok(&["agent", "status", "--config", "partner.toml"]);
+    let status = site.ok(&STATUS);
     assert!(
         status.contains("export.csv (3.300 regels, 3.000 signalen, sleutel GM0034.2026."),
         "{status}"
@@ -326,15 +323,7 @@ fn the_outbox_survives_a_killed_aggregator_and_a_killed_agent_and_counts_end_exa
 fn a_dry_run_shows_what_would_go_out_and_keeps_and_sends_nothing() {
     let site = Site::new();
     // No aggregator runs: a dry run never connects.
-    let out = site.ok(&[
-        "agent",
-        "run",
-        "--config",
-        "partner.toml",
-        "--export",
-        "export.csv",
-        "--dry-run",
-    ]);
+    let out = site.ok(&[&RUN_EXPORT[..], &["--dry-run"]].concat());
     assert!(out.contains("niets verstuurd"), "{out}");
     assert!(
         out.contains("signalen: 3.000, zonder signaal: 300"),
@@ -364,7 +353,7 @@ fn a_dry_run_shows_what_would_go_out_and_keeps_and_sends_nothing() {
         "no postcode in what the officer is shown to go out"
     );
     assert_eq!(site.pending(), 0);
-    let status = site.ok(&["agent", "status", "--config", "partner.toml"]);
+    let status = site.ok(&STATUS);
     assert!(!status.contains("Ingelezen exports"), "{status}");
 }
 
@@ -451,6 +440,6 @@ fn malformed_exports_give_a_clear_message_and_nothing_is_kept_or_sent() {
 
     // None of these left anything in the outbox, or an import record.
     assert_eq!(site.pending(), 0);
-    let status = site.ok(&["agent", "status", "--config", "partner.toml"]);
+    let status = site.ok(&STATUS);
     assert!(!status.contains("Ingelezen exports"), "{status}");
 }
