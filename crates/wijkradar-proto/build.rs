@@ -7,7 +7,11 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["wijkradar/v1/ingest.proto", "wijkradar/v1/query.proto"];
+    let files = [
+        "wijkradar/v1/ingest.proto",
+        "wijkradar/v1/query.proto",
+        "wijkradar/v1/governance.proto",
+    ];
     println!("cargo:rerun-if-changed={}", root.display());
 
     let fds = protox::compile(files, [&root])?;

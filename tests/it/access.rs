@@ -1,9 +1,8 @@
-//! Who may connect and call what: mutual TLS with the aggregator's CA, and
-//! the role in the certificate.
+//! Who may connect: mutual TLS with the aggregator's CA, a certificate that
+//! has not expired, and an organisation the access configuration knows.
 
 use tonic::Code;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-use wijkradar_pki::Role;
 use wijkradar_proto::v1::{self as pb, query_service_client::QueryServiceClient};
 use wijkradar_tests::{ANALYST, PARTNER_A, TestServer};
 
@@ -126,7 +125,10 @@ async fn clients_without_a_valid_certificate_from_the_ca_are_refused() {
 
     let other = tempfile::tempdir().unwrap();
     wijkradar_pki::init(other.path(), &[]).unwrap();
-    let foreign = wijkradar_pki::issue(other.path(), "analyst", "Elders", Role::Analyst).unwrap();
+    // The analyst's own name, organisation and OIN, from another CA.
+    let analyst_oin = wijkradar_server::dev::dev_oin(2);
+    let foreign =
+        wijkradar_pki::issue(other.path(), ANALYST, "Gemeente", Some(&analyst_oin)).unwrap();
     assert!(
         call_with(&server, base().identity(identity(&foreign)))
             .await
@@ -134,14 +136,14 @@ async fn clients_without_a_valid_certificate_from_the_ca_are_refused() {
         "a certificate from another CA"
     );
 
-    let expired = wijkradar_pki::issue_valid_for(
-        &server.setup.pki_dir,
-        "expired",
-        "Gemeente",
-        Role::Analyst,
-        -1,
-    )
-    .unwrap();
+    // The analyst's identity from the right CA, expired.
+    let own_ca = tempfile::tempdir().unwrap();
+    for f in ["ca.pem", "ca.key"] {
+        std::fs::copy(server.setup.pki_dir.join(f), own_ca.path().join(f)).unwrap();
+    }
+    let expired =
+        wijkradar_pki::issue_valid_for(own_ca.path(), ANALYST, "Gemeente", Some(&analyst_oin), -1)
+            .unwrap();
     assert!(
         call_with(&server, base().identity(identity(&expired)))
             .await

@@ -27,6 +27,7 @@ pub fn cells(resp: &pb::GetTableResponse) -> Cells {
                 }
                 pb::CellStatus::Unspecified => panic!("unspecified cell status"),
                 pb::CellStatus::Pending => panic!("these tests ask for ended months only"),
+                pb::CellStatus::Purged => panic!("these tests ask for months within retention"),
             };
             (
                 (c.area_code.clone(), c.signal_type.clone(), c.month.clone()),

@@ -7,10 +7,10 @@
 
 use tonic::transport::Channel;
 use wijkradar_agent::ClientTls;
-use wijkradar_pki::Role;
 use wijkradar_proto::v1::{
     ingest_service_client::IngestServiceClient, query_service_client::QueryServiceClient,
 };
+use wijkradar_server::access::Role;
 use wijkradar_server::{RunningServer, ServerConfig, dev::DevSetup};
 
 pub const PARTNER_A: &str = "partner-a";
@@ -44,6 +44,10 @@ impl TestServer {
         // Tests ask for releases themselves; the schedule would race them
         // (a test that wants it turns it on).
         setup.config.release.materialise_every_seconds = 0;
+        // The tests' fixtures use fixed months (2024): kept whatever today
+        // is, unless a test sets retention itself.
+        setup.config.retention.default_months = 1200;
+        setup.config.retention.purge_every_seconds = 0;
         adjust(&mut setup.config);
         let server = wijkradar_server::start(&setup.config)
             .await

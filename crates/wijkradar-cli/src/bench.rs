@@ -4,9 +4,9 @@
 use clap::Subcommand;
 use rand::{Rng, SeedableRng};
 use wijkradar_domain::{BuurtCode, GemeenteCode, Hierarchy, PartnerPseudonym, SignalTypeName};
-use wijkradar_pki::Role;
 use wijkradar_proto::v1 as pb;
 use wijkradar_pseudonym::ServerKey;
+use wijkradar_server::access::Role;
 use wijkradar_server::dev::DevSetup;
 use wijkradar_store::StoredSignal;
 

@@ -16,9 +16,9 @@ use wijkradar_agent::run::{prepare, send_pending};
 use wijkradar_agent::{Outbox, PartnerConfig};
 use wijkradar_domain::hierarchy::Dwellings;
 use wijkradar_domain::{GemeenteCode, Hierarchy};
-use wijkradar_pki::Role;
 use wijkradar_proto::v1 as pb;
 use wijkradar_pseudonym::PartnerKey;
+use wijkradar_server::access::Role;
 use wijkradar_server::dev::DevSetup;
 
 use crate::agent::{current_month, load_postcode_table};

@@ -10,9 +10,9 @@ use clap::Args;
 use wijkradar_agent::PartnerConfig;
 use wijkradar_domain::hierarchy::Dwellings;
 use wijkradar_domain::{AreaCode, GemeenteCode, Hierarchy, WijkCode};
-use wijkradar_pki::Role;
 use wijkradar_proto::v1 as pb;
 use wijkradar_pseudonym::PartnerKey;
+use wijkradar_server::access::Role;
 use wijkradar_server::dev::DevSetup;
 use wijkradar_sim::{Layout, PARTNERS};
 

@@ -12,6 +12,7 @@ mod bench_detect;
 mod connection;
 mod demo;
 mod eval;
+mod governance;
 mod query;
 mod render;
 
@@ -19,7 +20,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use wijkradar_pki::Role;
 use wijkradar_pseudonym::{PartnerKey, RootKey, ServerKey};
 use wijkradar_server::ServerConfig;
 
@@ -55,6 +55,12 @@ enum Command {
     Query(query::QueryCommand),
     /// Run the whole chain on a real municipality (Almere) with simulated partners.
     Demo(demo::DemoArgs),
+    /// The audit log: fetch (privacy officer), verify, export.
+    #[command(subcommand)]
+    Audit(governance::AuditCommand),
+    /// Retention and releases (operator).
+    #[command(subcommand)]
+    Admin(governance::AdminCommand),
     /// Development certificates.
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -71,20 +77,16 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum PkiCommand {
-    /// Create a development CA, a server certificate and client
-    /// certificates for partners and analysts in DIR.
+    /// Create a development CA, a server certificate and a client
+    /// certificate for every organisation of deploy/access.example.toml
+    /// (partners, analysts, privacy officer, operator), each with a
+    /// fictitious OIN in its subject serial number.
     Init {
         #[arg(long, default_value = "pki")]
         dir: PathBuf,
         /// Extra DNS names or IP addresses for the server certificate.
         #[arg(long = "server-name")]
         server_names: Vec<String>,
-        /// Partner certificates to issue (name, also the organisation).
-        #[arg(long = "partner", default_values = ["woningcorporatie", "energieleverancier", "drinkwaterbedrijf", "zorgverzekeraar", "leerplicht", "gemeente-stadsbeheer"])]
-        partners: Vec<String>,
-        /// Analyst certificates to issue (name, also the organisation).
-        #[arg(long = "analyst", default_values = ["gemeente"])]
-        analysts: Vec<String>,
     },
     /// Issue a client certificate signed by the CA in DIR.
     Issue {
@@ -93,11 +95,13 @@ enum PkiCommand {
         /// Certificate name, also its file name: a-z, 0-9 and -.
         #[arg(long)]
         name: String,
-        /// The organisation, as it appears in the audit trail.
+        /// The organisation (subject O).
         #[arg(long)]
         organisation: String,
-        #[arg(long, value_parser = ["partner", "analyst"])]
-        role: String,
+        /// The OIN (20 digits) for the subject serial number, as
+        /// PKIoverheid certificates carry it.
+        #[arg(long)]
+        oin: Option<wijkradar_pki::Oin>,
     },
 }
 
@@ -298,44 +302,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn");
             query::run(cmd).await?;
         }
+        Command::Audit(cmd) => {
+            init_logging("warn");
+            governance::audit(cmd).await?;
+        }
+        Command::Admin(cmd) => {
+            init_logging("warn");
+            governance::admin(cmd).await?;
+        }
         Command::Demo(args) => {
             init_logging("warn");
             demo::run(args).await?;
         }
-        Command::Pki(PkiCommand::Init {
-            dir,
-            server_names,
-            partners,
-            analysts,
-        }) => {
+        Command::Pki(PkiCommand::Init { dir, server_names }) => {
             wijkradar_pki::init(&dir, &server_names)?;
             println!(
                 "CA (ca.pem, ca.key) en servercertificaat (server.pem, server.key) aangemaakt in {}",
                 dir.display()
             );
-            let clients = partners
-                .iter()
-                .map(|p| (p, Role::Partner))
-                .chain(analysts.iter().map(|a| (a, Role::Analyst)));
-            for (name, role) in clients {
-                let files = wijkradar_pki::issue(&dir, name, name, role)?;
+            for (name, organisation, oin) in wijkradar_pki::DEV_ORGANISATIONS {
+                let oin: wijkradar_pki::Oin = oin.parse()?;
+                let files = wijkradar_pki::issue(&dir, name, organisation, Some(&oin))?;
                 println!(
-                    "  {} ({}): {}, {}",
-                    name,
-                    role.as_str(),
+                    "  {name} ({organisation}, OIN {oin}): {}, {}",
                     files.cert.display(),
                     files.key.display()
                 );
             }
+            println!("Rechten per organisatie: deploy/access.example.toml");
         }
         Command::Pki(PkiCommand::Issue {
             dir,
             name,
             organisation,
-            role,
+            oin,
         }) => {
-            let role: Role = role.parse()?;
-            let files = wijkradar_pki::issue(&dir, &name, &organisation, role)?;
+            let files = wijkradar_pki::issue(&dir, &name, &organisation, oin.as_ref())?;
             println!(
                 "Certificaat {} en sleutel {} aangemaakt",
                 files.cert.display(),

@@ -36,8 +36,9 @@ pub enum Measure {
 fn shown(cell: &pb::Cell, measure: Measure) -> Shown {
     let released = match pb::CellStatus::try_from(cell.status) {
         Ok(pb::CellStatus::Released) => cell.value,
-        // The month has not ended: nothing to show, and nothing suppressed.
-        Ok(pb::CellStatus::Pending) => {
+        // The month has not ended, or is past retention: nothing to show,
+        // and nothing suppressed.
+        Ok(pb::CellStatus::Pending | pb::CellStatus::Purged) => {
             return Shown {
                 number: None,
                 suppressed: false,
@@ -215,6 +216,7 @@ pub fn csv(resp: &pb::GetTableResponse, names: &Names) -> anyhow::Result<String>
         let status = match pb::CellStatus::try_from(cell.status) {
             Ok(pb::CellStatus::Released) => "vrijgegeven",
             Ok(pb::CellStatus::Pending) => "maand_nog_niet_voorbij",
+            Ok(pb::CellStatus::Purged) => "verwijderd_bewaartermijn",
             _ => "onderdrukt",
         };
         let value = if released {

@@ -44,9 +44,16 @@ impl Site {
         site.ok(&[
             "keys", "export", "--root", "root.key", "--domain", "GM0034", "--epoch", "2026",
         ]);
+        // The example access configuration grants `pki init`'s certificates;
+        // the export's fixed month is kept whatever today is.
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/access.example.toml"),
+            site.path("access.toml"),
+        )
+        .unwrap();
         std::fs::write(
             site.path("server.toml"),
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[tls]\nclient_ca = \"pki/ca.pem\"\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\n[keys]\nserver_key = \"server.key\"\n",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\naccess = \"access.toml\"\n[retention]\ndefault_months = 1200\n[tls]\nclient_ca = \"pki/ca.pem\"\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\n[keys]\nserver_key = \"server.key\"\n",
         )
         .unwrap();
         let mut table = String::from("PC6,Huisnummer,Buurt2023,Wijk2023,Gem2023\n");

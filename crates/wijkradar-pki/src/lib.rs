@@ -2,10 +2,11 @@
 //! client certificates per organisation and role; and reading an
 //! organisation's identity back from a presented certificate.
 //!
-//! Identity convention (first version): subject O = organisation, CN = the
-//! certificate's name, OU = the role (`partner` or `analyst`). The server
-//! takes the role from the certificate its own CA signed; fine-grained roles
-//! per municipality move to configuration later.
+//! Identity: subject O = organisation, CN = the certificate's name, and the
+//! OIN (Organisatie Identificatie Nummer, 20 digits) in the subject serial
+//! number where the certificate carries one, as PKIoverheid certificates do.
+//! What an identity may do is not in the certificate: the aggregator's
+//! access configuration decides.
 //!
 //! Private keys are written owner-only. This is a development PKI: production
 //! uses certificates from the municipality's own CA or PKIoverheid.
@@ -36,58 +37,102 @@ pub enum PkiError {
     Parse,
     #[error("the certificate has no {0} in its subject")]
     Missing(&'static str),
-    #[error("unknown role `{0}` in the certificate: expected partner or analyst")]
-    UnknownRole(String),
     #[error("names are 1 to 64 characters of a-z, 0-9 and -")]
     Name,
+    #[error("an OIN is 20 digits")]
+    Oin,
 }
 
-/// What a certificate's holder may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Submits signals; cannot query.
-    Partner,
-    /// Queries released figures; cannot submit.
-    Analyst,
-}
+/// An Organisatie Identificatie Nummer: 20 digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Oin(String);
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Partner => "partner",
-            Role::Analyst => "analyst",
-        }
+impl Oin {
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
-impl FromStr for Role {
+impl FromStr for Oin {
     type Err = PkiError;
-    fn from_str(s: &str) -> Result<Role, PkiError> {
-        match s {
-            "partner" => Ok(Role::Partner),
-            "analyst" => Ok(Role::Analyst),
-            other => Err(PkiError::UnknownRole(other.chars().take(32).collect())),
+    fn from_str(s: &str) -> Result<Oin, PkiError> {
+        if s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Oin(s.to_owned()))
+        } else {
+            Err(PkiError::Oin)
         }
     }
 }
+
+impl fmt::Display for Oin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Oin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Oin, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The development organisations of `wijkradar pki init`: certificate name,
+/// organisation (subject O) and a fictitious OIN (prefix 9999), matching
+/// `deploy/access.example.toml`. Departments of one municipality share its OIN.
+pub const DEV_ORGANISATIONS: &[(&str, &str, &str)] = &[
+    (
+        "woningcorporatie",
+        "Woningcorporatie De Vaart",
+        "99990003000000000001",
+    ),
+    (
+        "energieleverancier",
+        "Energieleverancier Flevostroom",
+        "99990003000000000002",
+    ),
+    (
+        "drinkwaterbedrijf",
+        "Drinkwaterbedrijf Flevowater",
+        "99990003000000000003",
+    ),
+    (
+        "zorgverzekeraar",
+        "Zorgverzekeraar Zilverhart",
+        "99990003000000000004",
+    ),
+    ("leerplicht", "Gemeente Almere", "99990001000000000034"),
+    (
+        "gemeente-stadsbeheer",
+        "Gemeente Almere",
+        "99990001000000000034",
+    ),
+    ("gemeente", "Gemeente Almere", "99990001000000000034"),
+    (
+        "gemeente-lelystad",
+        "Gemeente Lelystad",
+        "99990001000000000995",
+    ),
+    ("fg", "Gemeente Almere", "99990001000000000034"),
+    ("beheer", "Wijkradar beheer", "99990004000000000001"),
+];
 
 /// The organisation behind a client certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub organisation: String,
     pub name: String,
-    pub role: Role,
+    /// The OIN from the subject serial number, where it holds 20 digits.
+    pub oin: Option<Oin>,
 }
 
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{} ({})",
-            self.organisation,
-            self.name,
-            self.role.as_str()
-        )
+        write!(f, "{}/{}", self.organisation, self.name)?;
+        match &self.oin {
+            Some(oin) => write!(f, " (OIN {oin})"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -105,7 +150,11 @@ pub fn identity_from_der(der: &[u8]) -> Result<Identity, PkiError> {
     Ok(Identity {
         organisation: first(&mut subject.iter_organization(), "organisation (O)")?,
         name: first(&mut subject.iter_common_name(), "common name (CN)")?,
-        role: first(&mut subject.iter_organizational_unit(), "role (OU)")?.parse()?,
+        oin: subject
+            .iter_by_oid(&x509_parser::oid_registry::OID_X509_SERIALNUMBER)
+            .next()
+            .and_then(|a| a.as_str().ok())
+            .and_then(|s| s.parse().ok()),
     })
 }
 
@@ -212,14 +261,14 @@ pub fn init(dir: &Path, server_names: &[String]) -> Result<(), PkiError> {
 }
 
 /// Issues a client certificate `<name>.pem`/`<name>.key` in `dir`, signed by
-/// the CA there.
+/// the CA there, with the OIN (if any) in the subject serial number.
 pub fn issue(
     dir: &Path,
     name: &str,
     organisation: &str,
-    role: Role,
+    oin: Option<&Oin>,
 ) -> Result<CertFiles, PkiError> {
-    issue_valid_for(dir, name, organisation, role, 825)
+    issue_valid_for(dir, name, organisation, oin, 825)
 }
 
 /// As [`issue`], with a validity in days from now; negative makes a
@@ -228,7 +277,7 @@ pub fn issue_valid_for(
     dir: &Path,
     name: &str,
     organisation: &str,
-    role: Role,
+    oin: Option<&Oin>,
     days: i64,
 ) -> Result<CertFiles, PkiError> {
     check_name(name)?;
@@ -241,10 +290,14 @@ pub fn issue_valid_for(
         DnType::OrganizationName,
         DnValue::Utf8String(organisation.to_owned()),
     );
-    params
-        .distinguished_name
-        .push(DnType::OrganizationalUnitName, role.as_str());
     params.distinguished_name.push(DnType::CommonName, name);
+    if let Some(oin) = oin {
+        let printable = rcgen::string::PrintableString::try_from(oin.as_str())?;
+        params.distinguished_name.push(
+            DnType::CustomDnType(vec![2, 5, 4, 5]),
+            DnValue::PrintableString(printable),
+        );
+    }
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let now = time::OffsetDateTime::now_utc();
     if days < 0 {
@@ -269,7 +322,8 @@ mod tests {
     fn issued_certificates_carry_the_identity() {
         let dir = tempfile::tempdir().unwrap();
         init(dir.path(), &[]).unwrap();
-        let files = issue(dir.path(), "corporatie", "Woonstede", Role::Partner).unwrap();
+        let oin: Oin = "00000003123456780000".parse().unwrap();
+        let files = issue(dir.path(), "corporatie", "Woonstede", Some(&oin)).unwrap();
         let pem = std::fs::read_to_string(&files.cert).unwrap();
         let der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
             .unwrap()
@@ -281,7 +335,7 @@ mod tests {
             Identity {
                 organisation: "Woonstede".into(),
                 name: "corporatie".into(),
-                role: Role::Partner
+                oin: Some(oin),
             }
         );
         #[cfg(unix)]
@@ -292,9 +346,17 @@ mod tests {
                 0o600
             );
         }
+        let files = issue(dir.path(), "zonder-oin", "Gemeente", None).unwrap();
+        let pem = std::fs::read_to_string(&files.cert).unwrap();
+        let der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .unwrap()
+            .1
+            .contents;
+        assert_eq!(identity_from_der(&der).unwrap().oin, None);
         assert!(matches!(
-            issue(dir.path(), "Bad Name", "X", Role::Analyst),
+            issue(dir.path(), "Bad Name", "X", None),
             Err(PkiError::Name)
         ));
+        assert!("1234".parse::<Oin>().is_err());
     }
 }

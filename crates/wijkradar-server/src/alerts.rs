@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use wijkradar_detect::monitor::{self, Group, Level, Series};
 use wijkradar_domain::derived::Derived;
-use wijkradar_domain::{AreaCode, BuurtCode, CellTotal, Month, SignalTypeName, WijkCode};
+use wijkradar_domain::{AreaCode, BuurtCode, Month, SignalTypeName, WijkCode};
 use wijkradar_proto::v1 as pb;
 use wijkradar_release::{GemeenteTable, Released};
 
@@ -169,20 +169,10 @@ impl Query {
                         Source::Type(t) => self
                             .release(&table, t, q.month, q.gemeente, now)?
                             .map(|(v, cells)| (v, cells.into_iter().collect())),
-                        Source::Derived(d) => {
-                            let month_totals: Vec<(BuurtCode, CellTotal)> = derived_totals[d]
-                                .iter()
-                                .filter(|((m, _), _)| *m == q.month)
-                                .map(|((_, b), t)| (*b, *t))
-                                .collect();
-                            Some((
-                                1,
-                                table
-                                    .release(&state.policy, &month_totals)
-                                    .into_iter()
-                                    .collect(),
-                            ))
-                        }
+                        Source::Derived(d) => self
+                            .derived_release(&table, &derived_totals[d], q.month, now)
+                            .ok()
+                            .map(|(v, cells)| (v, cells.into_iter().collect())),
                     };
                     releases.entry(f.group).or_insert(r)
                 }

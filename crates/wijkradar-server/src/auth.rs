@@ -1,29 +1,59 @@
-//! Who is calling: the organisation and role from the client certificate
-//! that mutual TLS already verified against the aggregator's CA.
+//! Who is calling: the identity in the client certificate that mutual TLS
+//! already verified against the aggregator's CA, looked up in the access
+//! configuration ([`crate::access`]). Refusals are written to the audit log.
 
 use tonic::Request;
-use wijkradar_pki::{Identity, Role, identity_from_der};
+use wijkradar_pki::identity_from_der;
 
+use crate::State;
+use crate::access::{Organisation, Role};
 use crate::error::ApiError;
 
-/// The caller's identity, if its certificate's role is `role`.
-pub fn authorize<T>(req: &Request<T>, role: Role) -> Result<Identity, ApiError> {
-    let certs = req.peer_certs().ok_or(ApiError::Unauthenticated)?;
-    let leaf = certs.first().ok_or(ApiError::Unauthenticated)?;
-    let identity = identity_from_der(leaf.as_ref()).map_err(|e| {
-        tracing::warn!(reason = %e, "refused a certificate without a usable identity");
-        ApiError::Unauthenticated
-    })?;
-    if identity.role != role {
-        tracing::warn!(caller = %identity, wanted = role.as_str(), "refused a call outside the caller's role");
-        let action = match role {
-            Role::Partner => "submit signals",
-            Role::Analyst => "query figures",
-        };
-        return Err(ApiError::PermissionDenied(format!(
-            "a certificate with role {} may not {action}",
-            identity.role.as_str()
-        )));
+/// The caller's organisation, if it holds `role`. An unknown certificate is
+/// UNAUTHENTICATED (the reason goes to the server's log and the audit log
+/// only); a known one without the role is PERMISSION_DENIED.
+pub(crate) fn authorize<T>(
+    state: &State,
+    req: &Request<T>,
+    role: Role,
+    call: &str,
+) -> Result<Organisation, ApiError> {
+    let refuse = |actor: &str, reason: String, error: ApiError| {
+        state
+            .audit
+            .record(actor, crate::call_event(call, "", "", Some(reason)), false);
+        Err(error)
+    };
+    let Some(leaf) = req.peer_certs().and_then(|c| c.first().cloned()) else {
+        return refuse(
+            "unknown",
+            "no client certificate".into(),
+            ApiError::Unauthenticated,
+        );
+    };
+    let identity = match identity_from_der(leaf.as_ref()) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(reason = %e, "refused a certificate without a usable identity");
+            return refuse("unknown", e.to_string(), ApiError::Unauthenticated);
+        }
+    };
+    let Some(org) = state.access.find(&identity) else {
+        tracing::warn!(certificate = %identity, "refused a certificate that matches no organisation in the access configuration");
+        return refuse(
+            "unknown",
+            format!("certificate {identity} matches no organisation"),
+            ApiError::Unauthenticated,
+        );
+    };
+    if !org.has(role) {
+        tracing::warn!(organisation = %org.name, wanted = role.as_str(), "refused a call outside the organisation's grants");
+        let message = format!("organisation `{}` may not {}", org.name, role.action());
+        return refuse(
+            &org.name,
+            message.clone(),
+            ApiError::PermissionDenied(message),
+        );
     }
-    Ok(identity)
+    Ok(org.clone())
 }

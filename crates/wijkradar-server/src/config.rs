@@ -2,11 +2,12 @@
 //! documented by `deploy/server.example.toml`, checked before anything starts
 //! with errors that name the field.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use wijkradar_domain::{Catalogue, CatalogueError, SignalTypeDef};
+use wijkradar_domain::{Catalogue, CatalogueError, Month, SignalTypeDef, SignalTypeName};
 use wijkradar_release::{ReleasePolicy, Threshold};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +36,15 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub tls: TlsConfig,
     pub keys: KeysConfig,
+    /// Who may do what: the access configuration (see
+    /// `deploy/access.example.toml`).
+    pub access: PathBuf,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
     pub release: ReleaseConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// The signal-type catalogue; the Dutch defaults when absent.
     #[serde(default)]
     pub signal_types: Option<Vec<SignalTypeDef>>,
@@ -71,6 +77,16 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Batches waiting for the writer before senders wait.
     pub ingest_queue_depth: usize,
+    /// Signals per second one partner organisation may send, on average.
+    pub partner_signals_per_second: u32,
+    /// Signals one partner may send at once above that rate (at least
+    /// `max_batch_signals`).
+    pub partner_burst_signals: u32,
+    /// Seconds a call may take before it is ended with DEADLINE_EXCEEDED (a
+    /// client's own shorter deadline wins).
+    pub request_timeout_seconds: u64,
+    /// Calls (HTTP/2 streams) open at once on one connection.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for Limits {
@@ -79,7 +95,50 @@ impl Default for Limits {
             max_batch_signals: 10_000,
             max_message_bytes: 4 * 1024 * 1024,
             ingest_queue_depth: 256,
+            partner_signals_per_second: 50_000,
+            partner_burst_signals: 200_000,
+            request_timeout_seconds: 300,
+            max_streams_per_connection: 16,
         }
+    }
+}
+
+/// How long signals are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Months a signal is kept after its month, for types not named in
+    /// `months`: a signal of month m is purged once m is more than this many
+    /// months before the current month.
+    pub default_months: u32,
+    /// Per signal type, months kept.
+    pub months: BTreeMap<String, u32>,
+    /// How often, in seconds, the server purges (also at start); 0: only on
+    /// demand (`wijkradar admin purge`).
+    pub purge_every_seconds: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            default_months: 18,
+            months: BTreeMap::new(),
+            purge_every_seconds: 3600,
+        }
+    }
+}
+
+impl RetentionConfig {
+    pub fn months_for(&self, t: &SignalTypeName) -> u32 {
+        self.months
+            .get(t.as_str())
+            .copied()
+            .unwrap_or(self.default_months)
+    }
+
+    /// The first month of type `t` that is kept when the current month is `now`.
+    pub fn first_kept(&self, t: &SignalTypeName, now: Month) -> Month {
+        now.plus(-(self.months_for(t).min(i32::MAX as u32) as i32))
     }
 }
 
@@ -152,6 +211,7 @@ impl ServerConfig {
             &mut config.tls.cert,
             &mut config.tls.key,
             &mut config.keys.server_key,
+            &mut config.access,
         ]
         .into_iter()
         .chain(base_file)
@@ -183,6 +243,24 @@ impl ServerConfig {
         if self.limits.max_message_bytes < 1024 {
             return Err(("limits.max_message_bytes", "must be at least 1024".into()));
         }
+        if self.limits.partner_signals_per_second == 0 {
+            return Err((
+                "limits.partner_signals_per_second",
+                "must be at least 1".into(),
+            ));
+        }
+        if (self.limits.partner_burst_signals as usize) < self.limits.max_batch_signals {
+            return Err((
+                "limits.partner_burst_signals",
+                "must be at least limits.max_batch_signals, or no batch could pass".into(),
+            ));
+        }
+        if self.limits.request_timeout_seconds == 0 || self.limits.max_streams_per_connection == 0 {
+            return Err((
+                "limits",
+                "request_timeout_seconds and max_streams_per_connection must be at least 1".into(),
+            ));
+        }
         self.catalogue()
             .map_err(|e| ("signal_types", e.to_string()))?;
         self.release
@@ -190,6 +268,23 @@ impl ServerConfig {
             .map_err(|e| ("release", e.to_string()))?;
         if self.release.max_versions == 0 {
             return Err(("release.max_versions", "must be at least 1".into()));
+        }
+        if self.retention.default_months == 0 {
+            return Err(("retention.default_months", "must be at least 1".into()));
+        }
+        let catalogue = self
+            .catalogue()
+            .map_err(|e| ("signal_types", e.to_string()))?;
+        for (name, &months) in &self.retention.months {
+            if catalogue.get(name).is_none() {
+                return Err((
+                    "retention.months",
+                    format!("`{name}` is not in the signal catalogue"),
+                ));
+            }
+            if months == 0 {
+                return Err(("retention.months", format!("{name}: must be at least 1")));
+            }
         }
         Ok(())
     }
@@ -222,6 +317,7 @@ mod tests {
         let base = r#"
             listen = "127.0.0.1:0"
             data_dir = "d"
+            access = "access.toml"
             [tls]
             client_ca = "a"
             cert = "b"

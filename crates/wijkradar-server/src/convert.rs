@@ -160,7 +160,7 @@ fn update_digest(
 }
 
 /// Echoes user text in an error only as short printable ASCII.
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars()
         .take(48)
         .map(|c| if c.is_ascii_graphic() { c } else { '?' })

@@ -5,10 +5,16 @@
 
 use std::path::{Path, PathBuf};
 
-use wijkradar_pki::{CertFiles, PkiError, Role};
+use wijkradar_pki::{CertFiles, Oin, PkiError};
+
+use crate::access::Role;
 use wijkradar_pseudonym::{KeyError, RootKey, ServerKey};
 
-use crate::config::{KeysConfig, Limits, ReleaseConfig, ServerConfig, TlsConfig};
+use crate::config::{KeysConfig, Limits, ReleaseConfig, RetentionConfig, ServerConfig, TlsConfig};
+
+/// Months a development setup keeps signals: the demo simulates 36 months
+/// of history for the early warning (the production default is 18).
+pub const DEV_RETENTION_MONTHS: u32 = 48;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
@@ -53,9 +59,19 @@ impl DevSetup {
             })?;
         }
         wijkradar_pki::init(&pki_dir, &[])?;
-        for (name, organisation, role) in clients {
-            wijkradar_pki::issue(&pki_dir, name, organisation, *role)?;
+        let mut access = String::from(
+            "# Development access: every client of the setup, granted for the dev domain.\n",
+        );
+        for (i, (name, organisation, role)) in clients.iter().enumerate() {
+            let oin: Oin = dev_oin(i);
+            wijkradar_pki::issue(&pki_dir, name, organisation, Some(&oin))?;
+            access.push_str(&access_entry(name, &oin, &[*role], &[DEV_DOMAIN]));
         }
+        let access_path = dir.join("access.toml");
+        std::fs::write(&access_path, access).map_err(|source| DevError::Io {
+            path: access_path.clone(),
+            source,
+        })?;
         let server_key = keys.join("server.key");
         ServerKey::generate(&server_key)?;
         let root_key = keys.join("root.key");
@@ -73,8 +89,13 @@ impl DevSetup {
                 key: server.key,
             },
             keys: KeysConfig { server_key },
+            access: access_path,
             limits: Limits::default(),
             release: ReleaseConfig::default(),
+            retention: RetentionConfig {
+                default_months: DEV_RETENTION_MONTHS,
+                ..RetentionConfig::default()
+            },
             signal_types: None,
         };
         Ok(DevSetup {
@@ -96,9 +117,10 @@ impl DevSetup {
         // toml's own string rendering quotes and escapes any path.
         let q = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
         let text = format!(
-            "listen = {}\ndata_dir = {}\n\n[tls]\nclient_ca = {}\ncert = {}\nkey = {}\n\n[keys]\nserver_key = {}\n\n[release]\nk = {}\nmax_noise = {}\nvariance = {:?}\nrate_floor = {}\n",
+            "listen = {}\ndata_dir = {}\naccess = {}\n\n[tls]\nclient_ca = {}\ncert = {}\nkey = {}\n\n[keys]\nserver_key = {}\n\n[release]\nk = {}\nmax_noise = {}\nvariance = {:?}\nrate_floor = {}\n\n[retention]\ndefault_months = {}\npurge_every_seconds = {}\n",
             toml::Value::String(listen.to_owned()),
             q(&c.data_dir),
+            q(&c.access),
             q(&c.tls.client_ca),
             q(&c.tls.cert),
             q(&c.tls.key),
@@ -107,6 +129,8 @@ impl DevSetup {
             c.release.max_noise,
             c.release.variance,
             c.release.rate_floor,
+            c.retention.default_months,
+            c.retention.purge_every_seconds,
         );
         let path = self.dir.join("server.toml");
         std::fs::write(&path, text).map_err(|source| DevError::Io {
@@ -115,6 +139,44 @@ impl DevSetup {
         })?;
         Ok(path)
     }
+}
+
+/// The fictitious OIN of a development setup's `i`-th client.
+pub fn dev_oin(i: usize) -> Oin {
+    format!("9999{:016}", i + 1).parse().expect("20 digits")
+}
+
+/// One `[[organisation]]` entry of an access file: the certificate `name`
+/// under `oin`, with `roles` for `municipalities` (a partner may submit
+/// every catalogue type).
+pub fn access_entry(name: &str, oin: &Oin, roles: &[Role], municipalities: &[&str]) -> String {
+    let list = |items: &mut dyn Iterator<Item = &str>| {
+        items
+            .map(|i| format!("{:?}", i))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let gemeenten = list(&mut municipalities.iter().copied());
+    let mut s = format!(
+        "\n[[organisation]]\nname = {name:?}\noin = \"{oin}\"\nsubject_common_name = {name:?}\n"
+    );
+    for role in roles {
+        match role {
+            Role::Partner => {
+                let catalogue = wijkradar_domain::Catalogue::dutch_defaults();
+                let types = list(&mut catalogue.types().iter().map(|t| t.name.as_str()));
+                s.push_str(&format!(
+                    "partner = {{ signal_types = [{types}], municipalities = [{gemeenten}] }}\n"
+                ));
+            }
+            Role::Analyst => {
+                s.push_str(&format!("analyst = {{ municipalities = [{gemeenten}] }}\n"))
+            }
+            Role::PrivacyOfficer => s.push_str("privacy_officer = true\n"),
+            Role::Operator => s.push_str("operator = true\n"),
+        }
+    }
+    s
 }
 
 #[cfg(test)]

@@ -23,6 +23,9 @@ pub enum ApiError {
     BatchIdReused(String),
     #[error("{0}")]
     PermissionDenied(String),
+    /// A field names something the caller is not granted.
+    #[error("{}", describe(std::slice::from_ref(.0)))]
+    Forbidden(Violation),
     #[error("a client certificate from the aggregator's CA is required")]
     Unauthenticated,
     #[error("the store is unavailable; retry later")]
@@ -79,6 +82,9 @@ impl From<ApiError> for Status {
             }
             ApiError::BatchIdReused(_) => Status::already_exists(message),
             ApiError::PermissionDenied(_) => Status::permission_denied(message),
+            ApiError::Forbidden(v) => {
+                bad_request(Code::PermissionDenied, message, std::slice::from_ref(&v))
+            }
             ApiError::Unauthenticated => Status::unauthenticated(message),
             ApiError::Unavailable => Status::unavailable(message),
             ApiError::Internal => Status::internal(message),

@@ -1,12 +1,14 @@
 //! The ingest service: batches in, durable acknowledgements out, in order.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::access::{Organisation, Role};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
+use wijkradar_audit::{Count, Event};
 use wijkradar_domain::Month;
-use wijkradar_pki::{Identity, Role};
 use wijkradar_proto::v1::{self as pb, ingest_service_server::IngestService};
 use wijkradar_store::{IncomingBatch, Outcome, Pending, StoredSignal};
 
@@ -24,12 +26,45 @@ pub struct Ingest {
 }
 
 enum Step {
-    Queued(String, Pending),
-    Refused(Status),
+    Queued {
+        batch_id: String,
+        signals: Tally,
+        pending: Pending,
+    },
+    Refused {
+        batch_id: String,
+        signals: Tally,
+        status: Status,
+    },
+}
+
+/// Signals per type name in a batch as sent, for the audit log.
+type Tally = BTreeMap<String, u64>;
+
+/// What the audit log says of a batch as sent: its id (printable, cut
+/// short) and its signals per catalogue type.
+fn describe(req: &pb::SubmitRequest, catalogue: &wijkradar_domain::Catalogue) -> (String, Tally) {
+    let Some(batch) = &req.batch else {
+        return (String::new(), Tally::new());
+    };
+    let batch_id = crate::convert::printable(&batch.batch_id);
+    let mut tally = Tally::new();
+    for s in &batch.signals {
+        let name = match catalogue.get(&s.signal_type) {
+            Some(def) => def.name.to_string(),
+            None => "(unknown type)".to_owned(),
+        };
+        *tally.entry(name).or_default() += 1;
+    }
+    (batch_id, tally)
 }
 
 impl Ingest {
-    async fn enqueue(&self, partner: &Identity, req: pb::SubmitRequest) -> Result<Step, ApiError> {
+    async fn enqueue(
+        &self,
+        partner: &Organisation,
+        req: pb::SubmitRequest,
+    ) -> Result<Pending, ApiError> {
         let state = &self.state;
         let rules = IngestRules {
             hierarchy: &state.hierarchy,
@@ -38,6 +73,11 @@ impl Ingest {
             now: current_month(),
         };
         let checked = batch_from_proto(req, &rules)?;
+        check_grant(partner, &checked.batch.signals)?;
+        check_retention(&checked.batch.signals, &state.retention, rules.now)?;
+        state
+            .limiter
+            .admit(&partner.name, checked.batch.signals.len())?;
         let id = checked.batch.id.clone();
         let key_id = checked.batch.key_id.clone();
         tracing::debug!(batch_id = %id, %key_id, "batch checked");
@@ -58,16 +98,78 @@ impl Ingest {
             })
             .collect();
         let incoming = IncomingBatch {
-            partner: partner.to_string(),
+            partner: partner.name.clone(),
             id: id.clone(),
             key_id,
             digest: checked.digest,
             signals,
         };
-        Ok(Step::Queued(
-            id.to_string(),
-            state.queue.enqueue(incoming).await?,
-        ))
+        Ok(state.queue.enqueue(incoming).await?)
+    }
+}
+
+/// Refuses the whole batch if any signal is of a type or municipality the
+/// partner is not granted; the partner learns which of its own signals.
+fn check_grant(
+    partner: &Organisation,
+    signals: &[wijkradar_domain::Signal],
+) -> Result<(), ApiError> {
+    let Some(grant) = &partner.partner else {
+        return Err(ApiError::Internal);
+    };
+    for (i, s) in signals.iter().enumerate() {
+        if !grant.signal_types.contains(&s.signal_type) {
+            return Err(ApiError::Forbidden(Violation::new(
+                format!("batch.signals[{i}].signal_type"),
+                format!(
+                    "organisation `{}` may not submit signal type {}",
+                    partner.name, s.signal_type
+                ),
+            )));
+        }
+        let g = s.buurt.gemeente();
+        if !grant.municipalities.contains(&g) {
+            return Err(ApiError::Forbidden(Violation::new(
+                format!("batch.signals[{i}].buurt_code"),
+                format!(
+                    "organisation `{}` may not submit signals for municipality {g}",
+                    partner.name
+                ),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a batch with a signal of a month its type no longer keeps: it
+/// would be purged at once.
+fn check_retention(
+    signals: &[wijkradar_domain::Signal],
+    retention: &crate::RetentionConfig,
+    now: Month,
+) -> Result<(), ApiError> {
+    let violations: Vec<Violation> = signals
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let first_kept = retention.first_kept(&s.signal_type, now);
+            (s.month < first_kept).then(|| {
+                Violation::new(
+                    format!("batch.signals[{i}].month"),
+                    format!(
+                        "{} is before the retention of {} ({} months: kept from {first_kept})",
+                        s.month,
+                        s.signal_type,
+                        retention.months_for(&s.signal_type)
+                    ),
+                )
+            })
+        })
+        .collect();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidArgument(violations))
     }
 }
 
@@ -103,7 +205,7 @@ impl IngestService for Ingest {
         &self,
         request: Request<Streaming<pb::SubmitRequest>>,
     ) -> Result<Response<Self::SubmitStream>, Status> {
-        let partner = authorize(&request, Role::Partner)?;
+        let partner = authorize(&self.state, &request, Role::Partner, "Submit")?;
         let mut inbound = request.into_inner();
         let (steps_tx, mut steps_rx) = mpsc::channel::<Step>(IN_FLIGHT_PER_STREAM);
         let (out_tx, out_rx) = mpsc::channel(IN_FLIGHT_PER_STREAM);
@@ -113,46 +215,98 @@ impl IngestService for Ingest {
         let this = Ingest {
             state: self.state.clone(),
         };
+        let name = partner.name.clone();
         tokio::spawn(async move {
             loop {
                 let step = match inbound.message().await {
-                    Ok(Some(req)) => this
-                        .enqueue(&partner, req)
-                        .await
-                        .unwrap_or_else(|e| Step::Refused(e.into())),
+                    Ok(Some(req)) => {
+                        let (batch_id, signals) = describe(&req, &this.state.catalogue);
+                        match this.enqueue(&partner, req).await {
+                            Ok(pending) => Step::Queued {
+                                batch_id,
+                                signals,
+                                pending,
+                            },
+                            Err(e) => Step::Refused {
+                                batch_id,
+                                signals,
+                                status: e.into(),
+                            },
+                        }
+                    }
                     Ok(None) => break,
-                    Err(status) => Step::Refused(receive_error(status, limit)),
+                    Err(status) => Step::Refused {
+                        batch_id: String::new(),
+                        signals: Tally::new(),
+                        status: receive_error(status, limit),
+                    },
                 };
-                let refused = matches!(step, Step::Refused(_));
+                let refused = matches!(step, Step::Refused { .. });
                 if steps_tx.send(step).await.is_err() || refused {
                     break;
                 }
             }
         });
 
-        // Responder: answers each batch once it is durable, in the order sent.
+        // Responder: answers each batch once it is durable and audited, in
+        // the order sent.
+        let state = self.state.clone();
         tokio::spawn(async move {
+            let k = u64::from(state.policy.k());
             while let Some(step) = steps_rx.recv().await {
-                let answer = match step {
-                    Step::Queued(batch_id, pending) => match pending.durable().await {
-                        Ok(outcome) => {
-                            tracing::info!(batch_id, ?outcome, "batch acknowledged");
-                            let outcome = match outcome {
-                                Outcome::Stored => pb::BatchOutcome::Stored,
-                                Outcome::AlreadyStored => pb::BatchOutcome::AlreadyStored,
-                            };
-                            Ok(pb::SubmitResponse {
-                                batch_id,
-                                outcome: outcome.into(),
-                            })
-                        }
-                        Err(e) => Err(Status::from(ApiError::from(e))),
-                    },
-                    Step::Refused(status) => Err(status),
+                let (batch_id, signals, answer) = match step {
+                    Step::Queued {
+                        batch_id,
+                        signals,
+                        pending,
+                    } => {
+                        let answer = match pending.durable().await {
+                            Ok(outcome) => {
+                                tracing::info!(batch_id, ?outcome, "batch acknowledged");
+                                let outcome = match outcome {
+                                    Outcome::Stored => pb::BatchOutcome::Stored,
+                                    Outcome::AlreadyStored => pb::BatchOutcome::AlreadyStored,
+                                };
+                                Ok(pb::SubmitResponse {
+                                    batch_id: batch_id.clone(),
+                                    outcome: outcome.into(),
+                                })
+                            }
+                            Err(e) => Err(Status::from(ApiError::from(e))),
+                        };
+                        (batch_id, signals, answer)
+                    }
+                    Step::Refused {
+                        batch_id,
+                        signals,
+                        status,
+                    } => (batch_id, signals, Err(status)),
                 };
                 let failed = answer.is_err();
                 if let Err(status) = &answer {
                     tracing::info!(code = ?status.code(), reason = status.message(), "batch refused");
+                }
+                let (outcome, reason) = match &answer {
+                    Ok(r) if r.outcome == pb::BatchOutcome::AlreadyStored as i32 => {
+                        ("already_stored", None)
+                    }
+                    Ok(_) => ("stored", None),
+                    Err(s) => ("refused", Some(format!("{:?}: {}", s.code(), s.message()))),
+                };
+                let event = Event::Batch {
+                    batch_id,
+                    outcome: outcome.to_owned(),
+                    reason,
+                    signals: signals
+                        .into_iter()
+                        .map(|(t, n)| (t, Count::new(n, k)))
+                        .collect(),
+                };
+                // Acknowledged means durable, in the store and in the log.
+                if let Err(e) = state.audit.append(&name, event, true) {
+                    tracing::error!(error = %e, "could not append to the audit log");
+                    let _ = out_tx.send(Err(Status::from(ApiError::Unavailable))).await;
+                    break;
                 }
                 if out_tx.send(answer).await.is_err() || failed {
                     break;

@@ -9,13 +9,16 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod access;
 pub mod alerts;
 mod auth;
 pub mod config;
 pub mod convert;
 pub mod dev;
 pub mod error;
+mod governance;
 mod ingest;
+mod limits;
 mod query;
 
 use std::net::SocketAddr;
@@ -25,16 +28,18 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use wijkradar_audit::{AuditLog, Event};
 use wijkradar_domain::hierarchy::Dwellings;
 use wijkradar_domain::{Catalogue, Hierarchy};
 use wijkradar_proto::v1::{
+    admin_service_server::AdminServiceServer, audit_service_server::AuditServiceServer,
     ingest_service_server::IngestServiceServer, query_service_server::QueryServiceServer,
 };
 use wijkradar_pseudonym::{KeyError, ServerKey};
 use wijkradar_release::{Bases, PtableError, ReleasePolicy};
 use wijkradar_store::{IngestQueue, Store, StoreError, WriterThread};
 
-pub use config::{ConfigError, Limits, ServerConfig};
+pub use config::{ConfigError, Limits, RetentionConfig, ServerConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -54,6 +59,10 @@ pub enum ServerError {
         path: std::path::PathBuf,
         source: wijkradar_domain::HierarchyError,
     },
+    #[error(transparent)]
+    Access(#[from] access::AccessError),
+    #[error(transparent)]
+    Audit(#[from] wijkradar_audit::AuditError),
     #[error("signal_types: {0}")]
     Catalogue(#[from] wijkradar_domain::CatalogueError),
     #[error("listen on {addr}: {source}")]
@@ -84,6 +93,27 @@ pub(crate) struct State {
     base_measure: String,
     max_versions: u32,
     limits: Limits,
+    access: access::AccessPolicy,
+    retention: RetentionConfig,
+    audit: AuditLog,
+    limiter: limits::Limiter,
+}
+
+/// An audit entry for a call: what was asked (never a count) and, if it was
+/// refused, why.
+pub(crate) fn call_event(
+    call: &str,
+    gemeente: &str,
+    request: &str,
+    refused: Option<String>,
+) -> Event {
+    Event::Call {
+        call: call.to_owned(),
+        gemeente: gemeente.to_owned(),
+        request: request.to_owned(),
+        outcome: if refused.is_some() { "refused" } else { "ok" }.to_owned(),
+        reason: refused,
+    }
 }
 
 /// A server that is accepting connections.
@@ -94,8 +124,8 @@ pub struct RunningServer {
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     writer: WriterThread,
-    /// The scheduled materialisation of releases, if configured.
-    scheduler: Option<JoinHandle<()>>,
+    /// The scheduled materialisation of releases and retention purges.
+    schedules: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -111,13 +141,13 @@ impl RunningServer {
             task,
             writer,
             store,
-            scheduler,
+            schedules,
             ..
         } = self;
         drop(store);
-        // The scheduler holds the state (and with it the ingest queue): it
-        // ends before the writer is waited for.
-        if let Some(s) = scheduler {
+        // The schedules hold the state (and with it the ingest queue): they
+        // end before the writer is waited for.
+        for s in schedules {
             s.abort();
             let _ = s.await;
         }
@@ -149,6 +179,17 @@ async fn materialise_on_schedule(query: query::Query, every: std::time::Duration
     }
 }
 
+/// Purges by retention at start and then every `every`.
+async fn purge_on_schedule(state: Arc<State>, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        if let Err(e) = governance::purge(&state, "aggregator").await {
+            tracing::warn!(error = %e, "scheduled retention purge failed");
+        }
+    }
+}
+
 async fn finish(
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     writer: WriterThread,
@@ -158,6 +199,14 @@ async fn finish(
     // serving ends; the writer then drains and the store closes.
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     Ok(served?)
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, ServerError> {
@@ -203,9 +252,27 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         per_area: dwellings.per_area,
         floor: config.release.rate_floor,
     };
+    let catalogue = config.catalogue()?;
+    let access = access::AccessPolicy::load(&config.access, &catalogue, &hierarchy)?;
+    let audit = AuditLog::open(&config.data_dir.join(wijkradar_audit::FILE_NAME))?;
+    audit.append(
+        "aggregator",
+        Event::Start {
+            access_sha256: hex_sha256(&read(&config.access)?),
+        },
+        true,
+    )?;
+    tracing::info!(
+        organisations = access.organisations().len(),
+        "access configuration loaded"
+    );
     let state = Arc::new(State {
         hierarchy,
-        catalogue: config.catalogue()?,
+        catalogue,
+        access,
+        retention: config.retention.clone(),
+        audit,
+        limiter: limits::Limiter::new(&config.limits),
         store,
         queue,
         server_key,
@@ -237,12 +304,29 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
     .max_decoding_message_size(limit)
     .max_encoding_message_size(MAX_ANSWER_BYTES);
 
+    let audit_service = AuditServiceServer::new(governance::Audit {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit.max(2 << 20));
+    let admin_service = AdminServiceServer::new(governance::Admin {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
+
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<IngestServiceServer<ingest::Ingest>>()
         .await;
     health_reporter
         .set_serving::<QueryServiceServer<query::Query>>()
+        .await;
+    health_reporter
+        .set_serving::<AuditServiceServer<governance::Audit>>()
+        .await;
+    health_reporter
+        .set_serving::<AdminServiceServer<governance::Admin>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(wijkradar_proto::FILE_DESCRIPTOR_SET)
@@ -265,12 +349,19 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
     })?;
     let (stop, stopped) = oneshot::channel::<()>();
     let router = Server::builder()
+        .timeout(std::time::Duration::from_secs(
+            config.limits.request_timeout_seconds,
+        ))
+        .concurrency_limit_per_connection(config.limits.max_streams_per_connection as usize)
+        .max_concurrent_streams(config.limits.max_streams_per_connection)
         .tls_config(tls)?
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ingest)
-        .add_service(query);
+        .add_service(query)
+        .add_service(audit_service)
+        .add_service(admin_service);
     let task = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
@@ -279,22 +370,28 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
             .await
     });
     tracing::info!(%addr, k = config.release.k.k(), max_noise = config.release.max_noise, "aggregator listening (mutual TLS)");
-    let scheduler = match config.release.materialise_every_seconds {
-        0 => None,
-        seconds => Some(tokio::spawn(materialise_on_schedule(
+    let mut schedules = Vec::new();
+    if let seconds @ 1.. = config.release.materialise_every_seconds {
+        schedules.push(tokio::spawn(materialise_on_schedule(
             query::Query {
                 state: state.clone(),
             },
             std::time::Duration::from_secs(seconds),
             config.release.materialise_after_days,
-        ))),
-    };
+        )));
+    }
+    if let seconds @ 1.. = config.retention.purge_every_seconds {
+        schedules.push(tokio::spawn(purge_on_schedule(
+            state.clone(),
+            std::time::Duration::from_secs(seconds),
+        )));
+    }
     Ok(RunningServer {
         addr,
         store: state.store.clone(),
         stop,
         task,
         writer,
-        scheduler,
+        schedules,
     })
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::collections::HashMap;
 use tonic::{Request, Response, Status};
 
+use crate::access::{Organisation, Role};
 use wijkradar_domain::derived::{self, Derived, HouseholdSignal};
 use wijkradar_domain::{AreaCode, BuurtCode, CellTotal, GemeenteCode, Month, SignalTypeName};
-use wijkradar_pki::Role;
 use wijkradar_proto::v1::{self as pb, query_service_server::QueryService};
 use wijkradar_release::{GemeenteTable, Rate, Released};
 use wijkradar_store::ReleaseSnapshot;
@@ -45,6 +45,34 @@ fn signal_kind(k: wijkradar_domain::SignalKind) -> pb::SignalKind {
 }
 
 impl Query {
+    /// The calling analyst, if it may query gemeente `code`. Checked before
+    /// anything is read, with one answer whether or not the other
+    /// municipality has data.
+    fn analyst_of<T>(
+        &self,
+        request: &Request<T>,
+        call: &str,
+        code: &str,
+    ) -> Result<Organisation, ApiError> {
+        let state = &self.state;
+        let analyst = authorize(state, request, Role::Analyst, call)?;
+        let g = gemeente_from_proto(code, &state.hierarchy)?;
+        if !analyst.may_query(g) {
+            tracing::warn!(organisation = %analyst.name, gemeente = %g, "refused a query outside the analyst's municipalities");
+            let message = format!(
+                "organisation `{}` may not query figures of {g}",
+                analyst.name
+            );
+            state.audit.record(
+                &analyst.name,
+                crate::call_event(call, &g.to_string(), "", Some(message.clone())),
+                false,
+            );
+            return Err(ApiError::PermissionDenied(message));
+        }
+        Ok(analyst)
+    }
+
     fn table(&self, req: pb::GetTableRequest) -> Result<pb::GetTableResponse, ApiError> {
         let state = &self.state;
         let q = table_query_from_proto(req, &state.hierarchy, &state.catalogue)?;
@@ -64,8 +92,14 @@ impl Query {
             });
         }
         for signal_type in &q.signal_types {
+            let first_kept = state.retention.first_kept(signal_type, now);
             for month in q.from.through(q.to) {
-                let release = self.release(&table, signal_type, month, q.gemeente, now)?;
+                let release = if month < first_kept {
+                    Err(pb::CellStatus::Purged)
+                } else {
+                    self.release(&table, signal_type, month, q.gemeente, now)?
+                        .ok_or(pb::CellStatus::Pending)
+                };
                 self.push_cells(
                     &mut cells,
                     &table,
@@ -79,16 +113,16 @@ impl Query {
         if !q.derived.is_empty() {
             let months: Vec<Month> = q.from.through(q.to).collect();
             let totals = self.derived_totals(q.gemeente, &q.derived, &months)?;
+            // A derived indicator counts every type: it is purged from the
+            // month the type kept longest is.
+            let first_kept = self.first_kept_of_all(now);
             for d in &q.derived {
                 for &month in &months {
-                    let release = (month < now).then(|| {
-                        let month_totals: Vec<(BuurtCode, CellTotal)> = totals[d]
-                            .iter()
-                            .filter(|((m, _), _)| *m == month)
-                            .map(|((_, b), t)| (*b, *t))
-                            .collect();
-                        (1, table.release(&state.policy, &month_totals))
-                    });
+                    let release = if month < first_kept {
+                        Err(pb::CellStatus::Purged)
+                    } else {
+                        self.derived_release(&table, &totals[d], month, now)
+                    };
                     let label = month.to_string();
                     self.push_cells(&mut cells, &table, q.level, d.name(), &label, release);
                 }
@@ -103,8 +137,61 @@ impl Query {
         })
     }
 
-    /// The answer's cells of one release (or pending cells while the month
-    /// has not ended) at `level`, with rates.
+    /// The earliest month any signal type still keeps.
+    fn first_kept_of_all(&self, now: Month) -> Month {
+        let state = &self.state;
+        state
+            .catalogue
+            .types()
+            .iter()
+            .map(|t| state.retention.first_kept(&t.name, now))
+            .min()
+            .unwrap_or(now)
+    }
+
+    /// A derived indicator's month, released afresh (version 1).
+    pub(crate) fn derived_release(
+        &self,
+        table: &GemeenteTable,
+        totals: &DerivedTotals,
+        month: Month,
+        now: Month,
+    ) -> Result<VersionedRelease, pb::CellStatus> {
+        if month >= now {
+            return Err(pb::CellStatus::Pending);
+        }
+        let month_totals: Vec<(BuurtCode, CellTotal)> = totals
+            .iter()
+            .filter(|((m, _), _)| *m == month)
+            .map(|((_, b), t)| (*b, *t))
+            .collect();
+        Ok((1, table.release(&self.state.policy, &month_totals)))
+    }
+
+    /// The cells of a table part that is not released: pending or purged.
+    fn push_unreleased(
+        cells: &mut Vec<pb::Cell>,
+        table: &GemeenteTable,
+        level: wijkradar_domain::AreaLevel,
+        name: &str,
+        period: &str,
+        status: pb::CellStatus,
+    ) {
+        for area in table.codes().iter().filter(|a| a.level() == level) {
+            cells.push(pb::Cell {
+                area_code: area.to_string(),
+                signal_type: name.to_owned(),
+                month: period.to_owned(),
+                status: status.into(),
+                rate_area_code: area.to_string(),
+                ..Default::default()
+            });
+        }
+    }
+
+    /// The answer's cells of one release at `level`, with rates (or the
+    /// status of the whole part: pending while the month has not ended,
+    /// purged past retention).
     fn push_cells(
         &self,
         cells: &mut Vec<pb::Cell>,
@@ -112,21 +199,15 @@ impl Query {
         level: wijkradar_domain::AreaLevel,
         name: &str,
         period: &str,
-        release: Option<VersionedRelease>,
+        release: Result<VersionedRelease, pb::CellStatus>,
     ) {
         let state = &self.state;
-        let Some((version, released)) = release else {
-            for area in table.codes().iter().filter(|a| a.level() == level) {
-                cells.push(pb::Cell {
-                    area_code: area.to_string(),
-                    signal_type: name.to_owned(),
-                    month: period.to_owned(),
-                    status: pb::CellStatus::Pending.into(),
-                    rate_area_code: area.to_string(),
-                    ..Default::default()
-                });
+        let (version, released) = match release {
+            Ok(r) => r,
+            Err(status) => {
+                Self::push_unreleased(cells, table, level, name, period, status);
+                return;
             }
-            return;
         };
         let rates = state.bases.rates(&released);
         for ((area, released), rate) in released.into_iter().zip(rates) {
@@ -205,28 +286,35 @@ impl Query {
             .collect();
         let periods = q.period.covering(q.from, q.to);
         type Counts<'c> = &'c dyn Fn(&[HouseholdSignal], Month) -> Option<BuurtCode>;
-        let release_of = |months: &[Month], counts: Counts<'_>| {
-            let ended = months.last().is_some_and(|&m| m < now);
-            ended.then(|| {
-                let totals: Vec<(BuurtCode, CellTotal)> =
-                    derived::period_totals(keyed.iter().copied(), months, counts)
-                        .into_iter()
-                        .collect();
-                (1, table.release(&state.policy, &totals))
-            })
+        // A period part of which is past retention is purged whole: a
+        // partial count would read as a fall.
+        let release_of = |months: &[Month], first_kept: Month, counts: Counts<'_>| {
+            if months.first().is_some_and(|&m| m < first_kept) {
+                return Err(pb::CellStatus::Purged);
+            }
+            if months.last().is_none_or(|&m| m >= now) {
+                return Err(pb::CellStatus::Pending);
+            }
+            let totals: Vec<(BuurtCode, CellTotal)> =
+                derived::period_totals(keyed.iter().copied(), months, counts)
+                    .into_iter()
+                    .collect();
+            Ok((1, table.release(&state.policy, &totals)))
         };
         for signal_type in &q.signal_types {
             // A type never stored counts nobody.
             let counts = derived::of_type(state.store.type_id(signal_type).unwrap_or(u16::MAX));
+            let first_kept = state.retention.first_kept(signal_type, now);
             for (label, months) in &periods {
-                let release = release_of(months, &counts);
+                let release = release_of(months, first_kept, &counts);
                 self.push_cells(cells, table, q.level, signal_type.as_str(), label, release);
             }
         }
+        let first_kept = self.first_kept_of_all(now);
         for &d in &q.derived {
             let counts = |signals: &[HouseholdSignal], m: Month| derived::counts_in(d, signals, m);
             for (label, months) in &periods {
-                let release = release_of(months, &counts);
+                let release = release_of(months, first_kept, &counts);
                 self.push_cells(cells, table, q.level, d.name(), label, release);
             }
         }
@@ -314,6 +402,16 @@ impl Query {
             snapshot,
         )?;
         tracing::info!(gemeente = %g, %signal_type, %month, version = stored.version, "release materialised");
+        state.audit.record(
+            "aggregator",
+            wijkradar_audit::Event::Release {
+                gemeente: g.to_string(),
+                signal_type: signal_type.to_string(),
+                month: month.to_string(),
+                version: stored.version,
+            },
+            true,
+        );
         Ok(Some((stored.version, from_snapshot(&stored))))
     }
 
@@ -357,45 +455,95 @@ impl Query {
     }
 }
 
+/// What the audit log says a table request asked for.
+fn describe_table(r: &pb::GetTableRequest) -> String {
+    format!(
+        "level={} types={} months={}..{} period={}",
+        r.level().as_str_name(),
+        if r.signal_types.is_empty() {
+            "all".to_owned()
+        } else {
+            r.signal_types
+                .iter()
+                .map(|t| crate::convert::printable(t))
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+        crate::convert::printable(&r.from_month),
+        crate::convert::printable(&r.to_month),
+        r.period().as_str_name(),
+    )
+}
+
+impl Query {
+    /// Records an answered (or refused) call in the audit log.
+    fn audit<T>(
+        &self,
+        who: &Organisation,
+        call: &str,
+        gemeente: &str,
+        request: String,
+        answer: &Result<T, ApiError>,
+    ) {
+        let refused = answer.as_ref().err().map(|e| e.to_string());
+        self.state.audit.record(
+            &who.name,
+            crate::call_event(call, gemeente, &request, refused),
+            false,
+        );
+    }
+}
+
 #[tonic::async_trait]
 impl QueryService for Query {
     async fn get_catalogue(
         &self,
         request: Request<pb::GetCatalogueRequest>,
     ) -> Result<Response<pb::GetCatalogueResponse>, Status> {
-        let analyst = authorize(&request, Role::Analyst)?;
-        let answer = self.catalogue(request.into_inner())?;
-        tracing::info!(analyst = %analyst, "catalogue answered");
-        Ok(Response::new(answer))
+        let call = "GetCatalogue";
+        let gemeente = crate::convert::printable(&request.get_ref().gemeente_code);
+        let analyst = self.analyst_of(&request, call, &gemeente)?;
+        let answer = self.catalogue(request.into_inner());
+        self.audit(&analyst, call, &gemeente, String::new(), &answer);
+        Ok(Response::new(answer?))
     }
 
     async fn get_alerts(
         &self,
         request: Request<pb::GetAlertsRequest>,
     ) -> Result<Response<pb::GetAlertsResponse>, Status> {
-        let analyst = authorize(&request, Role::Analyst)?;
+        let call = "GetAlerts";
+        let gemeente = crate::convert::printable(&request.get_ref().gemeente_code);
+        let analyst = self.analyst_of(&request, call, &gemeente)?;
+        let asked = format!(
+            "month={}",
+            crate::convert::printable(&request.get_ref().month)
+        );
         let this = Query {
             state: self.state.clone(),
         };
         let answer = tokio::task::spawn_blocking(move || this.alerts(request.into_inner()))
             .await
-            .map_err(|_| Status::from(ApiError::Internal))??;
-        tracing::info!(analyst = %analyst, "alerts answered");
-        Ok(Response::new(answer))
+            .map_err(|_| Status::from(ApiError::Internal))?;
+        self.audit(&analyst, call, &gemeente, asked, &answer);
+        Ok(Response::new(answer?))
     }
 
     async fn get_table(
         &self,
         request: Request<pb::GetTableRequest>,
     ) -> Result<Response<pb::GetTableResponse>, Status> {
-        let analyst = authorize(&request, Role::Analyst)?;
+        let call = "GetTable";
+        let gemeente = crate::convert::printable(&request.get_ref().gemeente_code);
+        let analyst = self.analyst_of(&request, call, &gemeente)?;
+        let asked = describe_table(request.get_ref());
         let this = Query {
             state: self.state.clone(),
         };
         let answer = tokio::task::spawn_blocking(move || this.table(request.into_inner()))
             .await
-            .map_err(|_| Status::from(ApiError::Internal))??;
-        tracing::info!(analyst = %analyst, "table answered");
-        Ok(Response::new(answer))
+            .map_err(|_| Status::from(ApiError::Internal))?;
+        self.audit(&analyst, call, &gemeente, asked, &answer);
+        Ok(Response::new(answer?))
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `S` | server pseudonym (32) · type id (u16) · month (u32) | buurt (8) · severity (1) |
+//! | `S` | type id (u16) · month (u32) · household tag (32) | buurt (8) · severity (1) · sealed server pseudonym (48) |
 //! | `C` | type id (u16) · month (u32) · buurt (8) | distinct households (u64) · cell key (u32) |
 //! | `B` | partner name length (u8) · partner name · batch id | content digest (32) |
 //! | `T` | signal type name | type id (u16) |
@@ -18,7 +18,16 @@
 //! | `P` | partner key id (domain · epoch · digest) | signals stored under that key (u64) |
 //!
 //! Integers are big-endian so keys sort in order; `C` keys of one gemeente are
-//! one prefix range (type · month · 4 gemeente digits).
+//! one prefix range (type · month · 4 gemeente digits), and so are the `S`
+//! records of one (type, month).
+//!
+//! The server pseudonym is never stored in the clear: the household tag is an
+//! HMAC of it under a secret of the (type, month), and the value holds it
+//! sealed under that secret (see `shred.rs`). Retention erases a period by
+//! removing its records and then its secret, which lives outside sled, so
+//! what sled's log still holds of them cannot be read or linked.
+//!
+//! Files in the data directory: `store/` (sled) and `period-keys`.
 //!
 //! Queries read sled directly. The writer keeps a Bloom filter of stored
 //! signal keys and the counts it has touched in memory, so that most writes
@@ -30,6 +39,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod shred;
 mod writer;
 
 use std::collections::HashMap;
@@ -41,7 +51,7 @@ use wijkradar_domain::{
     SignalTypeName, derived::HouseholdSignal,
 };
 
-pub use writer::{IngestQueue, Outcome, Pending, WriterThread};
+pub use writer::{IngestQueue, Outcome, Pending, Purged, WriterThread};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -57,6 +67,11 @@ pub enum StoreError {
     Unavailable,
     #[error("the store holds a malformed record")]
     Corrupt,
+    #[error("period keys {path}: {source}")]
+    Keys {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// One signal as the store keeps it.
@@ -162,14 +177,24 @@ impl ReleaseSnapshot {
     }
 }
 
-fn signal_key(p: &ServerPseudonym, type_id: u16, month: Month) -> [u8; 39] {
+fn signal_key(tag: &[u8; 32], type_id: u16, month: Month) -> [u8; 39] {
     let mut k = [0u8; 39];
-    k[0] = SIGNAL;
-    k[1..33].copy_from_slice(p.as_bytes());
-    k[33..35].copy_from_slice(&type_id.to_be_bytes());
-    k[35..39].copy_from_slice(&month.index().to_be_bytes());
+    k[..7].copy_from_slice(&signal_prefix(type_id, month));
+    k[7..39].copy_from_slice(tag);
     k
 }
+
+/// The `S` keys of one (type, month).
+fn signal_prefix(type_id: u16, month: Month) -> [u8; 7] {
+    let mut k = [0u8; 7];
+    k[0] = SIGNAL;
+    k[1..3].copy_from_slice(&type_id.to_be_bytes());
+    k[3..7].copy_from_slice(&month.index().to_be_bytes());
+    k
+}
+
+/// Length of an `S` value: buurt · severity · sealed pseudonym.
+const SIGNAL_VALUE: usize = 9 + shred::SEALED;
 
 fn encode_total(t: CellTotal) -> [u8; 12] {
     let mut v = [0u8; 12];
@@ -236,15 +261,21 @@ fn sled_config(path: &Path) -> sled::Config {
 pub struct Store {
     db: sled::Db,
     types: Arc<RwLock<HashMap<SignalTypeName, u16>>>,
+    keys: Arc<shred::PeriodKeys>,
 }
 
 impl Store {
-    /// Opens (or creates) the store, checking it was written with the same
-    /// server key: a store keyed under another key would silently stop
-    /// linking households.
-    pub fn open(path: &Path, server_key_id: &str) -> Result<Store, StoreError> {
+    /// Opens (or creates) the store in data directory `dir`, checking it was
+    /// written with the same server key: a store keyed under another key
+    /// would silently stop linking households.
+    pub fn open(dir: &Path, server_key_id: &str) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Keys {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let keys = shred::PeriodKeys::open(&dir.join("period-keys"))?;
         let db = sled::Config::new()
-            .path(path)
+            .path(dir.join("store"))
             .flush_every_ms(Some(500))
             .open()?;
         match db.get(KEY_ID)? {
@@ -273,6 +304,7 @@ impl Store {
         Ok(Store {
             db,
             types: Arc::new(RwLock::new(types)),
+            keys: Arc::new(keys),
         })
     }
 
@@ -429,37 +461,69 @@ impl Store {
     }
 
     /// Every household with a signal in gemeente `g`, with all its signals
-    /// there (type as the store's type id): what the derived indicators are
-    /// counted from. One scan over the stored signals, which are ordered by
-    /// household.
+    /// there (type as the store's type id), ordered by pseudonym: what the
+    /// derived indicators are counted from. One scan over the stored
+    /// signals, opening each one's sealed pseudonym to link the household's
+    /// periods.
     pub fn households_in(
         &self,
         g: GemeenteCode,
     ) -> Result<Vec<(ServerPseudonym, Vec<HouseholdSignal>)>, StoreError> {
-        let mut out: Vec<(ServerPseudonym, Vec<HouseholdSignal>)> = Vec::new();
+        let mut by_household: HashMap<ServerPseudonym, Vec<HouseholdSignal>> = HashMap::new();
         let digits = g.body();
+        // The key of the (type, month) being read: records come per period.
+        type Period = ((u16, Month), Option<Arc<shred::PeriodKey>>);
+        let mut period: Option<Period> = None;
         for kv in self.db.scan_prefix([SIGNAL]) {
             let (k, v) = kv?;
-            if k.len() != 39 || v.len() != 9 || &v[..4] != digits {
+            if k.len() != 39 || v.len() != SIGNAL_VALUE || &v[..4] != digits {
                 continue;
             }
-            let pseudonym =
-                ServerPseudonym::from_bytes(k[1..33].try_into().map_err(|_| StoreError::Corrupt)?);
+            let type_id = u16::from_be_bytes([k[1], k[2]]);
+            let month = Month::from_index(u32::from_be_bytes(
+                k[3..7].try_into().map_err(|_| StoreError::Corrupt)?,
+            ))
+            .ok_or(StoreError::Corrupt)?;
+            if period.as_ref().is_none_or(|(p, _)| *p != (type_id, month)) {
+                period = Some(((type_id, month), self.keys.get(type_id, month)));
+            }
+            // A period being erased: its records are going.
+            let Some(key) = period.as_ref().and_then(|(_, k)| k.as_ref()) else {
+                continue;
+            };
+            let tag: &[u8; 32] = k[7..39].try_into().map_err(|_| StoreError::Corrupt)?;
+            let pseudonym = key.open(tag, &v[9..]).ok_or(StoreError::Corrupt)?;
             let signal = HouseholdSignal {
-                signal_type: u16::from_be_bytes([k[33], k[34]]),
-                month: Month::from_index(u32::from_be_bytes(
-                    k[35..39].try_into().map_err(|_| StoreError::Corrupt)?,
-                ))
-                .ok_or(StoreError::Corrupt)?,
+                signal_type: type_id,
+                month,
                 buurt: BuurtCode::from_body(v[..8].try_into().map_err(|_| StoreError::Corrupt)?)
                     .map_err(|_| StoreError::Corrupt)?,
             };
-            match out.last_mut() {
-                Some((p, signals)) if *p == pseudonym => signals.push(signal),
-                _ => out.push((pseudonym, vec![signal])),
-            }
+            by_household.entry(pseudonym).or_default().push(signal);
+        }
+        let mut out: Vec<_> = by_household.into_iter().collect();
+        out.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (_, signals) in &mut out {
+            signals.sort_unstable_by_key(|s| (s.month, s.signal_type));
         }
         Ok(out)
+    }
+
+    /// Every (type, month) whose signals are held, by the type's name: what
+    /// retention walks.
+    pub fn periods(&self) -> Vec<(SignalTypeName, Month)> {
+        let names: HashMap<u16, SignalTypeName> = self
+            .types
+            .read()
+            .expect("type map lock")
+            .iter()
+            .map(|(name, &id)| (id, name.clone()))
+            .collect();
+        self.keys
+            .periods()
+            .into_iter()
+            .filter_map(|(t, m)| Some((names.get(&t)?.clone(), m)))
+            .collect()
     }
 
     /// Every partner key id signals were stored under, with how many new
@@ -505,9 +569,14 @@ pub fn raw_write_baseline(
         for s in chunk {
             let next = type_ids.len() as u16;
             let type_id = *type_ids.entry(&s.signal_type).or_insert(next);
-            let mut value = [0u8; 9];
+            // Records of the stored size, without the tag and seal.
+            let mut value = [0u8; SIGNAL_VALUE];
             value[..8].copy_from_slice(s.buurt.body());
-            batch.insert(&signal_key(&s.pseudonym, type_id, s.month)[..], &value[..]);
+            value[9..41].copy_from_slice(s.pseudonym.as_bytes());
+            batch.insert(
+                &signal_key(s.pseudonym.as_bytes(), type_id, s.month)[..],
+                &value[..],
+            );
         }
         db.apply_batch(batch)?;
         db.flush()?;

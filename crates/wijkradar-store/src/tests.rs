@@ -1,4 +1,5 @@
 use super::*;
+use std::path::Path;
 
 fn signal(p: u8, buurt: &str, t: &str, month: &str) -> StoredSignal {
     StoredSignal {
@@ -254,4 +255,93 @@ fn refuses_a_store_written_with_another_server_key() {
     drop(Store::open(dir.path(), "aaaa").unwrap());
     let err = Store::open(dir.path(), "bbbb").unwrap_err();
     assert!(matches!(err, StoreError::KeyMismatch { .. }), "{err}");
+}
+
+/// Every file under `dir`, as bytes.
+fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.extend(std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn pseudonyms_are_never_stored_in_the_clear_and_a_purge_leaves_the_rest_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), "k1").unwrap();
+    let (queue, writer) = IngestQueue::start(store.clone(), 8);
+    let old = |p| signal(p, "BU00340101", "huurachterstand", "2024-01");
+    queue
+        .submit(batch(
+            "b1",
+            vec![
+                old(1),
+                old(2),
+                signal(1, "BU00340101", "huurachterstand", "2024-02"),
+                signal(3, "BU00340101", "schoolverzuim", "2024-01"),
+            ],
+        ))
+        .await
+        .unwrap();
+    let g = "GM0034".parse().unwrap();
+    let households = store.households_in(g).unwrap();
+    assert_eq!(households.len(), 3);
+    assert_eq!(households[0].1.len(), 2, "household 1 linked across months");
+    assert!(!contains(&all_bytes(dir.path()), &[1u8; 32]));
+
+    // Keep huurachterstand from 2024-02, schoolverzuim from 2023-01.
+    let first_kept = [
+        (
+            "huurachterstand".parse().unwrap(),
+            "2024-02".parse().unwrap(),
+        ),
+        ("schoolverzuim".parse().unwrap(), "2023-01".parse().unwrap()),
+    ]
+    .into_iter()
+    .collect();
+    let purged = queue.purge(first_kept).await.unwrap();
+    assert_eq!(
+        purged,
+        Purged {
+            signals: 2,
+            periods: 1
+        }
+    );
+    assert_eq!(store.signal_count().unwrap(), 2);
+    assert!(counts(&store, "huurachterstand", "2024-01").is_empty());
+    assert_eq!(
+        counts(&store, "huurachterstand", "2024-02"),
+        vec![("BU00340101".into(), 1)]
+    );
+    assert_eq!(
+        counts(&store, "schoolverzuim", "2024-01"),
+        vec![("BU00340101".into(), 1)]
+    );
+    let households = store.households_in(g).unwrap();
+    assert_eq!(households.len(), 2);
+    // A late signal for the purged period counts from zero again.
+    queue.submit(batch("b2", vec![old(4)])).await.unwrap();
+    assert_eq!(
+        counts(&store, "huurachterstand", "2024-01"),
+        vec![("BU00340101".into(), 1)]
+    );
+    drop(queue);
+    writer.join();
+    drop(store);
+    let store = Store::open(dir.path(), "k1").unwrap();
+    assert_eq!(store.signal_count().unwrap(), 3);
+    assert_eq!(store.households_in(g).unwrap().len(), 3);
 }

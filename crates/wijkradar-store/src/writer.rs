@@ -11,18 +11,18 @@
 //! written. Both are updated only after a batch is applied, so they never run
 //! ahead of the store.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use fastbloom::BloomFilter;
 
 use tokio::sync::{mpsc, oneshot};
 
-use wijkradar_domain::{CellTotal, Month};
+use wijkradar_domain::{CellTotal, Month, SignalTypeName};
 
 use crate::{
-    IncomingBatch, PSEUDONYM_KEY, SIGNAL, SIGNAL_TOTAL, Store, StoreError, TABLE_STATE, TYPE,
-    batch_key, count_key, decode_total, encode_total, month_key, read_counter, signal_key,
-    table_key,
+    COUNT, IncomingBatch, MONTH, PSEUDONYM_KEY, RELEASE, SIGNAL, SIGNAL_TOTAL, SIGNAL_VALUE, Store,
+    StoreError, TABLE_STATE, TYPE, batch_key, count_key, decode_total, encode_total, month_key,
+    read_counter, signal_key, signal_prefix, table_key,
 };
 
 /// Signal keys the Bloom filter is sized for at least; it is sized for twice
@@ -84,9 +84,24 @@ pub enum Outcome {
     AlreadyStored,
 }
 
-struct Request {
-    batch: IncomingBatch,
-    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+enum Request {
+    Batch {
+        batch: IncomingBatch,
+        reply: oneshot::Sender<Result<Outcome, StoreError>>,
+    },
+    Purge {
+        first_kept: HashMap<SignalTypeName, Month>,
+        reply: oneshot::Sender<Result<Purged, StoreError>>,
+    },
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Signals removed.
+    pub signals: u64,
+    /// (type, month) periods erased.
+    pub periods: usize,
 }
 
 /// The queue in front of the writer thread. Cloning shares the one writer.
@@ -97,7 +112,10 @@ pub struct IngestQueue {
 
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Request({})", self.batch.id)
+        match self {
+            Request::Batch { batch, .. } => write!(f, "Batch({})", batch.id),
+            Request::Purge { .. } => f.write_str("Purge"),
+        }
     }
 }
 
@@ -119,10 +137,26 @@ impl IngestQueue {
     pub async fn enqueue(&self, batch: IncomingBatch) -> Result<Pending, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Request { batch, reply })
+            .send(Request::Batch { batch, reply })
             .await
             .map_err(|_| StoreError::Unavailable)?;
         Ok(Pending(answer))
+    }
+
+    /// Removes every signal of a (type, month) before `first_kept` of its
+    /// type (types not named are kept), with the counts, table states and
+    /// releases of those periods, and then erases the periods' secrets.
+    /// In the writer's order: batches queued before it are stored first.
+    pub async fn purge(
+        &self,
+        first_kept: HashMap<SignalTypeName, Month>,
+    ) -> Result<Purged, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request::Purge { first_kept, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
+        answer.await.map_err(|_| StoreError::Unavailable)?
     }
 
     /// Stores a batch; returns once it is flushed to disk.
@@ -163,38 +197,157 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
     };
     let mut poisoned = state.is_none();
     while let Some(first) = rx.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
+        let mut group = Vec::new();
+        let mut purge = None;
+        match first {
+            Request::Batch { batch, reply } => group.push((batch, reply)),
+            Request::Purge { first_kept, reply } => purge = Some((first_kept, reply)),
+        }
+        while purge.is_none() && group.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(r) => group.push(r),
+                Ok(Request::Batch { batch, reply }) => group.push((batch, reply)),
+                Ok(Request::Purge { first_kept, reply }) => purge = Some((first_kept, reply)),
                 Err(_) => break,
             }
         }
-        if poisoned {
-            group
-                .into_iter()
-                .for_each(|r| drop(r.reply.send(Err(StoreError::Unavailable))));
-            continue;
+        if !group.is_empty() {
+            poisoned = write_group(&store, &mut state, group, poisoned);
         }
-        let started = std::time::Instant::now();
-        let state = state.as_mut().expect("not poisoned");
-        let results: Vec<_> = group.iter().map(|r| apply(state, &r.batch)).collect();
-        let applied = started.elapsed();
-        // Flush even when every batch was already stored: an earlier batch of
-        // this same group may have stored it, and is not on disk yet.
-        if let Err(e) = store.db.flush() {
-            tracing::error!(error = %e, "flush failed; refusing further writes until restart");
-            poisoned = true;
-            group
-                .into_iter()
-                .for_each(|r| drop(r.reply.send(Err(StoreError::Unavailable))));
-            continue;
-        }
-        tracing::debug!(batches = group.len(), ?applied, flushed = ?(started.elapsed() - applied), "write group");
-        for (r, result) in group.into_iter().zip(results) {
-            let _ = r.reply.send(result);
+        if let Some((first_kept, reply)) = purge {
+            let result = match state.as_mut() {
+                Some(s) if !poisoned => self::purge(s, &first_kept),
+                _ => Err(StoreError::Unavailable),
+            };
+            let _ = reply.send(result);
         }
     }
+}
+
+type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
+
+/// Applies a group of batches, flushes once, answers each; returns whether
+/// the writer is poisoned afterwards.
+fn write_group(
+    store: &Store,
+    state: &mut Option<WriterState>,
+    group: Vec<(IncomingBatch, Reply)>,
+    poisoned: bool,
+) -> bool {
+    if poisoned {
+        group
+            .into_iter()
+            .for_each(|r| drop(r.1.send(Err(StoreError::Unavailable))));
+        return true;
+    }
+    let started = std::time::Instant::now();
+    let state = state.as_mut().expect("not poisoned");
+    let results: Vec<_> = group.iter().map(|r| apply(state, &r.0)).collect();
+    let applied = started.elapsed();
+    // Flush even when every batch was already stored: an earlier batch of
+    // this same group may have stored it, and is not on disk yet.
+    if let Err(e) = store.db.flush() {
+        tracing::error!(error = %e, "flush failed; refusing further writes until restart");
+        group
+            .into_iter()
+            .for_each(|r| drop(r.1.send(Err(StoreError::Unavailable))));
+        return true;
+    }
+    tracing::debug!(batches = group.len(), ?applied, flushed = ?(started.elapsed() - applied), "write group");
+    for (r, result) in group.into_iter().zip(results) {
+        let _ = r.1.send(result);
+    }
+    false
+}
+
+/// See [`IngestQueue::purge`]. Records and counts go in one atomic batch,
+/// flushed, before the secrets are erased: after a crash in between the
+/// next purge erases them.
+fn purge(
+    state: &mut WriterState,
+    first_kept: &HashMap<SignalTypeName, Month>,
+) -> Result<Purged, StoreError> {
+    let db = &state.store.db;
+    let types = state.store.types.read().expect("type map lock").clone();
+    let cutoff: HashMap<u16, Month> = types
+        .iter()
+        .filter_map(|(name, &id)| Some((id, *first_kept.get(name)?)))
+        .collect();
+    let periods: Vec<(u16, Month)> = state
+        .store
+        .keys
+        .periods()
+        .into_iter()
+        .filter(|(t, m)| cutoff.get(t).is_some_and(|c| m < c))
+        .collect();
+    if periods.is_empty() {
+        return Ok(Purged::default());
+    }
+    let gone: HashSet<(u16, Month)> = periods.iter().copied().collect();
+    let mut writes = sled::Batch::default();
+    let mut signals = 0u64;
+    for &(type_id, month) in &periods {
+        for key in db.scan_prefix(signal_prefix(type_id, month)).keys() {
+            writes.remove(key?);
+            signals += 1;
+        }
+        let mut count_prefix = vec![COUNT];
+        count_prefix.extend_from_slice(&type_id.to_be_bytes());
+        count_prefix.extend_from_slice(&month.index().to_be_bytes());
+        for key in db.scan_prefix(&count_prefix).keys() {
+            let key = key?;
+            if let Ok(k) = <[u8; 15]>::try_from(key.as_ref()) {
+                state.counts.remove(&k);
+            }
+            writes.remove(key);
+        }
+    }
+    // Table states and releases of the erased periods (keyed by gemeente first).
+    for prefix in [TABLE_STATE, RELEASE] {
+        for key in db.scan_prefix([prefix]).keys() {
+            let key = key?;
+            if key.len() != 11 {
+                return Err(StoreError::Corrupt);
+            }
+            let type_id = u16::from_be_bytes([key[5], key[6]]);
+            let month =
+                Month::from_index(u32::from_be_bytes(key[7..11].try_into().expect("4 bytes")))
+                    .ok_or(StoreError::Corrupt)?;
+            if gone.contains(&(type_id, month)) {
+                writes.remove(key);
+            }
+        }
+    }
+    // A month no type keeps any more leaves the month range.
+    let held: HashSet<Month> = state
+        .store
+        .keys
+        .periods()
+        .into_iter()
+        .filter(|p| !gone.contains(p))
+        .map(|(_, m)| m)
+        .collect();
+    for key in db.scan_prefix([MONTH]).keys() {
+        let key = key?;
+        let month = Month::from_index(u32::from_be_bytes(
+            key[1..5].try_into().map_err(|_| StoreError::Corrupt)?,
+        ))
+        .ok_or(StoreError::Corrupt)?;
+        if !held.contains(&month) {
+            writes.remove(key);
+        }
+    }
+    let signal_total = state.signal_total.saturating_sub(signals);
+    writes.insert(SIGNAL_TOTAL, &signal_total.to_be_bytes()[..]);
+    db.apply_batch(writes)?;
+    db.flush()?;
+    state.signal_total = signal_total;
+    for &(type_id, month) in &periods {
+        state.store.keys.erase(type_id, month)?;
+    }
+    Ok(Purged {
+        signals,
+        periods: periods.len(),
+    })
 }
 
 fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, StoreError> {
@@ -227,20 +380,23 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
                 id
             }
         };
-        records.push((signal_key(&s.pseudonym, type_id, s.month), type_id, s));
+        let key = state.store.keys.get_or_create(type_id, s.month)?;
+        let tag = key.tag(&s.pseudonym);
+        records.push((signal_key(&tag, type_id, s.month), type_id, s, key, tag));
     }
     records.sort_unstable_by_key(|r| r.0);
     let mut new_keys = Vec::with_capacity(records.len());
     records.dedup_by(|a, b| a.0 == b.0);
-    for (key, type_id, s) in records {
+    for (key, type_id, s, period_key, tag) in records {
         // Kept once per (pseudonym, type, month): a retry, a second partner
         // or a repeat inside this batch counts once.
         if state.is_stored(&key)? {
             continue;
         }
-        let mut value = [0u8; 9];
+        let mut value = [0u8; SIGNAL_VALUE];
         value[..8].copy_from_slice(s.buurt.body());
         value[8] = s.severity.map_or(0, |v| v.get());
+        value[9..].copy_from_slice(&period_key.seal(&tag, &s.pseudonym));
         writes.insert(&key[..], &value[..]);
         new_keys.push(key);
         let delta = deltas

@@ -1,0 +1,161 @@
+//! The privacy officer's and the operator's commands: fetch, verify and
+//! export the audit log; purge by retention and materialise releases.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use wijkradar_proto::v1::{
+    self as pb, admin_service_client::AdminServiceClient, audit_service_client::AuditServiceClient,
+};
+
+use crate::connection::Connection;
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Download the audit log from the aggregator (privacy officer) into
+    /// FILE, and verify it.
+    Fetch {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify an audit log file: every entry chained to the one before.
+    /// Names any entry deleted, altered, inserted or reordered.
+    Verify {
+        /// The log: `audit.log` in the aggregator's data directory, or a
+        /// fetched copy.
+        #[arg(long)]
+        file: PathBuf,
+        /// The head of an earlier verification (`SEQ:HASH`, as printed):
+        /// it must still be in the log, which shows truncation and rewriting.
+        #[arg(long)]
+        anchor: Option<String>,
+    },
+    /// Write an audit log file as a readable table (tab-separated).
+    Export {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Purge every signal past its type's retention now (operator).
+    Purge {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Materialise the releases of every ended month that is new or changed
+    /// (operator).
+    Materialise {
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+/// Verifies `bytes` and prints the outcome; an error if it is not intact.
+fn report(bytes: &[u8], anchor: Option<&str>) -> anyhow::Result<()> {
+    let anchor = anchor
+        .map(|a| {
+            let (seq, hash) = a
+                .split_once(':')
+                .context("--anchor: expected SEQ:HASH as printed by an earlier verification")?;
+            Ok::<_, anyhow::Error>((
+                seq.parse::<u64>().context("--anchor: SEQ is a number")?,
+                hash,
+            ))
+        })
+        .transpose()?;
+    let report = wijkradar_audit::verify(bytes, anchor);
+    println!("{} auditregels gelezen.", report.entries);
+    if let Some((seq, hash)) = &report.head {
+        println!("Laatste regel (bewaar dit als ankerpunt): {seq}:{hash}");
+    }
+    if report.is_intact() {
+        println!("De keten is intact.");
+        Ok(())
+    } else {
+        println!("De keten is NIET intact:");
+        for p in &report.problems {
+            println!("  - {p}");
+        }
+        anyhow::bail!(
+            "the audit log failed verification ({} problems)",
+            report.problems.len()
+        )
+    }
+}
+
+pub async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
+    match cmd {
+        AuditCommand::Fetch { connection, out } => {
+            let mut client = AuditServiceClient::new(connection.connect().await?)
+                .max_decoding_message_size(4 << 20);
+            let mut stream = client
+                .export_audit(pb::ExportAuditRequest {})
+                .await?
+                .into_inner();
+            let mut bytes = Vec::new();
+            while let Some(part) = stream.message().await? {
+                bytes.extend_from_slice(&part.chunk);
+            }
+            std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "Auditlog opgehaald: {} ({} bytes).",
+                out.display(),
+                bytes.len()
+            );
+            report(&bytes, None)
+        }
+        AuditCommand::Verify { file, anchor } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            report(&bytes, anchor.as_deref())
+        }
+        AuditCommand::Export { file, out } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let report = wijkradar_audit::verify(&bytes, None);
+            std::fs::write(&out, wijkradar_audit::export_text(&report.parsed))
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "{} regels geschreven naar {}.",
+                report.parsed.len(),
+                out.display()
+            );
+            if !report.is_intact() {
+                println!("Let op: de keten is niet intact; zie `wijkradar audit verify`.");
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
+    match cmd {
+        AdminCommand::Purge { connection } => {
+            let mut client = AdminServiceClient::new(connection.connect().await?);
+            let answer = client.purge(pb::PurgeRequest {}).await?.into_inner();
+            println!("Verwijderd: {} signalen.", answer.signals_purged);
+            for c in answer.cutoffs {
+                println!(
+                    "  {:<28} bewaard vanaf {}",
+                    c.signal_type, c.first_month_kept
+                );
+            }
+        }
+        AdminCommand::Materialise { connection } => {
+            let mut client = AdminServiceClient::new(connection.connect().await?);
+            let answer = client
+                .materialise_releases(pb::MaterialiseReleasesRequest {})
+                .await?
+                .into_inner();
+            println!("{} tabellen gepubliceerd.", answer.tables_released);
+        }
+    }
+    Ok(())
+}
