@@ -5,6 +5,7 @@ mod access;
 mod alerts;
 mod bad_input;
 mod discovery;
+mod governance;
 mod pipeline;
 mod privacy;
 

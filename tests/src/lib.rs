@@ -31,16 +31,35 @@ impl TestServer {
 
     /// Starts a server after `adjust` changed its configuration.
     pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let mut setup = DevSetup::create(
-            dir.path(),
+        Self::start_for(
             &[
                 (PARTNER_A, "Corporatie A", Role::Partner),
                 (PARTNER_B, "Energie B", Role::Partner),
                 (ANALYST, "Gemeente", Role::Analyst),
             ],
+            |_| None,
+            adjust,
         )
-        .expect("development setup");
+        .await
+    }
+
+    /// Starts a server whose clients are `organisations` (certificate name,
+    /// organisation, role; the `i`-th gets OIN `dev_oin(i)`), granted for
+    /// Almere unless `access` writes the access file's text itself (given the
+    /// OINs in order).
+    pub async fn start_for(
+        organisations: &[(&str, &str, Role)],
+        access: impl FnOnce(&[wijkradar_pki::Oin]) -> Option<String>,
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut setup = DevSetup::create(dir.path(), organisations).expect("development setup");
+        let oins: Vec<_> = (0..organisations.len())
+            .map(wijkradar_server::dev::dev_oin)
+            .collect();
+        if let Some(text) = access(&oins) {
+            std::fs::write(&setup.config.access, text).expect("write the access file");
+        }
         // Tests ask for releases themselves; the schedule would race them
         // (a test that wants it turns it on).
         setup.config.release.materialise_every_seconds = 0;

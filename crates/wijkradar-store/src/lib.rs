@@ -552,6 +552,38 @@ impl Store {
 #[cfg(test)]
 mod tests;
 
+/// What someone holding a copy of a data directory could do with it: read
+/// every period secret still in `period-keys`, and compute a household's
+/// tag under one. The retention test uses it to show that a purged period
+/// can no longer be linked to a known pseudonym, while one that is kept can.
+pub mod forensic {
+    use std::path::Path;
+
+    use wijkradar_domain::{Month, ServerPseudonym};
+
+    /// Every (type id, month, secret) in the data directory's key file,
+    /// erased ones included (all zeros).
+    pub fn period_secrets(dir: &Path) -> std::io::Result<Vec<(u16, Month, [u8; 32])>> {
+        let bytes = std::fs::read(dir.join("period-keys"))?;
+        Ok(bytes
+            .chunks_exact(38)
+            .filter_map(|r| {
+                let month = Month::from_index(u32::from_be_bytes(r[2..6].try_into().ok()?))?;
+                Some((
+                    u16::from_be_bytes([r[0], r[1]]),
+                    month,
+                    r[6..].try_into().ok()?,
+                ))
+            })
+            .collect())
+    }
+
+    /// The household's tag in a period's signal keys, from the secret.
+    pub fn tag(secret: &[u8; 32], p: &ServerPseudonym) -> [u8; 32] {
+        crate::shred::tag_with_secret(secret, p)
+    }
+}
+
 /// The baseline for the ingest benchmark: the raw speed of writing the same
 /// signal records into a fresh sled database in batches of `batch_size`, one
 /// `apply_batch` and one flush per batch, with none of the ingest work (no

@@ -94,6 +94,11 @@ impl PeriodKey {
     }
 }
 
+/// [`PeriodKey::tag`] from the secret itself (for [`crate::forensic`]).
+pub(crate) fn tag_with_secret(secret: &[u8; 32], p: &ServerPseudonym) -> [u8; 32] {
+    PeriodKey::from_secret(secret).tag(p)
+}
+
 #[derive(Debug)]
 struct Slot {
     offset: u64,

@@ -1,0 +1,633 @@
+//! Who may do what, on the real system: a matrix of organisations ×
+//! operations × municipalities over mutual TLS; the audit log as the privacy
+//! officer fetches it; retention that leaves a purged period unrecoverable
+//! from the data directory; per-partner rate limits.
+
+use std::collections::BTreeMap;
+
+use tonic::Code;
+use tonic::transport::Channel;
+use wijkradar_audit::{Count, Event};
+use wijkradar_domain::{Month, PartnerPseudonym};
+use wijkradar_proto::v1::{
+    self as pb, admin_service_client::AdminServiceClient, audit_service_client::AuditServiceClient,
+    ingest_service_client::IngestServiceClient, query_service_client::QueryServiceClient,
+};
+use wijkradar_pseudonym::ServerKey;
+use wijkradar_server::access::Role;
+use wijkradar_tests::TestServer;
+
+const ALMERE_BUURT: &str = "BU00340101";
+const LELYSTAD_BUURT: &str = "BU09950110";
+const ZEEWOLDE_BUURT: &str = "BU00500000";
+const KEY_ID: &str = "GM0034.2026.0011223344556677";
+
+/// The organisations of the matrix: certificate name, organisation, the
+/// role its certificate is issued for (the access file below decides).
+const ORGANISATIONS: [(&str, &str, Role); 7] = [
+    ("corporatie", "Woningcorporatie", Role::Partner),
+    ("energie", "Energieleverancier", Role::Partner),
+    ("almere", "Gemeente Almere", Role::Analyst),
+    ("lelystad", "Gemeente Lelystad", Role::Analyst),
+    (
+        "fg",
+        "Functionaris gegevensbescherming",
+        Role::PrivacyOfficer,
+    ),
+    ("beheer", "Beheer", Role::Operator),
+    // Issued by the CA, but not in the access configuration.
+    ("onbekend", "Onbekend", Role::Analyst),
+];
+
+fn access_file(oins: &[wijkradar_pki::Oin]) -> String {
+    let entry = |i: usize, grant: &str| {
+        format!(
+            "[[organisation]]\nname = \"{0}\"\noin = \"{1}\"\nsubject_common_name = \"{0}\"\n{grant}\n\n",
+            ORGANISATIONS[i].0, oins[i]
+        )
+    };
+    [
+        entry(
+            0,
+            r#"partner = { signal_types = ["huurachterstand"], municipalities = ["GM0034"] }"#,
+        ),
+        entry(
+            1,
+            r#"partner = { signal_types = ["energieachterstand"], municipalities = ["GM0034", "GM0995"] }"#,
+        ),
+        entry(2, r#"analyst = { municipalities = ["GM0034"] }"#),
+        entry(3, r#"analyst = { municipalities = ["GM0995"] }"#),
+        entry(4, "privacy_officer = true"),
+        entry(5, "operator = true"),
+    ]
+    .concat()
+}
+
+async fn start(adjust: impl FnOnce(&mut wijkradar_server::ServerConfig)) -> TestServer {
+    TestServer::start_for(&ORGANISATIONS, |oins| Some(access_file(oins)), adjust).await
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Submit(&'static str, &'static str),
+    Table(&'static str),
+    Alerts(&'static str),
+    Catalogue(&'static str),
+    ExportAudit,
+    Purge,
+    Materialise,
+}
+
+fn pseudonym(seed: u64, i: u64) -> Vec<u8> {
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("household {seed} {i}").as_bytes(),
+    );
+    d.as_ref().to_vec()
+}
+
+fn batch(id: &str, signal_type: &str, buurt: &str, month: &str, seed: u64, n: u64) -> pb::Batch {
+    pb::Batch {
+        batch_id: id.into(),
+        key_id: KEY_ID.into(),
+        signals: (0..n)
+            .map(|i| pb::Signal {
+                pseudonym: pseudonym(seed, i),
+                buurt_code: buurt.into(),
+                signal_type: signal_type.into(),
+                month: month.into(),
+                severity: None,
+            })
+            .collect(),
+    }
+}
+
+/// Sends batches on one stream; the outcome of each until the first refusal.
+async fn submit(channel: Channel, batches: Vec<pb::Batch>) -> Vec<Result<(), tonic::Status>> {
+    let n = batches.len();
+    let requests = batches
+        .into_iter()
+        .map(|b| pb::SubmitRequest { batch: Some(b) });
+    let mut out = Vec::new();
+    match IngestServiceClient::new(channel)
+        .submit(tokio_stream::iter(requests))
+        .await
+    {
+        Err(status) => out.push(Err(status)),
+        Ok(answer) => {
+            let mut stream = answer.into_inner();
+            while out.len() < n {
+                match stream.message().await {
+                    Ok(Some(_)) => out.push(Ok(())),
+                    Ok(None) => break,
+                    Err(status) => {
+                        out.push(Err(status));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn month_ago(n: i32) -> String {
+    let now = Month::from_unix_seconds(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    );
+    now.plus(-n).to_string()
+}
+
+async fn call(channel: Channel, op: Op, seq: usize) -> Result<(), tonic::Status> {
+    let month = month_ago(2);
+    let table = |g: &str| pb::GetTableRequest {
+        gemeente_code: g.into(),
+        level: pb::AreaLevel::Buurt.into(),
+        signal_types: vec![],
+        from_month: month.clone(),
+        to_month: month.clone(),
+        period: pb::Period::Month.into(),
+    };
+    match op {
+        Op::Submit(t, buurt) => {
+            let id = format!("matrix-{seq}");
+            submit(channel, vec![batch(&id, t, buurt, &month, seq as u64, 3)])
+                .await
+                .remove(0)
+        }
+        Op::Table(g) => QueryServiceClient::new(channel)
+            .get_table(table(g))
+            .await
+            .map(|_| ()),
+        Op::Alerts(g) => QueryServiceClient::new(channel)
+            .get_alerts(pb::GetAlertsRequest {
+                gemeente_code: g.into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        Op::Catalogue(g) => QueryServiceClient::new(channel)
+            .get_catalogue(pb::GetCatalogueRequest {
+                gemeente_code: g.into(),
+            })
+            .await
+            .map(|_| ()),
+        Op::ExportAudit => {
+            let mut stream = AuditServiceClient::new(channel)
+                .export_audit(pb::ExportAuditRequest {})
+                .await?
+                .into_inner();
+            while stream.message().await?.is_some() {}
+            Ok(())
+        }
+        Op::Purge => AdminServiceClient::new(channel)
+            .purge(pb::PurgeRequest {})
+            .await
+            .map(|_| ()),
+        Op::Materialise => AdminServiceClient::new(channel)
+            .materialise_releases(pb::MaterialiseReleasesRequest {})
+            .await
+            .map(|_| ()),
+    }
+}
+
+/// What the access file above allows.
+fn expected(org: &str, op: Op) -> Code {
+    use Op::*;
+    let allowed = match (org, op) {
+        ("onbekend", _) => return Code::Unauthenticated,
+        ("corporatie", Submit("huurachterstand", ALMERE_BUURT)) => true,
+        ("energie", Submit("energieachterstand", ALMERE_BUURT | LELYSTAD_BUURT)) => true,
+        ("almere", Table("GM0034") | Alerts("GM0034") | Catalogue("GM0034")) => true,
+        ("lelystad", Table("GM0995") | Alerts("GM0995") | Catalogue("GM0995")) => true,
+        ("fg", ExportAudit) => true,
+        ("beheer", Purge | Materialise) => true,
+        _ => false,
+    };
+    if allowed {
+        Code::Ok
+    } else {
+        Code::PermissionDenied
+    }
+}
+
+const OPS: [Op; 17] = [
+    Op::Submit("huurachterstand", ALMERE_BUURT),
+    Op::Submit("huurachterstand", LELYSTAD_BUURT),
+    Op::Submit("energieachterstand", ALMERE_BUURT),
+    Op::Submit("energieachterstand", LELYSTAD_BUURT),
+    Op::Submit("energieachterstand", ZEEWOLDE_BUURT),
+    Op::Table("GM0034"),
+    Op::Table("GM0995"),
+    Op::Table("GM0050"),
+    Op::Alerts("GM0034"),
+    Op::Alerts("GM0995"),
+    Op::Alerts("GM0050"),
+    Op::Catalogue("GM0034"),
+    Op::Catalogue("GM0995"),
+    Op::Catalogue("GM0050"),
+    Op::ExportAudit,
+    Op::Purge,
+    Op::Materialise,
+];
+
+#[tokio::test]
+async fn every_organisation_may_do_exactly_what_the_access_file_grants() {
+    let server = start(|_| {}).await;
+    let mut seq = 0;
+    let mut wrong = Vec::new();
+    let mut refusals: BTreeMap<(&str, String), String> = BTreeMap::new();
+    for (org, _, _) in ORGANISATIONS {
+        let channel = server.channel(org).await;
+        for op in OPS {
+            seq += 1;
+            let stored_before = server.store().signal_count().unwrap();
+            let result = call(channel.clone(), op, seq).await;
+            let code = result.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
+            if code != expected(org, op) {
+                wrong.push(format!(
+                    "{org} {op:?}: got {code:?} ({}), expected {:?}",
+                    result
+                        .as_ref()
+                        .err()
+                        .map(|s| s.message().to_owned())
+                        .unwrap_or_default(),
+                    expected(org, op)
+                ));
+            }
+            if let (Op::Submit(..), Err(status)) = (op, &result) {
+                // A refused batch leaves nothing stored.
+                assert_eq!(
+                    server.store().signal_count().unwrap(),
+                    stored_before,
+                    "{org} {op:?}: {}",
+                    status.message()
+                );
+            }
+            if let (Op::Table(g), Err(status)) = (op, &result) {
+                refusals.insert((org, g.to_owned()), status.message().to_owned());
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The matrix stored the allowed submissions: 3 batches of 3.
+    assert_eq!(server.store().signal_count().unwrap(), 9);
+
+    // Lelystad holds data (from the energy supplier), Zeewolde none: to
+    // Almere's analyst the refusals read the same but for the code.
+    let with_data = &refusals[&("almere", "GM0995".to_owned())];
+    let without = &refusals[&("almere", "GM0050".to_owned())];
+    assert_eq!(
+        with_data.replace("GM0995", "GMxxxx"),
+        without.replace("GM0050", "GMxxxx")
+    );
+    assert!(
+        with_data.contains("may not query figures of GM0995"),
+        "{with_data}"
+    );
+}
+
+#[tokio::test]
+async fn a_partner_batch_outside_its_grant_is_refused_whole_with_the_field() {
+    let server = start(|_| {}).await;
+    let month = month_ago(2);
+    let mut mixed = batch("mixed", "huurachterstand", ALMERE_BUURT, &month, 1, 5);
+    mixed.signals[3].buurt_code = LELYSTAD_BUURT.into();
+    let checksum = server.store_checksum();
+    let status = submit(server.channel("corporatie").await, vec![mixed])
+        .await
+        .remove(0)
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("batch.signals[3].buurt_code")
+            && status.message().contains("GM0995"),
+        "{}",
+        status.message()
+    );
+    let mut other_type = batch("type", "schoolverzuim", ALMERE_BUURT, &month, 1, 2);
+    other_type.signals[0].signal_type = "huurachterstand".into();
+    let status = submit(server.channel("corporatie").await, vec![other_type])
+        .await
+        .remove(0)
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().contains("batch.signals[1].signal_type"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        server.store_checksum(),
+        checksum,
+        "nothing of either batch is stored"
+    );
+}
+
+#[tokio::test]
+async fn the_privacy_officer_fetches_an_intact_log_without_pseudonyms_or_small_counts() {
+    let server = start(|_| {}).await;
+    let month = month_ago(2);
+    let corporatie = server.channel("corporatie").await;
+    // Three batches: 3 signals (below k), 12, and a refused one.
+    let answers = submit(
+        corporatie.clone(),
+        vec![
+            batch("klein", "huurachterstand", ALMERE_BUURT, &month, 1, 3),
+            batch("groot", "huurachterstand", ALMERE_BUURT, &month, 2, 12),
+            batch("fout", "huurachterstand", "BU99999999", &month, 3, 2),
+        ],
+    )
+    .await;
+    assert!(answers[0].is_ok() && answers[1].is_ok() && answers[2].is_err());
+    let almere = server.channel("almere").await;
+    call(almere.clone(), Op::Table("GM0034"), 0).await.unwrap();
+    call(almere, Op::Table("GM0995"), 0).await.unwrap_err();
+    call(server.channel("onbekend").await, Op::Table("GM0034"), 0)
+        .await
+        .unwrap_err();
+
+    let mut stream = AuditServiceClient::new(server.channel("fg").await)
+        .export_audit(pb::ExportAuditRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut log = Vec::new();
+    while let Some(part) = stream.message().await.unwrap() {
+        log.extend_from_slice(&part.chunk);
+    }
+    let report = wijkradar_audit::verify(&log, None);
+    assert!(report.is_intact(), "{:?}", report.problems);
+
+    let batches: Vec<(&str, &str, &BTreeMap<String, Count>)> = report
+        .parsed
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Batch {
+                batch_id,
+                outcome,
+                signals,
+                ..
+            } => Some((batch_id.as_str(), outcome.as_str(), signals)),
+            _ => None,
+        })
+        .collect();
+    let below = Count::Below("<10".into());
+    assert_eq!(
+        batches,
+        vec![
+            (
+                "klein",
+                "stored",
+                &BTreeMap::from([("huurachterstand".to_owned(), below.clone())])
+            ),
+            (
+                "groot",
+                "stored",
+                &BTreeMap::from([("huurachterstand".to_owned(), Count::Exact(12))])
+            ),
+            (
+                "fout",
+                "refused",
+                &BTreeMap::from([("huurachterstand".to_owned(), below)])
+            ),
+        ]
+    );
+    assert!(
+        report
+            .parsed
+            .iter()
+            .all(|e| e.actor != "corporatie" || matches!(e.event, Event::Batch { .. }))
+    );
+    let calls: Vec<(String, String, String)> = report
+        .parsed
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Call {
+                call,
+                gemeente,
+                outcome,
+                ..
+            } => Some((
+                e.actor.clone(),
+                format!("{call} {gemeente}"),
+                outcome.clone(),
+            )),
+            _ => None,
+        })
+        .collect();
+    for expected in [
+        ("almere", "GetTable GM0034", "ok"),
+        ("almere", "GetTable GM0995", "refused"),
+        ("unknown", "GetTable ", "refused"),
+        ("fg", "ExportAudit ", "ok"),
+    ] {
+        assert!(
+            calls
+                .iter()
+                .any(|(a, c, o)| (a.as_str(), c.as_str(), o.as_str()) == expected),
+            "{expected:?} not in {calls:?}"
+        );
+    }
+    // No pseudonym in any form, and no count of 3.
+    let text = String::from_utf8(log).unwrap();
+    for i in 0..12 {
+        for seed in 1..=3 {
+            let p = pseudonym(seed, i);
+            assert!(!text.contains(&hex::encode(&p)));
+        }
+    }
+    assert!(!text.contains("\"huurachterstand\":3"), "{text}");
+}
+
+/// Every file under `dir`, as bytes.
+fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.extend(std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The periods (months) in which someone with only the data directory can
+/// find the given households: every secret still in the key file, tried on
+/// every pseudonym, searched for in every byte.
+fn linkable_months(
+    dir: &std::path::Path,
+    households: &[wijkradar_domain::ServerPseudonym],
+) -> Vec<Month> {
+    let bytes = all_bytes(dir);
+    let mut months = Vec::new();
+    for (_, month, secret) in wijkradar_store::forensic::period_secrets(dir).unwrap() {
+        if households
+            .iter()
+            .any(|p| contains(&bytes, &wijkradar_store::forensic::tag(&secret, p)))
+        {
+            months.push(month);
+        }
+    }
+    months.sort();
+    months
+}
+
+#[tokio::test]
+async fn purged_signals_cannot_be_recovered_from_the_data_directory() {
+    let mut server = start(|_| {}).await;
+    let old = month_ago(24);
+    let recent = month_ago(2);
+    let corporatie = server.channel("corporatie").await;
+    for (id, month) in [("oud", &old), ("recent", &recent)] {
+        let answers = submit(
+            corporatie.clone(),
+            vec![batch(id, "huurachterstand", ALMERE_BUURT, month, 7, 20)],
+        )
+        .await;
+        assert!(answers[0].is_ok(), "{answers:?}");
+    }
+    let server_key = ServerKey::load(&server.setup.config.keys.server_key).unwrap();
+    let households: Vec<_> = (0..20)
+        .map(|i| server_key.rekey(&PartnerPseudonym::try_from(pseudonym(7, i).as_slice()).unwrap()))
+        .collect();
+    let data = server.setup.config.data_dir.clone();
+    let old_month: Month = old.parse().unwrap();
+    let recent_month: Month = recent.parse().unwrap();
+    // Before: a copy of the data directory links the households to both months.
+    assert_eq!(
+        linkable_months(&data, &households),
+        vec![old_month, recent_month]
+    );
+    let old_secret = wijkradar_store::forensic::period_secrets(&data)
+        .unwrap()
+        .into_iter()
+        .find(|(_, m, _)| *m == old_month)
+        .unwrap()
+        .2;
+
+    let table = |month: &str| pb::GetTableRequest {
+        gemeente_code: "GM0034".into(),
+        level: pb::AreaLevel::Gemeente.into(),
+        signal_types: vec!["huurachterstand".into()],
+        from_month: month.into(),
+        to_month: month.into(),
+        period: pb::Period::Month.into(),
+    };
+    let mut q = server.query("almere").await;
+    let recent_before = q.get_table(table(&recent)).await.unwrap().into_inner();
+
+    // Retention of 18 months from now on; the operator purges.
+    server.setup.config.retention.default_months = 18;
+    server.restart().await;
+    let answer = AdminServiceClient::new(server.channel("beheer").await)
+        .purge(pb::PurgeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.signals_purged, "20");
+    assert_eq!(server.store().signal_count().unwrap(), 20);
+
+    // After: only the recent month links, the old secret is nowhere, and no
+    // server pseudonym is in the clear.
+    assert_eq!(linkable_months(&data, &households), vec![recent_month]);
+    let bytes = all_bytes(&data);
+    assert!(!contains(&bytes, &old_secret));
+    for p in &households {
+        assert!(!contains(&bytes, p.as_bytes()));
+    }
+    // The kept month answers as before; the purged one says so.
+    let mut q = server.query("almere").await;
+    assert_eq!(
+        q.get_table(table(&recent)).await.unwrap().into_inner(),
+        recent_before
+    );
+    let purged = q.get_table(table(&old)).await.unwrap().into_inner();
+    assert!(
+        purged
+            .cells
+            .iter()
+            .all(|c| c.status == pb::CellStatus::Purged as i32 && c.value.is_none())
+    );
+    // A late signal for the purged month is refused with the field.
+    let late = submit(
+        server.channel("corporatie").await,
+        vec![batch("laat", "huurachterstand", ALMERE_BUURT, &old, 8, 1)],
+    )
+    .await
+    .remove(0)
+    .unwrap_err();
+    assert_eq!(late.code(), Code::InvalidArgument);
+    assert!(
+        late.message().contains("batch.signals[0].month") && late.message().contains("retention"),
+        "{}",
+        late.message()
+    );
+}
+
+#[tokio::test]
+async fn a_partner_over_its_rate_is_refused_and_the_others_are_not_slowed() {
+    let server = start(|c| {
+        c.limits.max_batch_signals = 100;
+        c.limits.partner_signals_per_second = 100;
+        c.limits.partner_burst_signals = 200;
+    })
+    .await;
+    let month = month_ago(2);
+    let flood: Vec<_> = (0..4)
+        .map(|i| {
+            batch(
+                &format!("vloed-{i}"),
+                "huurachterstand",
+                ALMERE_BUURT,
+                &month,
+                100 + i,
+                100,
+            )
+        })
+        .collect();
+    let answers = submit(server.channel("corporatie").await, flood).await;
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert!(answers[0].is_ok() && answers[1].is_ok());
+    let status = answers[2].as_ref().unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(
+        status.message().contains("retry in"),
+        "{}",
+        status.message()
+    );
+
+    let started = std::time::Instant::now();
+    let other = submit(
+        server.channel("energie").await,
+        vec![batch(
+            "ander",
+            "energieachterstand",
+            ALMERE_BUURT,
+            &month,
+            200,
+            100,
+        )],
+    )
+    .await;
+    assert!(other[0].is_ok(), "{other:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(server.store().signal_count().unwrap(), 300);
+}
