@@ -291,6 +291,34 @@ async fn every_organisation_may_do_exactly_what_the_access_file_grants() {
 }
 
 #[tokio::test]
+async fn a_revoked_certificate_is_refused_while_its_organisation_stays() {
+    let server = start(|config| {
+        let pki = config.tls.client_ca.parent().unwrap().to_owned();
+        let fingerprint = wijkradar_pki::fingerprint(&pki.join("corporatie.pem")).unwrap();
+        let text = std::fs::read_to_string(&config.access).unwrap();
+        std::fs::write(
+            &config.access,
+            format!("revoked_certificates = [\"{fingerprint}\"]\n\n{text}"),
+        )
+        .unwrap();
+    })
+    .await;
+    let month = month_ago(2);
+    let status = submit(
+        server.channel("corporatie").await,
+        vec![batch("b", "huurachterstand", ALMERE_BUURT, &month, 1, 3)],
+    )
+    .await
+    .remove(0)
+    .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
+    // The others are unaffected.
+    call(server.channel("almere").await, Op::Table("GM0034"), 0)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn a_partner_batch_outside_its_grant_is_refused_whole_with_the_field() {
     let server = start(|_| {}).await;
     let month = month_ago(2);

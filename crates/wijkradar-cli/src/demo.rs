@@ -22,6 +22,7 @@ use crate::query::{fetch_alerts, fetch_table, names};
 use crate::render;
 
 const ANALYST: &str = "gemeente-almere";
+const PRIVACY_OFFICER: &str = "fg";
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -68,6 +69,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map(|p| (p.name, p.organisation, Role::Partner))
         .collect();
     clients.push((ANALYST, "Gemeente Almere", Role::Analyst));
+    clients.push((PRIVACY_OFFICER, "Gemeente Almere", Role::PrivacyOfficer));
     let setup = DevSetup::create(&dir, &clients)?;
     let server = wijkradar_server::start(&setup.config).await?;
     println!(
@@ -196,6 +198,60 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (_, alerts) = fetch_alerts(&mut client, &gemeente.to_string(), None, Vec::new()).await?;
     println!("\n5. Vroegsignalering over de laatste maand (alleen vrijgegeven cellen):\n");
     print!("{}", render::alerts(&alerts, &area_names, &descriptions));
+
+    // 6. Governance: another municipality's figures are refused; the
+    // privacy officer verifies the audit log.
+    println!("\n6. Wie mag wat, en het auditlog:\n");
+    let refused = client
+        .get_table(pb::GetTableRequest {
+            gemeente_code: "GM0995".into(),
+            level: pb::AreaLevel::Wijk.into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("Almere's analyst may not see Lelystad");
+    println!(
+        "De analist van Almere vraagt Lelystad op: geweigerd ({:?}: {}).",
+        refused.code(),
+        refused.message()
+    );
+    let officer = Connection::dev(&setup, server.addr, PRIVACY_OFFICER);
+    let log = crate::governance::fetch_audit(&officer).await?;
+    let report = wijkradar_audit::verify(&log, None);
+    let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+    for e in &report.parsed {
+        let kind = match e.event {
+            wijkradar_audit::Event::Start { .. } => "start",
+            wijkradar_audit::Event::Batch { .. } => "leveringen",
+            wijkradar_audit::Event::Call { .. } => "opvragingen",
+            wijkradar_audit::Event::Release { .. } => "publicaties",
+            wijkradar_audit::Event::Purge { .. } => "bewaartermijn",
+        };
+        *kinds.entry(kind).or_default() += 1;
+    }
+    println!(
+        "De functionaris gegevensbescherming haalt het auditlog op: {} regels ({}), keten {}.",
+        report.entries,
+        kinds
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if report.is_intact() {
+            "intact"
+        } else {
+            "NIET intact"
+        }
+    );
+    let text = wijkradar_audit::export_text(&report.parsed);
+    let lines: Vec<&str> = text.lines().collect();
+    for line in lines
+        .iter()
+        .take(1)
+        .chain(lines.iter().skip(lines.len().saturating_sub(3)))
+    {
+        println!("    | {line}");
+    }
     println!("Klaar in {:.1} s.\n", started.elapsed().as_secs_f64());
 
     let exe = std::env::current_exe()

@@ -90,19 +90,25 @@ fn report(bytes: &[u8], anchor: Option<&str>) -> anyhow::Result<()> {
     }
 }
 
+/// The audit log as the aggregator stores it (privacy officer only).
+pub async fn fetch_audit(connection: &Connection) -> anyhow::Result<Vec<u8>> {
+    let mut client =
+        AuditServiceClient::new(connection.connect().await?).max_decoding_message_size(4 << 20);
+    let mut stream = client
+        .export_audit(pb::ExportAuditRequest {})
+        .await?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(part) = stream.message().await? {
+        bytes.extend_from_slice(&part.chunk);
+    }
+    Ok(bytes)
+}
+
 pub async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
     match cmd {
         AuditCommand::Fetch { connection, out } => {
-            let mut client = AuditServiceClient::new(connection.connect().await?)
-                .max_decoding_message_size(4 << 20);
-            let mut stream = client
-                .export_audit(pb::ExportAuditRequest {})
-                .await?
-                .into_inner();
-            let mut bytes = Vec::new();
-            while let Some(part) = stream.message().await? {
-                bytes.extend_from_slice(&part.chunk);
-            }
+            let bytes = fetch_audit(&connection).await?;
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             println!(
                 "Auditlog opgehaald: {} ({} bytes).",

@@ -88,6 +88,12 @@ enum PkiCommand {
         #[arg(long = "server-name")]
         server_names: Vec<String>,
     },
+    /// Print a certificate's SHA-256 fingerprint, for `revoked_certificates`
+    /// in the access file.
+    Fingerprint {
+        #[arg(long)]
+        cert: PathBuf,
+    },
     /// Issue a client certificate signed by the CA in DIR.
     Issue {
         #[arg(long, default_value = "pki")]
@@ -311,7 +317,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             governance::admin(cmd).await?;
         }
         Command::Demo(args) => {
-            init_logging("warn");
+            // The demo narrates what happens; the server's own warnings
+            // (such as the refusal it shows on purpose) would interrupt it.
+            init_logging("error");
             demo::run(args).await?;
         }
         Command::Pki(PkiCommand::Init { dir, server_names }) => {
@@ -330,6 +338,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             println!("Rechten per organisatie: deploy/access.example.toml");
+        }
+        Command::Pki(PkiCommand::Fingerprint { cert }) => {
+            println!("{}", wijkradar_pki::fingerprint(&cert)?);
         }
         Command::Pki(PkiCommand::Issue {
             dir,

@@ -136,6 +136,21 @@ impl fmt::Display for Identity {
     }
 }
 
+/// The SHA-256 fingerprint of a PEM certificate file, as hex with colons:
+/// what an access file's `revoked_certificates` lists.
+pub fn fingerprint(path: &Path) -> Result<String, PkiError> {
+    let pem = read(path)?;
+    let (_, block) =
+        x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|_| PkiError::Parse)?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, &block.contents);
+    Ok(digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
 /// Reads the identity from a DER certificate the TLS layer already verified.
 pub fn identity_from_der(der: &[u8]) -> Result<Identity, PkiError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| PkiError::Parse)?;

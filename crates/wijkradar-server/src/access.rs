@@ -40,6 +40,10 @@ pub enum AccessError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AccessFile {
+    /// SHA-256 fingerprints (hex, colons allowed) of certificates that are
+    /// refused whatever they match: a stolen or replaced certificate.
+    #[serde(default)]
+    revoked_certificates: Vec<String>,
     #[serde(default)]
     organisation: Vec<EntryFile>,
 }
@@ -172,6 +176,7 @@ impl Organisation {
 #[derive(Debug, Clone, Default)]
 pub struct AccessPolicy {
     organisations: Vec<Organisation>,
+    revoked: HashSet<[u8; 32]>,
 }
 
 impl AccessPolicy {
@@ -209,6 +214,24 @@ impl AccessPolicy {
         hierarchy: &Hierarchy,
     ) -> Result<AccessPolicy, Problem> {
         let file: AccessFile = toml::from_str(text).map_err(|e| Problem::Parse(e.to_string()))?;
+        let mut revoked = HashSet::new();
+        for f in &file.revoked_certificates {
+            let hex: String = f.chars().filter(|c| *c != ':').collect();
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| {
+                    hex.get(i..i + 2)
+                        .and_then(|b| u8::from_str_radix(b, 16).ok())
+                })
+                .collect::<Option<Vec<u8>>>()
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                .ok_or_else(|| {
+                    Problem::Parse(format!(
+                        "revoked_certificates: `{f}` is not a SHA-256 fingerprint (64 hex digits)"
+                    ))
+                })?;
+            revoked.insert(bytes);
+        }
         let mut organisations: Vec<Organisation> = Vec::new();
         let mut names = HashSet::new();
         for (index, e) in file.organisation.into_iter().enumerate() {
@@ -314,7 +337,16 @@ impl AccessPolicy {
             }
             organisations.push(org);
         }
-        Ok(AccessPolicy { organisations })
+        Ok(AccessPolicy {
+            organisations,
+            revoked,
+        })
+    }
+
+    /// Whether the certificate (DER) is on the revocation list.
+    pub fn is_revoked(&self, der: &[u8]) -> bool {
+        let digest = ring::digest::digest(&ring::digest::SHA256, der);
+        self.revoked.contains(digest.as_ref())
     }
 
     /// The organisation a verified certificate belongs to, if any.

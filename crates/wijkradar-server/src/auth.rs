@@ -31,6 +31,14 @@ pub(crate) fn authorize<T>(
             ApiError::Unauthenticated,
         );
     };
+    if state.access.is_revoked(leaf.as_ref()) {
+        tracing::warn!("refused a revoked certificate");
+        return refuse(
+            "unknown",
+            "revoked certificate".into(),
+            ApiError::Unauthenticated,
+        );
+    }
     let identity = match identity_from_der(leaf.as_ref()) {
         Ok(id) => id,
         Err(e) => {
