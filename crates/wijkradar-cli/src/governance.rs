@@ -10,6 +10,7 @@ use wijkradar_proto::v1::{
 };
 
 use crate::connection::Connection;
+use crate::query::status_error;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -96,10 +97,11 @@ pub async fn fetch_audit(connection: &Connection) -> anyhow::Result<Vec<u8>> {
         AuditServiceClient::new(connection.connect().await?).max_decoding_message_size(4 << 20);
     let mut stream = client
         .export_audit(pb::ExportAuditRequest {})
-        .await?
+        .await
+        .map_err(status_error)?
         .into_inner();
     let mut bytes = Vec::new();
-    while let Some(part) = stream.message().await? {
+    while let Some(part) = stream.message().await.map_err(status_error)? {
         bytes.extend_from_slice(&part.chunk);
     }
     Ok(bytes)
@@ -145,7 +147,11 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
     match cmd {
         AdminCommand::Purge { connection } => {
             let mut client = AdminServiceClient::new(connection.connect().await?);
-            let answer = client.purge(pb::PurgeRequest {}).await?.into_inner();
+            let answer = client
+                .purge(pb::PurgeRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
             println!("Verwijderd: {} signalen.", answer.signals_purged);
             for c in answer.cutoffs {
                 println!(
@@ -158,7 +164,8 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             let mut client = AdminServiceClient::new(connection.connect().await?);
             let answer = client
                 .materialise_releases(pb::MaterialiseReleasesRequest {})
-                .await?
+                .await
+                .map_err(status_error)?
                 .into_inner();
             println!("{} tabellen gepubliceerd.", answer.tables_released);
         }

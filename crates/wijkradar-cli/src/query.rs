@@ -96,7 +96,7 @@ pub fn level_to_proto(level: Level) -> pb::AreaLevel {
     }
 }
 
-fn status_error(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!(
         "de aggregator weigert: {}",
         wijkradar_agent::client::describe_status(&status)

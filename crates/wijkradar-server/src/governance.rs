@@ -20,11 +20,13 @@ use crate::error::ApiError;
 const EXPORT_CHUNK: usize = 1 << 20;
 
 /// Purges every signal past its type's retention, erasing the periods'
-/// secrets, and records it in the audit log. Returns the number purged and
-/// the first month kept per type.
+/// secrets, and records it in the audit log (a scheduled purge only when it
+/// removed something). Returns the number purged and the first month kept
+/// per type.
 pub(crate) async fn purge(
     state: &State,
     actor: &str,
+    scheduled: bool,
 ) -> Result<(u64, BTreeMap<String, String>), ApiError> {
     let now = crate::ingest::current_month();
     let first_kept: HashMap<_, _> = state
@@ -41,6 +43,9 @@ pub(crate) async fn purge(
     let k = u64::from(state.policy.k());
     if purged.periods > 0 {
         tracing::info!(periods = purged.periods, signals = %Count::new(purged.signals, k), "retention purge");
+    }
+    if scheduled && purged.periods == 0 {
+        return Ok((0, shown));
     }
     state.audit.record(
         actor,
@@ -135,7 +140,7 @@ impl AdminService for Admin {
     ) -> Result<Response<pb::PurgeResponse>, Status> {
         let state = &self.state;
         let operator = authorize(state, &request, Role::Operator, "Purge")?;
-        let (signals, cutoffs) = purge(state, &operator.name).await?;
+        let (signals, cutoffs) = purge(state, &operator.name, false).await?;
         Ok(Response::new(pb::PurgeResponse {
             signals_purged: Count::new(signals, u64::from(state.policy.k())).to_string(),
             cutoffs: cutoffs

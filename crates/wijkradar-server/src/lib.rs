@@ -184,7 +184,7 @@ async fn purge_on_schedule(state: Arc<State>, every: std::time::Duration) {
     let mut ticks = tokio::time::interval(every);
     loop {
         ticks.tick().await;
-        if let Err(e) = governance::purge(&state, "aggregator").await {
+        if let Err(e) = governance::purge(&state, "aggregator", true).await {
             tracing::warn!(error = %e, "scheduled retention purge failed");
         }
     }
