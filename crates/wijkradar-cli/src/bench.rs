@@ -316,7 +316,8 @@ async fn measure_end_to_end(
     batch_size: usize,
 ) -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
-    let setup = DevSetup::create(dir.path(), &[("bench-partner", "Bench", Role::Partner)])?;
+    let setup = DevSetup::create(dir.path(), &[("bench-partner", "Bench", Role::Partner)])?
+        .without_rate_limits();
     let server = wijkradar_server::start(&setup.config).await?;
     let conn = Connection::dev(&setup, server.addr, "bench-partner");
     let channel = conn.connect().await?;

@@ -81,7 +81,8 @@ async fn fresh_server() -> anyhow::Result<(
     tonic::transport::Channel,
 )> {
     let dir = tempfile::tempdir()?;
-    let setup = DevSetup::create(dir.path(), &[("partner", "Bench", Role::Partner)])?;
+    let setup =
+        DevSetup::create(dir.path(), &[("partner", "Bench", Role::Partner)])?.without_rate_limits();
     let server = wijkradar_server::start(&setup.config).await?;
     let channel = Connection::dev(&setup, server.addr, "partner")
         .connect()

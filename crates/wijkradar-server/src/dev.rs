@@ -107,6 +107,14 @@ impl DevSetup {
         })
     }
 
+    /// Lifts the per-partner rate limit: a benchmark measures how fast the
+    /// aggregator can store, not the policy that protects it.
+    pub fn without_rate_limits(mut self) -> DevSetup {
+        self.config.limits.partner_signals_per_second = u32::MAX;
+        self.config.limits.partner_burst_signals = u32::MAX;
+        self
+    }
+
     pub fn client(&self, name: &str) -> CertFiles {
         CertFiles::in_dir(&self.pki_dir, name)
     }
