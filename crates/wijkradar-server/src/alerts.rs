@@ -72,7 +72,7 @@ impl Query {
             max_noise: state.policy.max_noise(),
             ..Default::default()
         };
-        let Some((first, _)) = state.store.month_range()? else {
+        let Some((first, _)) = state.store.month_range_of(q.gemeente)? else {
             return Ok(answer);
         };
         if q.month < first {

@@ -443,7 +443,7 @@ impl Query {
                 kind: signal_kind(t.kind).into(),
             })
             .collect();
-        let range = state.store.month_range()?;
+        let range = state.store.month_range_of(g)?;
         Ok(pb::GetCatalogueResponse {
             areas,
             signal_types,

@@ -10,7 +10,6 @@
 //! | `C` | type id (u16) · month (u32) · buurt (8) | distinct households (u64) · cell key (u32) |
 //! | `B` | partner name length (u8) · partner name · batch id | content digest (32) |
 //! | `T` | signal type name | type id (u16) |
-//! | `M` | month (u32) | empty |
 //! | `K` | (none) | id of the server key the store was written with |
 //! | `N` | (none) | number of stored signals (u64) |
 //! | `V` | gemeente (4) · type id (u16) · month (u32) | changes to that table so far (u64) |
@@ -104,7 +103,6 @@ const SIGNAL: u8 = b'S';
 const COUNT: u8 = b'C';
 const BATCH: u8 = b'B';
 const TYPE: u8 = b'T';
-const MONTH: u8 = b'M';
 const KEY_ID: &[u8] = b"K";
 const SIGNAL_TOTAL: &[u8] = b"N";
 const TABLE_STATE: u8 = b'V';
@@ -237,12 +235,6 @@ fn batch_key(partner: &str, id: &BatchId) -> Vec<u8> {
     k.push(name.len() as u8);
     k.extend_from_slice(name);
     k.extend_from_slice(id.as_str().as_bytes());
-    k
-}
-
-fn month_key(m: Month) -> [u8; 5] {
-    let mut k = [MONTH; 5];
-    k[1..].copy_from_slice(&m.index().to_be_bytes());
     k
 }
 
@@ -405,21 +397,27 @@ impl Store {
         }
     }
 
-    /// First and last month with stored signals.
-    pub fn month_range(&self) -> Result<Option<(Month, Month)>, StoreError> {
-        let month = |kv: Option<Result<(sled::IVec, sled::IVec), sled::Error>>| -> Result<Option<Month>, StoreError> {
-            match kv.transpose()? {
-                None => Ok(None),
-                Some((k, _)) => {
-                    let i = u32::from_be_bytes(k[1..5].try_into().map_err(|_| StoreError::Corrupt)?);
-                    Month::from_index(i).map(Some).ok_or(StoreError::Corrupt)
-                }
-            }
-        };
-        let mut scan = self.db.scan_prefix([MONTH]);
-        let first = month(scan.next())?;
-        let last = month(scan.next_back())?;
-        Ok(first.map(|f| (f, last.unwrap_or(f))))
+    /// First and last month with stored signals in gemeente `g`, from the
+    /// tables' change counts: what one municipality may learn, without a
+    /// word about the others.
+    pub fn month_range_of(&self, g: GemeenteCode) -> Result<Option<(Month, Month)>, StoreError> {
+        let mut prefix = vec![TABLE_STATE];
+        prefix.extend_from_slice(g.body());
+        let mut range: Option<(Month, Month)> = None;
+        for key in self.db.scan_prefix(prefix).keys() {
+            let key = key?;
+            let month = Month::from_index(u32::from_be_bytes(
+                key.get(7..11)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or(StoreError::Corrupt)?,
+            ))
+            .ok_or(StoreError::Corrupt)?;
+            range = Some(match range {
+                None => (month, month),
+                Some((a, b)) => (a.min(month), b.max(month)),
+            });
+        }
+        Ok(range)
     }
 
     /// Number of distinct stored signals, kept at write time.

@@ -100,7 +100,14 @@ async fn counts_distinct_households_and_survives_reopen() {
         cell_key(&store, "huurachterstand", "2024-01", "BU00340101"),
         1000 + 2000
     );
-    let (first, last) = store.month_range().unwrap().unwrap();
+    let (first, last) = store
+        .month_range_of("GM0034".parse().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.month_range_of("GM0995".parse().unwrap()).unwrap(),
+        None
+    );
     assert_eq!(
         (first.to_string(), last.to_string()),
         ("2024-01".into(), "2024-02".into())

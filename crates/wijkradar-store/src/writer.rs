@@ -20,9 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use wijkradar_domain::{CellTotal, Month, SignalTypeName};
 
 use crate::{
-    COUNT, IncomingBatch, MONTH, PSEUDONYM_KEY, RELEASE, SIGNAL, SIGNAL_TOTAL, SIGNAL_VALUE, Store,
-    StoreError, TABLE_STATE, TYPE, batch_key, count_key, decode_total, encode_total, month_key,
-    read_counter, signal_key, signal_prefix, table_key,
+    COUNT, IncomingBatch, PSEUDONYM_KEY, RELEASE, SIGNAL, SIGNAL_TOTAL, SIGNAL_VALUE, Store,
+    StoreError, TABLE_STATE, TYPE, batch_key, count_key, decode_total, encode_total, read_counter,
+    signal_key, signal_prefix, table_key,
 };
 
 /// Signal keys the Bloom filter is sized for at least; it is sized for twice
@@ -317,25 +317,6 @@ fn purge(
             }
         }
     }
-    // A month no type keeps any more leaves the month range.
-    let held: HashSet<Month> = state
-        .store
-        .keys
-        .periods()
-        .into_iter()
-        .filter(|p| !gone.contains(p))
-        .map(|(_, m)| m)
-        .collect();
-    for key in db.scan_prefix([MONTH]).keys() {
-        let key = key?;
-        let month = Month::from_index(u32::from_be_bytes(
-            key[1..5].try_into().map_err(|_| StoreError::Corrupt)?,
-        ))
-        .ok_or(StoreError::Corrupt)?;
-        if !held.contains(&month) {
-            writes.remove(key);
-        }
-    }
     let signal_total = state.signal_total.saturating_sub(signals);
     writes.insert(SIGNAL_TOTAL, &signal_total.to_be_bytes()[..]);
     db.apply_batch(writes)?;
@@ -365,7 +346,6 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
     let mut new_types = Vec::new();
     let mut writes = sled::Batch::default();
     let mut deltas: HashMap<[u8; 15], CellTotal> = HashMap::new();
-    let mut months = BTreeSet::new();
 
     // Keys in order: the existence checks then walk the tree in order, and
     // a repeat inside the batch sits next to its twin.
@@ -403,7 +383,6 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
             .entry(count_key(type_id, s.month, &s.buurt))
             .or_default();
         *delta += CellTotal::one(s.record_key);
-        months.insert(s.month);
     }
     let mut new_counts = Vec::with_capacity(deltas.len());
     for (key, delta) in deltas {
@@ -428,9 +407,6 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
     for key in tables {
         let changes = read_counter(db, &key)?;
         writes.insert(&key[..], &(changes + 1).to_be_bytes()[..]);
-    }
-    for m in months {
-        writes.insert(&month_key(m)[..], &[][..]);
     }
     for (name, id) in &new_types {
         let mut key = vec![TYPE];
