@@ -15,7 +15,7 @@ use wijkradar_proto::v1::{
 };
 use wijkradar_pseudonym::ServerKey;
 use wijkradar_server::access::Role;
-use wijkradar_tests::TestServer;
+use wijkradar_tests::{TestServer, all_bytes, contains};
 
 const ALMERE_BUURT: &str = "BU00340101";
 const LELYSTAD_BUURT: &str = "BU09950110";
@@ -474,27 +474,6 @@ async fn the_privacy_officer_fetches_an_intact_log_without_pseudonyms_or_small_c
         }
     }
     assert!(!text.contains("\"huurachterstand\":3"), "{text}");
-}
-
-/// Every file under `dir`, as bytes.
-fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.extend(std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The periods (months) in which someone with only the data directory can

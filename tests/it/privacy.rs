@@ -10,7 +10,7 @@ use wijkradar_agent::Pc6Table;
 use wijkradar_agent::normalise::household_key;
 use wijkradar_proto::v1 as pb;
 use wijkradar_pseudonym::{PartnerKey, ServerKey};
-use wijkradar_tests::{ANALYST, PARTNER_A, TestServer, read_simple_export};
+use wijkradar_tests::{ANALYST, PARTNER_A, TestServer, all_bytes, contains, read_simple_export};
 
 use crate::table_request;
 
@@ -44,10 +44,6 @@ impl Write for Sink {
     }
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 /// A pseudonym as it could be written: raw, as hex, and as a logged byte
 /// array.
 fn as_written(what: &str, bytes: &[u8]) -> [(String, Vec<u8>); 3] {
@@ -56,20 +52,6 @@ fn as_written(what: &str, bytes: &[u8]) -> [(String, Vec<u8>); 3] {
         (format!("{what} (hex)"), hex::encode(bytes).into_bytes()),
         (format!("{what} (debug)"), format!("{bytes:?}").into_bytes()),
     ]
-}
-
-/// Every byte of every file under `dir`.
-fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(all_bytes(&path));
-        } else {
-            out.extend(std::fs::read(&path).unwrap());
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -203,3 +203,23 @@ pub fn read_simple_export(
         .expect("the export reads");
     (summary, signals)
 }
+
+/// Every byte of every file under `dir`: what someone with a copy of a
+/// data directory has.
+pub fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("readable directory") {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            out.extend(all_bytes(&path));
+        } else {
+            out.extend(std::fs::read(&path).expect("readable file"));
+        }
+    }
+    out
+}
+
+/// Whether `needle` occurs anywhere in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

@@ -300,6 +300,16 @@ impl Store {
         })
     }
 
+    /// Every stored signal type by its id.
+    fn type_names(&self) -> HashMap<u16, SignalTypeName> {
+        self.types
+            .read()
+            .expect("type map lock")
+            .iter()
+            .map(|(name, &id)| (id, name.clone()))
+            .collect()
+    }
+
     /// The id a signal type has in this store, if any signal of it was stored.
     pub fn type_id(&self, t: &SignalTypeName) -> Option<u16> {
         self.types.read().expect("type map lock").get(t).copied()
@@ -428,13 +438,7 @@ impl Store {
     /// Every table (gemeente × type × month) that holds stored signals, with
     /// its change count: what a scheduled materialisation walks.
     pub fn tables(&self) -> Result<Vec<(GemeenteCode, SignalTypeName, Month, u64)>, StoreError> {
-        let names: HashMap<u16, SignalTypeName> = self
-            .types
-            .read()
-            .expect("type map lock")
-            .iter()
-            .map(|(name, &id)| (id, name.clone()))
-            .collect();
+        let names = self.type_names();
         let mut out = Vec::new();
         for kv in self.db.scan_prefix([TABLE_STATE]) {
             let (k, v) = kv?;
@@ -510,13 +514,7 @@ impl Store {
     /// Every (type, month) whose signals are held, by the type's name: what
     /// retention walks.
     pub fn periods(&self) -> Vec<(SignalTypeName, Month)> {
-        let names: HashMap<u16, SignalTypeName> = self
-            .types
-            .read()
-            .expect("type map lock")
-            .iter()
-            .map(|(name, &id)| (id, name.clone()))
-            .collect();
+        let names = self.type_names();
         self.keys
             .periods()
             .into_iter()
