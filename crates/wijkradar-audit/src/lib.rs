@@ -245,6 +245,16 @@ impl AuditLog {
         Ok(())
     }
 
+    /// Makes every entry appended so far durable (after a run of entries
+    /// appended without `durable`).
+    pub fn sync(&self) -> Result<(), AuditError> {
+        let a = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        a.file.sync_data().map_err(|source| AuditError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
     /// Appends, and reports a failure in the server's log instead of to the
     /// caller (for events after the fact, such as an answered query).
     pub fn record(&self, actor: &str, event: Event, durable: bool) {

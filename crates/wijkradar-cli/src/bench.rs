@@ -55,6 +55,16 @@ pub enum BenchCommand {
     /// Latency of a whole-municipality table (all buurten × all types × 24
     /// months, released and audited) over gRPC with mutual TLS, against
     /// reading the same counts from sled.
+    /// A month's release for all of the Netherlands (every gemeente × type,
+    /// audited), as the operator's MaterialiseReleases does it, against
+    /// reading the same counts from sled.
+    Release {
+        /// Signals in each run's month.
+        #[arg(long, default_value_t = 1_000_000)]
+        signals: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     Query {
         /// Signals stored before querying.
         #[arg(long, default_value_t = 1_000_000)]
@@ -73,6 +83,9 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             runs,
         } => (signals, batch_size, runs),
         BenchCommand::Query { signals, queries } => return query(signals, queries).await,
+        BenchCommand::Release { signals, runs } => {
+            return crate::bench_release::run(signals, runs).await;
+        }
         BenchCommand::Detect { types, runs } => return crate::bench_detect::run(types, runs),
         BenchCommand::Agent {
             rows,

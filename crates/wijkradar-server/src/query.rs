@@ -261,8 +261,16 @@ impl Query {
             let table = tables
                 .entry(g)
                 .or_insert_with(|| GemeenteTable::new(&state.hierarchy, g));
-            self.release(table, &signal_type, month, g, now)?;
+            // Served by no one yet: one flush for all of them at the end.
+            self.release_durably(table, &signal_type, month, g, now, false)?;
             stored += 1;
+        }
+        if stored > 0 {
+            state.store.flush()?;
+            if let Err(e) = state.audit.sync() {
+                tracing::error!(error = %e, "audit log");
+                return Err(ApiError::Internal);
+            }
         }
         Ok(stored)
     }
@@ -354,6 +362,20 @@ impl Query {
         g: GemeenteCode,
         now: Month,
     ) -> Result<Option<VersionedRelease>, ApiError> {
+        self.release_durably(table, signal_type, month, g, now, true)
+    }
+
+    /// [`Query::release`]; a new version is made durable (store and audit
+    /// log) before it is returned when `durable`, else by the caller later.
+    fn release_durably(
+        &self,
+        table: &GemeenteTable,
+        signal_type: &SignalTypeName,
+        month: Month,
+        g: GemeenteCode,
+        now: Month,
+        durable: bool,
+    ) -> Result<Option<VersionedRelease>, ApiError> {
         if month >= now {
             return Ok(None);
         }
@@ -400,8 +422,9 @@ impl Query {
             g,
             previous.as_ref(),
             snapshot,
+            durable,
         )?;
-        tracing::info!(gemeente = %g, %signal_type, %month, version = stored.version, "release materialised");
+        tracing::debug!(gemeente = %g, %signal_type, %month, version = stored.version, "release materialised");
         state.audit.record(
             "aggregator",
             wijkradar_audit::Event::Release {
@@ -410,7 +433,7 @@ impl Query {
                 month: month.to_string(),
                 version: stored.version,
             },
-            true,
+            durable,
         );
         Ok(Some((stored.version, from_snapshot(&stored))))
     }

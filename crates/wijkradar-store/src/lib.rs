@@ -375,9 +375,10 @@ impl Store {
     }
 
     /// Stores a release in place of `previous` (compare and swap, so two
-    /// queries racing to materialise the same table store it once) and
-    /// flushes it: a release that was served must survive a restart. Returns
-    /// the snapshot now stored, which is the other query's if it won.
+    /// queries racing to materialise the same table store it once) and, with
+    /// `flush`, flushes it: a release that was served must survive a restart
+    /// (a bulk materialisation flushes once at its end, [`Store::flush`]).
+    /// Returns the snapshot now stored, which is the other query's if it won.
     pub fn store_release_snapshot(
         &self,
         t: &SignalTypeName,
@@ -385,6 +386,7 @@ impl Store {
         g: GemeenteCode,
         previous: Option<&ReleaseSnapshot>,
         new: ReleaseSnapshot,
+        flush: bool,
     ) -> Result<ReleaseSnapshot, StoreError> {
         let Some(type_id) = self.type_id(t) else {
             return Ok(new);
@@ -396,7 +398,9 @@ impl Store {
             Some(new.encode()),
         )? {
             Ok(()) => {
-                self.db.flush()?;
+                if flush {
+                    self.db.flush()?;
+                }
                 Ok(new)
             }
             Err(e) => e
@@ -405,6 +409,12 @@ impl Store {
                 .transpose()?
                 .ok_or(StoreError::Corrupt),
         }
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
     }
 
     /// First and last month with stored signals in gemeente `g`, from the
