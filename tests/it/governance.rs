@@ -150,6 +150,7 @@ async fn call(channel: Channel, op: Op, seq: usize) -> Result<(), tonic::Status>
         from_month: month.clone(),
         to_month: month.clone(),
         period: pb::Period::Month.into(),
+        layout: pb::TableLayout::Cells.into(),
     };
     match op {
         Op::Submit(t, buurt) => {
@@ -537,6 +538,7 @@ async fn purged_signals_cannot_be_recovered_from_the_data_directory() {
         from_month: month.into(),
         to_month: month.into(),
         period: pb::Period::Month.into(),
+        layout: pb::TableLayout::Cells.into(),
     };
     let mut q = server.query("almere").await;
     let recent_before = q.get_table(table(&recent)).await.unwrap().into_inner();

@@ -51,5 +51,6 @@ pub fn table_request(
         from_month: from.into(),
         to_month: to.into(),
         period: pb::Period::Month.into(),
+        layout: pb::TableLayout::Cells.into(),
     }
 }

@@ -439,6 +439,51 @@ async fn rates_per_1000_use_the_released_value_and_small_buurten_show_their_wijk
 }
 
 #[tokio::test]
+async fn the_columns_layout_holds_exactly_the_cells_of_the_cells_layout() {
+    let server = TestServer::start().await;
+    may_2024(&server).await;
+    let now = wijkradar_server_now();
+    // The cells of every type over 32 months are a few MB.
+    let mut q = server
+        .query(ANALYST)
+        .await
+        .max_decoding_message_size(wijkradar_server::MAX_ANSWER_BYTES);
+    for level in [pb::AreaLevel::Buurt, pb::AreaLevel::Wijk, pb::AreaLevel::Gemeente] {
+        for (types, period) in [
+            // Every type (most never stored), up to the pending current month.
+            (vec![], pb::Period::Month),
+            (vec!["huurachterstand", "meerdere_signaaltypen_6m"], pb::Period::Month),
+            (vec!["huurachterstand"], pb::Period::Quarter),
+        ] {
+            let mut request = table_request(level, &types, "2024-04", &now);
+            request.period = period.into();
+            let cells = q.get_table(request.clone()).await.unwrap().into_inner();
+            request.layout = pb::TableLayout::Columns.into();
+            let columns = q.get_table(request).await.unwrap().into_inner();
+            assert!(columns.cells.is_empty());
+            let expanded = columns.columns.as_ref().unwrap().cells();
+            assert!(
+                cells.cells.iter().any(|c| c.rate_per_1000.is_some())
+                    || level == pb::AreaLevel::Buurt && period == pb::Period::Quarter,
+                "the comparison covers rates"
+            );
+            assert_eq!(expanded, cells.cells, "{level:?} {types:?} {period:?}");
+        }
+    }
+}
+
+/// The current month, as the server reads its clock.
+fn wijkradar_server_now() -> String {
+    wijkradar_domain::Month::from_unix_seconds(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    )
+    .to_string()
+}
+
+#[tokio::test]
 async fn household_bases_can_come_from_a_kerncijfers_csv() {
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();

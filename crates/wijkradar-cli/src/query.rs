@@ -146,12 +146,17 @@ pub async fn fetch_table(
         from_month: from,
         to_month: to,
         period: period.into(),
+        // Compact on the wire; the same cells once here.
+        layout: pb::TableLayout::Columns.into(),
     };
-    let table = client
+    let mut table = client
         .get_table(req)
         .await
         .map_err(status_error)?
         .into_inner();
+    if let Some(columns) = table.columns.take() {
+        table.cells = columns.cells();
+    }
     Ok((catalogue, table))
 }
 

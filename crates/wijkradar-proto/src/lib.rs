@@ -15,3 +15,50 @@ pub mod v1 {
 /// Encoded `FileDescriptorSet` of `wijkradar.v1`, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/wijkradar_v1_descriptor.bin"));
+
+impl v1::TableColumns {
+    /// The cells this compact form stands for, exactly as a cell-layout
+    /// answer lists them.
+    pub fn cells(&self) -> Vec<v1::Cell> {
+        let rows = self.area_codes.len();
+        let mut values = self.released_values.iter();
+        let mut rates = self.rates_per_1000.iter();
+        let base = |b: Option<&i64>| b.and_then(|&b| u64::try_from(b).ok());
+        let mut out = Vec::with_capacity(self.statuses.len());
+        for (i, &status) in self.statuses.iter().enumerate() {
+            let (block, row) = (i / rows.max(1), i % rows.max(1));
+            let status = i32::from(status);
+            let value = (status == v1::CellStatus::Released as i32)
+                .then(|| values.next().copied())
+                .flatten();
+            let rate = (self.has_rate.get(i) == Some(&1))
+                .then(|| rates.next().copied())
+                .flatten();
+            let (rate_area_code, household_base) = match rate {
+                Some(_) => (
+                    self.rate_area_codes[row].clone(),
+                    base(self.rate_area_bases.get(row)),
+                ),
+                // A part that is not released (pending, purged) has no base.
+                None if status == v1::CellStatus::Pending as i32
+                    || status == v1::CellStatus::Purged as i32 =>
+                {
+                    (self.area_codes[row].clone(), None)
+                }
+                None => (self.area_codes[row].clone(), base(self.own_bases.get(row))),
+            };
+            out.push(v1::Cell {
+                area_code: self.area_codes[row].clone(),
+                signal_type: self.block_signal_types[block].clone(),
+                month: self.block_periods[block].clone(),
+                status,
+                value,
+                rate_per_1000: rate,
+                rate_area_code,
+                household_base,
+                release_version: self.block_release_versions[block],
+            });
+        }
+        out
+    }
+}

@@ -178,6 +178,8 @@ pub struct TableQuery {
     pub from: Month,
     pub to: Month,
     pub period: Period,
+    /// Answer in the compact columns form.
+    pub columns: bool,
 }
 
 /// The period of a table's cells.
@@ -379,6 +381,17 @@ pub fn table_query_from_proto(
             Period::Month
         }
     };
+    let columns = match pb::TableLayout::try_from(req.layout) {
+        Ok(pb::TableLayout::Unspecified | pb::TableLayout::Cells) => false,
+        Ok(pb::TableLayout::Columns) => true,
+        Err(_) => {
+            violations.push(Violation::new(
+                "layout",
+                "must be TABLE_LAYOUT_CELLS or TABLE_LAYOUT_COLUMNS",
+            ));
+            false
+        }
+    };
     let from = req
         .from_month
         .parse::<Month>()
@@ -408,6 +421,7 @@ pub fn table_query_from_proto(
             from,
             to,
             period,
+            columns,
         }),
         _ => Err(ApiError::InvalidArgument(violations)),
     }

@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod alerts;
+mod answer;
 mod auth;
 pub mod config;
 pub mod convert;

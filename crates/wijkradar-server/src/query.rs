@@ -9,10 +9,11 @@ use crate::access::{Organisation, Role};
 use wijkradar_domain::derived::{self, Derived, HouseholdSignal};
 use wijkradar_domain::{AreaCode, BuurtCode, CellTotal, GemeenteCode, Month, SignalTypeName};
 use wijkradar_proto::v1::{self as pb, query_service_server::QueryService};
-use wijkradar_release::{GemeenteTable, Rate, Released};
+use wijkradar_release::{GemeenteTable, Released};
 use wijkradar_store::ReleaseSnapshot;
 
 use crate::State;
+use crate::answer::Answer;
 use crate::auth::authorize;
 use crate::convert::{
     Period, TableQuery, gemeente_from_proto, level_to_proto, table_query_from_proto,
@@ -80,34 +81,43 @@ impl Query {
         // gemeente table, so no combination of levels gives more.
         let table = GemeenteTable::new(&state.hierarchy, q.gemeente);
         let now = crate::ingest::current_month();
-        let mut cells = Vec::new();
+        let mut answer = Answer::new(&state.bases, &table, q.level, q.columns);
         if q.period != Period::Month {
-            self.period_cells(&mut cells, &table, &q, now)?;
-            return Ok(pb::GetTableResponse {
-                cells,
-                k: state.policy.k(),
-                max_noise: state.policy.max_noise(),
-                rate_floor: state.bases.floor,
-                household_base_measure: state.base_measure.clone(),
-            });
+            self.period_cells(&mut answer, &table, &q, now)?;
+        } else {
+            self.month_cells(&mut answer, &table, &q, now)?;
         }
+        let (cells, columns) = answer.finish();
+        Ok(pb::GetTableResponse {
+            cells,
+            columns,
+            k: state.policy.k(),
+            max_noise: state.policy.max_noise(),
+            rate_floor: state.bases.floor,
+            household_base_measure: state.base_measure.clone(),
+        })
+    }
+
+    /// A month table: per signal type its materialised releases, then the
+    /// derived indicators computed afresh.
+    fn month_cells(
+        &self,
+        answer: &mut Answer<'_>,
+        table: &GemeenteTable,
+        q: &TableQuery,
+        now: Month,
+    ) -> Result<(), ApiError> {
+        let state = &self.state;
         for signal_type in &q.signal_types {
             let first_kept = state.retention.first_kept(signal_type, now);
             for month in q.from.through(q.to) {
                 let release = if month < first_kept {
                     Err(pb::CellStatus::Purged)
                 } else {
-                    self.release(&table, signal_type, month, q.gemeente, now)?
+                    self.release(table, signal_type, month, q.gemeente, now)?
                         .ok_or(pb::CellStatus::Pending)
                 };
-                self.push_cells(
-                    &mut cells,
-                    &table,
-                    q.level,
-                    signal_type.as_str(),
-                    &month.to_string(),
-                    release,
-                );
+                answer.part(signal_type.as_str(), &month.to_string(), release);
             }
         }
         if !q.derived.is_empty() {
@@ -121,20 +131,13 @@ impl Query {
                     let release = if month < first_kept {
                         Err(pb::CellStatus::Purged)
                     } else {
-                        self.derived_release(&table, &totals[d], month, now)
+                        self.derived_release(table, &totals[d], month, now)
                     };
-                    let label = month.to_string();
-                    self.push_cells(&mut cells, &table, q.level, d.name(), &label, release);
+                    answer.part(d.name(), &month.to_string(), release);
                 }
             }
         }
-        Ok(pb::GetTableResponse {
-            cells,
-            k: state.policy.k(),
-            max_noise: state.policy.max_noise(),
-            rate_floor: state.bases.floor,
-            household_base_measure: state.base_measure.clone(),
-        })
+        Ok(())
     }
 
     /// The earliest month any signal type still keeps.
@@ -166,79 +169,6 @@ impl Query {
             .map(|((_, b), t)| (*b, *t))
             .collect();
         Ok((1, table.release(&self.state.policy, &month_totals)))
-    }
-
-    /// The cells of a table part that is not released: pending or purged.
-    fn push_unreleased(
-        cells: &mut Vec<pb::Cell>,
-        table: &GemeenteTable,
-        level: wijkradar_domain::AreaLevel,
-        name: &str,
-        period: &str,
-        status: pb::CellStatus,
-    ) {
-        for area in table.codes().iter().filter(|a| a.level() == level) {
-            cells.push(pb::Cell {
-                area_code: area.to_string(),
-                signal_type: name.to_owned(),
-                month: period.to_owned(),
-                status: status.into(),
-                rate_area_code: area.to_string(),
-                ..Default::default()
-            });
-        }
-    }
-
-    /// The answer's cells of one release at `level`, with rates (or the
-    /// status of the whole part: pending while the month has not ended,
-    /// purged past retention).
-    fn push_cells(
-        &self,
-        cells: &mut Vec<pb::Cell>,
-        table: &GemeenteTable,
-        level: wijkradar_domain::AreaLevel,
-        name: &str,
-        period: &str,
-        release: Result<VersionedRelease, pb::CellStatus>,
-    ) {
-        let state = &self.state;
-        let (version, released) = match release {
-            Ok(r) => r,
-            Err(status) => {
-                Self::push_unreleased(cells, table, level, name, period, status);
-                return;
-            }
-        };
-        let rates = state.bases.rates(&released);
-        for ((area, released), rate) in released.into_iter().zip(rates) {
-            if area.level() != level {
-                continue;
-            }
-            let (status, value) = match released {
-                Released::Value(v) => (pb::CellStatus::Released, Some(v)),
-                Released::Suppressed => (pb::CellStatus::Suppressed, None),
-            };
-            let (rate_per_1000, rate_area, household_base) = match rate {
-                Rate::Own { per_1000, base } => (Some(per_1000), area, Some(base)),
-                Rate::RolledUp {
-                    area: wijk,
-                    per_1000,
-                    base,
-                } => (Some(per_1000), wijk, Some(base)),
-                Rate::None => (None, area, state.bases.per_area.get(&area).copied()),
-            };
-            cells.push(pb::Cell {
-                area_code: area.to_string(),
-                signal_type: name.to_owned(),
-                month: period.to_owned(),
-                status: status.into(),
-                value,
-                rate_per_1000,
-                rate_area_code: rate_area.to_string(),
-                household_base,
-                release_version: version,
-            });
-        }
     }
 
     /// Materialises the release of every table of a month before
@@ -281,7 +211,7 @@ impl Query {
     /// (computed afresh, release version 1); pending until the period ended.
     fn period_cells(
         &self,
-        cells: &mut Vec<pb::Cell>,
+        answer: &mut Answer<'_>,
         table: &GemeenteTable,
         q: &TableQuery,
         now: Month,
@@ -315,7 +245,7 @@ impl Query {
             let first_kept = state.retention.first_kept(signal_type, now);
             for (label, months) in &periods {
                 let release = release_of(months, first_kept, &counts);
-                self.push_cells(cells, table, q.level, signal_type.as_str(), label, release);
+                answer.part(signal_type.as_str(), label, release);
             }
         }
         let first_kept = self.first_kept_of_all(now);
@@ -323,7 +253,7 @@ impl Query {
             let counts = |signals: &[HouseholdSignal], m: Month| derived::counts_in(d, signals, m);
             for (label, months) in &periods {
                 let release = release_of(months, first_kept, &counts);
-                self.push_cells(cells, table, q.level, d.name(), label, release);
+                answer.part(d.name(), label, release);
             }
         }
         Ok(())

@@ -1,0 +1,235 @@
+//! A table answer being built, part by part (one signal type or derived
+//! indicator × one period): as a list of cells, or in the compact columns
+//! form for whole-municipality tables. Both come from the same releases and
+//! the same rate rules; `TableColumns::cells` turns the second into the
+//! first, and a test holds them equal.
+
+use wijkradar_domain::{AreaCode, AreaLevel};
+use wijkradar_proto::v1 as pb;
+use wijkradar_release::{Bases, GemeenteTable, Rate, Released};
+
+use crate::query::VersionedRelease;
+
+/// How a row's rate is found.
+#[derive(Debug, Clone, Copy)]
+struct RowRate {
+    /// The row's own base, when at least the floor (and above 0).
+    own: Option<u64>,
+    /// For a buurt below the floor (or without a base): its wijk's node and
+    /// base, when that is at least the floor.
+    rolled_up: Option<(usize, u64)>,
+}
+
+#[derive(Debug)]
+enum Form {
+    Cells(Vec<pb::Cell>),
+    Columns {
+        columns: pb::TableColumns,
+        rates: Vec<RowRate>,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct Answer<'a> {
+    bases: &'a Bases,
+    level: AreaLevel,
+    /// The nodes of the table at `level`, in order: the rows.
+    rows: Vec<usize>,
+    codes: Vec<AreaCode>,
+    form: Form,
+}
+
+impl<'a> Answer<'a> {
+    pub(crate) fn new(
+        bases: &'a Bases,
+        table: &GemeenteTable,
+        level: AreaLevel,
+        columns: bool,
+    ) -> Answer<'a> {
+        let codes = table.codes().to_vec();
+        let rows: Vec<usize> = (0..codes.len())
+            .filter(|&i| codes[i].level() == level)
+            .collect();
+        let form = if columns {
+            let index: std::collections::HashMap<AreaCode, usize> =
+                codes.iter().enumerate().map(|(i, &a)| (a, i)).collect();
+            let usable = |a: &AreaCode| {
+                bases
+                    .per_area
+                    .get(a)
+                    .copied()
+                    .filter(|&b| b >= bases.floor && b > 0)
+            };
+            let signed = |a: &AreaCode| bases.per_area.get(a).map_or(-1, |&b| b as i64);
+            let mut c = pb::TableColumns::default();
+            let mut rates = Vec::with_capacity(rows.len());
+            for &i in &rows {
+                let area = codes[i];
+                let small = bases.per_area.get(&area).is_none_or(|&b| b < bases.floor);
+                let rolled_up = match area {
+                    AreaCode::Buurt(b) if small => {
+                        let wijk = AreaCode::Wijk(b.wijk());
+                        index.get(&wijk).and_then(|&w| Some((w, usable(&wijk)?)))
+                    }
+                    _ => None,
+                };
+                let rate_area = match area {
+                    AreaCode::Buurt(b) if small => AreaCode::Wijk(b.wijk()),
+                    _ => area,
+                };
+                c.area_codes.push(area.to_string());
+                c.rate_area_codes.push(rate_area.to_string());
+                c.rate_area_bases.push(signed(&rate_area));
+                c.own_bases.push(signed(&area));
+                rates.push(RowRate {
+                    own: usable(&area),
+                    rolled_up,
+                });
+            }
+            Form::Columns { columns: c, rates }
+        } else {
+            Form::Cells(Vec::new())
+        };
+        Answer {
+            bases,
+            level,
+            rows,
+            codes,
+            form,
+        }
+    }
+
+    /// Adds one part: its release, or the status of all its cells (pending,
+    /// purged).
+    pub(crate) fn part(
+        &mut self,
+        name: &str,
+        period: &str,
+        release: Result<VersionedRelease, pb::CellStatus>,
+    ) {
+        match &mut self.form {
+            Form::Cells(cells) => {
+                push_cells(
+                    cells,
+                    self.bases,
+                    &self.codes,
+                    self.level,
+                    name,
+                    period,
+                    release,
+                );
+            }
+            Form::Columns { columns, rates } => {
+                columns.block_signal_types.push(name.to_owned());
+                columns.block_periods.push(period.to_owned());
+                let (version, released) = match release {
+                    Ok(r) => r,
+                    Err(status) => {
+                        columns.block_release_versions.push(0);
+                        let n = self.rows.len();
+                        columns
+                            .statuses
+                            .extend(std::iter::repeat_n(status as u8, n));
+                        columns.has_rate.extend(std::iter::repeat_n(0u8, n));
+                        return;
+                    }
+                };
+                columns.block_release_versions.push(version);
+                let value = |node: usize| match released.get(node) {
+                    Some((_, Released::Value(v))) => Some(*v),
+                    _ => None,
+                };
+                for (&node, rate) in self.rows.iter().zip(rates.iter()) {
+                    let v = value(node);
+                    match v {
+                        Some(v) => {
+                            columns.statuses.push(pb::CellStatus::Released as u8);
+                            columns.released_values.push(v);
+                        }
+                        None => columns.statuses.push(pb::CellStatus::Suppressed as u8),
+                    }
+                    let per_1000 = match (rate.own, v, rate.rolled_up) {
+                        (Some(base), Some(v), _) => Some(v as f64 * 1000.0 / base as f64),
+                        (None, _, Some((wijk, base))) => {
+                            value(wijk).map(|w| w as f64 * 1000.0 / base as f64)
+                        }
+                        _ => None,
+                    };
+                    match per_1000 {
+                        Some(r) => {
+                            columns.has_rate.push(1);
+                            columns.rates_per_1000.push(r);
+                        }
+                        None => columns.has_rate.push(0),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The cells, or the columns.
+    pub(crate) fn finish(self) -> (Vec<pb::Cell>, Option<pb::TableColumns>) {
+        match self.form {
+            Form::Cells(cells) => (cells, None),
+            Form::Columns { columns, .. } => (Vec::new(), Some(columns)),
+        }
+    }
+}
+
+/// One part as cells, with rates from [`Bases::rates`].
+fn push_cells(
+    cells: &mut Vec<pb::Cell>,
+    bases: &Bases,
+    codes: &[AreaCode],
+    level: AreaLevel,
+    name: &str,
+    period: &str,
+    release: Result<VersionedRelease, pb::CellStatus>,
+) {
+    let (version, released) = match release {
+        Ok(r) => r,
+        Err(status) => {
+            for area in codes.iter().filter(|a| a.level() == level) {
+                cells.push(pb::Cell {
+                    area_code: area.to_string(),
+                    signal_type: name.to_owned(),
+                    month: period.to_owned(),
+                    status: status.into(),
+                    rate_area_code: area.to_string(),
+                    ..Default::default()
+                });
+            }
+            return;
+        }
+    };
+    let rates = bases.rates(&released);
+    for ((area, released), rate) in released.into_iter().zip(rates) {
+        if area.level() != level {
+            continue;
+        }
+        let (status, value) = match released {
+            Released::Value(v) => (pb::CellStatus::Released, Some(v)),
+            Released::Suppressed => (pb::CellStatus::Suppressed, None),
+        };
+        let (rate_per_1000, rate_area, household_base) = match rate {
+            Rate::Own { per_1000, base } => (Some(per_1000), area, Some(base)),
+            Rate::RolledUp {
+                area: wijk,
+                per_1000,
+                base,
+            } => (Some(per_1000), wijk, Some(base)),
+            Rate::None => (None, area, bases.per_area.get(&area).copied()),
+        };
+        cells.push(pb::Cell {
+            area_code: area.to_string(),
+            signal_type: name.to_owned(),
+            month: period.to_owned(),
+            status: status.into(),
+            value,
+            rate_per_1000,
+            rate_area_code: rate_area.to_string(),
+            household_base,
+            release_version: version,
+        });
+    }
+}
