@@ -493,9 +493,14 @@ impl QueryService for Query {
         let this = Query {
             state: self.state.clone(),
         };
-        let answer = tokio::task::spawn_blocking(move || this.table(request.into_inner()))
-            .await
-            .map_err(|_| Status::from(ApiError::Internal))?;
+        let answer = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let answer = this.table(request.into_inner());
+            tracing::debug!(elapsed = ?started.elapsed(), "table computed");
+            answer
+        })
+        .await
+        .map_err(|_| Status::from(ApiError::Internal))?;
         self.audit(&analyst, call, &gemeente, asked, &answer);
         Ok(Response::new(answer?))
     }
