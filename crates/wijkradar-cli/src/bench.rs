@@ -65,6 +65,20 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// (Used by `bench query`: fills a store in a process of its own, so
+    /// that sled's memory from writing is gone before the server starts.)
+    #[command(hide = true)]
+    Fill {
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        #[arg(long)]
+        server_key: std::path::PathBuf,
+        #[arg(long)]
+        signals: usize,
+        /// Which part of the fill this is (its random seed).
+        #[arg(long, default_value_t = 0)]
+        part: u64,
+    },
     Query {
         /// Signals stored before querying.
         #[arg(long, default_value_t = 1_000_000)]
@@ -83,6 +97,12 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             runs,
         } => (signals, batch_size, runs),
         BenchCommand::Query { signals, queries } => return query(signals, queries).await,
+        BenchCommand::Fill {
+            data_dir,
+            server_key,
+            signals,
+            part,
+        } => return fill(&data_dir, &server_key, signals, part).await,
         BenchCommand::Release { signals, runs } => {
             return crate::bench_release::run(signals, runs).await;
         }
@@ -204,44 +224,29 @@ async fn query(n: usize, queries: usize) -> anyhow::Result<()> {
 
     let dir = tempfile::tempdir()?;
     let setup = DevSetup::create(dir.path(), &[("bench-analyst", "Bench", Role::Analyst)])?;
-    let key = ServerKey::load(&setup.config.keys.server_key)?;
-    {
-        // Fill the store through its own writer, as ingest would.
-        let store = wijkradar_store::Store::open(&setup.config.data_dir, key.id().as_str())?;
-        let (queue, writer) = wijkradar_store::IngestQueue::start(store.clone(), 64);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        let bar = indicatif::ProgressBar::new(n as u64);
-        for (i, chunk) in (0..n).collect::<Vec<_>>().chunks(10_000).enumerate() {
-            let signals: Vec<StoredSignal> = chunk
-                .iter()
-                .map(|_| {
-                    let pseudonym = key.rekey(&PartnerPseudonym::from_bytes(rng.random()));
-                    StoredSignal {
-                        record_key: key.record_key(&pseudonym),
-                        pseudonym,
-                        buurt: buurten[rng.random_range(0..buurten.len())],
-                        signal_type: types[rng.random_range(0..types.len())].clone(),
-                        month: months[rng.random_range(0..months.len())],
-                        severity: None,
-                    }
-                })
-                .collect();
-            let batch = wijkradar_store::IncomingBatch {
-                partner: "bench".into(),
-                id: wijkradar_domain::BatchId::new(&format!("fill-{i}")).expect("valid"),
-                key_id: wijkradar_domain::PseudonymKeyId::new("bench").expect("valid"),
-                digest: [0; 32],
-                signals,
-            };
-            queue.submit(batch).await?;
-            bar.inc(chunk.len() as u64);
-        }
-        bar.finish_and_clear();
-        drop(queue);
-        writer.join();
+    // The store is filled by child processes of a million signals each:
+    // sled keeps much of what one process wrote in memory (2.8 GB per
+    // million signals, measured), which the server, starting on the files,
+    // does not have to.
+    const PART: usize = 1_000_000;
+    let bar = indicatif::ProgressBar::new(n as u64);
+    for part in 0..n.div_ceil(PART) {
+        let signals = PART.min(n - part * PART);
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .args(["bench", "fill", "--signals", &signals.to_string()])
+            .args(["--part", &part.to_string(), "--data-dir"])
+            .arg(&setup.config.data_dir)
+            .arg("--server-key")
+            .arg(&setup.config.keys.server_key)
+            .status()?;
+        anyhow::ensure!(status.success(), "filling the store failed");
+        bar.inc(signals as u64);
     }
+    bar.finish_and_clear();
+    eprintln!("{}", rss("before the server starts"));
 
     let server = wijkradar_server::start(&setup.config).await?;
+    eprintln!("{}", rss("with the server started"));
     // Baseline: reading the same counts from the store, nothing else.
     let mut raw = Vec::with_capacity(queries);
     for i in 0..queries + 3 {
@@ -391,3 +396,69 @@ fn process_cpu_seconds() -> f64 {
     // utime and stime are fields 14 and 15 of the full line: 11 and 12 here.
     (ticks(11) + ticks(12)) / 100.0
 }
+
+/// This process's resident memory, for the benchmark's report.
+fn rss(when: &str) -> String {
+    let kb: u64 = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0);
+    format!("  memory (RSS) {when}: {:.2} GB", kb as f64 / 1e6)
+}
+/// Fills the store of a query benchmark through its own writer, as ingest
+/// would: random households over Almere's buurten × every type × 24 months.
+async fn fill(
+    data_dir: &std::path::Path,
+    server_key: &std::path::Path,
+    n: usize,
+    part: u64,
+) -> anyhow::Result<()> {
+    let hierarchy = Hierarchy::netherlands_2023();
+    let almere: GemeenteCode = "GM0034".parse().expect("valid");
+    let buurten: Vec<BuurtCode> = hierarchy.buurten_of(almere).collect();
+    let types: Vec<SignalTypeName> = wijkradar_domain::Catalogue::dutch_defaults()
+        .types()
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    let to = current_month().plus(-1);
+    let months: Vec<_> = to.plus(-23).through(to).collect();
+    let key = ServerKey::load(server_key)?;
+    {
+        // Fill the store through its own writer, as ingest would.
+        let store = wijkradar_store::Store::open(data_dir, key.id().as_str())?;
+        let (queue, writer) = wijkradar_store::IngestQueue::start(store.clone(), 64);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11 + part);
+        for (i, chunk) in (0..n).collect::<Vec<_>>().chunks(10_000).enumerate() {
+            let signals: Vec<StoredSignal> = chunk
+                .iter()
+                .map(|_| {
+                    let pseudonym = key.rekey(&PartnerPseudonym::from_bytes(rng.random()));
+                    StoredSignal {
+                        record_key: key.record_key(&pseudonym),
+                        pseudonym,
+                        buurt: buurten[rng.random_range(0..buurten.len())],
+                        signal_type: types[rng.random_range(0..types.len())].clone(),
+                        month: months[rng.random_range(0..months.len())],
+                        severity: None,
+                    }
+                })
+                .collect();
+            let batch = wijkradar_store::IncomingBatch {
+                partner: "bench".into(),
+                id: wijkradar_domain::BatchId::new(&format!("fill-{part}-{i}")).expect("valid"),
+                key_id: wijkradar_domain::PseudonymKeyId::new("bench").expect("valid"),
+                digest: [0; 32],
+                signals,
+            };
+            queue.submit(batch).await?;
+        }
+        drop(queue);
+        writer.join();
+    }
+
+    Ok(())
+}
+
