@@ -461,4 +461,3 @@ async fn fill(
 
     Ok(())
 }
-
