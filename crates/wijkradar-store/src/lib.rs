@@ -6,7 +6,7 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `S` | type id (u16) · month (u32) · household tag (32) | buurt (8) · severity (1) · sealed server pseudonym (48) |
+//! | `S` | gemeente (4) · type id (u16) · month (u32) · household tag (32) | buurt (8) · severity (1) · sealed server pseudonym (48) |
 //! | `C` | type id (u16) · month (u32) · buurt (8) | distinct households (u64) · cell key (u32) |
 //! | `B` | partner name length (u8) · partner name · batch id | content digest (32) |
 //! | `T` | signal type name | type id (u16) |
@@ -18,7 +18,8 @@
 //!
 //! Integers are big-endian so keys sort in order; `C` keys of one gemeente are
 //! one prefix range (type · month · 4 gemeente digits), and so are the `S`
-//! records of one (type, month).
+//! records of one gemeente: what its derived indicators and period tables
+//! read. A household is kept once per (gemeente, type, month).
 //!
 //! The server pseudonym is never stored in the clear: the household tag is an
 //! HMAC of it under a secret of the (type, month), and the value holds it
@@ -175,20 +176,33 @@ impl ReleaseSnapshot {
     }
 }
 
-fn signal_key(tag: &[u8; 32], type_id: u16, month: Month) -> [u8; 39] {
-    let mut k = [0u8; 39];
-    k[..7].copy_from_slice(&signal_prefix(type_id, month));
-    k[7..39].copy_from_slice(tag);
+/// Length of an `S` key.
+const SIGNAL_KEY: usize = 43;
+
+fn signal_key(g: &[u8; 4], tag: &[u8; 32], type_id: u16, month: Month) -> [u8; SIGNAL_KEY] {
+    let mut k = [0u8; SIGNAL_KEY];
+    k[..5].copy_from_slice(&signal_prefix(g));
+    k[5..7].copy_from_slice(&type_id.to_be_bytes());
+    k[7..11].copy_from_slice(&month.index().to_be_bytes());
+    k[11..].copy_from_slice(tag);
     k
 }
 
-/// The `S` keys of one (type, month).
-fn signal_prefix(type_id: u16, month: Month) -> [u8; 7] {
-    let mut k = [0u8; 7];
-    k[0] = SIGNAL;
-    k[1..3].copy_from_slice(&type_id.to_be_bytes());
-    k[3..7].copy_from_slice(&month.index().to_be_bytes());
+/// The `S` keys of one gemeente.
+fn signal_prefix(g: &[u8; 4]) -> [u8; 5] {
+    let mut k = [SIGNAL; 5];
+    k[1..].copy_from_slice(g);
     k
+}
+
+/// The type id and month of an `S` key.
+fn signal_period(k: &[u8]) -> Result<(u16, Month), StoreError> {
+    if k.len() != SIGNAL_KEY {
+        return Err(StoreError::Corrupt);
+    }
+    let month = Month::from_index(u32::from_be_bytes(k[7..11].try_into().expect("4 bytes")))
+        .ok_or(StoreError::Corrupt)?;
+    Ok((u16::from_be_bytes([k[5], k[6]]), month))
 }
 
 /// Length of an `S` value: buurt · severity · sealed pseudonym.
@@ -486,16 +500,12 @@ impl Store {
         // The key of the (type, month) being read: records come per period.
         type Period = ((u16, Month), Option<Arc<shred::PeriodKey>>);
         let mut period: Option<Period> = None;
-        for kv in self.db.scan_prefix([SIGNAL]) {
+        for kv in self.db.scan_prefix(signal_prefix(digits)) {
             let (k, v) = kv?;
-            if k.len() != 39 || v.len() != SIGNAL_VALUE || &v[..4] != digits {
-                continue;
+            if v.len() != SIGNAL_VALUE || &v[..4] != digits {
+                return Err(StoreError::Corrupt);
             }
-            let type_id = u16::from_be_bytes([k[1], k[2]]);
-            let month = Month::from_index(u32::from_be_bytes(
-                k[3..7].try_into().map_err(|_| StoreError::Corrupt)?,
-            ))
-            .ok_or(StoreError::Corrupt)?;
+            let (type_id, month) = signal_period(&k)?;
             if period.as_ref().is_none_or(|(p, _)| *p != (type_id, month)) {
                 period = Some(((type_id, month), self.keys.get(type_id, month)));
             }
@@ -503,7 +513,7 @@ impl Store {
             let Some(key) = period.as_ref().and_then(|(_, k)| k.as_ref()) else {
                 continue;
             };
-            let tag: &[u8; 32] = k[7..39].try_into().map_err(|_| StoreError::Corrupt)?;
+            let tag: &[u8; 32] = k[11..].try_into().map_err(|_| StoreError::Corrupt)?;
             let pseudonym = key.open(tag, &v[9..]).ok_or(StoreError::Corrupt)?;
             let signal = HouseholdSignal {
                 signal_type: type_id,
@@ -612,7 +622,12 @@ pub fn raw_write_baseline(
             value[..8].copy_from_slice(s.buurt.body());
             value[9..41].copy_from_slice(s.pseudonym.as_bytes());
             batch.insert(
-                &signal_key(s.pseudonym.as_bytes(), type_id, s.month)[..],
+                &signal_key(
+                    s.buurt.gemeente().body(),
+                    s.pseudonym.as_bytes(),
+                    type_id,
+                    s.month,
+                )[..],
                 &value[..],
             );
         }

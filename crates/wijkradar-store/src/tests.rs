@@ -352,3 +352,51 @@ async fn pseudonyms_are_never_stored_in_the_clear_and_a_purge_leaves_the_rest_co
     assert_eq!(store.signal_count().unwrap(), 3);
     assert_eq!(store.households_in(g).unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn a_gemeente_reads_only_its_own_signals() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), "k1").unwrap();
+    let (queue, writer) = IngestQueue::start(store.clone(), 8);
+    queue
+        .submit(batch(
+            "b1",
+            vec![
+                signal(1, "BU00340101", "huurachterstand", "2024-01"),
+                signal(2, "BU09950110", "huurachterstand", "2024-01"),
+                // The same household reported in both in one month counts in each.
+                signal(3, "BU00340101", "schoolverzuim", "2024-01"),
+                signal(3, "BU09950110", "schoolverzuim", "2024-01"),
+            ],
+        ))
+        .await
+        .unwrap();
+    let of = |g: &str| {
+        store
+            .households_in(g.parse().unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|(p, signals)| {
+                let buurten: Vec<String> = signals.iter().map(|s| s.buurt.to_string()).collect();
+                (p.as_bytes()[0], buurten)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of("GM0034"),
+        vec![
+            (1, vec!["BU00340101".to_owned()]),
+            (3, vec!["BU00340101".to_owned()])
+        ]
+    );
+    assert_eq!(
+        of("GM0995"),
+        vec![
+            (2, vec!["BU09950110".to_owned()]),
+            (3, vec!["BU09950110".to_owned()])
+        ]
+    );
+    assert_eq!(store.signal_count().unwrap(), 4);
+    drop(queue);
+    writer.join();
+}

@@ -20,9 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use wijkradar_domain::{CellTotal, Month, SignalTypeName};
 
 use crate::{
-    COUNT, IncomingBatch, PSEUDONYM_KEY, RELEASE, SIGNAL, SIGNAL_TOTAL, SIGNAL_VALUE, Store,
-    StoreError, TABLE_STATE, TYPE, batch_key, count_key, decode_total, encode_total, read_counter,
-    signal_key, signal_prefix, table_key,
+    COUNT, IncomingBatch, PSEUDONYM_KEY, RELEASE, SIGNAL, SIGNAL_KEY, SIGNAL_TOTAL, SIGNAL_VALUE,
+    Store, StoreError, TABLE_STATE, TYPE, batch_key, count_key, decode_total, encode_total,
+    read_counter, signal_key, signal_period, table_key,
 };
 
 /// Signal keys the Bloom filter is sized for at least; it is sized for twice
@@ -58,7 +58,7 @@ impl WriterState {
         })
     }
 
-    fn is_stored(&self, key: &[u8; 39]) -> Result<bool, StoreError> {
+    fn is_stored(&self, key: &[u8; SIGNAL_KEY]) -> Result<bool, StoreError> {
         Ok(self.stored_keys.contains(&key[..]) && self.store.db.contains_key(key)?)
     }
 
@@ -285,11 +285,15 @@ fn purge(
     let gone: HashSet<(u16, Month)> = periods.iter().copied().collect();
     let mut writes = sled::Batch::default();
     let mut signals = 0u64;
-    for &(type_id, month) in &periods {
-        for key in db.scan_prefix(signal_prefix(type_id, month)).keys() {
-            writes.remove(key?);
+    // Signals are kept per gemeente first: one pass over all of them.
+    for key in db.scan_prefix([SIGNAL]).keys() {
+        let key = key?;
+        if gone.contains(&signal_period(&key)?) {
+            writes.remove(key);
             signals += 1;
         }
+    }
+    for &(type_id, month) in &periods {
         let mut count_prefix = vec![COUNT];
         count_prefix.extend_from_slice(&type_id.to_be_bytes());
         count_prefix.extend_from_slice(&month.index().to_be_bytes());
@@ -362,7 +366,8 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
         };
         let key = state.store.keys.get_or_create(type_id, s.month)?;
         let tag = key.tag(&s.pseudonym);
-        records.push((signal_key(&tag, type_id, s.month), type_id, s, key, tag));
+        let skey = signal_key(s.buurt.gemeente().body(), &tag, type_id, s.month);
+        records.push((skey, type_id, s, key, tag));
     }
     records.sort_unstable_by_key(|r| r.0);
     let mut new_keys = Vec::with_capacity(records.len());
