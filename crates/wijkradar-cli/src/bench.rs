@@ -205,16 +205,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn query(n: usize, queries: usize) -> anyhow::Result<()> {
-    let hierarchy = Hierarchy::netherlands_2023();
-    let almere: GemeenteCode = "GM0034".parse().expect("valid");
-    let buurten: Vec<BuurtCode> = hierarchy.buurten_of(almere).collect();
-    let types: Vec<SignalTypeName> = wijkradar_domain::Catalogue::dutch_defaults()
-        .types()
-        .iter()
-        .map(|t| t.name.clone())
-        .collect();
-    let to = current_month().plus(-1);
-    let months: Vec<_> = to.plus(-23).through(to).collect();
+    let (almere, buurten, types, months) = almere_grid();
+    let to = *months.last().expect("24 months");
     println!(
         "Query benchmark: {n} signals over {} buurten × {} types × {} months of Almere; {queries} whole-municipality tables (buurt level, all types, 24 months)",
         buurten.len(),
@@ -415,16 +407,7 @@ async fn fill(
     n: usize,
     part: u64,
 ) -> anyhow::Result<()> {
-    let hierarchy = Hierarchy::netherlands_2023();
-    let almere: GemeenteCode = "GM0034".parse().expect("valid");
-    let buurten: Vec<BuurtCode> = hierarchy.buurten_of(almere).collect();
-    let types: Vec<SignalTypeName> = wijkradar_domain::Catalogue::dutch_defaults()
-        .types()
-        .iter()
-        .map(|t| t.name.clone())
-        .collect();
-    let to = current_month().plus(-1);
-    let months: Vec<_> = to.plus(-23).through(to).collect();
+    let (_, buurten, types, months) = almere_grid();
     let key = ServerKey::load(server_key)?;
     {
         // Fill the store through its own writer, as ingest would.
@@ -434,17 +417,7 @@ async fn fill(
         for (i, chunk) in (0..n).collect::<Vec<_>>().chunks(10_000).enumerate() {
             let signals: Vec<StoredSignal> = chunk
                 .iter()
-                .map(|_| {
-                    let pseudonym = key.rekey(&PartnerPseudonym::from_bytes(rng.random()));
-                    StoredSignal {
-                        record_key: key.record_key(&pseudonym),
-                        pseudonym,
-                        buurt: buurten[rng.random_range(0..buurten.len())],
-                        signal_type: types[rng.random_range(0..types.len())].clone(),
-                        month: months[rng.random_range(0..months.len())],
-                        severity: None,
-                    }
-                })
+                .map(|_| random_signal(&key, &mut rng, &buurten, &types, &months))
                 .collect();
             let batch = wijkradar_store::IncomingBatch {
                 partner: "bench".into(),
@@ -460,4 +433,43 @@ async fn fill(
     }
 
     Ok(())
+}
+
+/// The query benchmark's grid: Almere, its buurten, every catalogue type
+/// and the 24 months up to the last ended one.
+fn almere_grid() -> (
+    GemeenteCode,
+    Vec<BuurtCode>,
+    Vec<SignalTypeName>,
+    Vec<wijkradar_domain::Month>,
+) {
+    let almere: GemeenteCode = "GM0034".parse().expect("valid");
+    let buurten = Hierarchy::netherlands_2023().buurten_of(almere).collect();
+    let types = wijkradar_domain::Catalogue::dutch_defaults()
+        .types()
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    let to = current_month().plus(-1);
+    (almere, buurten, types, to.plus(-23).through(to).collect())
+}
+
+/// A stored signal of a random household in a random cell of the grid,
+/// keyed as the server would.
+pub fn random_signal(
+    key: &ServerKey,
+    rng: &mut impl Rng,
+    buurten: &[BuurtCode],
+    types: &[SignalTypeName],
+    months: &[wijkradar_domain::Month],
+) -> StoredSignal {
+    let pseudonym = key.rekey(&PartnerPseudonym::from_bytes(rng.random()));
+    StoredSignal {
+        record_key: key.record_key(&pseudonym),
+        pseudonym,
+        buurt: buurten[rng.random_range(0..buurten.len())],
+        signal_type: types[rng.random_range(0..types.len())].clone(),
+        month: months[rng.random_range(0..months.len())],
+        severity: None,
+    }
 }

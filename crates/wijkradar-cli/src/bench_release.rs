@@ -3,8 +3,8 @@
 //! audited, stored and logged), as the operator's MaterialiseReleases call
 //! does it, against reading the same counts from sled.
 
-use rand::{Rng, SeedableRng};
-use wijkradar_domain::{AreaCode, BuurtCode, GemeenteCode, Hierarchy, PartnerPseudonym};
+use rand::SeedableRng;
+use wijkradar_domain::{AreaCode, BuurtCode, GemeenteCode, Hierarchy};
 use wijkradar_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
 use wijkradar_pseudonym::ServerKey;
 use wijkradar_server::access::Role;
@@ -63,15 +63,7 @@ pub async fn run(signals: usize, runs: usize) -> anyhow::Result<()> {
                 let n = left.min(10_000);
                 let batch: Vec<StoredSignal> = (0..n)
                     .map(|_| {
-                        let pseudonym = key.rekey(&PartnerPseudonym::from_bytes(rng.random()));
-                        StoredSignal {
-                            record_key: key.record_key(&pseudonym),
-                            pseudonym,
-                            buurt: buurten[rng.random_range(0..buurten.len())],
-                            signal_type: types[rng.random_range(0..types.len())].clone(),
-                            month,
-                            severity: None,
-                        }
+                        crate::bench::random_signal(&key, &mut rng, &buurten, &types, &[month])
                     })
                     .collect();
                 queue

@@ -24,7 +24,7 @@ struct RowRate {
 enum Form {
     Cells(Vec<pb::Cell>),
     Columns {
-        columns: pb::TableColumns,
+        columns: Box<pb::TableColumns>,
         rates: Vec<RowRate>,
     },
 }
@@ -86,7 +86,10 @@ impl<'a> Answer<'a> {
                     rolled_up,
                 });
             }
-            Form::Columns { columns: c, rates }
+            Form::Columns {
+                columns: Box::new(c),
+                rates,
+            }
         } else {
             Form::Cells(Vec::new())
         };
@@ -171,7 +174,7 @@ impl<'a> Answer<'a> {
     pub(crate) fn finish(self) -> (Vec<pb::Cell>, Option<pb::TableColumns>) {
         match self.form {
             Form::Cells(cells) => (cells, None),
-            Form::Columns { columns, .. } => (Vec::new(), Some(columns)),
+            Form::Columns { columns, .. } => (Vec::new(), Some(*columns)),
         }
     }
 }
