@@ -642,3 +642,53 @@ async fn a_partner_over_its_rate_is_refused_and_the_others_are_not_slowed() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert_eq!(server.store().signal_count().unwrap(), 300);
 }
+
+#[tokio::test]
+async fn the_agent_waits_out_the_rate_limit_and_sends_the_rest() {
+    use wijkradar_agent::{Outbox, outbox::Import};
+    let server = start(|c| {
+        c.limits.max_batch_signals = 100;
+        c.limits.partner_signals_per_second = 400;
+        c.limits.partner_burst_signals = 200;
+    })
+    .await;
+    let month = month_ago(2);
+    let batches: Vec<_> = (0..5)
+        .map(|i| {
+            batch(
+                &format!("golf-{i}"),
+                "huurachterstand",
+                ALMERE_BUURT,
+                &month,
+                300 + i,
+                100,
+            )
+        })
+        .collect();
+    let work = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(&work.path().join("outbox")).unwrap();
+    let record = Import {
+        at: 0,
+        file_name: "golf.csv".into(),
+        rows: 500,
+        signals: 500,
+        batches: 5,
+        key_id: KEY_ID.into(),
+    };
+    let encoded: Vec<Vec<u8>> = batches.iter().map(prost::Message::encode_to_vec).collect();
+    outbox.import(&[7; 32], &record, &encoded).unwrap();
+    let started = std::time::Instant::now();
+    let sent =
+        wijkradar_agent::run::send_pending(&outbox, server.channel("corporatie").await, |_| {})
+            .await
+            .unwrap();
+    // The burst takes two batches; each further one waits a quarter second.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!((sent.signals, sent.stored, sent.batches), (500, 5, 5));
+    assert!(outbox.pending().unwrap().is_empty());
+    assert_eq!(server.store().signal_count().unwrap(), 500);
+}

@@ -117,6 +117,17 @@ pub fn make_batches(signals: Vec<pb::Signal>, key_id: &str, batch_size: usize) -
 /// Sends `batches` on one stream, keeping several in flight. `on_ack` is
 /// called once per acknowledged batch, in order, with the batch's index and
 /// whether it was new; only then may the caller forget the batch.
+/// How long the aggregator asks to wait, when it refused a batch because
+/// the partner is over its rate limit ("… retry in N ms").
+pub fn retry_after(status: &tonic::Status) -> Option<std::time::Duration> {
+    if status.code() != tonic::Code::ResourceExhausted {
+        return None;
+    }
+    let rest = status.message().split("retry in ").nth(1)?;
+    let ms: u64 = rest.split(' ').next()?.parse().ok()?;
+    Some(std::time::Duration::from_millis(ms))
+}
+
 pub async fn send(
     channel: Channel,
     batches: Vec<pb::Batch>,

@@ -160,15 +160,64 @@ pub struct SendReport {
     pub already_stored: usize,
 }
 
-/// Sends every pending batch of the outbox on one stream. `on_ack` is told
-/// the signals acknowledged so far, before the batch is removed from the
-/// outbox. On an error, whatever was not acknowledged stays in the outbox.
+/// Longest wait the agent accepts when the aggregator says the partner is
+/// over its rate limit; a longer one ends the run (the outbox keeps the rest).
+const MAX_RATE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Sends every pending batch of the outbox. `on_ack` is told the signals
+/// acknowledged so far, before the batch is removed from the outbox. When
+/// the aggregator refuses a batch because the partner is over its rate
+/// limit, waits as long as it says and sends the rest. On another error,
+/// whatever was not acknowledged stays in the outbox.
 pub async fn send_pending(
     outbox: &Outbox,
     channel: Channel,
     mut on_ack: impl FnMut(u64),
 ) -> Result<SendReport, RunError> {
-    let pending = outbox.pending()?;
+    let mut total = SendReport::default();
+    loop {
+        let done = total.signals;
+        let result = send_pending_once(outbox, channel.clone(), |n| on_ack(done + n)).await;
+        let (report, error) = match result {
+            Ok(report) => return Ok(total.add(report)),
+            Err((report, error)) => (report, error),
+        };
+        total = total.add(report);
+        match &error {
+            RunError::Client(ClientError::Refused(status)) => match client::retry_after(status) {
+                Some(wait) if wait <= MAX_RATE_WAIT => {
+                    tracing::info!(
+                        wait_ms = wait.as_millis() as u64,
+                        "over the rate limit; waiting"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return Err(error),
+            },
+            _ => return Err(error),
+        }
+    }
+}
+
+impl SendReport {
+    fn add(self, other: SendReport) -> SendReport {
+        SendReport {
+            batches: self.batches + other.batches,
+            signals: self.signals + other.signals,
+            stored: self.stored + other.stored,
+            already_stored: self.already_stored + other.already_stored,
+        }
+    }
+}
+
+/// One stream of [`send_pending`]; on an error, also what it acknowledged.
+async fn send_pending_once(
+    outbox: &Outbox,
+    channel: Channel,
+    mut on_ack: impl FnMut(u64),
+) -> Result<SendReport, (SendReport, RunError)> {
+    let fail = |e: RunError| (SendReport::default(), e);
+    let pending = outbox.pending().map_err(|e| fail(e.into()))?;
     if pending.is_empty() {
         return Ok(SendReport::default());
     }
@@ -178,8 +227,13 @@ pub async fn send_pending(
         .collect();
     let batches = pending.into_iter().map(|(_, b)| b).collect();
     let mut signals = 0;
+    let (mut stored, mut already_stored) = (0, 0);
     let mut remove_error = None;
-    let result = client::send(channel, batches, |i, _| {
+    let result = client::send(channel, batches, |i, outcome| {
+        match outcome {
+            wijkradar_proto::v1::BatchOutcome::AlreadyStored => already_stored += 1,
+            _ => stored += 1,
+        }
         let (seq, n) = seqs[i];
         signals += n;
         on_ack(signals);
@@ -189,19 +243,29 @@ pub async fn send_pending(
     })
     .await;
     // What was acknowledged is forgotten durably, even after an error.
-    outbox.flush()?;
+    outbox.flush().map_err(|e| fail(e.into()))?;
     if let Some(e) = remove_error {
-        return Err(e.into());
+        return Err(fail(e.into()));
     }
-    let SubmitReport {
-        batches,
-        stored,
-        already_stored,
-    } = result?;
-    Ok(SendReport {
-        batches,
-        signals,
-        stored,
-        already_stored,
-    })
+    match result {
+        Ok(SubmitReport {
+            batches,
+            stored,
+            already_stored,
+        }) => Ok(SendReport {
+            batches,
+            signals,
+            stored,
+            already_stored,
+        }),
+        Err(e) => Err((
+            SendReport {
+                batches: stored + already_stored,
+                signals,
+                stored,
+                already_stored,
+            },
+            e.into(),
+        )),
+    }
 }
