@@ -132,13 +132,7 @@ async fn submit(channel: Channel, batches: Vec<pb::Batch>) -> Vec<Result<(), ton
 }
 
 fn month_ago(n: i32) -> String {
-    let now = Month::from_unix_seconds(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64,
-    );
-    now.plus(-n).to_string()
+    wijkradar_tests::current_month().plus(-n).to_string()
 }
 
 async fn call(channel: Channel, op: Op, seq: usize) -> Result<(), tonic::Status> {

@@ -442,7 +442,7 @@ async fn rates_per_1000_use_the_released_value_and_small_buurten_show_their_wijk
 async fn the_columns_layout_holds_exactly_the_cells_of_the_cells_layout() {
     let server = TestServer::start().await;
     may_2024(&server).await;
-    let now = wijkradar_server_now();
+    let now = wijkradar_tests::current_month().to_string();
     // The cells of every type over 32 months are a few MB.
     let mut q = server
         .query(ANALYST)
@@ -485,17 +485,6 @@ async fn the_columns_layout_holds_exactly_the_cells_of_the_cells_layout() {
         with_rates > 0 && with_values > 0,
         "{with_rates} {with_values}"
     );
-}
-
-/// The current month, as the server reads its clock.
-fn wijkradar_server_now() -> String {
-    wijkradar_domain::Month::from_unix_seconds(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64,
-    )
-    .to_string()
 }
 
 #[tokio::test]

@@ -204,6 +204,16 @@ pub fn read_simple_export(
     (summary, signals)
 }
 
+/// The current month by the clock, as the server reads it (`YYYY-MM`).
+pub fn current_month() -> wijkradar_domain::Month {
+    wijkradar_domain::Month::from_unix_seconds(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_secs() as i64,
+    )
+}
+
 /// Every byte of every file under `dir`: what someone with a copy of a
 /// data directory has.
 pub fn all_bytes(dir: &std::path::Path) -> Vec<u8> {

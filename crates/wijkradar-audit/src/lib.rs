@@ -140,7 +140,8 @@ struct LineIn<'a> {
     entry: &'a RawValue,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// SHA-256 of `bytes` as lowercase hex, as the log writes hashes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
 }
 

@@ -18,13 +18,7 @@ pub fn run(types: usize, runs: usize) -> anyhow::Result<()> {
     let hierarchy = Hierarchy::netherlands_2023();
     let dwellings = Dwellings::kwb_2024();
     let scenario = Scenario::default();
-    let gemeenten: Vec<_> = hierarchy
-        .all_of_country()
-        .filter_map(|a| match a {
-            AreaCode::Gemeente(g) => Some(g),
-            _ => None,
-        })
-        .collect();
+    let gemeenten: Vec<_> = hierarchy.gemeenten().collect();
     let mut runs_data = Vec::new();
     let (mut n_wijken, mut n_buurten) = (0, 0);
     for (gi, &g) in gemeenten.iter().enumerate() {

@@ -4,7 +4,7 @@
 //! does it, against reading the same counts from sled.
 
 use rand::SeedableRng;
-use wijkradar_domain::{AreaCode, BuurtCode, GemeenteCode, Hierarchy};
+use wijkradar_domain::{BuurtCode, GemeenteCode, Hierarchy};
 use wijkradar_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
 use wijkradar_pseudonym::ServerKey;
 use wijkradar_server::access::Role;
@@ -16,20 +16,8 @@ use crate::connection::Connection;
 
 pub async fn run(signals: usize, runs: usize) -> anyhow::Result<()> {
     let hierarchy = Hierarchy::netherlands_2023();
-    let buurten: Vec<BuurtCode> = hierarchy
-        .all_of_country()
-        .filter_map(|a| match a {
-            AreaCode::Buurt(b) => Some(b),
-            _ => None,
-        })
-        .collect();
-    let gemeenten: Vec<GemeenteCode> = hierarchy
-        .all_of_country()
-        .filter_map(|a| match a {
-            AreaCode::Gemeente(g) => Some(g),
-            _ => None,
-        })
-        .collect();
+    let buurten: Vec<BuurtCode> = hierarchy.buurten().collect();
+    let gemeenten: Vec<GemeenteCode> = hierarchy.gemeenten().collect();
     let types: Vec<_> = wijkradar_domain::Catalogue::dutch_defaults()
         .types()
         .iter()

@@ -244,12 +244,21 @@ impl Hierarchy {
         }
     }
 
+    /// Every gemeente of the country, in code order.
+    pub fn gemeenten(&self) -> impl Iterator<Item = GemeenteCode> + '_ {
+        self.gemeenten.keys().copied()
+    }
+
+    /// Every buurt of the country, in code order.
+    pub fn buurten(&self) -> impl Iterator<Item = BuurtCode> + '_ {
+        self.buurten.keys().copied()
+    }
+
     /// Every area of the country: gemeenten, wijken, then buurten.
     pub fn all_of_country(&self) -> impl Iterator<Item = AreaCode> + '_ {
-        let g = self.gemeenten.keys().copied().map(AreaCode::Gemeente);
+        let g = self.gemeenten().map(AreaCode::Gemeente);
         let w = self.wijken.keys().copied().map(AreaCode::Wijk);
-        g.chain(w)
-            .chain(self.buurten.keys().copied().map(AreaCode::Buurt))
+        g.chain(w).chain(self.buurten().map(AreaCode::Buurt))
     }
 
     /// Every area of a gemeente, gemeente first, then wijken, then buurten.

@@ -216,14 +216,9 @@ impl AccessPolicy {
         let file: AccessFile = toml::from_str(text).map_err(|e| Problem::Parse(e.to_string()))?;
         let mut revoked = HashSet::new();
         for f in &file.revoked_certificates {
-            let hex: String = f.chars().filter(|c| *c != ':').collect();
-            let bytes = (0..hex.len())
-                .step_by(2)
-                .map(|i| {
-                    hex.get(i..i + 2)
-                        .and_then(|b| u8::from_str_radix(b, 16).ok())
-                })
-                .collect::<Option<Vec<u8>>>()
+            let digits: String = f.chars().filter(|c| *c != ':').collect();
+            let bytes = hex::decode(&digits)
+                .ok()
                 .and_then(|v| <[u8; 32]>::try_from(v).ok())
                 .ok_or_else(|| {
                     Problem::Parse(format!(

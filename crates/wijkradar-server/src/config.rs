@@ -261,7 +261,8 @@ impl ServerConfig {
                 "request_timeout_seconds and max_streams_per_connection must be at least 1".into(),
             ));
         }
-        self.catalogue()
+        let catalogue = self
+            .catalogue()
             .map_err(|e| ("signal_types", e.to_string()))?;
         self.release
             .policy()
@@ -272,9 +273,6 @@ impl ServerConfig {
         if self.retention.default_months == 0 {
             return Err(("retention.default_months", "must be at least 1".into()));
         }
-        let catalogue = self
-            .catalogue()
-            .map_err(|e| ("signal_types", e.to_string()))?;
         for (name, &months) in &self.retention.months {
             if catalogue.get(name).is_none() {
                 return Err((

@@ -158,21 +158,19 @@ pub fn dev_oin(i: usize) -> Oin {
 /// under `oin`, with `roles` for `municipalities` (a partner may submit
 /// every catalogue type).
 pub fn access_entry(name: &str, oin: &Oin, roles: &[Role], municipalities: &[&str]) -> String {
-    let list = |items: &mut dyn Iterator<Item = &str>| {
-        items
-            .map(|i| format!("{:?}", i))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let gemeenten = list(&mut municipalities.iter().copied());
+    // toml's own string rendering quotes and escapes.
+    let quoted = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let list = |items: Vec<&str>| items.into_iter().map(quoted).collect::<Vec<_>>().join(", ");
+    let gemeenten = list(municipalities.to_vec());
+    let name = quoted(name);
     let mut s = format!(
-        "\n[[organisation]]\nname = {name:?}\noin = \"{oin}\"\nsubject_common_name = {name:?}\n"
+        "\n[[organisation]]\nname = {name}\noin = \"{oin}\"\nsubject_common_name = {name}\n"
     );
     for role in roles {
         match role {
             Role::Partner => {
                 let catalogue = wijkradar_domain::Catalogue::dutch_defaults();
-                let types = list(&mut catalogue.types().iter().map(|t| t.name.as_str()));
+                let types = list(catalogue.types().iter().map(|t| t.name.as_str()).collect());
                 s.push_str(&format!(
                     "partner = {{ signal_types = [{types}], municipalities = [{gemeenten}] }}\n"
                 ));

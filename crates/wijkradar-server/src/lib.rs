@@ -202,14 +202,6 @@ async fn finish(
     Ok(served?)
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn read(path: &std::path::Path) -> Result<Vec<u8>, ServerError> {
     std::fs::read(path).map_err(|source| ServerError::Read {
         path: path.to_owned(),
@@ -259,7 +251,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
     audit.append(
         "aggregator",
         Event::Start {
-            access_sha256: hex_sha256(&read(&config.access)?),
+            access_sha256: wijkradar_audit::sha256_hex(&read(&config.access)?),
         },
         true,
     )?;

@@ -429,21 +429,38 @@ fn describe_table(r: &pb::GetTableRequest) -> String {
 }
 
 impl Query {
-    /// Records an answered (or refused) call in the audit log.
-    fn audit<T>(
+    /// Answers one call: the analyst's grant for the gemeente first, then
+    /// `work` on a blocking thread, then the audit entry (what was asked and
+    /// whether it was answered).
+    async fn answer<Req: Send + 'static, Resp: Send + 'static>(
         &self,
-        who: &Organisation,
-        call: &str,
-        gemeente: &str,
-        request: String,
-        answer: &Result<T, ApiError>,
-    ) {
+        call: &'static str,
+        request: Request<Req>,
+        gemeente: impl Fn(&Req) -> &str,
+        asked: impl Fn(&Req) -> String,
+        work: fn(&Query, Req) -> Result<Resp, ApiError>,
+    ) -> Result<Response<Resp>, Status> {
+        let gemeente = crate::convert::printable(gemeente(request.get_ref()));
+        let analyst = self.analyst_of(&request, call, &gemeente)?;
+        let asked = asked(request.get_ref());
+        let this = Query {
+            state: self.state.clone(),
+        };
+        let answer = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let answer = work(&this, request.into_inner());
+            tracing::debug!(call, elapsed = ?started.elapsed(), "answer computed");
+            answer
+        })
+        .await
+        .map_err(|_| Status::from(ApiError::Internal))?;
         let refused = answer.as_ref().err().map(|e| e.to_string());
         self.state.audit.record(
-            &who.name,
-            crate::call_event(call, gemeente, &request, refused),
+            &analyst.name,
+            crate::call_event(call, &gemeente, &asked, refused),
             false,
         );
+        Ok(Response::new(answer?))
     }
 }
 
@@ -453,55 +470,41 @@ impl QueryService for Query {
         &self,
         request: Request<pb::GetCatalogueRequest>,
     ) -> Result<Response<pb::GetCatalogueResponse>, Status> {
-        let call = "GetCatalogue";
-        let gemeente = crate::convert::printable(&request.get_ref().gemeente_code);
-        let analyst = self.analyst_of(&request, call, &gemeente)?;
-        let answer = self.catalogue(request.into_inner());
-        self.audit(&analyst, call, &gemeente, String::new(), &answer);
-        Ok(Response::new(answer?))
+        self.answer(
+            "GetCatalogue",
+            request,
+            |r| &r.gemeente_code,
+            |_| String::new(),
+            Query::catalogue,
+        )
+        .await
     }
 
     async fn get_alerts(
         &self,
         request: Request<pb::GetAlertsRequest>,
     ) -> Result<Response<pb::GetAlertsResponse>, Status> {
-        let call = "GetAlerts";
-        let gemeente = crate::convert::printable(&request.get_ref().gemeente_code);
-        let analyst = self.analyst_of(&request, call, &gemeente)?;
-        let asked = format!(
-            "month={}",
-            crate::convert::printable(&request.get_ref().month)
-        );
-        let this = Query {
-            state: self.state.clone(),
-        };
-        let answer = tokio::task::spawn_blocking(move || this.alerts(request.into_inner()))
-            .await
-            .map_err(|_| Status::from(ApiError::Internal))?;
-        self.audit(&analyst, call, &gemeente, asked, &answer);
-        Ok(Response::new(answer?))
+        self.answer(
+            "GetAlerts",
+            request,
+            |r| &r.gemeente_code,
+            |r| format!("month={}", crate::convert::printable(&r.month)),
+            Query::alerts,
+        )
+        .await
     }
 
     async fn get_table(
         &self,
         request: Request<pb::GetTableRequest>,
     ) -> Result<Response<pb::GetTableResponse>, Status> {
-        let call = "GetTable";
-        let gemeente = crate::convert::printable(&request.get_ref().gemeente_code);
-        let analyst = self.analyst_of(&request, call, &gemeente)?;
-        let asked = describe_table(request.get_ref());
-        let this = Query {
-            state: self.state.clone(),
-        };
-        let answer = tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let answer = this.table(request.into_inner());
-            tracing::debug!(elapsed = ?started.elapsed(), "table computed");
-            answer
-        })
+        self.answer(
+            "GetTable",
+            request,
+            |r| &r.gemeente_code,
+            describe_table,
+            Query::table,
+        )
         .await
-        .map_err(|_| Status::from(ApiError::Internal))?;
-        self.audit(&analyst, call, &gemeente, asked, &answer);
-        Ok(Response::new(answer?))
     }
 }

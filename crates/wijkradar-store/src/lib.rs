@@ -531,17 +531,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Every (type, month) whose signals are held, by the type's name: what
-    /// retention walks.
-    pub fn periods(&self) -> Vec<(SignalTypeName, Month)> {
-        let names = self.type_names();
-        self.keys
-            .periods()
-            .into_iter()
-            .filter_map(|(t, m)| Some((names.get(&t)?.clone(), m)))
-            .collect()
-    }
-
     /// Every partner key id signals were stored under, with how many new
     /// signals each brought: how the epochs of pseudonymisation are told apart.
     pub fn pseudonym_keys(&self) -> Result<Vec<(PseudonymKeyId, u64)>, StoreError> {
