@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -31,6 +31,9 @@ use serde_json::value::RawValue;
 
 /// The log's file name inside the aggregator's data directory.
 pub const FILE_NAME: &str = "audit.log";
+
+/// How much of the log's end is read at start to find its last entry.
+const TAIL_BYTES: u64 = 1 << 20;
 
 /// The `prev` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -175,29 +178,43 @@ impl AuditLog {
             path: path.to_owned(),
             source,
         };
-        let text = match std::fs::read(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io(e)),
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        // Only the end is read: the last entry is what the chain goes on from.
+        let len = file.metadata().map_err(io)?.len();
+        let start = len.saturating_sub(TAIL_BYTES);
+        let mut tail = Vec::new();
+        file.seek(SeekFrom::Start(start))
+            .and_then(|_| file.read_to_end(&mut tail))
+            .map_err(io)?;
+        let whole = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if whole < tail.len() && (whole > 0 || start == 0) {
+            // An entry cut short by a crash while it was appended was never
+            // acknowledged: it goes, so the next one starts on its own line.
+            tracing::warn!("the audit log ended in a partial entry; it was cut off");
+            file.set_len(start + whole as u64).map_err(io)?;
+        }
+        let unreadable = || AuditError::Unreadable {
+            path: path.to_owned(),
         };
-        let (next_seq, last_hash) = match text.split(|&b| b == b'\n').rev().find(|l| !l.is_empty())
+        let (next_seq, last_hash) = match tail[..whole]
+            .split(|&b| b == b'\n')
+            .rev()
+            .find(|l| !l.is_empty())
         {
-            None => (1, GENESIS.to_owned()),
+            None if start == 0 => (1, GENESIS.to_owned()),
+            None => return Err(unreadable()),
             Some(line) => {
-                let unreadable = || AuditError::Unreadable {
-                    path: path.to_owned(),
-                };
                 let parsed: LineIn<'_> = serde_json::from_slice(line).map_err(|_| unreadable())?;
                 let entry: Entry =
                     serde_json::from_str(parsed.entry.get()).map_err(|_| unreadable())?;
                 (entry.seq + 1, parsed.hash)
             }
         };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io)?;
         Ok(AuditLog {
             path: path.to_owned(),
             inner: Mutex::new(Appender {

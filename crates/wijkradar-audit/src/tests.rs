@@ -174,3 +174,29 @@ proptest::proptest! {
         proptest::prop_assert!(!verify(&changed, None).is_intact());
     }
 }
+
+#[test]
+fn an_entry_cut_short_by_a_crash_is_dropped_and_the_chain_goes_on() {
+    let (dir, bytes) = log_of(3);
+    let path = dir.path().join(FILE_NAME);
+    let mut cut = bytes.clone();
+    cut.extend_from_slice(br#"{"hash":"ab","entry":{"seq":4,"#);
+    std::fs::write(&path, &cut).unwrap();
+    let log = AuditLog::open(&path).unwrap();
+    assert_eq!(log.head().0, 3);
+    log.append(
+        "fg",
+        Event::Call {
+            call: "ExportAudit".into(),
+            gemeente: String::new(),
+            request: String::new(),
+            outcome: "ok".into(),
+            reason: None,
+        },
+        true,
+    )
+    .unwrap();
+    let report = verify(&std::fs::read(&path).unwrap(), None);
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.entries, 4);
+}
