@@ -138,7 +138,7 @@ fn expected_table(
     let policy = server.setup.config.release.policy().unwrap();
     let table = GemeenteTable::new(&Hierarchy::netherlands_2023(), "GM0034".parse().unwrap());
     table
-        .release(&policy, buurten)
+        .release(&policy, buurten, &[])
         .into_iter()
         .map(|(a, r)| {
             (
@@ -684,10 +684,16 @@ async fn quarters_and_years_count_each_household_once() {
 
 /// Waits for version `wanted` of March 2024's rent-arrears release of Almere.
 async fn materialised(server: &TestServer, wanted: u32) -> wijkradar_store::ReleaseSnapshot {
-    let t = "huurachterstand".parse().unwrap();
-    let (m, g) = ("2024-03".parse().unwrap(), "GM0034".parse().unwrap());
+    let store = server.store();
+    let t = store.type_id(&"huurachterstand".parse().unwrap()).unwrap();
+    let table = wijkradar_store::TableRef {
+        gemeente: "GM0034".parse().unwrap(),
+        measure: wijkradar_store::Measure::Type(t),
+        months: 1,
+        first: "2024-03".parse().unwrap(),
+    };
     for _ in 0..100 {
-        if let Some(s) = server.store().release_snapshot(&t, m, g).unwrap()
+        if let Some(s) = store.release_snapshot(&table).unwrap()
             && s.version == wanted
         {
             return s;
@@ -730,4 +736,175 @@ async fn ended_months_are_materialised_on_schedule() {
         .unwrap()
         .into_inner();
     assert!(answer.cells.iter().all(|c| c.release_version == 2));
+}
+
+/// Every cell of one measure's tables over `from..=to` at all three levels,
+/// per period label.
+async fn released_by_period(
+    server: &TestServer,
+    measure: &str,
+    period: pb::Period,
+    from: &str,
+    to: &str,
+) -> BTreeMap<String, (u32, BTreeMap<AreaCode, Released>)> {
+    let mut q = server.query(ANALYST).await;
+    let mut out: BTreeMap<String, (u32, BTreeMap<AreaCode, Released>)> = BTreeMap::new();
+    for level in [
+        pb::AreaLevel::Gemeente,
+        pb::AreaLevel::Wijk,
+        pb::AreaLevel::Buurt,
+    ] {
+        let mut r = table_request(level, &[measure], from, to);
+        r.period = period.into();
+        for c in q.get_table(r).await.unwrap().into_inner().cells {
+            let released = match pb::CellStatus::try_from(c.status).unwrap() {
+                pb::CellStatus::Released => Released::Value(c.value.unwrap()),
+                pb::CellStatus::Suppressed => Released::Suppressed,
+                other => panic!("{other:?}"),
+            };
+            let entry = out.entry(c.month.clone()).or_default();
+            entry.0 = c.release_version;
+            entry.1.insert(c.area_code.parse().unwrap(), released);
+        }
+    }
+    out
+}
+
+/// Issue 4, points 4 and 5 across periods and versions: a quarter's and a
+/// year's tables, and the derived indicators', are materialised once and
+/// versioned when late signals change them (each version in the audit log);
+/// and an attacker holding a quarter, its months and its previous version
+/// narrows no suppressed cell below max(k, 2D).
+#[tokio::test]
+async fn period_tables_are_versioned_and_audited_with_their_months() {
+    let server = TestServer::start().await;
+    let f = fixture();
+    let key = PartnerKey::load(&server.setup.partner_key).unwrap();
+    let mut export = String::from("postcode,huisnummer,toevoeging,signaaltype,maand\n");
+    let mut add = |postcode: &str, numbers: std::ops::RangeInclusive<u32>, month: &str| {
+        for n in numbers {
+            export.push_str(&format!("{postcode},{n},,huurachterstand,{month}\n"));
+        }
+    };
+    add("1315AA", 1..=20, "2024-01");
+    add("1315AB", 1..=6, "2024-01");
+    add("1315AC", 1..=12, "2024-01");
+    add("1315AA", 1..=20, "2024-02");
+    add("1315AB", 1..=6, "2024-02");
+    add("1315AC", 5..=16, "2024-02");
+    add("1315AA", 1..=12, "2024-03");
+    add("1315AC", 1..=3, "2024-03");
+    run_agent(&server, PARTNER_A, &export, &key, &f.table).await;
+
+    let table = GemeenteTable::new(&Hierarchy::netherlands_2023(), "GM0034".parse().unwrap());
+    let (k, d) = (10, 4);
+    let quarter = || {
+        released_by_period(
+            &server,
+            "huurachterstand",
+            pb::Period::Quarter,
+            "2024-01",
+            "2024-03",
+        )
+    };
+    let months = || {
+        released_by_period(
+            &server,
+            "huurachterstand",
+            pb::Period::Month,
+            "2024-01",
+            "2024-03",
+        )
+    };
+    // Every suppressed cell of the quarter and of its months stays wide.
+    let check = |q: &BTreeMap<AreaCode, Released>,
+                 ms: &BTreeMap<String, (u32, BTreeMap<AreaCode, Released>)>,
+                 earlier: Option<&BTreeMap<AreaCode, Released>>| {
+        let mut links = vec![wijkradar_release::Link::Parts(
+            ms.values().map(|(_, m)| table.in_node_order(m)).collect(),
+        )];
+        if let Some(e) = earlier {
+            links.push(wijkradar_release::Link::EarlierVersionOfTotal(
+                table.in_node_order(e),
+            ));
+        }
+        let found = table.attack_linked(&table.in_node_order(q), &links, d);
+        assert!(!found.is_empty(), "some cells are suppressed");
+        for (t, area, interval) in found {
+            assert!(
+                interval
+                    .width()
+                    .is_none_or(|w| w >= u64::from(k.max(2 * d))),
+                "table {t}, {area}: {interval:?}"
+            );
+        }
+    };
+
+    let q1 = quarter().await;
+    let (version, first) = &q1["2024-Q1"];
+    assert_eq!(*version, 1);
+    assert_eq!(quarter().await, q1, "asked again: the same release");
+    let ms = months().await;
+    check(first, &ms, None);
+    let year = released_by_period(
+        &server,
+        "huurachterstand",
+        pb::Period::Year,
+        "2024-01",
+        "2024-12",
+    )
+    .await;
+    assert_eq!(year["2024"].0, 1);
+    let several = || {
+        released_by_period(
+            &server,
+            "opnieuw_gesignaleerd_6m",
+            pb::Period::Month,
+            "2024-02",
+            "2024-03",
+        )
+    };
+    let again = several().await;
+    assert!(again.values().all(|(v, _)| *v == 1));
+
+    // Late signals for February: 12 more households in buurt A.
+    let mut late = String::from("postcode,huisnummer,toevoeging,signaaltype,maand\n");
+    for n in 1..=12 {
+        late.push_str(&format!("1315AA,{n},L,huurachterstand,2024-02\n"));
+        late.push_str(&format!("1315AA,{n},L,huurachterstand,2024-03\n"));
+    }
+    run_agent(&server, PARTNER_A, &late, &key, &f.table).await;
+    let q1_again = quarter().await;
+    let (version, second) = &q1_again["2024-Q1"];
+    assert_eq!(
+        *version, 2,
+        "a late signal makes a new version of the quarter"
+    );
+    let ms = months().await;
+    assert_eq!(ms["2024-02"].0, 2);
+    assert_eq!(ms["2024-01"].0, 1, "January did not change");
+    check(second, &ms, Some(first));
+    let year = released_by_period(
+        &server,
+        "huurachterstand",
+        pb::Period::Year,
+        "2024-01",
+        "2024-12",
+    )
+    .await;
+    assert_eq!(year["2024"].0, 2);
+    // March's "signalled again" now counts the late households too.
+    let again_late = several().await;
+    assert_eq!(again_late["2024-03"].0, 2);
+
+    // Each version is in the audit log, without a count.
+    let log = std::fs::read_to_string(server.setup.config.data_dir.join("audit.log")).unwrap();
+    for (period, version) in [("2024-Q1", 1), ("2024-Q1", 2), ("2024", 2), ("2024-03", 2)] {
+        assert!(
+            log.lines().any(|l| l.contains("\"release\"")
+                && l.contains(&format!("\"{period}\""))
+                && l.contains(&format!("\"version\":{version}"))),
+            "{period} version {version} is logged"
+        );
+    }
 }

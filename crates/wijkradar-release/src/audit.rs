@@ -21,8 +21,8 @@
 //! numbers that some consistent assignment reaches; `tests` checks this
 //! against brute-force enumeration.
 //!
-//! Not covered yet: equations across periods (quarters, years) and across
-//! release versions; they arrive with those releases.
+//! Equations across periods (quarters, years) and across release versions
+//! are in [`crate::linked`].
 
 use crate::Released;
 
@@ -60,6 +60,10 @@ impl AreaTree {
 
     pub fn is_empty(&self) -> bool {
         self.parent.is_empty()
+    }
+
+    pub fn children(&self, node: usize) -> &[usize] {
+        &self.children[node]
     }
 }
 
@@ -158,23 +162,7 @@ pub fn audit(tree: &AreaTree, released: &mut [Released], k: u32, d: u32) -> usiz
         else {
             return extra;
         };
-        let value = |i: usize| match released[i] {
-            Released::Value(v) => Some(v),
-            Released::Suppressed => None,
-        };
-        let smallest = |cells: &mut dyn Iterator<Item = usize>| {
-            cells
-                .filter_map(|i| value(i).map(|v| (v, i)))
-                .min()
-                .map(|(_, i)| i)
-        };
-        let siblings = tree.parent[weak]
-            .map(|p| tree.children[p].clone())
-            .unwrap_or_default();
-        let victim = smallest(&mut siblings.into_iter())
-            .or_else(|| tree.parent[weak].filter(|&p| value(p).is_some()))
-            .or_else(|| smallest(&mut tree.children[weak].iter().copied()))
-            .or_else(|| smallest(&mut (0..tree.len())));
+        let victim = victim_for(tree, released, weak);
         match victim {
             Some(v) => {
                 released[v] = Released::Suppressed;
@@ -184,6 +172,29 @@ pub fn audit(tree: &AreaTree, released: &mut [Released], k: u32, d: u32) -> usiz
             None => return extra,
         }
     }
+}
+
+/// The cell to suppress so that suppressed cell `weak` widens: the
+/// smallest released sibling (the least informative), else the parent, else
+/// the smallest released child, else the smallest released cell anywhere.
+pub(crate) fn victim_for(tree: &AreaTree, released: &[Released], weak: usize) -> Option<usize> {
+    let value = |i: usize| match released[i] {
+        Released::Value(v) => Some(v),
+        Released::Suppressed => None,
+    };
+    let smallest = |cells: &mut dyn Iterator<Item = usize>| {
+        cells
+            .filter_map(|i| value(i).map(|v| (v, i)))
+            .min()
+            .map(|(_, i)| i)
+    };
+    let siblings = tree.parent[weak]
+        .map(|p| tree.children[p].clone())
+        .unwrap_or_default();
+    smallest(&mut siblings.into_iter())
+        .or_else(|| tree.parent[weak].filter(|&p| value(p).is_some()))
+        .or_else(|| smallest(&mut tree.children[weak].iter().copied()))
+        .or_else(|| smallest(&mut (0..tree.len())))
 }
 
 #[cfg(test)]

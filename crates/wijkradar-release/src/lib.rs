@@ -9,7 +9,8 @@
 //!
 //! Every cell of a gemeente's table is released together and audited
 //! ([`audit`]), and rates per 1,000 households come from released values
-//! only ([`rates`]). Not yet here: materialised, versioned releases.
+//! only ([`rates`]). A table tied to earlier releases (its period's parts,
+//! its previous version) is audited against them too ([`linked`]).
 //!
 //! Architecture invariant: no IO; a [`Released`] value has no way to carry the
 //! true count of a suppressed cell.
@@ -18,11 +19,13 @@
 #![deny(rust_2018_idioms)]
 
 pub mod audit;
+pub mod linked;
 mod ptable;
 pub mod rates;
 
 use std::collections::BTreeMap;
 
+pub use linked::Link;
 pub use ptable::{PerturbationTable, PtableError};
 pub use rates::{Bases, Rate};
 
@@ -158,10 +161,13 @@ impl GemeenteTable {
 
     /// Releases every cell from the buurten's totals; buurten without a total
     /// hold none. Returns each area with its released value, in node order.
+    /// The audit takes in `links`: what was released before and is tied to
+    /// this table (its period's parts, its previous version).
     pub fn release(
         &self,
         policy: &ReleasePolicy,
         buurt_totals: &[(BuurtCode, CellTotal)],
+        links: &[Link],
     ) -> Vec<(AreaCode, Released)> {
         let mut totals = vec![CellTotal::default(); self.codes.len()];
         for (b, t) in buurt_totals {
@@ -176,7 +182,13 @@ impl GemeenteTable {
             totals[parent] += t;
         }
         let mut released: Vec<Released> = totals.iter().map(|t| policy.release(*t)).collect();
-        audit::audit(&self.tree, &mut released, policy.k(), policy.max_noise());
+        linked::audit_linked(
+            &self.tree,
+            &mut released,
+            links,
+            policy.k(),
+            policy.max_noise(),
+        );
         self.codes.iter().copied().zip(released).collect()
     }
 
@@ -197,6 +209,32 @@ impl GemeenteTable {
             .iter()
             .copied()
             .zip(audit::feasible_intervals(&self.tree, &cells, max_noise))
+            .collect()
+    }
+}
+
+impl GemeenteTable {
+    /// A table's cells by area in node order; missing areas are suppressed.
+    pub fn in_node_order(&self, released: &BTreeMap<AreaCode, Released>) -> Vec<Released> {
+        self.codes
+            .iter()
+            .map(|c| released.get(c).copied().unwrap_or(Released::Suppressed))
+            .collect()
+    }
+
+    /// What an attacker computes from a released table together with the
+    /// releases it is tied to (in node order): every suppressed cell's
+    /// interval, as (table, area, interval) with table 0 this one
+    /// ([`linked::linked_intervals`]).
+    pub fn attack_linked(
+        &self,
+        this: &[Released],
+        links: &[Link],
+        max_noise: u32,
+    ) -> Vec<(usize, AreaCode, audit::Interval)> {
+        linked::linked_intervals(&self.tree, this, links, max_noise)
+            .into_iter()
+            .map(|(t, i, interval)| (t, self.codes[i], interval))
             .collect()
     }
 }
@@ -233,7 +271,7 @@ mod tests {
             })
             .collect();
         let p = policy(10);
-        let released = table.release(&p, &totals);
+        let released = table.release(&p, &totals, &[]);
         assert_eq!(released.len(), 1 + h.wijken_of(g).count() + buurten.len());
         // The gemeente's value is the perturbed sum of all buurten, keys included.
         let sum = totals.iter().fold(CellTotal::default(), |t, (_, c)| t + *c);

@@ -8,21 +8,21 @@
 //! value; a suppressed cell never becomes an alert. The derived indicators
 //! (several problems, signalled again) are tested beside the signal types;
 //! their month's cells are released by the same rules (cell keys from the
-//! households' record keys, perturbation, threshold, audit), computed
-//! afresh rather than materialised: the same households give the same
-//! value, but a late signal changes it without a new version.
+//! households' record keys, perturbation, threshold, audit), materialised
+//! and versioned like every table (`tables.rs`).
 
 use std::collections::HashMap;
 
 use wijkradar_detect::monitor::{self, Group, Level, Series};
-use wijkradar_domain::derived::Derived;
+use wijkradar_domain::derived::{self, Derived};
 use wijkradar_domain::{AreaCode, BuurtCode, Month, SignalTypeName, WijkCode};
 use wijkradar_proto::v1 as pb;
-use wijkradar_release::{GemeenteTable, Released};
+use wijkradar_release::Released;
 
 use crate::convert::alerts_query_from_proto;
 use crate::error::ApiError;
-use crate::query::{DerivedTotals, Query};
+use crate::query::Query;
+use crate::tables::{Measure, Tables};
 
 /// What a series counts: a signal type, or a derived indicator.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ impl Query {
         let buurten: Vec<BuurtCode> = state.hierarchy.buurten_of(q.gemeente).collect();
         let wijken: Vec<WijkCode> = state.hierarchy.wijken_of(q.gemeente).collect();
         let base = |a: AreaCode| state.bases.per_area.get(&a).map_or(1.0, |&b| b as f64);
-        let table = GemeenteTable::new(&state.hierarchy, q.gemeente);
+        let tables = Tables::new(self, q.gemeente, true)?;
         let zeros = || -> HashMap<BuurtCode, Vec<u64>> {
             buurten
                 .iter()
@@ -104,12 +104,12 @@ impl Query {
             sources.push((Source::Type(signal_type.clone()), per_buurt));
         }
         // The derived indicators, with their cell keys for the release.
-        let mut derived_totals: HashMap<Derived, DerivedTotals> = HashMap::new();
         if !q.derived.is_empty() {
-            derived_totals = self.derived_totals(q.gemeente, &q.derived, &months)?;
+            let households = tables.households()?;
             for &d in &q.derived {
+                let keyed = households.iter().map(|(k, s)| (*k, s.as_slice()));
                 let mut per_buurt = zeros();
-                for ((m, b), total) in &derived_totals[&d] {
+                for ((m, b), total) in &derived::totals(d, keyed, &months) {
                     if let (Some(row), Some(j)) =
                         (per_buurt.get_mut(b), months.iter().position(|x| x == m))
                     {
@@ -165,15 +165,14 @@ impl Query {
             let release = match releases.get(&f.group) {
                 Some(r) => r,
                 None => {
-                    let r = match source {
-                        Source::Type(t) => self
-                            .release(&table, t, q.month, q.gemeente, now)?
-                            .map(|(v, cells)| (v, cells.into_iter().collect())),
-                        Source::Derived(d) => self
-                            .derived_release(&table, &derived_totals[d], q.month, now)
-                            .ok()
-                            .map(|(v, cells)| (v, cells.into_iter().collect())),
+                    let measure = match source {
+                        Source::Type(t) => Measure::Type(t),
+                        Source::Derived(d) => Measure::Derived(*d),
                     };
+                    let r = tables
+                        .release(measure, &[q.month])?
+                        .ok()
+                        .map(|(v, cells)| (v, cells.into_iter().collect()));
                     releases.entry(f.group).or_insert(r)
                 }
             };

@@ -21,6 +21,7 @@ mod governance;
 mod ingest;
 mod limits;
 mod query;
+mod tables;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,30 +1,25 @@
 //! The query service: the catalogue and protected tables, nothing else.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use std::collections::HashMap;
 use tonic::{Request, Response, Status};
 
 use crate::access::{Organisation, Role};
-use wijkradar_domain::derived::{self, Derived, HouseholdSignal};
-use wijkradar_domain::{AreaCode, BuurtCode, CellTotal, GemeenteCode, Month, SignalTypeName};
+use wijkradar_domain::derived::{self, Derived};
+use wijkradar_domain::{AreaCode, GemeenteCode, Month, SignalTypeName};
 use wijkradar_proto::v1::{self as pb, query_service_server::QueryService};
-use wijkradar_release::{GemeenteTable, Released};
-use wijkradar_store::ReleaseSnapshot;
+use wijkradar_release::Released;
 
 use crate::State;
 use crate::answer::Answer;
 use crate::auth::authorize;
-use crate::convert::{
-    Period, TableQuery, gemeente_from_proto, level_to_proto, table_query_from_proto,
-};
+use crate::convert::{Period, gemeente_from_proto, level_to_proto, table_query_from_proto};
 use crate::error::ApiError;
+use crate::tables::{Measure, Tables};
 
 /// A table's release version and every cell of it, in node order.
 pub(crate) type VersionedRelease = (u32, Vec<(AreaCode, Released)>);
-
-/// A derived indicator's households per (month, buurt).
-pub(crate) type DerivedTotals = HashMap<(Month, BuurtCode), CellTotal>;
 
 #[derive(Debug)]
 pub struct Query {
@@ -79,13 +74,18 @@ impl Query {
         let q = table_query_from_proto(req, &state.hierarchy, &state.catalogue)?;
         // Every level is answered from the one audited release of the whole
         // gemeente table, so no combination of levels gives more.
-        let table = GemeenteTable::new(&state.hierarchy, q.gemeente);
-        let now = crate::ingest::current_month();
-        let mut answer = Answer::new(&state.bases, &table, q.level, q.columns);
-        if q.period != Period::Month {
-            self.period_cells(&mut answer, &table, &q, now)?;
-        } else {
-            self.month_cells(&mut answer, &table, &q, now)?;
+        let tables = Tables::new(self, q.gemeente, true)?;
+        let mut answer = Answer::new(&state.bases, &tables.table, q.level, q.columns);
+        let periods = q.period.covering(q.from, q.to);
+        let measures = q
+            .signal_types
+            .iter()
+            .map(Measure::Type)
+            .chain(q.derived.iter().map(|&d| Measure::Derived(d)));
+        for measure in measures {
+            for (label, months) in &periods {
+                answer.part(measure.name(), label, tables.release(measure, months)?);
+            }
         }
         let (cells, columns) = answer.finish();
         Ok(pb::GetTableResponse {
@@ -98,50 +98,8 @@ impl Query {
         })
     }
 
-    /// A month table: per signal type its materialised releases, then the
-    /// derived indicators computed afresh.
-    fn month_cells(
-        &self,
-        answer: &mut Answer<'_>,
-        table: &GemeenteTable,
-        q: &TableQuery,
-        now: Month,
-    ) -> Result<(), ApiError> {
-        let state = &self.state;
-        for signal_type in &q.signal_types {
-            let first_kept = state.retention.first_kept(signal_type, now);
-            for month in q.from.through(q.to) {
-                let release = if month < first_kept {
-                    Err(pb::CellStatus::Purged)
-                } else {
-                    self.release(table, signal_type, month, q.gemeente, now)?
-                        .ok_or(pb::CellStatus::Pending)
-                };
-                answer.part(signal_type.as_str(), &month.to_string(), release);
-            }
-        }
-        if !q.derived.is_empty() {
-            let months: Vec<Month> = q.from.through(q.to).collect();
-            let totals = self.derived_totals(q.gemeente, &q.derived, &months)?;
-            // A derived indicator counts every type: it is purged from the
-            // month the type kept longest is.
-            let first_kept = self.first_kept_of_all(now);
-            for d in &q.derived {
-                for &month in &months {
-                    let release = if month < first_kept {
-                        Err(pb::CellStatus::Purged)
-                    } else {
-                        self.derived_release(table, &totals[d], month, now)
-                    };
-                    answer.part(d.name(), &month.to_string(), release);
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// The earliest month any signal type still keeps.
-    fn first_kept_of_all(&self, now: Month) -> Month {
+    pub(crate) fn first_kept_of_all(&self, now: Month) -> Month {
         let state = &self.state;
         state
             .catalogue
@@ -152,48 +110,60 @@ impl Query {
             .unwrap_or(now)
     }
 
-    /// A derived indicator's month, released afresh (version 1).
-    pub(crate) fn derived_release(
-        &self,
-        table: &GemeenteTable,
-        totals: &DerivedTotals,
-        month: Month,
-        now: Month,
-    ) -> Result<VersionedRelease, pb::CellStatus> {
-        if month >= now {
-            return Err(pb::CellStatus::Pending);
-        }
-        let month_totals: Vec<(BuurtCode, CellTotal)> = totals
-            .iter()
-            .filter(|((m, _), _)| *m == month)
-            .map(|((_, b), t)| (*b, *t))
-            .collect();
-        Ok((1, table.release(&self.state.policy, &month_totals)))
-    }
-
-    /// Materialises the release of every table of a month before
-    /// `closed_before` that has no release yet or changed since (within the
-    /// version cap); what the scheduler runs. Returns how many it stored.
+    /// Materialises every table of a period that ended before
+    /// `closed_before` and has no release yet or changed since (within the
+    /// version cap): per gemeente with stored signals, each type's months,
+    /// quarters and years, and the derived indicators' (whose windows reach
+    /// six months past the last signal). What the scheduler runs. Returns
+    /// how many new versions it stored.
     pub(crate) fn materialise_ended(&self, closed_before: Month) -> Result<usize, ApiError> {
-        let now = crate::ingest::current_month();
         let state = &self.state;
-        let mut tables: HashMap<GemeenteCode, GemeenteTable> = HashMap::new();
+        let mut by_gemeente: BTreeMap<GemeenteCode, Vec<(SignalTypeName, Month)>> = BTreeMap::new();
+        for (g, signal_type, month, _) in state.store.tables()? {
+            by_gemeente.entry(g).or_default().push((signal_type, month));
+        }
         let mut stored = 0;
-        for (g, signal_type, month, changes) in state.store.tables()? {
-            if month >= closed_before || month >= now {
-                continue;
+        for (g, tables_of_g) in by_gemeente {
+            let tables = Tables::new(self, g, false)?;
+            let ended = |m: Month| m < closed_before && m < tables.now;
+            let first = tables_of_g
+                .iter()
+                .map(|(_, m)| *m)
+                .min()
+                .expect("one at least");
+            let last = tables_of_g
+                .iter()
+                .map(|(_, m)| *m)
+                .max()
+                .expect("one at least");
+            let types: BTreeSet<&SignalTypeName> = tables_of_g.iter().map(|(t, _)| t).collect();
+            for (signal_type, month) in &tables_of_g {
+                if ended(*month) {
+                    let _ = tables.release(Measure::Type(signal_type), &[*month])?;
+                }
             }
-            if let Some(s) = state.store.release_snapshot(&signal_type, month, g)?
-                && (s.state == changes || s.version >= state.max_versions)
-            {
-                continue;
+            let derived_last = last.plus(derived::WINDOW_MONTHS as i32);
+            for d in Derived::ALL {
+                for m in first.through(derived_last).filter(|&m| ended(m)) {
+                    let _ = tables.release(Measure::Derived(d), &[m])?;
+                }
             }
-            let table = tables
-                .entry(g)
-                .or_insert_with(|| GemeenteTable::new(&state.hierarchy, g));
-            // Served by no one yet: one flush for all of them at the end.
-            self.release_durably(table, &signal_type, month, g, now, false)?;
-            stored += 1;
+            let measures: Vec<Measure<'_>> = types
+                .iter()
+                .map(|&t| Measure::Type(t))
+                .chain(Derived::ALL.into_iter().map(Measure::Derived))
+                .collect();
+            for period in [Period::Quarter, Period::Year] {
+                for (_, months) in period.covering(first, derived_last) {
+                    if !months.last().is_some_and(|&m| ended(m)) {
+                        continue;
+                    }
+                    for &measure in &measures {
+                        let _ = tables.release(measure, &months)?;
+                    }
+                }
+            }
+            stored += tables.new_versions.get();
         }
         if stored > 0 {
             state.store.flush()?;
@@ -204,170 +174,6 @@ impl Query {
         }
         Ok(stored)
     }
-
-    /// A quarter or year table: per signal type and derived indicator, per
-    /// whole period overlapping the range, the distinct households of the
-    /// period in the buurt of their latest month, released by the same rules
-    /// (computed afresh, release version 1); pending until the period ended.
-    fn period_cells(
-        &self,
-        answer: &mut Answer<'_>,
-        table: &GemeenteTable,
-        q: &TableQuery,
-        now: Month,
-    ) -> Result<(), ApiError> {
-        let state = &self.state;
-        let households = state.store.households_in(q.gemeente)?;
-        let keyed: Vec<(u32, &[HouseholdSignal])> = households
-            .iter()
-            .map(|(p, signals)| (state.server_key.record_key(p), signals.as_slice()))
-            .collect();
-        let periods = q.period.covering(q.from, q.to);
-        type Counts<'c> = &'c dyn Fn(&[HouseholdSignal], Month) -> Option<BuurtCode>;
-        // A period part of which is past retention is purged whole: a
-        // partial count would read as a fall.
-        let release_of = |months: &[Month], first_kept: Month, counts: Counts<'_>| {
-            if months.first().is_some_and(|&m| m < first_kept) {
-                return Err(pb::CellStatus::Purged);
-            }
-            if months.last().is_none_or(|&m| m >= now) {
-                return Err(pb::CellStatus::Pending);
-            }
-            let totals: Vec<(BuurtCode, CellTotal)> =
-                derived::period_totals(keyed.iter().copied(), months, counts)
-                    .into_iter()
-                    .collect();
-            Ok((1, table.release(&state.policy, &totals)))
-        };
-        for signal_type in &q.signal_types {
-            // A type never stored counts nobody.
-            let counts = derived::of_type(state.store.type_id(signal_type).unwrap_or(u16::MAX));
-            let first_kept = state.retention.first_kept(signal_type, now);
-            for (label, months) in &periods {
-                let release = release_of(months, first_kept, &counts);
-                answer.part(signal_type.as_str(), label, release);
-            }
-        }
-        let first_kept = self.first_kept_of_all(now);
-        for &d in &q.derived {
-            let counts = |signals: &[HouseholdSignal], m: Month| derived::counts_in(d, signals, m);
-            for (label, months) in &periods {
-                let release = release_of(months, first_kept, &counts);
-                answer.part(d.name(), label, release);
-            }
-        }
-        Ok(())
-    }
-
-    /// Per derived indicator: the households counting per (month, buurt),
-    /// with cell keys from their record keys, so the release rules apply as
-    /// to signal types.
-    pub(crate) fn derived_totals(
-        &self,
-        g: GemeenteCode,
-        which: &[Derived],
-        months: &[Month],
-    ) -> Result<HashMap<Derived, DerivedTotals>, ApiError> {
-        let state = &self.state;
-        let households = state.store.households_in(g)?;
-        let keyed: Vec<(u32, &[HouseholdSignal])> = households
-            .iter()
-            .map(|(p, signals)| (state.server_key.record_key(p), signals.as_slice()))
-            .collect();
-        Ok(which
-            .iter()
-            .map(|&d| (d, derived::totals(d, keyed.iter().copied(), months)))
-            .collect())
-    }
-
-    /// The release of one table (gemeente × type × month), `None` while the
-    /// month has not ended. A closed month's table is computed once and
-    /// stored; late signals make a new version, up to `max_versions`, after
-    /// which the last version stays.
-    pub(crate) fn release(
-        &self,
-        table: &GemeenteTable,
-        signal_type: &SignalTypeName,
-        month: Month,
-        g: GemeenteCode,
-        now: Month,
-    ) -> Result<Option<VersionedRelease>, ApiError> {
-        self.release_durably(table, signal_type, month, g, now, true)
-    }
-
-    /// [`Query::release`]; a new version is made durable (store and audit
-    /// log) before it is returned when `durable`, else by the caller later.
-    fn release_durably(
-        &self,
-        table: &GemeenteTable,
-        signal_type: &SignalTypeName,
-        month: Month,
-        g: GemeenteCode,
-        now: Month,
-        durable: bool,
-    ) -> Result<Option<VersionedRelease>, ApiError> {
-        if month >= now {
-            return Ok(None);
-        }
-        let state = &self.state;
-        let from_snapshot = |s: &ReleaseSnapshot| -> Vec<(AreaCode, Released)> {
-            let cells = s
-                .cells
-                .iter()
-                .map(|c| c.map_or(Released::Suppressed, Released::Value));
-            table.codes().iter().copied().zip(cells).collect()
-        };
-        let Some(changes) = state.store.table_state(signal_type, month, g)? else {
-            // No signal of this type was ever stored: nothing to materialise.
-            return Ok(Some((1, table.release(&state.policy, &[]))));
-        };
-        let previous = state.store.release_snapshot(signal_type, month, g)?;
-        if let Some(s) = &previous {
-            let fits = s.cells.len() == table.codes().len();
-            if fits && (s.state == changes || s.version >= state.max_versions) {
-                return Ok(Some((s.version, from_snapshot(s))));
-            }
-        }
-        let released = table.release(
-            &state.policy,
-            &state.store.buurt_counts(signal_type, month, g)?,
-        );
-        let snapshot = ReleaseSnapshot {
-            version: previous.as_ref().map_or(1, |s| s.version + 1),
-            state: changes,
-            cells: released
-                .iter()
-                .map(|(_, r)| {
-                    if let Released::Value(v) = r {
-                        Some(*v)
-                    } else {
-                        None
-                    }
-                })
-                .collect(),
-        };
-        let stored = state.store.store_release_snapshot(
-            signal_type,
-            month,
-            g,
-            previous.as_ref(),
-            snapshot,
-            durable,
-        )?;
-        tracing::debug!(gemeente = %g, %signal_type, %month, version = stored.version, "release materialised");
-        state.audit.record(
-            "aggregator",
-            wijkradar_audit::Event::Release {
-                gemeente: g.to_string(),
-                signal_type: signal_type.to_string(),
-                month: month.to_string(),
-                version: stored.version,
-            },
-            durable,
-        );
-        Ok(Some((stored.version, from_snapshot(&stored))))
-    }
-
     fn catalogue(
         &self,
         req: pb::GetCatalogueRequest,

@@ -13,7 +13,7 @@
 //! | `K` | (none) | id of the server key the store was written with |
 //! | `N` | (none) | number of stored signals (u64) |
 //! | `V` | gemeente (4) · type id (u16) · month (u32) | changes to that table so far (u64) |
-//! | `R` | gemeente (4) · type id (u16) · month (u32) | the materialised release: see [`ReleaseSnapshot`] |
+//! | `R` | gemeente (4) · measure (u16) · period length in months (u8) · first month (u32) | the materialised release: see [`ReleaseSnapshot`] and [`TableRef`] |
 //! | `P` | partner key id (domain · epoch · digest) | signals stored under that key (u64) |
 //!
 //! Integers are big-endian so keys sort in order; `C` keys of one gemeente are
@@ -128,6 +128,70 @@ fn table_key(prefix: u8, g: &[u8; 4], type_id: u16, month: Month) -> [u8; 11] {
     k[5..7].copy_from_slice(&type_id.to_be_bytes());
     k[7..11].copy_from_slice(&month.index().to_be_bytes());
     k
+}
+
+/// What a table counts: households with a signal of a type (by the store's
+/// type id), or a derived indicator (by its index in `Derived::ALL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Measure {
+    Type(u16),
+    Derived(u8),
+}
+
+/// Derived indicators are kept above every type id.
+const DERIVED_MEASURE: u16 = 0xff00;
+
+impl Measure {
+    fn encode(self) -> u16 {
+        match self {
+            Measure::Type(t) => t,
+            Measure::Derived(d) => DERIVED_MEASURE | u16::from(d),
+        }
+    }
+
+    fn decode(v: u16) -> Measure {
+        if v >= DERIVED_MEASURE {
+            Measure::Derived((v & 0xff) as u8)
+        } else {
+            Measure::Type(v)
+        }
+    }
+}
+
+/// One released table: a gemeente's cells of one measure over one period
+/// (a month, a quarter or a year: `months` long from `first`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TableRef {
+    pub gemeente: GemeenteCode,
+    pub measure: Measure,
+    pub months: u8,
+    pub first: Month,
+}
+
+impl TableRef {
+    fn key(&self) -> [u8; 12] {
+        let mut k = [0u8; 12];
+        k[0] = RELEASE;
+        k[1..5].copy_from_slice(self.gemeente.body());
+        k[5..7].copy_from_slice(&self.measure.encode().to_be_bytes());
+        k[7] = self.months;
+        k[8..12].copy_from_slice(&self.first.index().to_be_bytes());
+        k
+    }
+
+    /// The measure, length and first month of an `R` key.
+    fn parse(k: &[u8]) -> Result<(Measure, u8, Month), StoreError> {
+        if k.len() != 12 || k[0] != RELEASE {
+            return Err(StoreError::Corrupt);
+        }
+        let first = Month::from_index(u32::from_be_bytes(k[8..12].try_into().expect("4 bytes")))
+            .ok_or(StoreError::Corrupt)?;
+        Ok((
+            Measure::decode(u16::from_be_bytes([k[5], k[6]])),
+            k[7],
+            first,
+        ))
+    }
 }
 
 /// A materialised release of one table: every cell of the gemeente's table
@@ -373,17 +437,9 @@ impl Store {
     }
 
     /// The materialised release of a table, if one was stored.
-    pub fn release_snapshot(
-        &self,
-        t: &SignalTypeName,
-        month: Month,
-        g: GemeenteCode,
-    ) -> Result<Option<ReleaseSnapshot>, StoreError> {
-        let Some(type_id) = self.type_id(t) else {
-            return Ok(None);
-        };
+    pub fn release_snapshot(&self, t: &TableRef) -> Result<Option<ReleaseSnapshot>, StoreError> {
         self.db
-            .get(table_key(RELEASE, g.body(), type_id, month))?
+            .get(t.key())?
             .map(|v| ReleaseSnapshot::decode(&v))
             .transpose()
     }
@@ -395,19 +451,13 @@ impl Store {
     /// Returns the snapshot now stored, which is the other query's if it won.
     pub fn store_release_snapshot(
         &self,
-        t: &SignalTypeName,
-        month: Month,
-        g: GemeenteCode,
+        t: &TableRef,
         previous: Option<&ReleaseSnapshot>,
         new: ReleaseSnapshot,
         flush: bool,
     ) -> Result<ReleaseSnapshot, StoreError> {
-        let Some(type_id) = self.type_id(t) else {
-            return Ok(new);
-        };
-        let key = table_key(RELEASE, g.body(), type_id, month);
         match self.db.compare_and_swap(
-            key,
+            t.key(),
             previous.map(ReleaseSnapshot::encode),
             Some(new.encode()),
         )? {
@@ -423,6 +473,31 @@ impl Store {
                 .transpose()?
                 .ok_or(StoreError::Corrupt),
         }
+    }
+
+    /// Every table state of gemeente `g`: how often each (type id, month)
+    /// table has changed. One range read, from which a query derives the
+    /// state of every table it answers (a quarter's is the sum of its
+    /// months').
+    pub fn table_states_of(
+        &self,
+        g: GemeenteCode,
+    ) -> Result<HashMap<(u16, Month), u64>, StoreError> {
+        let mut prefix = vec![TABLE_STATE];
+        prefix.extend_from_slice(g.body());
+        let mut out = HashMap::new();
+        for kv in self.db.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            if k.len() != 11 {
+                return Err(StoreError::Corrupt);
+            }
+            let month = Month::from_index(u32::from_be_bytes(k[7..11].try_into().expect("4")))
+                .ok_or(StoreError::Corrupt)?;
+            let changes =
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?);
+            out.insert((u16::from_be_bytes([k[5], k[6]]), month), changes);
+        }
+        Ok(out)
     }
 
     /// Makes every write so far durable.

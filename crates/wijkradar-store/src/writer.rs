@@ -20,9 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use wijkradar_domain::{CellTotal, Month, SignalTypeName};
 
 use crate::{
-    COUNT, IncomingBatch, PSEUDONYM_KEY, RELEASE, SIGNAL, SIGNAL_KEY, SIGNAL_TOTAL, SIGNAL_VALUE,
-    Store, StoreError, TABLE_STATE, TYPE, batch_key, count_key, decode_total, encode_total,
-    read_counter, signal_key, signal_period, table_key,
+    COUNT, IncomingBatch, Measure, PSEUDONYM_KEY, RELEASE, SIGNAL, SIGNAL_KEY, SIGNAL_TOTAL,
+    SIGNAL_VALUE, Store, StoreError, TABLE_STATE, TYPE, TableRef, batch_key, count_key,
+    decode_total, encode_total, read_counter, signal_key, signal_period, table_key,
 };
 
 /// Signal keys the Bloom filter is sized for at least; it is sized for twice
@@ -305,20 +305,35 @@ fn purge(
             writes.remove(key);
         }
     }
-    // Table states and releases of the erased periods (keyed by gemeente first).
-    for prefix in [TABLE_STATE, RELEASE] {
-        for key in db.scan_prefix([prefix]).keys() {
-            let key = key?;
-            if key.len() != 11 {
-                return Err(StoreError::Corrupt);
-            }
-            let type_id = u16::from_be_bytes([key[5], key[6]]);
-            let month =
-                Month::from_index(u32::from_be_bytes(key[7..11].try_into().expect("4 bytes")))
-                    .ok_or(StoreError::Corrupt)?;
-            if gone.contains(&(type_id, month)) {
-                writes.remove(key);
-            }
+    // Table states of the erased periods (keyed by gemeente first).
+    for key in db.scan_prefix([TABLE_STATE]).keys() {
+        let key = key?;
+        if key.len() != 11 {
+            return Err(StoreError::Corrupt);
+        }
+        let type_id = u16::from_be_bytes([key[5], key[6]]);
+        let month = Month::from_index(u32::from_be_bytes(key[7..11].try_into().expect("4 bytes")))
+            .ok_or(StoreError::Corrupt)?;
+        if gone.contains(&(type_id, month)) {
+            writes.remove(key);
+        }
+    }
+    // Releases of erased periods: a type's tables over one of its erased
+    // months (answered as purged whole), and a derived indicator's from
+    // before the month every type still keeps. A later derived table whose
+    // window reached an erased month stays; its state changed, so it gets a
+    // new version when next released.
+    let kept_by_all = cutoff.values().copied().min();
+    for key in db.scan_prefix([RELEASE]).keys() {
+        let key = key?;
+        let (measure, months, first) = TableRef::parse(&key)?;
+        let last = first.plus(i32::from(months) - 1);
+        let counted = match measure {
+            Measure::Type(t) => first.through(last).any(|m| gone.contains(&(t, m))),
+            Measure::Derived(_) => kept_by_all.is_some_and(|k| first < k),
+        };
+        if counted {
+            writes.remove(key);
         }
     }
     let signal_total = state.signal_total.saturating_sub(signals);

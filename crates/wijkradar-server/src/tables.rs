@@ -1,0 +1,267 @@
+//! Materialised, versioned releases of one gemeente's tables (PRIVACY.md
+//! "Releases", points 4 and 5): every measure (a signal type or a derived
+//! indicator) over every period (month, quarter, year) is computed once,
+//! audited, stored with its version and the state it was computed from, and
+//! read back from then on. A table's state is the sum of the change counts
+//! of the (type, month) tables it counts from, which the writer bumps in the
+//! same atomic batch as the signals: a late signal changes it, and the next
+//! release stores a new version, up to `max_versions`, after which the last
+//! version stays.
+//!
+//! The audit of a new release takes in what was released before: a
+//! quarter's or year's cells are tied to its months' released cells, and a
+//! new version's to the version before (see `wijkradar_release::Linked`).
+
+use std::cell::{Cell, OnceCell};
+use std::collections::HashMap;
+
+use wijkradar_domain::derived::{self, Derived, HouseholdSignal};
+use wijkradar_domain::{AreaCode, BuurtCode, CellTotal, GemeenteCode, Month, SignalTypeName};
+use wijkradar_proto::v1 as pb;
+use wijkradar_release::{GemeenteTable, Link, Released};
+use wijkradar_store::{ReleaseSnapshot, TableRef};
+
+use crate::error::ApiError;
+use crate::query::{Query, VersionedRelease};
+
+/// What a table counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Measure<'a> {
+    Type(&'a SignalTypeName),
+    Derived(Derived),
+}
+
+impl Measure<'_> {
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            Measure::Type(t) => t.as_str(),
+            Measure::Derived(d) => d.name(),
+        }
+    }
+}
+
+/// The label of a period of `months` (one month, a quarter or a year).
+fn label(months: &[Month]) -> String {
+    let first = months[0];
+    match months.len() {
+        1 => first.to_string(),
+        3 => format!("{}-Q{}", first.year(), (first.month() - 1) / 3 + 1),
+        _ => first.year().to_string(),
+    }
+}
+
+/// One request's view of a gemeente's releases: the table's shape, the
+/// change counts of its (type, month) tables (read once), and its
+/// households with their signals (read only when a table has to be
+/// computed, and then once).
+pub(crate) struct Tables<'q> {
+    query: &'q Query,
+    pub(crate) table: GemeenteTable,
+    gemeente: GemeenteCode,
+    pub(crate) now: Month,
+    states: HashMap<(u16, Month), u64>,
+    households: OnceCell<Vec<(u32, Vec<HouseholdSignal>)>>,
+    /// Make each new version durable before it is returned (a query), or
+    /// leave that to the caller (a bulk materialisation).
+    durable: bool,
+    pub(crate) new_versions: Cell<usize>,
+}
+
+impl<'q> Tables<'q> {
+    pub(crate) fn new(
+        query: &'q Query,
+        gemeente: GemeenteCode,
+        durable: bool,
+    ) -> Result<Tables<'q>, ApiError> {
+        let state = &query.state;
+        Ok(Tables {
+            query,
+            table: GemeenteTable::new(&state.hierarchy, gemeente),
+            gemeente,
+            now: crate::ingest::current_month(),
+            states: state.store.table_states_of(gemeente)?,
+            households: OnceCell::new(),
+            durable,
+            new_versions: Cell::new(0),
+        })
+    }
+
+    /// The release of `measure` over the period of `months` (consecutive;
+    /// one, three or twelve): pending until the period has ended, purged
+    /// when part of it is past retention (a partial count would read as a
+    /// fall), else the materialised release, made or renewed here when
+    /// needed.
+    pub(crate) fn release(
+        &self,
+        measure: Measure<'_>,
+        months: &[Month],
+    ) -> Result<Result<VersionedRelease, pb::CellStatus>, ApiError> {
+        let state = &self.query.state;
+        let (first, last) = (months[0], months[months.len() - 1]);
+        let first_kept = match measure {
+            Measure::Type(t) => state.retention.first_kept(t, self.now),
+            // A derived indicator counts every type: it is purged from the
+            // month the type kept longest is.
+            Measure::Derived(_) => self.query.first_kept_of_all(self.now),
+        };
+        if first < first_kept {
+            return Ok(Err(pb::CellStatus::Purged));
+        }
+        if last >= self.now {
+            return Ok(Err(pb::CellStatus::Pending));
+        }
+        let (stored_measure, state_of) = match measure {
+            Measure::Type(t) => {
+                let Some(id) = state.store.type_id(t) else {
+                    // No signal of this type was ever stored: nothing to keep.
+                    return Ok(Ok((1, self.table.release(&state.policy, &[], &[]))));
+                };
+                let changes: u64 = months
+                    .iter()
+                    .map(|&m| self.states.get(&(id, m)).copied().unwrap_or(0))
+                    .sum();
+                (wijkradar_store::Measure::Type(id), changes)
+            }
+            Measure::Derived(d) => {
+                // Its households count by their signals of every type over the
+                // window before each month.
+                let from = first.plus(-(derived::WINDOW_MONTHS as i32));
+                let changes: u64 = self
+                    .states
+                    .iter()
+                    .filter(|((_, m), _)| *m >= from && *m <= last)
+                    .map(|(_, c)| c)
+                    .sum();
+                let index = Derived::ALL.iter().position(|&x| x == d).expect("listed");
+                (wijkradar_store::Measure::Derived(index as u8), changes)
+            }
+        };
+        let key = TableRef {
+            gemeente: self.gemeente,
+            measure: stored_measure,
+            months: months.len() as u8,
+            first,
+        };
+        let previous = state.store.release_snapshot(&key)?;
+        let fits = |s: &ReleaseSnapshot| s.cells.len() == self.table.codes().len();
+        if let Some(s) = previous.as_ref().filter(|s| fits(s))
+            && (s.state == state_of || s.version >= state.max_versions)
+        {
+            return Ok(Ok((s.version, self.cells_of(s))));
+        }
+        let totals = self.totals(measure, months)?;
+        // What was released before and is tied to this table: the months of
+        // a longer period, and the previous version.
+        let mut links = Vec::new();
+        if months.len() > 1 {
+            // A quarter is tied to its months, a year to its quarters (each
+            // quarter was audited against its months).
+            let length = if months.len() == 12 { 3 } else { 1 };
+            let mut parts = Vec::with_capacity(months.len() / length);
+            for part in months.chunks(length) {
+                if let Ok((_, cells)) = self.release(measure, part)? {
+                    parts.push(cells.into_iter().map(|(_, r)| r).collect());
+                }
+            }
+            // Every part of an ended, kept period is released.
+            if parts.len() == months.len() / length {
+                links.push(Link::Parts(parts));
+            }
+        }
+        if let Some(s) = previous.as_ref().filter(|s| fits(s)) {
+            let cells = s
+                .cells
+                .iter()
+                .map(|c| c.map_or(Released::Suppressed, Released::Value));
+            links.push(match measure {
+                // A (type, month) table only gains households: each cell of a
+                // new version is at least its earlier truth.
+                Measure::Type(_) if months.len() == 1 => Link::EarlierVersion(cells.collect()),
+                // Elsewhere a late signal can move a household to another
+                // buurt: only the whole gemeente only gains.
+                _ => Link::EarlierVersionOfTotal(cells.collect()),
+            });
+        }
+        let released = self.table.release(&state.policy, &totals, &links);
+        let snapshot = ReleaseSnapshot {
+            version: previous.as_ref().map_or(1, |s| s.version + 1),
+            state: state_of,
+            cells: released
+                .iter()
+                .map(|(_, r)| match r {
+                    Released::Value(v) => Some(*v),
+                    Released::Suppressed => None,
+                })
+                .collect(),
+        };
+        let stored =
+            state
+                .store
+                .store_release_snapshot(&key, previous.as_ref(), snapshot, self.durable)?;
+        let period = label(months);
+        tracing::debug!(gemeente = %self.gemeente, measure = measure.name(), %period, version = stored.version, "release materialised");
+        state.audit.record(
+            "aggregator",
+            wijkradar_audit::Event::Release {
+                gemeente: self.gemeente.to_string(),
+                signal_type: measure.name().to_owned(),
+                month: period,
+                version: stored.version,
+            },
+            self.durable,
+        );
+        self.new_versions.set(self.new_versions.get() + 1);
+        Ok(Ok((stored.version, self.cells_of(&stored))))
+    }
+
+    fn cells_of(&self, s: &ReleaseSnapshot) -> Vec<(AreaCode, Released)> {
+        let cells = s
+            .cells
+            .iter()
+            .map(|c| c.map_or(Released::Suppressed, Released::Value));
+        self.table.codes().iter().copied().zip(cells).collect()
+    }
+
+    /// The true totals per buurt: a (type, month) table's from the counts
+    /// kept at write time; every other one's from the households, each
+    /// counted once in the buurt of its latest month that counts.
+    fn totals(
+        &self,
+        measure: Measure<'_>,
+        months: &[Month],
+    ) -> Result<Vec<(BuurtCode, CellTotal)>, ApiError> {
+        let state = &self.query.state;
+        if let (Measure::Type(t), [month]) = (measure, months) {
+            return Ok(state.store.buurt_counts(t, *month, self.gemeente)?);
+        }
+        let households = self.households()?;
+        let keyed = households.iter().map(|(k, s)| (*k, s.as_slice()));
+        let totals = match measure {
+            Measure::Type(t) => {
+                let id = state.store.type_id(t).unwrap_or(u16::MAX);
+                derived::period_totals(keyed, months, derived::of_type(id))
+            }
+            Measure::Derived(d) => {
+                derived::period_totals(keyed, months, |s: &[HouseholdSignal], m| {
+                    derived::counts_in(d, s, m)
+                })
+            }
+        };
+        Ok(totals.into_iter().collect())
+    }
+
+    /// The gemeente's households with their record keys and signals.
+    pub(crate) fn households(&self) -> Result<&[(u32, Vec<HouseholdSignal>)], ApiError> {
+        if let Some(h) = self.households.get() {
+            return Ok(h);
+        }
+        let state = &self.query.state;
+        let keyed = state
+            .store
+            .households_in(self.gemeente)?
+            .into_iter()
+            .map(|(p, signals)| (state.server_key.record_key(&p), signals))
+            .collect();
+        Ok(self.households.get_or_init(|| keyed))
+    }
+}
