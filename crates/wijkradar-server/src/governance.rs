@@ -40,6 +40,10 @@ pub(crate) async fn purge(
         .map(|(t, m)| (t.to_string(), m.to_string()))
         .collect();
     let purged = state.queue.purge(first_kept).await?;
+    if purged.periods > 0 {
+        // The store dropped the releases of the erased periods.
+        state.releases.clear();
+    }
     let k = u64::from(state.policy.k());
     if purged.periods > 0 {
         tracing::info!(periods = purged.periods, signals = %Count::new(purged.signals, k), "retention purge");

@@ -99,6 +99,7 @@ pub(crate) struct State {
     retention: RetentionConfig,
     audit: AuditLog,
     limiter: limits::Limiter,
+    releases: tables::ReleaseCache,
 }
 
 /// An audit entry for a call: what was asked (never a count) and, if it was
@@ -275,6 +276,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         base_measure,
         max_versions: config.release.max_versions,
         limits: config.limits.clone(),
+        releases: tables::ReleaseCache::default(),
     });
 
     let tls = ServerTlsConfig::new()

@@ -122,49 +122,31 @@ impl Query {
         for (g, signal_type, month, _) in state.store.tables()? {
             by_gemeente.entry(g).or_default().push((signal_type, month));
         }
-        let mut stored = 0;
-        for (g, tables_of_g) in by_gemeente {
-            let tables = Tables::new(self, g, false)?;
-            let ended = |m: Month| m < closed_before && m < tables.now;
-            let first = tables_of_g
-                .iter()
-                .map(|(_, m)| *m)
-                .min()
-                .expect("one at least");
-            let last = tables_of_g
-                .iter()
-                .map(|(_, m)| *m)
-                .max()
-                .expect("one at least");
-            let types: BTreeSet<&SignalTypeName> = tables_of_g.iter().map(|(t, _)| t).collect();
-            for (signal_type, month) in &tables_of_g {
-                if ended(*month) {
-                    let _ = tables.release(Measure::Type(signal_type), &[*month])?;
-                }
-            }
-            let derived_last = last.plus(derived::WINDOW_MONTHS as i32);
-            for d in Derived::ALL {
-                for m in first.through(derived_last).filter(|&m| ended(m)) {
-                    let _ = tables.release(Measure::Derived(d), &[m])?;
-                }
-            }
-            let measures: Vec<Measure<'_>> = types
-                .iter()
-                .map(|&t| Measure::Type(t))
-                .chain(Derived::ALL.into_iter().map(Measure::Derived))
+        // Gemeenten are independent: one worker per core takes the next.
+        let by_gemeente: Vec<_> = by_gemeente.into_iter().collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let stored: Result<Vec<usize>, ApiError> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut stored = 0;
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((g, tables_of_g)) = by_gemeente.get(i) else {
+                                return Ok(stored);
+                            };
+                            stored += self.materialise_gemeente(*g, tables_of_g, closed_before)?;
+                        }
+                    })
+                })
                 .collect();
-            for period in [Period::Quarter, Period::Year] {
-                for (_, months) in period.covering(first, derived_last) {
-                    if !months.last().is_some_and(|&m| ended(m)) {
-                        continue;
-                    }
-                    for &measure in &measures {
-                        let _ = tables.release(measure, &months)?;
-                    }
-                }
-            }
-            stored += tables.new_versions.get();
-        }
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a materialising worker panicked"))
+                .collect()
+        });
+        let stored: usize = stored?.into_iter().sum();
         if stored > 0 {
             state.store.flush()?;
             if let Err(e) = state.audit.sync() {
@@ -174,6 +156,57 @@ impl Query {
         }
         Ok(stored)
     }
+
+    /// [`Query::materialise_ended`] for one gemeente with its (type, month)
+    /// tables; returns how many new versions it stored.
+    fn materialise_gemeente(
+        &self,
+        g: GemeenteCode,
+        tables_of_g: &[(SignalTypeName, Month)],
+        closed_before: Month,
+    ) -> Result<usize, ApiError> {
+        let tables = Tables::new(self, g, false)?;
+        let ended = |m: Month| m < closed_before && m < tables.now;
+        let first = tables_of_g
+            .iter()
+            .map(|(_, m)| *m)
+            .min()
+            .expect("one at least");
+        let last = tables_of_g
+            .iter()
+            .map(|(_, m)| *m)
+            .max()
+            .expect("one at least");
+        let types: BTreeSet<&SignalTypeName> = tables_of_g.iter().map(|(t, _)| t).collect();
+        for (signal_type, month) in tables_of_g {
+            if ended(*month) {
+                let _ = tables.release(Measure::Type(signal_type), &[*month])?;
+            }
+        }
+        let derived_last = last.plus(derived::WINDOW_MONTHS as i32);
+        for d in Derived::ALL {
+            for m in first.through(derived_last).filter(|&m| ended(m)) {
+                let _ = tables.release(Measure::Derived(d), &[m])?;
+            }
+        }
+        let measures: Vec<Measure<'_>> = types
+            .iter()
+            .map(|&t| Measure::Type(t))
+            .chain(Derived::ALL.into_iter().map(Measure::Derived))
+            .collect();
+        for period in [Period::Quarter, Period::Year] {
+            for (_, months) in period.covering(first, derived_last) {
+                if !months.last().is_some_and(|&m| ended(m)) {
+                    continue;
+                }
+                for &measure in &measures {
+                    let _ = tables.release(measure, &months)?;
+                }
+            }
+        }
+        Ok(tables.new_versions.get())
+    }
+
     fn catalogue(
         &self,
         req: pb::GetCatalogueRequest,

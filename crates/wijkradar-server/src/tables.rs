@@ -14,15 +14,51 @@
 
 use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use wijkradar_domain::derived::{self, Derived, HouseholdSignal};
 use wijkradar_domain::{AreaCode, BuurtCode, CellTotal, GemeenteCode, Month, SignalTypeName};
 use wijkradar_proto::v1 as pb;
 use wijkradar_release::{GemeenteTable, Link, Released};
-use wijkradar_store::{ReleaseSnapshot, TableRef};
+use wijkradar_store::{ReleaseSnapshot, Store, TableRef};
 
 use crate::error::ApiError;
 use crate::query::{Query, VersionedRelease};
+
+/// Materialised releases read or stored since the server started, so that
+/// answering a table reads each release from sled once, not per query.
+/// Only this process writes releases; a purge clears it.
+#[derive(Debug, Default)]
+pub(crate) struct ReleaseCache {
+    map: RwLock<HashMap<TableRef, Arc<ReleaseSnapshot>>>,
+}
+
+/// Releases kept in memory at most (each a few bytes per area); past this
+/// the cache starts afresh.
+const CACHED_RELEASES: usize = 400_000;
+
+impl ReleaseCache {
+    fn get(&self, store: &Store, key: &TableRef) -> Result<Option<Arc<ReleaseSnapshot>>, ApiError> {
+        if let Some(s) = self.map.read().expect("release cache lock").get(key) {
+            return Ok(Some(s.clone()));
+        }
+        Ok(store.release_snapshot(key)?.map(|s| self.put(*key, s)))
+    }
+
+    fn put(&self, key: TableRef, s: ReleaseSnapshot) -> Arc<ReleaseSnapshot> {
+        let s = Arc::new(s);
+        let mut map = self.map.write().expect("release cache lock");
+        if map.len() >= CACHED_RELEASES {
+            map.clear();
+        }
+        map.insert(key, s.clone());
+        s
+    }
+
+    pub(crate) fn clear(&self) {
+        self.map.write().expect("release cache lock").clear();
+    }
+}
 
 /// What a table counts.
 #[derive(Debug, Clone, Copy)]
@@ -142,7 +178,7 @@ impl<'q> Tables<'q> {
             months: months.len() as u8,
             first,
         };
-        let previous = state.store.release_snapshot(&key)?;
+        let previous = state.releases.get(&state.store, &key)?;
         let fits = |s: &ReleaseSnapshot| s.cells.len() == self.table.codes().len();
         if let Some(s) = previous.as_ref().filter(|s| fits(s))
             && (s.state == state_of || s.version >= state.max_versions)
@@ -194,10 +230,15 @@ impl<'q> Tables<'q> {
                 })
                 .collect(),
         };
-        let stored =
-            state
-                .store
-                .store_release_snapshot(&key, previous.as_ref(), snapshot, self.durable)?;
+        let stored = state.releases.put(
+            key,
+            state.store.store_release_snapshot(
+                &key,
+                previous.as_deref(),
+                snapshot,
+                self.durable,
+            )?,
+        );
         let period = label(months);
         tracing::debug!(gemeente = %self.gemeente, measure = measure.name(), %period, version = stored.version, "release materialised");
         state.audit.record(
