@@ -183,7 +183,9 @@ async fn call(channel: Channel, op: Op, seq: usize) -> Result<(), tonic::Status>
             .await
             .map(|_| ()),
         Op::Materialise => AdminServiceClient::new(channel)
-            .materialise_releases(pb::MaterialiseReleasesRequest {})
+            .materialise_releases(pb::MaterialiseReleasesRequest {
+                month: String::new(),
+            })
             .await
             .map(|_| ()),
     }

@@ -50,9 +50,13 @@ pub enum AdminCommand {
         #[command(flatten)]
         connection: Connection,
     },
-    /// Materialise the releases of every ended month that is new or changed
-    /// (operator).
+    /// Materialise the releases of every ended period (month, quarter,
+    /// year) that is new or changed, or of one month (operator).
     Materialise {
+        /// Only this month's tables (YYYY-MM): every signal type and derived
+        /// indicator of every gemeente.
+        #[arg(long)]
+        month: Option<String>,
         #[command(flatten)]
         connection: Connection,
     },
@@ -160,10 +164,12 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        AdminCommand::Materialise { connection } => {
+        AdminCommand::Materialise { month, connection } => {
             let mut client = AdminServiceClient::new(connection.connect().await?);
             let answer = client
-                .materialise_releases(pb::MaterialiseReleasesRequest {})
+                .materialise_releases(pb::MaterialiseReleasesRequest {
+                    month: month.unwrap_or_default(),
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();

@@ -14,7 +14,8 @@ use wijkradar_proto::v1::{
 use crate::State;
 use crate::access::Role;
 use crate::auth::authorize;
-use crate::error::ApiError;
+use crate::error::{ApiError, Violation};
+use wijkradar_domain::Month;
 
 /// Largest piece of the audit log sent in one message.
 const EXPORT_CHUNK: usize = 1 << 20;
@@ -167,12 +168,37 @@ impl AdminService for Admin {
             state: state.clone(),
         };
         let now = crate::ingest::current_month();
-        let stored = tokio::task::spawn_blocking(move || query.materialise_ended(now))
+        let month = &request.get_ref().month;
+        let only = if month.is_empty() {
+            None
+        } else {
+            let m: Month = month.parse().map_err(|_| {
+                Status::from(ApiError::InvalidArgument(vec![Violation::new(
+                    "month",
+                    format!(
+                        "`{}` is not a month (YYYY-MM)",
+                        crate::convert::printable(month)
+                    ),
+                )]))
+            })?;
+            if m >= now {
+                return Err(Status::from(ApiError::InvalidArgument(vec![
+                    Violation::new("month", format!("{m} has not ended")),
+                ])));
+            }
+            Some(m)
+        };
+        let stored = tokio::task::spawn_blocking(move || query.materialise_ended(now, only))
             .await
             .map_err(|_| Status::from(ApiError::Internal))??;
         state.audit.record(
             &operator.name,
-            crate::call_event("MaterialiseReleases", "", "", None),
+            crate::call_event(
+                "MaterialiseReleases",
+                "",
+                &only.map(|m| format!("month={m}")).unwrap_or_default(),
+                None,
+            ),
             true,
         );
         Ok(Response::new(pb::MaterialiseReleasesResponse {

@@ -172,7 +172,8 @@ async fn materialise_on_schedule(query: query::Query, every: std::time::Duration
         let closed_before = wijkradar_domain::Month::from_unix_seconds(
             crate::ingest::unix_seconds() - i64::from(after_days) * 86_400,
         );
-        let done = tokio::task::spawn_blocking(move || q.materialise_ended(closed_before)).await;
+        let done =
+            tokio::task::spawn_blocking(move || q.materialise_ended(closed_before, None)).await;
         match done {
             Ok(Ok(0)) => {}
             Ok(Ok(stored)) => tracing::info!(tables = stored, "scheduled materialisation"),

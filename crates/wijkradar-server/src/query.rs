@@ -114,9 +114,14 @@ impl Query {
     /// `closed_before` and has no release yet or changed since (within the
     /// version cap): per gemeente with stored signals, each type's months,
     /// quarters and years, and the derived indicators' (whose windows reach
-    /// six months past the last signal). What the scheduler runs. Returns
-    /// how many new versions it stored.
-    pub(crate) fn materialise_ended(&self, closed_before: Month) -> Result<usize, ApiError> {
+    /// six months past the last signal). What the scheduler runs. With
+    /// `only`, that month's tables of the types and derived indicators only.
+    /// Returns how many new versions it stored.
+    pub(crate) fn materialise_ended(
+        &self,
+        closed_before: Month,
+        only: Option<Month>,
+    ) -> Result<usize, ApiError> {
         let state = &self.state;
         let mut by_gemeente: BTreeMap<GemeenteCode, Vec<(SignalTypeName, Month)>> = BTreeMap::new();
         for (g, signal_type, month, _) in state.store.tables()? {
@@ -136,7 +141,8 @@ impl Query {
                             let Some((g, tables_of_g)) = by_gemeente.get(i) else {
                                 return Ok(stored);
                             };
-                            stored += self.materialise_gemeente(*g, tables_of_g, closed_before)?;
+                            stored +=
+                                self.materialise_gemeente(*g, tables_of_g, closed_before, only)?;
                         }
                     })
                 })
@@ -164,8 +170,18 @@ impl Query {
         g: GemeenteCode,
         tables_of_g: &[(SignalTypeName, Month)],
         closed_before: Month,
+        only: Option<Month>,
     ) -> Result<usize, ApiError> {
         let tables = Tables::new(self, g, false)?;
+        if let Some(m) = only {
+            for (signal_type, _) in tables_of_g.iter().filter(|(_, month)| *month == m) {
+                let _ = tables.release(Measure::Type(signal_type), &[m])?;
+            }
+            for d in Derived::ALL {
+                let _ = tables.release(Measure::Derived(d), &[m])?;
+            }
+            return Ok(tables.new_versions.get());
+        }
         let ended = |m: Month| m < closed_before && m < tables.now;
         let first = tables_of_g
             .iter()
