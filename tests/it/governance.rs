@@ -688,3 +688,52 @@ async fn the_agent_waits_out_the_rate_limit_and_sends_the_rest() {
     assert!(outbox.pending().unwrap().is_empty());
     assert_eq!(server.store().signal_count().unwrap(), 500);
 }
+
+/// The operator can release one month; a month that is not one, or has not
+/// ended, is refused with the field.
+#[tokio::test]
+async fn the_operator_materialises_one_month_and_a_bad_month_is_refused() {
+    use tonic_types::StatusExt;
+    let server = start(|_| {}).await;
+    let month = month_ago(2);
+    submit(
+        server.channel("corporatie").await,
+        vec![batch("een", "huurachterstand", ALMERE_BUURT, &month, 1, 12)],
+    )
+    .await;
+    let mut admin = AdminServiceClient::new(server.channel("beheer").await);
+    let materialise = |month: &str| pb::MaterialiseReleasesRequest {
+        month: month.to_owned(),
+    };
+    for (bad, why) in [
+        ("2024-13", "is not a month"),
+        (
+            &*wijkradar_tests::current_month().to_string(),
+            "has not ended",
+        ),
+    ] {
+        let status = admin
+            .materialise_releases(materialise(bad))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad}");
+        let violations = status.get_details_bad_request().unwrap().field_violations;
+        assert_eq!(violations[0].field, "month");
+        assert!(violations[0].description.contains(why), "{violations:?}");
+    }
+    // The month: each signal type with signals that month (here one) and
+    // both derived indicators, of every gemeente with signals (here one).
+    let answer = admin
+        .materialise_releases(materialise(&month))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.tables_released, 3, "{answer:?}");
+    // Asked again, nothing changed: nothing new.
+    let again = admin
+        .materialise_releases(materialise(&month))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.tables_released, 0);
+}
