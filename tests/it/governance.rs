@@ -737,3 +737,65 @@ async fn the_operator_materialises_one_month_and_a_bad_month_is_refused() {
         .into_inner();
     assert_eq!(again.tables_released, 0);
 }
+
+/// A month that ended fewer than `materialise_after_days` ago is pending to
+/// a query: no version is spent on half its exports. The operator can
+/// release it anyway; from then on the query shows that release, and a late
+/// signal in the waiting time makes no new version.
+#[tokio::test]
+async fn a_month_within_the_waiting_days_is_pending_until_released() {
+    // 40 days: last month has always ended fewer than 40 days ago.
+    let server = start(|c| c.release.materialise_after_days = 40).await;
+    let month = month_ago(1);
+    let corporatie = server.channel("corporatie").await;
+    submit(
+        corporatie.clone(),
+        vec![batch("een", "huurachterstand", ALMERE_BUURT, &month, 1, 30)],
+    )
+    .await;
+    let table = pb::GetTableRequest {
+        gemeente_code: "GM0034".into(),
+        level: pb::AreaLevel::Buurt.into(),
+        signal_types: vec!["huurachterstand".into()],
+        from_month: month.clone(),
+        to_month: month.clone(),
+        period: pb::Period::Month.into(),
+        layout: pb::TableLayout::Cells.into(),
+    };
+    let mut q = server.query("almere").await;
+    let pending = q.get_table(table.clone()).await.unwrap().into_inner();
+    assert!(
+        pending
+            .cells
+            .iter()
+            .all(|c| c.status == pb::CellStatus::Pending as i32 && c.value.is_none())
+    );
+    AdminServiceClient::new(server.channel("beheer").await)
+        .materialise_releases(pb::MaterialiseReleasesRequest {
+            month: month.clone(),
+        })
+        .await
+        .unwrap();
+    let released = q.get_table(table.clone()).await.unwrap().into_inner();
+    let cell = released
+        .cells
+        .iter()
+        .find(|c| c.area_code == ALMERE_BUURT)
+        .unwrap();
+    assert_eq!(cell.status, pb::CellStatus::Released as i32);
+    assert_eq!(cell.release_version, 1);
+    // A late batch: stored, but the release stays until the month is closed.
+    submit(
+        corporatie,
+        vec![batch(
+            "laat",
+            "huurachterstand",
+            ALMERE_BUURT,
+            &month,
+            2,
+            15,
+        )],
+    )
+    .await;
+    assert_eq!(q.get_table(table).await.unwrap().into_inner(), released);
+}

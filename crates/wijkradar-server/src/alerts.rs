@@ -83,7 +83,7 @@ impl Query {
         let buurten: Vec<BuurtCode> = state.hierarchy.buurten_of(q.gemeente).collect();
         let wijken: Vec<WijkCode> = state.hierarchy.wijken_of(q.gemeente).collect();
         let base = |a: AreaCode| state.bases.per_area.get(&a).map_or(1.0, |&b| b as f64);
-        let tables = Tables::new(self, q.gemeente, true)?;
+        let tables = Tables::new(self, q.gemeente, true, None)?;
         let zeros = || -> HashMap<BuurtCode, Vec<u64>> {
             buurten
                 .iter()

@@ -91,7 +91,12 @@ impl DevSetup {
             keys: KeysConfig { server_key },
             access: access_path,
             limits: Limits::default(),
-            release: ReleaseConfig::default(),
+            // A month is released as soon as it has ended: development and
+            // the demo do not wait for late exports.
+            release: ReleaseConfig {
+                materialise_after_days: 0,
+                ..ReleaseConfig::default()
+            },
             retention: RetentionConfig {
                 default_months: DEV_RETENTION_MONTHS,
                 ..RetentionConfig::default()
@@ -125,7 +130,7 @@ impl DevSetup {
         // toml's own string rendering quotes and escapes any path.
         let q = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
         let text = format!(
-            "listen = {}\ndata_dir = {}\naccess = {}\n\n[tls]\nclient_ca = {}\ncert = {}\nkey = {}\n\n[keys]\nserver_key = {}\n\n[release]\nk = {}\nmax_noise = {}\nvariance = {:?}\nrate_floor = {}\n\n[retention]\ndefault_months = {}\npurge_every_seconds = {}\n",
+            "listen = {}\ndata_dir = {}\naccess = {}\n\n[tls]\nclient_ca = {}\ncert = {}\nkey = {}\n\n[keys]\nserver_key = {}\n\n[release]\nk = {}\nmax_noise = {}\nvariance = {:?}\nrate_floor = {}\nmaterialise_after_days = {}\n\n[retention]\ndefault_months = {}\npurge_every_seconds = {}\n",
             toml::Value::String(listen.to_owned()),
             q(&c.data_dir),
             q(&c.access),
@@ -137,6 +142,7 @@ impl DevSetup {
             c.release.max_noise,
             c.release.variance,
             c.release.rate_floor,
+            c.release.materialise_after_days,
             c.retention.default_months,
             c.retention.purge_every_seconds,
         );

@@ -100,6 +100,24 @@ pub(crate) struct State {
     audit: AuditLog,
     limiter: limits::Limiter,
     releases: tables::ReleaseCache,
+    /// Days after its end a period is released (`release.materialise_after_days`).
+    materialise_after_days: u32,
+}
+
+impl State {
+    /// Periods ending before this month are closed: released by the
+    /// schedule or the first query. A month ended fewer than
+    /// `materialise_after_days` ago is not, so that its exports are in.
+    pub(crate) fn closed_before(&self) -> wijkradar_domain::Month {
+        closed_before(self.materialise_after_days)
+    }
+}
+
+/// The first month not yet closed, `after_days` after months end.
+fn closed_before(after_days: u32) -> wijkradar_domain::Month {
+    wijkradar_domain::Month::from_unix_seconds(
+        crate::ingest::unix_seconds() - i64::from(after_days) * 86_400,
+    )
 }
 
 /// An audit entry for a call: what was asked (never a count) and, if it was
@@ -168,10 +186,7 @@ async fn materialise_on_schedule(query: query::Query, every: std::time::Duration
     loop {
         ticks.tick().await;
         let q = query.clone();
-        // Months before the one `after_days` ago are closed.
-        let closed_before = wijkradar_domain::Month::from_unix_seconds(
-            crate::ingest::unix_seconds() - i64::from(after_days) * 86_400,
-        );
+        let closed_before = closed_before(after_days);
         let done =
             tokio::task::spawn_blocking(move || q.materialise_ended(closed_before, None)).await;
         match done {
@@ -278,6 +293,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         max_versions: config.release.max_versions,
         limits: config.limits.clone(),
         releases: tables::ReleaseCache::default(),
+        materialise_after_days: config.release.materialise_after_days,
     });
 
     let tls = ServerTlsConfig::new()

@@ -74,7 +74,7 @@ impl Query {
         let q = table_query_from_proto(req, &state.hierarchy, &state.catalogue)?;
         // Every level is answered from the one audited release of the whole
         // gemeente table, so no combination of levels gives more.
-        let tables = Tables::new(self, q.gemeente, true)?;
+        let tables = Tables::new(self, q.gemeente, true, None)?;
         let mut answer = Answer::new(&state.bases, &tables.table, q.level, q.columns);
         let periods = q.period.covering(q.from, q.to);
         let measures = q
@@ -172,7 +172,13 @@ impl Query {
         closed_before: Month,
         only: Option<Month>,
     ) -> Result<usize, ApiError> {
-        let tables = Tables::new(self, g, false)?;
+        // The operator's one month is released whether or not it is closed.
+        let tables = Tables::new(
+            self,
+            g,
+            false,
+            Some(only.map_or(closed_before, |m| m.plus(1))),
+        )?;
         if let Some(m) = only {
             for (signal_type, _) in tables_of_g.iter().filter(|(_, month)| *month == m) {
                 let _ = tables.release(Measure::Type(signal_type), &[m])?;

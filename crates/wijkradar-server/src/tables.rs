@@ -95,6 +95,9 @@ pub(crate) struct Tables<'q> {
     pub(crate) table: GemeenteTable,
     gemeente: GemeenteCode,
     pub(crate) now: Month,
+    /// Periods ending before this month may get a new release here; a later
+    /// one shows what was released before, or is pending.
+    closed_before: Month,
     states: HashMap<(u16, Month), u64>,
     households: OnceCell<Vec<(u32, Vec<HouseholdSignal>)>>,
     /// Make each new version durable before it is returned (a query), or
@@ -104,17 +107,24 @@ pub(crate) struct Tables<'q> {
 }
 
 impl<'q> Tables<'q> {
+    /// A query's view (`durable`, periods closed by the release schedule's
+    /// rule) or a bulk materialisation's (up to `closed_before`).
     pub(crate) fn new(
         query: &'q Query,
         gemeente: GemeenteCode,
         durable: bool,
+        closed_before: Option<Month>,
     ) -> Result<Tables<'q>, ApiError> {
         let state = &query.state;
+        let now = crate::ingest::current_month();
         Ok(Tables {
             query,
             table: GemeenteTable::new(&state.hierarchy, gemeente),
             gemeente,
-            now: crate::ingest::current_month(),
+            now,
+            closed_before: closed_before
+                .unwrap_or_else(|| state.closed_before())
+                .min(now),
             states: state.store.table_states_of(gemeente)?,
             households: OnceCell::new(),
             durable,
@@ -181,9 +191,16 @@ impl<'q> Tables<'q> {
         let previous = state.releases.get(&state.store, &key)?;
         let fits = |s: &ReleaseSnapshot| s.cells.len() == self.table.codes().len();
         if let Some(s) = previous.as_ref().filter(|s| fits(s))
-            && (s.state == state_of || s.version >= state.max_versions)
+            && (s.state == state_of
+                || s.version >= state.max_versions
+                || last >= self.closed_before)
         {
             return Ok(Ok((s.version, self.cells_of(s))));
+        }
+        // Ended, but not closed yet: late exports may still come in, and a
+        // version spent on half a month would stay.
+        if last >= self.closed_before {
+            return Ok(Err(pb::CellStatus::Pending));
         }
         let totals = self.totals(measure, months)?;
         // What was released before and is tied to this table: the months of
