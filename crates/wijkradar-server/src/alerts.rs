@@ -105,7 +105,8 @@ impl Query {
         }
         // The derived indicators, with their cell keys for the release.
         if !q.derived.is_empty() {
-            let households = tables.households()?;
+            let households =
+                tables.households(months[0].plus(-(derived::WINDOW_MONTHS as i32)), q.month)?;
             for &d in &q.derived {
                 let keyed = households.iter().map(|(k, s)| (*k, s.as_slice()));
                 let mut per_buurt = zeros();

@@ -77,6 +77,12 @@ impl Query {
         let tables = Tables::new(self, q.gemeente, true, None)?;
         let mut answer = Answer::new(&state.bases, &tables.table, q.level, q.columns);
         let periods = q.period.covering(q.from, q.to);
+        if let (Some((_, first)), Some((_, last))) = (periods.first(), periods.last()) {
+            tables.household_months.set(Some((
+                first[0].plus(-(derived::WINDOW_MONTHS as i32)),
+                last[last.len() - 1],
+            )));
+        }
         let measures = q
             .signal_types
             .iter()
@@ -179,7 +185,9 @@ impl Query {
             false,
             Some(only.map_or(closed_before, |m| m.plus(1))),
         )?;
+        let window = derived::WINDOW_MONTHS as i32;
         if let Some(m) = only {
+            tables.household_months.set(Some((m.plus(-window), m)));
             for (signal_type, _) in tables_of_g.iter().filter(|(_, month)| *month == m) {
                 let _ = tables.release(Measure::Type(signal_type), &[m])?;
             }
@@ -205,7 +213,10 @@ impl Query {
                 let _ = tables.release(Measure::Type(signal_type), &[*month])?;
             }
         }
-        let derived_last = last.plus(derived::WINDOW_MONTHS as i32);
+        let derived_last = last.plus(window);
+        tables
+            .household_months
+            .set(Some((first.plus(-window), derived_last)));
         for d in Derived::ALL {
             for m in first.through(derived_last).filter(|&m| ended(m)) {
                 let _ = tables.release(Measure::Derived(d), &[m])?;

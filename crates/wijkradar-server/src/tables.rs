@@ -12,7 +12,7 @@
 //! quarter's or year's cells are tied to its months' released cells, and a
 //! new version's to the version before (see `wijkradar_release::Linked`).
 
-use std::cell::{Cell, OnceCell};
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -60,6 +60,13 @@ impl ReleaseCache {
     }
 }
 
+/// Households with their record keys and signals of the months `from..=to`.
+struct HouseholdsRead {
+    from: Month,
+    to: Month,
+    households: std::rc::Rc<Vec<(u32, Vec<HouseholdSignal>)>>,
+}
+
 /// What a table counts.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Measure<'a> {
@@ -99,7 +106,10 @@ pub(crate) struct Tables<'q> {
     /// one shows what was released before, or is pending.
     closed_before: Month,
     states: HashMap<(u16, Month), u64>,
-    households: OnceCell<Vec<(u32, Vec<HouseholdSignal>)>>,
+    /// The households read so far, with the months their signals cover.
+    households: RefCell<Option<HouseholdsRead>>,
+    /// The months the caller will want households for, read in one go.
+    pub(crate) household_months: Cell<Option<(Month, Month)>>,
     /// Make each new version durable before it is returned (a query), or
     /// leave that to the caller (a bulk materialisation).
     durable: bool,
@@ -126,7 +136,8 @@ impl<'q> Tables<'q> {
                 .unwrap_or_else(|| state.closed_before())
                 .min(now),
             states: state.store.table_states_of(gemeente)?,
-            households: OnceCell::new(),
+            households: RefCell::new(None),
+            household_months: Cell::new(None),
             durable,
             new_versions: Cell::new(0),
         })
@@ -292,7 +303,12 @@ impl<'q> Tables<'q> {
         if let (Measure::Type(t), [month]) = (measure, months) {
             return Ok(state.store.buurt_counts(t, *month, self.gemeente)?);
         }
-        let households = self.households()?;
+        // A derived indicator looks back over its window.
+        let from = match measure {
+            Measure::Type(_) => months[0],
+            Measure::Derived(_) => months[0].plus(-(derived::WINDOW_MONTHS as i32)),
+        };
+        let households = self.households(from, months[months.len() - 1])?;
         let keyed = households.iter().map(|(k, s)| (*k, s.as_slice()));
         let totals = match measure {
             Measure::Type(t) => {
@@ -308,18 +324,43 @@ impl<'q> Tables<'q> {
         Ok(totals.into_iter().collect())
     }
 
-    /// The gemeente's households with their record keys and signals.
-    pub(crate) fn households(&self) -> Result<&[(u32, Vec<HouseholdSignal>)], ApiError> {
-        if let Some(h) = self.households.get() {
-            return Ok(h);
+    /// The gemeente's households with their record keys and their signals
+    /// of at least the months `from..=to` (and of `household_months`, read
+    /// at the same time): every count here looks only at months it names,
+    /// so more months change nothing.
+    pub(crate) fn households(
+        &self,
+        from: Month,
+        to: Month,
+    ) -> Result<std::rc::Rc<Vec<(u32, Vec<HouseholdSignal>)>>, ApiError> {
+        if let Some(read) = self.households.borrow().as_ref()
+            && read.from <= from
+            && to <= read.to
+        {
+            return Ok(read.households.clone());
+        }
+        let (mut from, mut to) = (from, to);
+        for (a, b) in self
+            .household_months
+            .get()
+            .into_iter()
+            .chain(self.households.borrow().as_ref().map(|r| (r.from, r.to)))
+        {
+            (from, to) = (from.min(a), to.max(b));
         }
         let state = &self.query.state;
-        let keyed = state
+        let keyed: Vec<_> = state
             .store
-            .households_in(self.gemeente)?
+            .households_between(self.gemeente, from, to)?
             .into_iter()
             .map(|(p, signals)| (state.server_key.record_key(&p), signals))
             .collect();
-        Ok(self.households.get_or_init(|| keyed))
+        let households = std::rc::Rc::new(keyed);
+        *self.households.borrow_mut() = Some(HouseholdsRead {
+            from,
+            to,
+            households: households.clone(),
+        });
+        Ok(households)
     }
 }

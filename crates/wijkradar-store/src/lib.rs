@@ -570,12 +570,40 @@ impl Store {
         &self,
         g: GemeenteCode,
     ) -> Result<Vec<(ServerPseudonym, Vec<HouseholdSignal>)>, StoreError> {
+        let (first, last) = (
+            Month::new(1900, 1).expect("a valid month"),
+            Month::new(9999, 12).expect("a valid month"),
+        );
+        self.households_between(g, first, last)
+    }
+
+    /// [`Store::households_in`] with only the signals of months `from..=to`:
+    /// one range read per signal type.
+    pub fn households_between(
+        &self,
+        g: GemeenteCode,
+        from: Month,
+        to: Month,
+    ) -> Result<Vec<(ServerPseudonym, Vec<HouseholdSignal>)>, StoreError> {
         let mut by_household: HashMap<ServerPseudonym, Vec<HouseholdSignal>> = HashMap::new();
         let digits = g.body();
         // The key of the (type, month) being read: records come per period.
         type Period = ((u16, Month), Option<Arc<shred::PeriodKey>>);
         let mut period: Option<Period> = None;
-        for kv in self.db.scan_prefix(signal_prefix(digits)) {
+        let mut type_ids: Vec<u16> = self
+            .types
+            .read()
+            .expect("type map lock")
+            .values()
+            .copied()
+            .collect();
+        type_ids.sort_unstable();
+        let range_of = |t: u16| {
+            let start = signal_key(digits, &[0; 32], t, from);
+            let end = signal_key(digits, &[0xff; 32], t, to);
+            self.db.range(start..=end)
+        };
+        for kv in type_ids.into_iter().flat_map(range_of) {
             let (k, v) = kv?;
             if v.len() != SIGNAL_VALUE || &v[..4] != digits {
                 return Err(StoreError::Corrupt);

@@ -307,6 +307,18 @@ async fn pseudonyms_are_never_stored_in_the_clear_and_a_purge_leaves_the_rest_co
     let households = store.households_in(g).unwrap();
     assert_eq!(households.len(), 3);
     assert_eq!(households[0].1.len(), 2, "household 1 linked across months");
+    // A range of months reads only their signals, of every type.
+    let month = |m: &str| -> Month { m.parse().unwrap() };
+    let january = store
+        .households_between(g, month("2024-01"), month("2024-01"))
+        .unwrap();
+    let signals: Vec<_> = january.iter().flat_map(|(_, s)| s).collect();
+    assert_eq!(signals.len(), 3, "{signals:?}");
+    assert!(signals.iter().all(|s| s.month == month("2024-01")));
+    let both = store
+        .households_between(g, month("2023-12"), month("2024-02"))
+        .unwrap();
+    assert_eq!(both, households);
     assert!(!contains(&all_bytes(dir.path()), &[1u8; 32]));
 
     // Keep huurachterstand from 2024-02, schoolverzuim from 2023-01.
