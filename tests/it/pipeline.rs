@@ -908,3 +908,73 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
         );
     }
 }
+
+/// A month kept at its version cap counts fewer households than are stored:
+/// its quarter is audited against it as a stale part (the quarter holds at
+/// least its households, but their sum no longer bounds the quarter).
+#[tokio::test]
+async fn a_quarter_over_a_capped_month_is_audited_against_it() {
+    let server = TestServer::start_with(|c| c.release.max_versions = 1).await;
+    let f = fixture();
+    let key = PartnerKey::load(&server.setup.partner_key).unwrap();
+    let rows =
+        |postcode: &str, numbers: std::ops::RangeInclusive<u32>, addition: &str, month: &str| {
+            numbers
+                .map(|n| format!("{postcode},{n},{addition},huurachterstand,{month}\n"))
+                .collect::<String>()
+        };
+    let header = "postcode,huisnummer,toevoeging,signaaltype,maand\n";
+    let export = [
+        header.to_owned(),
+        rows("1315AA", 1..=14, "", "2024-01"),
+        rows("1315AB", 1..=6, "", "2024-02"),
+        rows("1315AA", 1..=9, "", "2024-02"),
+        rows("1315AC", 1..=12, "", "2024-03"),
+    ]
+    .concat();
+    run_agent(&server, PARTNER_A, &export, &key, &f.table).await;
+    let months = || {
+        released_by_period(
+            &server,
+            "huurachterstand",
+            pb::Period::Month,
+            "2024-01",
+            "2024-03",
+        )
+    };
+    let before = months().await;
+    // Late February signals: stored, but February stays at version 1.
+    let late = [header.to_owned(), rows("1315AB", 1..=12, "L", "2024-02")].concat();
+    run_agent(&server, PARTNER_A, &late, &key, &f.table).await;
+    let after = months().await;
+    assert_eq!(after, before, "capped: the months stay as released");
+    let quarter = released_by_period(
+        &server,
+        "huurachterstand",
+        pb::Period::Quarter,
+        "2024-01",
+        "2024-03",
+    )
+    .await;
+    let (_, q1) = &quarter["2024-Q1"];
+    let table = GemeenteTable::new(&Hierarchy::netherlands_2023(), "GM0034".parse().unwrap());
+    let links = [wijkradar_release::Link::StaleParts {
+        parts: after
+            .values()
+            .map(|(_, m)| table.in_node_order(m))
+            .collect(),
+        per_cell: true,
+    }];
+    for (t, area, interval) in table.attack_linked(&table.in_node_order(q1), &links, 4) {
+        assert!(
+            interval.width().is_none_or(|w| w >= 10),
+            "table {t}, {area}: {interval:?}"
+        );
+    }
+    // The quarter counts the late households: buurt B's 6 + 12 are released.
+    let b = q1[&AreaCode::Buurt(f.b)];
+    assert!(
+        matches!(b, Released::Value(v) if (14..=22).contains(&v)),
+        "{b:?}"
+    );
+}

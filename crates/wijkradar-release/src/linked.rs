@@ -13,6 +13,10 @@
 //!   (those households' latest month is the last); the period's gemeente
 //!   total is at least every part's (a household of a part is in the period,
 //!   in some buurt of the gemeente).
+//! - [`Link::StaleParts`]: parts released before their last signals came
+//!   in (capped versions): the period still holds at least their households
+//!   (in total, and per cell of the last part where cells only gain), but
+//!   their sum no longer bounds it.
 //! - [`Link::EarlierVersion`]: a (type, month) table only gains households,
 //!   so every cell of the new version is at least its truth in the old one.
 //! - [`Link::EarlierVersionOfTotal`]: in a period or a derived table a late
@@ -53,6 +57,15 @@ pub enum Link {
     /// order (the months of a quarter; the months or the quarters of a
     /// year).
     Parts(Vec<Vec<Released>>),
+    /// Releases of the parts made before the last signals came in (a part
+    /// past its version cap): this table still holds at least their
+    /// households, in total, and per cell of the last part when `per_cell`
+    /// (a table that only gains households per cell); the sum no longer
+    /// bounds it.
+    StaleParts {
+        parts: Vec<Vec<Released>>,
+        per_cell: bool,
+    },
     /// The previous version of a table that only gains households per cell.
     EarlierVersion(Vec<Released>),
     /// The previous version of a table whose total only gains households.
@@ -143,6 +156,17 @@ impl<'a> System<'a> {
                         });
                     }
                     s.at_most_sum.push((0, ids));
+                }
+                Link::StaleParts { parts, per_cell } => {
+                    let first = s.tables.len();
+                    s.tables.extend(parts.iter().map(Vec::as_slice));
+                    for p in first..s.tables.len() {
+                        s.at_least.push(AtLeast {
+                            big: 0,
+                            small: p,
+                            total_only: !*per_cell || p != first + parts.len() - 1,
+                        });
+                    }
                 }
                 Link::EarlierVersion(old) | Link::EarlierVersionOfTotal(old) => {
                     s.tables.push(old);
@@ -693,7 +717,7 @@ mod tests {
             truth(),
             truth(),
             prop::collection::vec((0u64..=2, -1i64..=1, any::<bool>()), 9),
-            0u8..3,
+            0u8..4,
         )
             .prop_map(|(a, b, draws, kind)| {
                 let release = |t: [u64; 2], j: usize| -> Vec<Released> {
@@ -723,6 +747,19 @@ mod tests {
                                 audited(release(a, 0)),
                                 audited(release(b, 1)),
                             ])],
+                        )
+                    }
+                    3 => {
+                        // Stale parts: a was released, then b's households
+                        // joined the same month; the period counts them all.
+                        let current = [0, 1].map(|i| a[i] + b[i]);
+                        let p = [0, 1].map(|i| current[i] + draws[i].0.min(1));
+                        (
+                            release(p, 2),
+                            vec![Link::StaleParts {
+                                parts: vec![audited(release(b, 0)), audited(release(a, 1))],
+                                per_cell: true,
+                            }],
                         )
                     }
                     1 => {

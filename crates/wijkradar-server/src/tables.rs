@@ -153,6 +153,17 @@ impl<'q> Tables<'q> {
         measure: Measure<'_>,
         months: &[Month],
     ) -> Result<Result<VersionedRelease, pb::CellStatus>, ApiError> {
+        Ok(self.release_tracked(measure, months)?.map(|(r, _)| r))
+    }
+
+    /// [`Tables::release`], and whether the release counts the signals
+    /// stored now (not when it is an earlier version kept by the version cap
+    /// or the waiting days).
+    fn release_tracked(
+        &self,
+        measure: Measure<'_>,
+        months: &[Month],
+    ) -> Result<Result<(VersionedRelease, bool), pb::CellStatus>, ApiError> {
         let state = &self.query.state;
         let (first, last) = (months[0], months[months.len() - 1]);
         let first_kept = match measure {
@@ -171,7 +182,7 @@ impl<'q> Tables<'q> {
             Measure::Type(t) => {
                 let Some(id) = state.store.type_id(t) else {
                     // No signal of this type was ever stored: nothing to keep.
-                    return Ok(Ok((1, self.table.release(&state.policy, &[], &[]))));
+                    return Ok(Ok(((1, self.table.release(&state.policy, &[], &[])), true)));
                 };
                 let changes: u64 = months
                     .iter()
@@ -206,7 +217,7 @@ impl<'q> Tables<'q> {
                 || s.version >= state.max_versions
                 || last >= self.closed_before)
         {
-            return Ok(Ok((s.version, self.cells_of(s))));
+            return Ok(Ok(((s.version, self.cells_of(s)), s.state == state_of)));
         }
         // Ended, but not closed yet: late exports may still come in, and a
         // version spent on half a month would stay.
@@ -214,6 +225,20 @@ impl<'q> Tables<'q> {
             return Ok(Err(pb::CellStatus::Pending));
         }
         let totals = self.totals(measure, months)?;
+        // Households only come in, except when retention erases a month: a
+        // derived table whose window reaches an erased month may have lost
+        // some, and the relations that rest on gaining hold no longer.
+        let only_gains = match measure {
+            Measure::Type(_) => true,
+            Measure::Derived(_) => {
+                let window_start = first.plus(-(derived::WINDOW_MONTHS as i32));
+                state
+                    .catalogue
+                    .types()
+                    .iter()
+                    .all(|t| state.retention.first_kept(&t.name, self.now) <= window_start)
+            }
+        };
         // What was released before and is tied to this table: the months of
         // a longer period, and the previous version.
         let mut links = Vec::new();
@@ -222,17 +247,29 @@ impl<'q> Tables<'q> {
             // quarter was audited against its months).
             let length = if months.len() == 12 { 3 } else { 1 };
             let mut parts = Vec::with_capacity(months.len() / length);
+            let mut current = true;
             for part in months.chunks(length) {
-                if let Ok((_, cells)) = self.release(measure, part)? {
+                if let Ok(((_, cells), now)) = self.release_tracked(measure, part)? {
                     parts.push(cells.into_iter().map(|(_, r)| r).collect());
+                    current &= now;
                 }
             }
             // Every part of an ended, kept period is released.
             if parts.len() == months.len() / length {
-                links.push(Link::Parts(parts));
+                if current {
+                    links.push(Link::Parts(parts));
+                } else if only_gains {
+                    // A part kept at its version cap counts fewer households
+                    // than it holds now. Per cell only a (type, month) table
+                    // only gains (in a quarter a late signal can move one).
+                    links.push(Link::StaleParts {
+                        parts,
+                        per_cell: matches!(measure, Measure::Type(_)) && length == 1,
+                    });
+                }
             }
         }
-        if let Some(s) = previous.as_ref().filter(|s| fits(s)) {
+        if let Some(s) = previous.as_ref().filter(|s| fits(s) && only_gains) {
             let cells = s
                 .cells
                 .iter()
@@ -280,7 +317,10 @@ impl<'q> Tables<'q> {
             self.durable,
         );
         self.new_versions.set(self.new_versions.get() + 1);
-        Ok(Ok((stored.version, self.cells_of(&stored))))
+        Ok(Ok((
+            (stored.version, self.cells_of(&stored)),
+            stored.state == state_of,
+        )))
     }
 
     fn cells_of(&self, s: &ReleaseSnapshot) -> Vec<(AreaCode, Released)> {
