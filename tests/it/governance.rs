@@ -11,16 +11,17 @@ use wijkradar_audit::{Count, Event};
 use wijkradar_domain::{Month, PartnerPseudonym};
 use wijkradar_proto::v1::{
     self as pb, admin_service_client::AdminServiceClient, audit_service_client::AuditServiceClient,
-    ingest_service_client::IngestServiceClient, query_service_client::QueryServiceClient,
+    query_service_client::QueryServiceClient,
 };
 use wijkradar_pseudonym::ServerKey;
 use wijkradar_server::access::Role;
 use wijkradar_tests::{TestServer, all_bytes, contains};
 
+use crate::{KEY_ID, batch, pseudonym, submit};
+
 const ALMERE_BUURT: &str = "BU00340101";
 const LELYSTAD_BUURT: &str = "BU09950110";
 const ZEEWOLDE_BUURT: &str = "BU00500000";
-const KEY_ID: &str = "GM0034.2026.0011223344556677";
 
 /// The organisations of the matrix: certificate name, organisation, the
 /// role its certificate is issued for (the access file below decides).
@@ -76,59 +77,6 @@ enum Op {
     ExportAudit,
     Purge,
     Materialise,
-}
-
-fn pseudonym(seed: u64, i: u64) -> Vec<u8> {
-    let d = ring::digest::digest(
-        &ring::digest::SHA256,
-        format!("household {seed} {i}").as_bytes(),
-    );
-    d.as_ref().to_vec()
-}
-
-fn batch(id: &str, signal_type: &str, buurt: &str, month: &str, seed: u64, n: u64) -> pb::Batch {
-    pb::Batch {
-        batch_id: id.into(),
-        key_id: KEY_ID.into(),
-        signals: (0..n)
-            .map(|i| pb::Signal {
-                pseudonym: pseudonym(seed, i),
-                buurt_code: buurt.into(),
-                signal_type: signal_type.into(),
-                month: month.into(),
-                severity: None,
-            })
-            .collect(),
-    }
-}
-
-/// Sends batches on one stream; the outcome of each until the first refusal.
-async fn submit(channel: Channel, batches: Vec<pb::Batch>) -> Vec<Result<(), tonic::Status>> {
-    let n = batches.len();
-    let requests = batches
-        .into_iter()
-        .map(|b| pb::SubmitRequest { batch: Some(b) });
-    let mut out = Vec::new();
-    match IngestServiceClient::new(channel)
-        .submit(tokio_stream::iter(requests))
-        .await
-    {
-        Err(status) => out.push(Err(status)),
-        Ok(answer) => {
-            let mut stream = answer.into_inner();
-            while out.len() < n {
-                match stream.message().await {
-                    Ok(Some(_)) => out.push(Ok(())),
-                    Ok(None) => break,
-                    Err(status) => {
-                        out.push(Err(status));
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    out
 }
 
 fn month_ago(n: i32) -> String {

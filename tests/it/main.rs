@@ -3,6 +3,7 @@
 
 mod access;
 mod alerts;
+mod attacks;
 mod bad_input;
 mod discovery;
 mod governance;
@@ -10,6 +11,11 @@ mod pipeline;
 mod privacy;
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tonic::transport::Channel;
+use wijkradar_proto::v1::ingest_service_client::IngestServiceClient;
 
 use wijkradar_proto::v1 as pb;
 
@@ -52,5 +58,101 @@ pub fn table_request(
         to_month: to.into(),
         period: pb::Period::Month.into(),
         layout: pb::TableLayout::Cells.into(),
+    }
+}
+
+/// The partner key id the direct-submit tests send.
+pub(crate) const KEY_ID: &str = "GM0034.2026.0011223344556677";
+
+pub(crate) fn pseudonym(seed: u64, i: u64) -> Vec<u8> {
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("household {seed} {i}").as_bytes(),
+    );
+    d.as_ref().to_vec()
+}
+
+pub(crate) fn batch(
+    id: &str,
+    signal_type: &str,
+    buurt: &str,
+    month: &str,
+    seed: u64,
+    n: u64,
+) -> pb::Batch {
+    pb::Batch {
+        batch_id: id.into(),
+        key_id: KEY_ID.into(),
+        signals: (0..n)
+            .map(|i| pb::Signal {
+                pseudonym: pseudonym(seed, i),
+                buurt_code: buurt.into(),
+                signal_type: signal_type.into(),
+                month: month.into(),
+                severity: None,
+            })
+            .collect(),
+    }
+}
+
+/// Sends batches on one stream; the outcome of each until the first refusal.
+pub(crate) async fn submit(
+    channel: Channel,
+    batches: Vec<pb::Batch>,
+) -> Vec<Result<(), tonic::Status>> {
+    let n = batches.len();
+    let requests = batches
+        .into_iter()
+        .map(|b| pb::SubmitRequest { batch: Some(b) });
+    let mut out = Vec::new();
+    match IngestServiceClient::new(channel)
+        .submit(tokio_stream::iter(requests))
+        .await
+    {
+        Err(status) => out.push(Err(status)),
+        Ok(answer) => {
+            let mut stream = answer.into_inner();
+            while out.len() < n {
+                match stream.message().await {
+                    Ok(Some(_)) => out.push(Ok(())),
+                    Ok(None) => break,
+                    Err(status) => {
+                        out.push(Err(status));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every log line of this test process, at trace level.
+pub(crate) fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("first subscriber of this process");
+        logs
+    })
+    .clone()
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

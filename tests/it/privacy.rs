@@ -3,9 +3,7 @@
 //! line holds an address, a postcode, a partner pseudonym; nor does any log
 //! line hold a server pseudonym.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
-
+use crate::captured_logs;
 use wijkradar_agent::Pc6Table;
 use wijkradar_agent::normalise::household_key;
 use wijkradar_proto::v1 as pb;
@@ -15,35 +13,6 @@ use wijkradar_tests::{ANALYST, PARTNER_A, TestServer, all_bytes, contains, read_
 use crate::table_request;
 
 /// Every log line of this test process, at every level.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || Sink(sink.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber)
-            .expect("first subscriber of this process");
-        logs
-    })
-    .clone()
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A pseudonym as it could be written: raw, as hex, and as a logged byte
 /// array.
 fn as_written(what: &str, bytes: &[u8]) -> [(String, Vec<u8>); 3] {
