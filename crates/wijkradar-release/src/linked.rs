@@ -340,8 +340,11 @@ impl<'a> System<'a> {
         let need = need as f64;
         let mut seen =
             vec![vec![(f64::INFINITY, f64::NEG_INFINITY); self.tree.len()]; self.tables.len()];
+        // In whole households, as the attacker counts (rounded inward, as
+        // the intervals are, which the tests hold equal to enumeration).
         let wide = |seen: &[Vec<(f64, f64)>], t: usize, i: usize| {
-            seen[t][i].1 - seen[t][i].0 >= need - SLACK
+            let (lo, hi) = seen[t][i];
+            (hi + SLACK).floor() - (lo - SLACK).ceil().max(0.0) >= need
         };
         let cells: Vec<(usize, usize)> = self
             .tables
