@@ -214,21 +214,28 @@ impl Query {
             }
         }
         let derived_last = last.plus(window);
-        tables
-            .household_months
-            .set(Some((first.plus(-window), derived_last)));
-        for d in Derived::ALL {
-            for m in first.through(derived_last).filter(|&m| ended(m)) {
-                let _ = tables.release(Measure::Derived(d), &[m])?;
-            }
-        }
         let measures: Vec<Measure<'_>> = types
             .iter()
             .map(|&t| Measure::Type(t))
             .chain(Derived::ALL.into_iter().map(Measure::Derived))
             .collect();
-        for period in [Period::Quarter, Period::Year] {
-            for (_, months) in period.covering(first, derived_last) {
+        // A year at a time: the derived months, quarters and the year read
+        // the households of that year (and the window before it) once, and
+        // only one year's are in memory.
+        for (_, year) in Period::Year.covering(first, derived_last) {
+            let from = year[0].max(first);
+            let to = year[year.len() - 1].min(derived_last);
+            tables.household_months.set(Some((from.plus(-window), to)));
+            for d in Derived::ALL {
+                for m in from.through(to).filter(|&m| ended(m)) {
+                    let _ = tables.release(Measure::Derived(d), &[m])?;
+                }
+            }
+            let periods = Period::Quarter
+                .covering(from, to)
+                .into_iter()
+                .map(|(_, q)| q);
+            for months in periods.chain([year.clone()]) {
                 if !months.last().is_some_and(|&m| ended(m)) {
                     continue;
                 }

@@ -366,8 +366,8 @@ impl<'q> Tables<'q> {
 
     /// The gemeente's households with their record keys and their signals
     /// of at least the months `from..=to` (and of `household_months`, read
-    /// at the same time): every count here looks only at months it names,
-    /// so more months change nothing.
+    /// at the same time, in place of what was read before): every count
+    /// here looks only at months it names, so more months change nothing.
     pub(crate) fn households(
         &self,
         from: Month,
@@ -379,13 +379,9 @@ impl<'q> Tables<'q> {
         {
             return Ok(read.households.clone());
         }
+        // What was read before goes: memory holds one range at a time.
         let (mut from, mut to) = (from, to);
-        for (a, b) in self
-            .household_months
-            .get()
-            .into_iter()
-            .chain(self.households.borrow().as_ref().map(|r| (r.from, r.to)))
-        {
+        if let Some((a, b)) = self.household_months.get() {
             (from, to) = (from.min(a), to.max(b));
         }
         let state = &self.query.state;
