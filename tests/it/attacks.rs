@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use wijkradar_proto::v1 as pb;
 use wijkradar_tests::{ANALYST, PARTNER_A, TestServer};
 
-use crate::{batch, captured_logs, submit};
+use crate::{batch, captured_logs, submit, table_request as request};
 
 /// The buurten of Almere the data goes to, with how many households each
 /// has per month: from 1 (far below k) to 39.
@@ -41,18 +41,6 @@ async fn fill(server: &TestServer) {
     }
     let acks = submit(server.channel(PARTNER_A).await, batches).await;
     assert!(acks.iter().all(Result::is_ok), "{acks:?}");
-}
-
-fn request(level: pb::AreaLevel, types: &[&str], from: &str, to: &str) -> pb::GetTableRequest {
-    pb::GetTableRequest {
-        gemeente_code: "GM0034".into(),
-        level: level.into(),
-        signal_types: types.iter().map(|t| t.to_string()).collect(),
-        from_month: from.into(),
-        to_month: to.into(),
-        period: pb::Period::Month.into(),
-        layout: pb::TableLayout::Cells.into(),
-    }
 }
 
 /// (area, type, month) → (status, value) of every cell of an answer.

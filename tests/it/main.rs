@@ -127,14 +127,17 @@ pub(crate) async fn submit(
     out
 }
 
-/// Every log line of this test process, at trace level.
+/// Every log line of this test process: Wijkradar's at trace level.
 pub(crate) fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
     static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
     LOGS.get_or_init(|| {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let sink = logs.clone();
+        // Wijkradar's own crates at every level; the libraries under them
+        // (h2, hyper, tonic trace every frame) from warnings up, or the
+        // buffer grows with every test of the process.
         let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("wijkradar=trace,warn"))
             .with_ansi(false)
             .with_writer(move || Sink(sink.clone()))
             .finish();

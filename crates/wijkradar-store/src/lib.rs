@@ -467,11 +467,12 @@ impl Store {
                 }
                 Ok(new)
             }
-            Err(e) => e
-                .current
-                .map(|v| ReleaseSnapshot::decode(&v))
-                .transpose()?
-                .ok_or(StoreError::Corrupt),
+            Err(e) => match e.current {
+                Some(v) => ReleaseSnapshot::decode(&v),
+                // A purge removed the release meanwhile: its period is
+                // erased, and what was computed before is answered once.
+                None => Ok(new),
+            },
         }
     }
 
