@@ -67,8 +67,7 @@ async fn repeated_and_rephrased_queries_give_one_answer_to_average() {
     fill(&server).await;
     let mut q = server.query(ANALYST).await;
     let types = ["huurachterstand", "energieachterstand"];
-    let mut seen: BTreeMap<(String, String, String), BTreeSet<(i32, Option<u64>)>> =
-        BTreeMap::new();
+    let mut seen: BTreeMap<_, BTreeSet<(i32, Option<u64>)>> = BTreeMap::new();
     let mut record = |answer: Answer| {
         for (cell, value) in answer {
             seen.entry(cell).or_default().insert(value);

@@ -60,11 +60,14 @@ impl ReleaseCache {
     }
 }
 
-/// Households with their record keys and signals of the months `from..=to`.
+/// Households, each with its record key and its signals.
+pub(crate) type Households = std::rc::Rc<Vec<(u32, Vec<HouseholdSignal>)>>;
+
+/// Households with their signals of the months `from..=to`.
 struct HouseholdsRead {
     from: Month,
     to: Month,
-    households: std::rc::Rc<Vec<(u32, Vec<HouseholdSignal>)>>,
+    households: Households,
 }
 
 /// What a table counts.
@@ -368,11 +371,7 @@ impl<'q> Tables<'q> {
     /// of at least the months `from..=to` (and of `household_months`, read
     /// at the same time, in place of what was read before): every count
     /// here looks only at months it names, so more months change nothing.
-    pub(crate) fn households(
-        &self,
-        from: Month,
-        to: Month,
-    ) -> Result<std::rc::Rc<Vec<(u32, Vec<HouseholdSignal>)>>, ApiError> {
+    pub(crate) fn households(&self, from: Month, to: Month) -> Result<Households, ApiError> {
         if let Some(read) = self.households.borrow().as_ref()
             && read.from <= from
             && to <= read.to
