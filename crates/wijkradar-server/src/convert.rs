@@ -191,23 +191,42 @@ pub enum Period {
 }
 
 impl Period {
-    /// The whole quarters or years that overlap `from..=to`, each with its
-    /// label (`2026-Q1`, `2026`) and its months.
-    pub fn covering(self, from: Month, to: Month) -> Vec<(String, Vec<Month>)> {
-        let length = match self {
+    /// Months in one period.
+    pub fn length(self) -> u32 {
+        match self {
             Period::Month => 1,
             Period::Quarter => 3,
             Period::Year => 12,
-        };
+        }
+    }
+
+    /// The period `length` months long (1, 3 or 12).
+    pub fn of_length(length: usize) -> Period {
+        match length {
+            1 => Period::Month,
+            3 => Period::Quarter,
+            _ => Period::Year,
+        }
+    }
+
+    /// The label of the period holding month `m`: `2026-03`, `2026-Q1`, `2026`.
+    pub fn label(self, m: Month) -> String {
+        match self {
+            Period::Month => m.to_string(),
+            Period::Quarter => format!("{}-Q{}", m.year(), (m.month() - 1) / 3 + 1),
+            Period::Year => m.year().to_string(),
+        }
+    }
+
+    /// The whole quarters or years that overlap `from..=to`, each with its
+    /// label (`2026-Q1`, `2026`) and its months.
+    pub fn covering(self, from: Month, to: Month) -> Vec<(String, Vec<Month>)> {
+        let length = self.length();
         let mut out: Vec<(String, Vec<Month>)> = Vec::new();
         for m in from.through(to) {
             let first = Month::new(m.year(), (m.month() - 1) / length * length + 1)
                 .expect("a valid first month");
-            let label = match self {
-                Period::Month => m.to_string(),
-                Period::Quarter => format!("{}-Q{}", m.year(), (m.month() - 1) / 3 + 1),
-                Period::Year => m.year().to_string(),
-            };
+            let label = self.label(m);
             if out.last().is_none_or(|(l, _)| *l != label) {
                 out.push((
                     label,

@@ -10,7 +10,7 @@
 //!
 //! The audit of a new release takes in what was released before: a
 //! quarter's or year's cells are tied to its months' released cells, and a
-//! new version's to the version before (see `wijkradar_release::Linked`).
+//! new version's to the version before (see `wijkradar_release::linked`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -22,6 +22,7 @@ use wijkradar_proto::v1 as pb;
 use wijkradar_release::{GemeenteTable, Link, Released};
 use wijkradar_store::{ReleaseSnapshot, Store, TableRef};
 
+use crate::convert::Period;
 use crate::error::ApiError;
 use crate::query::{Query, VersionedRelease};
 
@@ -83,16 +84,6 @@ impl Measure<'_> {
             Measure::Type(t) => t.as_str(),
             Measure::Derived(d) => d.name(),
         }
-    }
-}
-
-/// The label of a period of `months` (one month, a quarter or a year).
-fn label(months: &[Month]) -> String {
-    let first = months[0];
-    match months.len() {
-        1 => first.to_string(),
-        3 => format!("{}-Q{}", first.year(), (first.month() - 1) / 3 + 1),
-        _ => first.year().to_string(),
     }
 }
 
@@ -307,7 +298,7 @@ impl<'q> Tables<'q> {
                 self.durable,
             )?,
         );
-        let period = label(months);
+        let period = Period::of_length(months.len()).label(first);
         tracing::debug!(gemeente = %self.gemeente, measure = measure.name(), %period, version = stored.version, "release materialised");
         state.audit.record(
             "aggregator",
