@@ -14,8 +14,8 @@
 use std::collections::HashMap;
 
 use wijkradar_detect::monitor::{self, Group, Level, Series};
-use wijkradar_domain::derived::{self, Derived};
-use wijkradar_domain::{AreaCode, BuurtCode, Month, SignalTypeName, WijkCode};
+use wijkradar_domain::derived;
+use wijkradar_domain::{AreaCode, BuurtCode, Month, WijkCode};
 use wijkradar_proto::v1 as pb;
 use wijkradar_release::Released;
 
@@ -23,22 +23,6 @@ use crate::convert::alerts_query_from_proto;
 use crate::error::ApiError;
 use crate::query::Query;
 use crate::tables::{Measure, Tables};
-
-/// What a series counts: a signal type, or a derived indicator.
-#[derive(Debug, Clone)]
-enum Source {
-    Type(SignalTypeName),
-    Derived(Derived),
-}
-
-impl Source {
-    fn name(&self) -> &str {
-        match self {
-            Source::Type(t) => t.as_str(),
-            Source::Derived(d) => d.name(),
-        }
-    }
-}
 
 /// A table's release version and its cells by area.
 type ReleasedCells = (u32, HashMap<AreaCode, Released>);
@@ -90,8 +74,8 @@ impl Query {
                 .map(|&b| (b, vec![0; months.len()]))
                 .collect()
         };
-        // Per source: the monthly count of households per buurt.
-        let mut sources: Vec<(Source, HashMap<BuurtCode, Vec<u64>>)> = Vec::new();
+        // Per measure: the monthly count of households per buurt.
+        let mut sources: Vec<(Measure<'_>, HashMap<BuurtCode, Vec<u64>>)> = Vec::new();
         for signal_type in &q.signal_types {
             let mut per_buurt = zeros();
             for (j, &m) in months.iter().enumerate() {
@@ -101,7 +85,7 @@ impl Query {
                     }
                 }
             }
-            sources.push((Source::Type(signal_type.clone()), per_buurt));
+            sources.push((Measure::Type(signal_type), per_buurt));
         }
         // The derived indicators, with their cell keys for the release.
         if !q.derived.is_empty() {
@@ -117,7 +101,7 @@ impl Query {
                         row[j] = total.households;
                     }
                 }
-                sources.push((Source::Derived(d), per_buurt));
+                sources.push((Measure::Derived(d), per_buurt));
             }
         }
 
@@ -161,15 +145,11 @@ impl Query {
         let mut releases: HashMap<usize, Option<ReleasedCells>> = HashMap::new();
         let mut alerts = Vec::new();
         for f in findings.iter().filter(|f| f.finding.discovery) {
-            let source = &sources[f.group].0;
+            let measure = sources[f.group].0;
             // Only what the month's audited release shows.
             let release = match releases.get(&f.group) {
                 Some(r) => r,
                 None => {
-                    let measure = match source {
-                        Source::Type(t) => Measure::Type(t),
-                        Source::Derived(d) => Measure::Derived(*d),
-                    };
                     let r = tables
                         .release(measure, &[q.month])?
                         .ok()
@@ -187,7 +167,7 @@ impl Query {
             alerts.push(pb::Alert {
                 area_code: area.to_string(),
                 level: crate::convert::level_to_proto(area.level()).into(),
-                signal_type: source.name().to_owned(),
+                signal_type: measure.name().to_owned(),
                 month: q.month.to_string(),
                 method: f.finding.method.name().to_owned(),
                 expected: round1(f.finding.test.expected),
