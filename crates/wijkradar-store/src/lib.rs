@@ -112,12 +112,23 @@ const PSEUDONYM_KEY: u8 = b'P';
 
 /// A u64 counter stored at `key`; 0 when it was never written.
 fn read_counter(db: &sled::Db, key: &[u8]) -> Result<u64, StoreError> {
-    match db.get(key)? {
-        Some(v) => Ok(u64::from_be_bytes(
-            v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?,
-        )),
-        None => Ok(0),
-    }
+    db.get(key)?.map_or(Ok(0), |v| decode_counter(&v))
+}
+
+fn decode_counter(v: &[u8]) -> Result<u64, StoreError> {
+    Ok(u64::from_be_bytes(
+        v.try_into().map_err(|_| StoreError::Corrupt)?,
+    ))
+}
+
+/// The gemeente, type id and month of a `V` key (see [`table_key`]).
+fn table_of_state_key(k: &[u8]) -> Result<(GemeenteCode, u16, Month), StoreError> {
+    let k: &[u8; 11] = k.try_into().map_err(|_| StoreError::Corrupt)?;
+    let g = GemeenteCode::from_body(k[1..5].try_into().expect("4 of 11"))
+        .map_err(|_| StoreError::Corrupt)?;
+    let month = Month::from_index(u32::from_be_bytes(k[7..11].try_into().expect("4 of 11")))
+        .ok_or(StoreError::Corrupt)?;
+    Ok((g, u16::from_be_bytes([k[5], k[6]]), month))
 }
 
 /// The key of one table (gemeente × type × month) under `prefix`.
@@ -489,14 +500,8 @@ impl Store {
         let mut out = HashMap::new();
         for kv in self.db.scan_prefix(prefix) {
             let (k, v) = kv?;
-            if k.len() != 11 {
-                return Err(StoreError::Corrupt);
-            }
-            let month = Month::from_index(u32::from_be_bytes(k[7..11].try_into().expect("4")))
-                .ok_or(StoreError::Corrupt)?;
-            let changes =
-                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?);
-            out.insert((u16::from_be_bytes([k[5], k[6]]), month), changes);
+            let (_, type_id, month) = table_of_state_key(&k)?;
+            out.insert((type_id, month), decode_counter(&v)?);
         }
         Ok(out)
     }
@@ -511,23 +516,11 @@ impl Store {
     /// tables' change counts: what one municipality may learn, without a
     /// word about the others.
     pub fn month_range_of(&self, g: GemeenteCode) -> Result<Option<(Month, Month)>, StoreError> {
-        let mut prefix = vec![TABLE_STATE];
-        prefix.extend_from_slice(g.body());
-        let mut range: Option<(Month, Month)> = None;
-        for key in self.db.scan_prefix(prefix).keys() {
-            let key = key?;
-            let month = Month::from_index(u32::from_be_bytes(
-                key.get(7..11)
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or(StoreError::Corrupt)?,
-            ))
-            .ok_or(StoreError::Corrupt)?;
-            range = Some(match range {
-                None => (month, month),
-                Some((a, b)) => (a.min(month), b.max(month)),
-            });
-        }
-        Ok(range)
+        let months = self.table_states_of(g)?.into_keys().map(|(_, m)| m);
+        Ok(months.fold(None, |range, m| match range {
+            None => Some((m, m)),
+            Some((a, b)) => Some((a.min(m), b.max(m))),
+        }))
     }
 
     /// Number of distinct stored signals, kept at write time.
@@ -542,21 +535,9 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.db.scan_prefix([TABLE_STATE]) {
             let (k, v) = kv?;
-            if k.len() != 11 {
-                return Err(StoreError::Corrupt);
-            }
-            let g = GemeenteCode::from_body(k[1..5].try_into().map_err(|_| StoreError::Corrupt)?)
-                .map_err(|_| StoreError::Corrupt)?;
-            let name = names
-                .get(&u16::from_be_bytes([k[5], k[6]]))
-                .ok_or(StoreError::Corrupt)?
-                .clone();
-            let month = Month::from_index(u32::from_be_bytes(
-                k[7..11].try_into().map_err(|_| StoreError::Corrupt)?,
-            ))
-            .ok_or(StoreError::Corrupt)?;
-            let changes =
-                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?);
+            let (g, type_id, month) = table_of_state_key(&k)?;
+            let name = names.get(&type_id).ok_or(StoreError::Corrupt)?.clone();
+            let changes = decode_counter(&v)?;
             out.push((g, name, month, changes));
         }
         Ok(out)

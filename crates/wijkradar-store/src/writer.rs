@@ -23,6 +23,7 @@ use crate::{
     COUNT, IncomingBatch, Measure, PSEUDONYM_KEY, RELEASE, SIGNAL, SIGNAL_KEY, SIGNAL_TOTAL,
     SIGNAL_VALUE, Store, StoreError, TABLE_STATE, TYPE, TableRef, batch_key, count_key,
     decode_total, encode_total, read_counter, signal_key, signal_period, table_key,
+    table_of_state_key,
 };
 
 /// Signal keys the Bloom filter is sized for at least; it is sized for twice
@@ -308,12 +309,7 @@ fn purge(
     // Table states of the erased periods (keyed by gemeente first).
     for key in db.scan_prefix([TABLE_STATE]).keys() {
         let key = key?;
-        if key.len() != 11 {
-            return Err(StoreError::Corrupt);
-        }
-        let type_id = u16::from_be_bytes([key[5], key[6]]);
-        let month = Month::from_index(u32::from_be_bytes(key[7..11].try_into().expect("4 bytes")))
-            .ok_or(StoreError::Corrupt)?;
+        let (_, type_id, month) = table_of_state_key(&key)?;
         if gone.contains(&(type_id, month)) {
             writes.remove(key);
         }
