@@ -29,7 +29,8 @@
 //!
 //! Files in the data directory: `store/` (sled) and `period-keys`.
 //!
-//! Queries read sled directly. The writer keeps a Bloom filter of stored
+//! Queries read sled directly (the server keeps the releases it has read
+//! in memory). The writer keeps a Bloom filter of stored
 //! signal keys and the counts it has touched in memory, so that most writes
 //! need no read first (see `writer.rs`).
 //!
