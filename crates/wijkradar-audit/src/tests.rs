@@ -22,6 +22,17 @@ fn log_of(n: u64) -> (tempfile::TempDir, Vec<u8>) {
     (dir, bytes)
 }
 
+/// The privacy officer's export call, as appended after a reopening.
+fn export_call() -> Event {
+    Event::Call {
+        call: "ExportAudit".into(),
+        gemeente: String::new(),
+        request: String::new(),
+        outcome: "ok".into(),
+        reason: None,
+    }
+}
+
 fn lines(bytes: &[u8]) -> Vec<String> {
     String::from_utf8(bytes.to_vec())
         .unwrap()
@@ -47,18 +58,7 @@ fn an_untouched_log_verifies_and_reopening_continues_the_chain() {
 
     let log = AuditLog::open(&dir.path().join(FILE_NAME)).unwrap();
     assert_eq!(log.head(), (5, hash.clone()));
-    log.append(
-        "fg",
-        Event::Call {
-            call: "ExportAudit".into(),
-            gemeente: String::new(),
-            request: String::new(),
-            outcome: "ok".into(),
-            reason: None,
-        },
-        true,
-    )
-    .unwrap();
+    log.append("fg", export_call(), true).unwrap();
     let report = verify(&std::fs::read(log.path()).unwrap(), Some((5, &hash)));
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(report.entries, 6);
@@ -184,18 +184,7 @@ fn an_entry_cut_short_by_a_crash_is_dropped_and_the_chain_goes_on() {
     std::fs::write(&path, &cut).unwrap();
     let log = AuditLog::open(&path).unwrap();
     assert_eq!(log.head().0, 3);
-    log.append(
-        "fg",
-        Event::Call {
-            call: "ExportAudit".into(),
-            gemeente: String::new(),
-            request: String::new(),
-            outcome: "ok".into(),
-            reason: None,
-        },
-        true,
-    )
-    .unwrap();
+    log.append("fg", export_call(), true).unwrap();
     let report = verify(&std::fs::read(&path).unwrap(), None);
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(report.entries, 4);
