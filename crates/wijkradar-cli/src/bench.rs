@@ -2,6 +2,7 @@
 //! measured in the same run.
 
 use clap::Subcommand;
+use prost::Message as _;
 use rand::{Rng, SeedableRng};
 use wijkradar_domain::{BuurtCode, GemeenteCode, Hierarchy, PartnerPseudonym, SignalTypeName};
 use wijkradar_proto::v1 as pb;
@@ -273,11 +274,13 @@ async fn query(n: usize, queries: usize) -> anyhow::Result<()> {
     let mut cells_ms = Vec::with_capacity(queries);
     let mut columns_ms = Vec::with_capacity(queries);
     let mut cells = 0;
+    let mut bytes = [0usize; 2];
     for layout in [pb::TableLayout::Cells, pb::TableLayout::Columns] {
         for i in 0..queries + 3 {
             let started = std::time::Instant::now();
             let answer = client.get_table(request(layout)).await?.into_inner();
             let ms = started.elapsed().as_secs_f64() * 1000.0;
+            bytes[usize::from(layout == pb::TableLayout::Columns)] = answer.encoded_len();
             if layout == pb::TableLayout::Columns {
                 let c = answer.columns.unwrap_or_default();
                 anyhow::ensure!(c.statuses.len() == cells, "both layouts hold every cell");
@@ -304,12 +307,14 @@ async fn query(n: usize, queries: usize) -> anyhow::Result<()> {
         percentile(&raw, 0.99)
     );
     println!(
-        "| whole table over gRPC + mTLS, released and audited ({cells} cells), as cells | {:.1} ms | {:.1} ms |",
+        "| whole table over gRPC + mTLS, released and audited ({cells} cells), as cells ({:.2} MB) | {:.1} ms | {:.1} ms |",
+        bytes[0] as f64 / 1e6,
         percentile(&cells_ms, 0.5),
         percentile(&cells_ms, 0.99)
     );
     println!(
-        "| the same table as columns | {:.1} ms | {:.1} ms |",
+        "| the same table as columns ({:.2} MB) | {:.1} ms | {:.1} ms |",
+        bytes[1] as f64 / 1e6,
         percentile(&columns_ms, 0.5),
         percentile(&columns_ms, 0.99)
     );

@@ -22,7 +22,7 @@ impl v1::TableColumns {
     pub fn cells(&self) -> Vec<v1::Cell> {
         let rows = self.area_codes.len();
         let mut values = self.released_values.iter();
-        let mut rates = self.rates_per_1000.iter();
+        let mut numerators = self.rate_numerators.iter();
         let base = |b: Option<&i64>| b.and_then(|&b| u64::try_from(b).ok());
         let mut out = Vec::with_capacity(self.statuses.len());
         for (i, &status) in self.statuses.iter().enumerate() {
@@ -32,8 +32,10 @@ impl v1::TableColumns {
                 .then(|| values.next().copied())
                 .flatten();
             let rate = (self.has_rate.get(i) == Some(&1))
-                .then(|| rates.next().copied())
-                .flatten();
+                .then(|| numerators.next().copied())
+                .flatten()
+                .zip(base(self.rate_area_bases.get(row)))
+                .map(|(n, b)| n as f64 * 1000.0 / b as f64);
             let (rate_area_code, household_base) = match rate {
                 Some(_) => (
                     self.rate_area_codes[row].clone(),

@@ -13,11 +13,11 @@ use crate::query::VersionedRelease;
 /// How a row's rate is found.
 #[derive(Debug, Clone, Copy)]
 struct RowRate {
-    /// The row's own base, when at least the floor (and above 0).
-    own: Option<u64>,
-    /// For a buurt below the floor (or without a base): its wijk's node and
-    /// base, when that is at least the floor.
-    rolled_up: Option<(usize, u64)>,
+    /// Whether the row's own base is at least the floor (and above 0).
+    own: bool,
+    /// For a buurt below the floor (or without a base): its wijk's node,
+    /// when the wijk's base is at least the floor.
+    rolled_up: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -69,7 +69,10 @@ impl<'a> Answer<'a> {
                 let rolled_up = match area {
                     AreaCode::Buurt(b) if small => {
                         let wijk = AreaCode::Wijk(b.wijk());
-                        index.get(&wijk).and_then(|&w| Some((w, usable(&wijk)?)))
+                        index
+                            .get(&wijk)
+                            .copied()
+                            .filter(|_| usable(&wijk).is_some())
                     }
                     _ => None,
                 };
@@ -82,7 +85,7 @@ impl<'a> Answer<'a> {
                 c.rate_area_bases.push(signed(&rate_area));
                 c.own_bases.push(signed(&area));
                 rates.push(RowRate {
-                    own: usable(&area),
+                    own: usable(&area).is_some(),
                     rolled_up,
                 });
             }
@@ -151,17 +154,17 @@ impl<'a> Answer<'a> {
                         }
                         None => columns.statuses.push(pb::CellStatus::Suppressed as u8),
                     }
-                    let per_1000 = match (rate.own, v, rate.rolled_up) {
-                        (Some(base), Some(v), _) => Some(v as f64 * 1000.0 / base as f64),
-                        (None, _, Some((wijk, base))) => {
-                            value(wijk).map(|w| w as f64 * 1000.0 / base as f64)
-                        }
+                    // The rate's numerator; the reader divides by the
+                    // row's rate area base, as `rates` in the cells form.
+                    let numerator = match (rate.own, v, rate.rolled_up) {
+                        (true, Some(v), _) => Some(v),
+                        (false, _, Some(wijk)) => value(wijk),
                         _ => None,
                     };
-                    match per_1000 {
-                        Some(r) => {
+                    match numerator {
+                        Some(n) => {
                             columns.has_rate.push(1);
-                            columns.rates_per_1000.push(r);
+                            columns.rate_numerators.push(n);
                         }
                         None => columns.has_rate.push(0),
                     }
