@@ -109,6 +109,12 @@ pub enum Event {
         signal_type: String,
         month: String,
         version: u32,
+        /// The releases this one was audited together with (`2024-01 v1`):
+        /// the months of a quarter, the quarters of a year, the version
+        /// before. A part kept at its version cap, which counts fewer
+        /// households than the period does now, ends in ` (stale)`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        audited_with: Vec<String>,
     },
     /// Signals past their retention were purged: per type, the first month
     /// kept, and how many signals went.
@@ -499,10 +505,21 @@ fn describe(event: &Event) -> (&'static str, String) {
             signal_type,
             month,
             version,
-        } => (
-            "publicatie",
-            format!("{gemeente} {signal_type} {month} versie {version}"),
-        ),
+            audited_with,
+        } => {
+            let mut d = format!("{gemeente} {signal_type} {month} versie {version}");
+            if !audited_with.is_empty() {
+                let names: Vec<String> = audited_with
+                    .iter()
+                    .map(|w| match w.strip_suffix(" (stale)") {
+                        Some(part) => format!("{part} (verouderd)"),
+                        None => w.clone(),
+                    })
+                    .collect();
+                d.push_str(&format!(", getoetst met {}", names.join(", ")));
+            }
+            ("publicatie", d)
+        }
         Event::Purge {
             first_month_kept,
             signals,

@@ -236,15 +236,19 @@ impl<'q> Tables<'q> {
         // What was released before and is tied to this table: the months of
         // a longer period, and the previous version.
         let mut links = Vec::new();
+        // The same, named for the audit log: `2024-01 v1`.
+        let mut audited_with = Vec::new();
         if months.len() > 1 {
             // A quarter is tied to its months, a year to its quarters (each
             // quarter was audited against its months).
             let length = if months.len() == 12 { 3 } else { 1 };
             let mut parts = Vec::with_capacity(months.len() / length);
+            let mut names = Vec::with_capacity(months.len() / length);
             let mut current = true;
             for part in months.chunks(length) {
-                if let Ok(((_, cells), now)) = self.release_tracked(measure, part)? {
+                if let Ok(((version, cells), now)) = self.release_tracked(measure, part)? {
                     parts.push(cells.into_iter().map(|(_, r)| r).collect());
+                    names.push(release_name(part, version));
                     current &= now;
                 }
             }
@@ -252,6 +256,7 @@ impl<'q> Tables<'q> {
             if parts.len() == months.len() / length {
                 if current {
                     links.push(Link::Parts(parts));
+                    audited_with = names;
                 } else if only_gains {
                     // A part kept at its version cap counts fewer households
                     // than it holds now. Per cell only a (type, month) table
@@ -260,6 +265,7 @@ impl<'q> Tables<'q> {
                         parts,
                         per_cell: matches!(measure, Measure::Type(_)) && length == 1,
                     });
+                    audited_with = names.into_iter().map(|n| n + STALE).collect();
                 }
             }
         }
@@ -276,6 +282,7 @@ impl<'q> Tables<'q> {
                 // buurt: only the whole gemeente only gains.
                 _ => Link::EarlierVersionOfTotal(cells.collect()),
             });
+            audited_with.push(release_name(months, s.version));
         }
         let released = self.table.release(&state.policy, &totals, &links);
         let snapshot = ReleaseSnapshot {
@@ -307,6 +314,7 @@ impl<'q> Tables<'q> {
                 signal_type: measure.name().to_owned(),
                 month: period,
                 version: stored.version,
+                audited_with,
             },
             self.durable,
         );
@@ -389,4 +397,17 @@ impl<'q> Tables<'q> {
         });
         Ok(households)
     }
+}
+
+/// After the name of a part kept at its version cap: the period is audited
+/// with it as counting fewer households than it holds now.
+const STALE: &str = " (stale)";
+
+/// A release as the audit log names it: its period and version
+/// (`2024-01 v1`, `2024-Q1 v2`).
+fn release_name(months: &[Month], version: u32) -> String {
+    format!(
+        "{} v{version}",
+        Period::of_length(months.len()).label(months[0])
+    )
 }
