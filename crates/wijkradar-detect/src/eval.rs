@@ -238,7 +238,12 @@ pub fn score(d: Detector, sim: &Simulated, s: &Scenario) -> Vec<Vec<Option<Test>
             .collect();
         let households: f64 = sim.households.iter().sum();
         (s.first_test..s.months)
-            .map(|t| crate::pooled::Curve::fit(&total, households, t))
+            .map(|t| {
+                let mut curve = crate::pooled::Curve::fit(&total, households, t)?;
+                let areas = sim.counts.iter().map(Vec::as_slice);
+                curve.pool_dispersion(areas.zip(sim.households.iter().copied()), &config);
+                Some(curve)
+            })
             .collect()
     } else {
         Vec::new()

@@ -149,7 +149,14 @@ fn test_group(group: &Group) -> Vec<Finding> {
         return Vec::new();
     };
     let curve = match chosen {
-        Chosen::Pooled => pooled::Curve::fit(&group.total, group.households, t),
+        Chosen::Pooled => pooled::Curve::fit(&group.total, group.households, t).map(|mut c| {
+            let areas = group
+                .series
+                .iter()
+                .map(|s| (s.counts.as_slice(), s.households));
+            c.pool_dispersion(areas, &config);
+            c
+        }),
         Chosen::Method(_) => None,
     };
     let mut findings = Vec::new();
