@@ -22,7 +22,17 @@ impl v1::TableColumns {
     pub fn cells(&self) -> Vec<v1::Cell> {
         let rows = self.area_codes.len();
         let mut values = self.released_values.iter();
-        let mut numerators = self.rate_numerators.iter();
+        // Per row whose rate is rolled up: its wijk's place in rolled_up_areas.
+        let wijk_of_row: Vec<Option<usize>> = (0..rows)
+            .map(|row| {
+                let rate_area = self.rate_area_codes.get(row)?;
+                if Some(rate_area) == self.area_codes.get(row) {
+                    return None;
+                }
+                self.rolled_up_areas.iter().position(|w| w == rate_area)
+            })
+            .collect();
+        let per_block = self.rolled_up_areas.len();
         let base = |b: Option<&i64>| b.and_then(|&b| u64::try_from(b).ok());
         let mut out = Vec::with_capacity(self.statuses.len());
         for (i, &status) in self.statuses.iter().enumerate() {
@@ -32,7 +42,14 @@ impl v1::TableColumns {
                 .then(|| values.next().copied())
                 .flatten();
             let rate = (self.has_rate.get(i) == Some(&1))
-                .then(|| numerators.next().copied())
+                .then(|| match wijk_of_row[row] {
+                    None => value,
+                    Some(w) => self
+                        .rolled_up_values
+                        .get(block * per_block + w)
+                        .copied()
+                        .filter(|&v| v > 0),
+                })
                 .flatten()
                 .zip(base(self.rate_area_bases.get(row)))
                 .map(|(n, b)| n as f64 * 1000.0 / b as f64);

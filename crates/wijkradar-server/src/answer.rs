@@ -26,6 +26,9 @@ enum Form {
     Columns {
         columns: Box<pb::TableColumns>,
         rates: Vec<RowRate>,
+        /// The wijken rows roll their rates up to, in order: their released
+        /// values go once per block.
+        rolled_up: Vec<usize>,
     },
 }
 
@@ -89,9 +92,17 @@ impl<'a> Answer<'a> {
                     rolled_up,
                 });
             }
+            let mut rolled_up: Vec<usize> = Vec::new();
+            for w in rates.iter().filter_map(|r| r.rolled_up) {
+                if !rolled_up.contains(&w) {
+                    rolled_up.push(w);
+                }
+            }
+            c.rolled_up_areas = rolled_up.iter().map(|&w| codes[w].to_string()).collect();
             Form::Columns {
                 columns: Box::new(c),
                 rates,
+                rolled_up,
             }
         } else {
             Form::Cells(Vec::new())
@@ -125,7 +136,11 @@ impl<'a> Answer<'a> {
                     release,
                 );
             }
-            Form::Columns { columns, rates } => {
+            Form::Columns {
+                columns,
+                rates,
+                rolled_up,
+            } => {
                 columns.block_signal_types.push(name.to_owned());
                 columns.block_periods.push(period.to_owned());
                 let (version, released) = match release {
@@ -137,6 +152,9 @@ impl<'a> Answer<'a> {
                             .statuses
                             .extend(std::iter::repeat_n(status as u8, n));
                         columns.has_rate.extend(std::iter::repeat_n(0u8, n));
+                        columns
+                            .rolled_up_values
+                            .extend(std::iter::repeat_n(0, rolled_up.len()));
                         return;
                     }
                 };
@@ -154,21 +172,21 @@ impl<'a> Answer<'a> {
                         }
                         None => columns.statuses.push(pb::CellStatus::Suppressed as u8),
                     }
-                    // The rate's numerator; the reader divides by the
-                    // row's rate area base, as `rates` in the cells form.
-                    let numerator = match (rate.own, v, rate.rolled_up) {
-                        (true, Some(v), _) => Some(v),
-                        (false, _, Some(wijk)) => value(wijk),
-                        _ => None,
+                    // The rate's numerator: the cell's own value, or its
+                    // wijk's (sent once per block below); the reader divides
+                    // by the row's rate area base, as `rates` in the cells
+                    // form.
+                    let has_rate = match (rate.own, v, rate.rolled_up) {
+                        (true, Some(_), _) => true,
+                        (false, _, Some(wijk)) => value(wijk).is_some(),
+                        _ => false,
                     };
-                    match numerator {
-                        Some(n) => {
-                            columns.has_rate.push(1);
-                            columns.rate_numerators.push(n);
-                        }
-                        None => columns.has_rate.push(0),
-                    }
+                    columns.has_rate.push(u8::from(has_rate));
                 }
+                // A released value is at least k: 0 stands for none.
+                columns
+                    .rolled_up_values
+                    .extend(rolled_up.iter().map(|&w| value(w).unwrap_or(0)));
             }
         }
     }
