@@ -65,6 +65,11 @@ pub enum BenchCommand {
         signals: usize,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Signals spread over the twelve months of last year, so that the
+        /// release of every ended period includes a year (audited with its
+        /// quarters and their months).
+        #[arg(long, default_value_t = 0)]
+        year_signals: usize,
     },
     /// (Used by `bench query`: fills a store in a process of its own, so
     /// that sled's memory from writing is gone before the server starts.)
@@ -104,8 +109,12 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             signals,
             part,
         } => return fill(&data_dir, &server_key, signals, part).await,
-        BenchCommand::Release { signals, runs } => {
-            return crate::bench_release::run(signals, runs).await;
+        BenchCommand::Release {
+            signals,
+            runs,
+            year_signals,
+        } => {
+            return crate::bench_release::run(signals, runs, year_signals).await;
         }
         BenchCommand::Detect { types, runs } => return crate::bench_detect::run(types, runs),
         BenchCommand::Agent {

@@ -4,7 +4,7 @@
 //! does it, against reading the same counts from sled.
 
 use rand::SeedableRng;
-use wijkradar_domain::{BuurtCode, GemeenteCode, Hierarchy};
+use wijkradar_domain::{BuurtCode, GemeenteCode, Hierarchy, Month, SignalTypeName};
 use wijkradar_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
 use wijkradar_pseudonym::ServerKey;
 use wijkradar_server::access::Role;
@@ -14,7 +14,7 @@ use wijkradar_store::StoredSignal;
 use crate::agent::current_month;
 use crate::connection::Connection;
 
-pub async fn run(signals: usize, runs: usize) -> anyhow::Result<()> {
+pub async fn run(signals: usize, runs: usize, year_signals: usize) -> anyhow::Result<()> {
     let hierarchy = Hierarchy::netherlands_2023();
     let buurten: Vec<BuurtCode> = hierarchy.buurten().collect();
     let gemeenten: Vec<GemeenteCode> = hierarchy.gemeenten().collect();
@@ -41,37 +41,7 @@ pub async fn run(signals: usize, runs: usize) -> anyhow::Result<()> {
         // Each run releases a month of its own, filled through the store's
         // writer while the server is down (untimed).
         let month = current_month().plus(-1 - run as i32);
-        {
-            let store = wijkradar_store::Store::open(&setup.config.data_dir, key.id().as_str())?;
-            let (queue, writer) = wijkradar_store::IngestQueue::start(store, 64);
-            let bar = indicatif::ProgressBar::new(signals as u64);
-            let mut left = signals;
-            let mut i = 0;
-            while left > 0 {
-                let n = left.min(10_000);
-                let batch: Vec<StoredSignal> = (0..n)
-                    .map(|_| {
-                        crate::bench::random_signal(&key, &mut rng, &buurten, &types, &[month])
-                    })
-                    .collect();
-                queue
-                    .submit(wijkradar_store::IncomingBatch {
-                        partner: "bench".into(),
-                        id: wijkradar_domain::BatchId::new(&format!("fill-{month}-{i}"))
-                            .expect("valid"),
-                        key_id: wijkradar_domain::PseudonymKeyId::new("bench").expect("valid"),
-                        digest: [0; 32],
-                        signals: batch,
-                    })
-                    .await?;
-                bar.inc(n as u64);
-                left -= n;
-                i += 1;
-            }
-            bar.finish_and_clear();
-            drop(queue);
-            writer.join();
-        }
+        fill(&setup, &key, &mut rng, &buurten, &types, &[month], signals).await?;
         let server = wijkradar_server::start(&setup.config).await?;
         // Baseline: every count cell of the month, read from sled. The two
         // alternate which goes first: the first warms the pages for the second.
@@ -117,6 +87,23 @@ pub async fn run(signals: usize, runs: usize) -> anyhow::Result<()> {
     // Then every ended period at once, as the scheduler does it: with the
     // runs' months filled, that is each earlier month's quarter (and year)
     // for every gemeente × measure, each audited with its parts.
+    if year_signals > 0 {
+        let last_year = current_month().plus(-12).year();
+        let months: Vec<Month> = (1..=12)
+            .map(|m| Month::new(last_year, m).expect("a month"))
+            .collect();
+        println!("  filling {year_signals} signals over the months of {last_year}");
+        fill(
+            &setup,
+            &key,
+            &mut rng,
+            &buurten,
+            &types,
+            &months,
+            year_signals,
+        )
+        .await?;
+    }
     let server = wijkradar_server::start(&setup.config).await?;
     let conn = Connection::dev(&setup, server.addr, "bench-operator");
     let mut admin = AdminServiceClient::new(conn.connect().await?);
@@ -142,5 +129,46 @@ pub async fn run(signals: usize, runs: usize) -> anyhow::Result<()> {
         "| the month's release of all of the Netherlands ({} tables, audited, stored, logged) | {best:.2} s |",
         rows[0].2
     );
+    Ok(())
+}
+
+/// Writes `signals` random signals over `months` through the store's writer,
+/// while the aggregator is down (untimed).
+async fn fill(
+    setup: &DevSetup,
+    key: &ServerKey,
+    rng: &mut rand::rngs::StdRng,
+    buurten: &[BuurtCode],
+    types: &[SignalTypeName],
+    months: &[Month],
+    signals: usize,
+) -> anyhow::Result<()> {
+    let store = wijkradar_store::Store::open(&setup.config.data_dir, key.id().as_str())?;
+    let (queue, writer) = wijkradar_store::IngestQueue::start(store, 64);
+    let bar = indicatif::ProgressBar::new(signals as u64);
+    let mut left = signals;
+    let mut i = 0;
+    while left > 0 {
+        let n = left.min(10_000);
+        let batch: Vec<StoredSignal> = (0..n)
+            .map(|_| crate::bench::random_signal(key, rng, buurten, types, months))
+            .collect();
+        queue
+            .submit(wijkradar_store::IncomingBatch {
+                partner: "bench".into(),
+                id: wijkradar_domain::BatchId::new(&format!("fill-{}-{i}", months[0]))
+                    .expect("valid"),
+                key_id: wijkradar_domain::PseudonymKeyId::new("bench").expect("valid"),
+                digest: [0; 32],
+                signals: batch,
+            })
+            .await?;
+        bar.inc(n as u64);
+        left -= n;
+        i += 1;
+    }
+    bar.finish_and_clear();
+    drop(queue);
+    writer.join();
     Ok(())
 }

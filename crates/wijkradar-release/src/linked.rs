@@ -13,6 +13,13 @@
 //!   (those households' latest month is the last); the period's gemeente
 //!   total is at least every part's (a household of a part is in the period,
 //!   in some buurt of the gemeente).
+//! - [`Link::NestedParts`]: the same for a period's parts and, in turn,
+//!   their parts (a year with its quarters and their months), all in one
+//!   system: a year can narrow a quarter's hidden cell through its months
+//!   where neither the year with its quarters nor the quarter with its
+//!   months would (a test shows such a case). The server does not use it
+//!   yet: on a municipality of 300 areas its seventeen tables take one to
+//!   two orders of magnitude longer than the year with its quarters.
 //! - [`Link::StaleParts`]: parts released before their last signals came
 //!   in (capped versions): the period still holds at least their households
 //!   (in total, and per cell of the last part where cells only gain), but
@@ -65,6 +72,14 @@ pub enum Link {
     StaleParts {
         parts: Vec<Vec<Released>>,
         per_cell: bool,
+    },
+    /// As [`Link::Parts`], together with the parts' own parts, released
+    /// before them (a year's quarters, each with its months): `theirs[i]`
+    /// are the parts of `parts[i]`, in time order, tied to it as `Parts`
+    /// ties parts to this table (empty where not known).
+    NestedParts {
+        parts: Vec<Vec<Released>>,
+        theirs: Vec<Vec<Vec<Released>>>,
     },
     /// The previous version of a table that only gains households per cell.
     EarlierVersion(Vec<Released>),
@@ -145,17 +160,15 @@ impl<'a> System<'a> {
         for link in links {
             match link {
                 Link::Parts(parts) => {
-                    let first = s.tables.len();
-                    s.tables.extend(parts.iter().map(Vec::as_slice));
-                    let ids: Vec<usize> = (first..s.tables.len()).collect();
-                    for &p in &ids {
-                        s.at_least.push(AtLeast {
-                            big: 0,
-                            small: p,
-                            total_only: p != first + parts.len() - 1,
-                        });
+                    s.add_parts(0, parts);
+                }
+                Link::NestedParts { parts, theirs } => {
+                    let ids = s.add_parts(0, parts);
+                    for (whole, theirs) in ids.into_iter().zip(theirs) {
+                        if !theirs.is_empty() {
+                            s.add_parts(whole, theirs);
+                        }
                     }
-                    s.at_most_sum.push((0, ids));
                 }
                 Link::StaleParts { parts, per_cell } => {
                     let first = s.tables.len();
@@ -179,6 +192,24 @@ impl<'a> System<'a> {
             }
         }
         s
+    }
+
+    /// Adds the tables of a period's parts, in time order, tied to the table
+    /// `whole`: per area the whole is at most their sum and at least the
+    /// last part; its total at least every part's. Returns their ids.
+    fn add_parts(&mut self, whole: usize, parts: &'a [Vec<Released>]) -> Vec<usize> {
+        let first = self.tables.len();
+        self.tables.extend(parts.iter().map(Vec::as_slice));
+        let ids: Vec<usize> = (first..self.tables.len()).collect();
+        for &p in &ids {
+            self.at_least.push(AtLeast {
+                big: whole,
+                small: p,
+                total_only: p != first + parts.len() - 1,
+            });
+        }
+        self.at_most_sum.push((whole, ids.clone()));
+        ids
     }
 
     /// Finds the subtrees that are suppressed in every table. Such a
@@ -464,7 +495,8 @@ impl<'a> System<'a> {
 
 /// The interval an attacker computes for every suppressed cell of this table
 /// (table 0) and of every linked table (numbered on in the order of `links`,
-/// a [`Link::Parts`] one table per part): `(table, cell, interval)`.
+/// a [`Link::Parts`] one table per part, a [`Link::NestedParts`] its parts
+/// and then their parts in order): `(table, cell, interval)`.
 pub fn linked_intervals(
     tree: &AreaTree,
     this: &[Released],
@@ -866,5 +898,50 @@ mod tests {
                 prop_assert!(interval.width().is_none_or(|w| w >= 4), "{:?} {:?}: {} {} {:?}", this, links, t, i, interval);
             }
         }
+    }
+
+    #[test]
+    fn a_year_narrows_a_quarter_through_its_months_where_no_star_does() {
+        // D = 1, k = 4. Quarter 1 was audited with its months, and the
+        // year with its quarters: each star leaves every hidden cell at
+        // least 4 wide.
+        let tree = pair();
+        let (m1, m2) = (vec![V(5), V(4), V(3)], vec![S, V(3), S]);
+        let (q1, q2) = (vec![V(5), S, S], vec![V(3), S, S]);
+        let year = vec![V(4), S, S];
+        let wide = |found: Vec<(usize, usize, Interval)>| {
+            found
+                .iter()
+                .all(|(_, _, i)| i.width().is_none_or(|w| w >= 4))
+        };
+        assert!(wide(linked_intervals(
+            &tree,
+            &q1,
+            &[Link::Parts(vec![m1.clone(), m2.clone()])],
+            1
+        )));
+        assert!(wide(linked_intervals(
+            &tree,
+            &year,
+            &[Link::Parts(vec![q1.clone(), q2.clone()])],
+            1
+        )));
+        // Together: the year's total (at most 5) caps quarter 1's total at 5,
+        // and quarter 1's buurt 1 is at least month 2's (its last month),
+        // at least 2; so quarter 1's buurt 2 is at most 3: [0, 3].
+        let nested = [Link::NestedParts {
+            parts: vec![q1, q2],
+            theirs: vec![vec![m1, m2], vec![]],
+        }];
+        let found = linked_intervals(&tree, &year, &nested, 1);
+        assert!(found.contains(&(1, 2, iv(0, Some(3)))), "{found:?}");
+        let system = System::new(&tree, &year, &nested, 1);
+        assert_eq!(found, brute_force(&system));
+        // The audit of the year with all of it hides the year's total.
+        let mut audited = year.clone();
+        assert!(audit_linked(&tree, &mut audited, &nested, 4, 1) > 0);
+        assert_eq!(audited, vec![S, S, S]);
+        let system = System::new(&tree, &audited, &nested, 1);
+        assert!(wide(brute_force(&system)));
     }
 }
