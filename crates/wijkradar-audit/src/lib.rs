@@ -77,6 +77,11 @@ impl std::fmt::Display for Count {
     }
 }
 
+/// After the name of a release in a release entry's `audited_with`: a part
+/// kept at its version cap, counting fewer households than the period does
+/// now.
+pub const STALE: &str = " (stale)";
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -112,7 +117,7 @@ pub enum Event {
         /// The releases this one was audited together with (`2024-01 v1`):
         /// the months of a quarter, the quarters of a year, the version
         /// before. A part kept at its version cap, which counts fewer
-        /// households than the period does now, ends in ` (stale)`.
+        /// households than the period does now, ends in [`STALE`].
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         audited_with: Vec<String>,
     },
@@ -511,7 +516,7 @@ fn describe(event: &Event) -> (&'static str, String) {
             if !audited_with.is_empty() {
                 let names: Vec<String> = audited_with
                     .iter()
-                    .map(|w| match w.strip_suffix(" (stale)") {
+                    .map(|w| match w.strip_suffix(STALE) {
                         Some(part) => format!("{part} (verouderd)"),
                         None => w.clone(),
                     })

@@ -155,6 +155,36 @@ fn the_export_is_readable_and_names_every_entry() {
     assert!(text.contains("woningcorporatie\tlevering\tbatch b1: stored; huurachterstand <10"));
 }
 
+#[test]
+fn a_release_entry_names_what_it_was_audited_with_in_dutch() {
+    let entry = |audited_with: Vec<String>| Entry {
+        seq: 1,
+        time: "2026-11-22T00:00:00Z".into(),
+        actor: "aggregator".into(),
+        event: Event::Release {
+            gemeente: "GM0034".into(),
+            signal_type: "huurachterstand".into(),
+            month: "2024-Q1".into(),
+            version: 2,
+            audited_with,
+        },
+        prev: String::new(),
+    };
+    let text = export_text(&[
+        entry(vec!["2024-01 v1".into(), format!("2024-02 v1{STALE}")]),
+        entry(Vec::new()),
+    ]);
+    let lines: Vec<&str> = text.lines().skip(1).collect();
+    assert!(lines[0].ends_with(
+        "publicatie\tGM0034 huurachterstand 2024-Q1 versie 2, getoetst met 2024-01 v1, 2024-02 v1 (verouderd)"
+    ), "{}", lines[0]);
+    assert!(lines[1].ends_with("versie 2"), "{}", lines[1]);
+    // An entry written before the field existed reads as audited with nothing.
+    let old = r#"{"seq":1,"time":"t","actor":"a","kind":"release","gemeente":"GM0034","signal_type":"x","month":"2024-01","version":1,"prev":""}"#;
+    let parsed: Entry = serde_json::from_str(old).unwrap();
+    assert!(matches!(parsed.event, Event::Release { audited_with, .. } if audited_with.is_empty()));
+}
+
 proptest::proptest! {
     /// Removing any one entry but the last, or changing any one byte of an
     /// entry, is always reported.

@@ -256,7 +256,8 @@ impl<'q> Tables<'q> {
             if parts.len() == months.len() / length {
                 // A year is audited with its quarters, not also with their
                 // months (`Link::NestedParts`): on Almere that one system
-                // takes 18–74 s instead of 0.2–1 s (BENCHMARKS.md).
+                // takes 18–74 s instead of 0.2–1 s (BENCHMARKS.md,
+                // wijkradar-release's example `year_timing`).
                 if current {
                     links.push(Link::Parts(parts));
                     audited_with = names;
@@ -268,7 +269,10 @@ impl<'q> Tables<'q> {
                         parts,
                         per_cell: matches!(measure, Measure::Type(_)) && length == 1,
                     });
-                    audited_with = names.into_iter().map(|n| n + STALE).collect();
+                    audited_with = names
+                        .into_iter()
+                        .map(|n| n + wijkradar_audit::STALE)
+                        .collect();
                 }
             }
         }
@@ -401,10 +405,6 @@ impl<'q> Tables<'q> {
         Ok(households)
     }
 }
-
-/// After the name of a part kept at its version cap: the period is audited
-/// with it as counting fewer households than it holds now.
-const STALE: &str = " (stale)";
 
 /// A release as the audit log names it: its period and version
 /// (`2024-01 v1`, `2024-Q1 v2`).
