@@ -256,7 +256,7 @@ impl<'q> Tables<'q> {
             if parts.len() == months.len() / length {
                 // A year is audited with its quarters, not also with their
                 // months (`Link::NestedParts`): on Almere that one system
-                // takes 18–74 s instead of 0.2–1 s (BENCHMARKS.md,
+                // takes 10–42 s instead of 0.1–0.9 s (BENCHMARKS.md,
                 // wijkradar-release's example `year_timing`).
                 if current {
                     links.push(Link::Parts(parts));
