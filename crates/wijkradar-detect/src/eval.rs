@@ -232,30 +232,41 @@ impl Detector {
 /// Every tested month of every area: the detector's test, if it could test.
 pub fn score(d: Detector, sim: &Simulated, s: &Scenario) -> Vec<Vec<Option<Test>>> {
     let config = crate::farrington::Config::default();
-    let curves: Vec<Option<crate::pooled::Curve>> = if d == Detector::Pooled {
-        let total: Vec<u64> = (0..s.months)
-            .map(|t| sim.counts.iter().map(|r| r[t]).sum())
-            .collect();
-        let households: f64 = sim.households.iter().sum();
-        (s.first_test..s.months)
-            .map(|t| {
-                let mut curve = crate::pooled::Curve::fit(&total, households, t)?;
-                let areas = sim.counts.iter().map(Vec::as_slice);
-                curve.pool_dispersion(areas.zip(sim.households.iter().copied()), &config);
-                Some(curve)
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    // Per tested month: the pooled curve, and each area's level on it.
+    #[allow(clippy::type_complexity)]
+    let curves: Vec<Option<(crate::pooled::Curve, Vec<Option<crate::pooled::Level>>)>> =
+        if d == Detector::Pooled {
+            let total: Vec<u64> = (0..s.months)
+                .map(|t| sim.counts.iter().map(|r| r[t]).sum())
+                .collect();
+            let households: f64 = sim.households.iter().sum();
+            (s.first_test..s.months)
+                .map(|t| {
+                    let mut curve = crate::pooled::Curve::fit(&total, households, t)?;
+                    let areas = sim.counts.iter().map(Vec::as_slice);
+                    let levels =
+                        curve.pool_dispersion(areas.zip(sim.households.iter().copied()), &config);
+                    Some((curve, levels))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
     (0..sim.counts.len())
         .map(|a| {
             (s.first_test..s.months)
                 .map(|t| match d {
                     Detector::Method(m) => m.test(&sim.counts[a], sim.households[a], t),
-                    Detector::Pooled => curves[t - s.first_test].as_ref().and_then(|c| {
-                        crate::pooled::test(&sim.counts[a], sim.households[a], c, &config)
-                    }),
+                    Detector::Pooled => {
+                        let (c, levels) = curves[t - s.first_test].as_ref()?;
+                        crate::pooled::test_level(
+                            levels[a].as_ref()?,
+                            &sim.counts[a],
+                            sim.households[a],
+                            c,
+                            &config,
+                        )
+                    }
                     Detector::Oracle => oracle::test(&sim.counts[a], &sim.mu[a], s.size, t),
                 })
                 .collect()

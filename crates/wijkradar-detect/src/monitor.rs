@@ -154,17 +154,19 @@ fn test_group(group: &Group) -> Vec<Finding> {
                 .series
                 .iter()
                 .map(|s| (s.counts.as_slice(), s.households));
-            c.pool_dispersion(areas, &config);
-            c
+            let levels = c.pool_dispersion(areas, &config);
+            (c, levels)
         }),
         Chosen::Method(_) => None,
     };
     let mut findings = Vec::new();
     for (i, s) in group.series.iter().enumerate() {
         let (method, test) = match (chosen, &curve) {
-            (Chosen::Pooled, Some(curve)) => (
+            (Chosen::Pooled, Some((curve, levels))) => (
                 Chosen::Pooled,
-                pooled::test(&s.counts, s.households, curve, &config),
+                levels[i]
+                    .as_ref()
+                    .and_then(|l| pooled::test_level(l, &s.counts, s.households, curve, &config)),
             ),
             // Without a curve (a short or empty history), the single-series model.
             (Chosen::Pooled, None) => (

@@ -101,17 +101,19 @@ impl Curve {
     /// squared residual against the area's level, corrected for the level
     /// being fitted on it, is μ + a·μ² on average. One area's own
     /// dispersion rests on a few dozen small counts and is often far off;
-    /// hundreds of areas together pin it down.
+    /// hundreds of areas together pin it down. Returns each area's level,
+    /// in order, for [`test_level`].
     pub fn pool_dispersion<'a>(
         &mut self,
         areas: impl IntoIterator<Item = (&'a [u64], f64)>,
         config: &farrington::Config,
-    ) {
+    ) -> Vec<Option<Level>> {
+        let levels: Vec<Option<Level>> = areas
+            .into_iter()
+            .map(|(counts, households)| Level::of(counts, households, self, config))
+            .collect();
         let (mut num, mut den) = (0.0, 0.0);
-        for (counts, households) in areas {
-            let Some(l) = Level::of(counts, households, self, config) else {
-                continue;
-            };
+        for l in levels.iter().flatten() {
             let total: f64 = l.months.iter().map(|m| m.1 * l.level).sum();
             for &(y, shape, w) in &l.months {
                 if w < 1.0 {
@@ -126,6 +128,7 @@ impl Curve {
         if den > 0.0 {
             self.overdispersion = Some((num / den).max(0.0));
         }
+        levels
     }
 
     /// The areas' shared overdispersion, when estimated.
@@ -164,8 +167,10 @@ fn window_design(i: usize, t: usize) -> [f64; P] {
     farrington::row(&[1.0, farrington::same_season(i, t, 1), i as f64])
 }
 
-/// An area's level on the curve, from its fitted months.
-struct Level {
+/// An area's level on the curve, from its fitted months (the level does not
+/// depend on the shared overdispersion).
+#[derive(Debug, Clone)]
+pub struct Level {
     level: f64,
     /// Per fitted month: the count, the curve × the area's households, and
     /// the month's weight (below 1 for a past outbreak).
@@ -246,14 +251,29 @@ impl Level {
     }
 }
 
+/// Tests the curve's month of an area's counts against its level on it.
 pub fn test(
     counts: &[u64],
     households: f64,
     curve: &Curve,
     config: &farrington::Config,
 ) -> Option<Test> {
+    let level = Level::of(counts, households, curve, config)?;
+    test_level(&level, counts, households, curve, config)
+}
+
+/// [`test`] with the area's level already found ([`Curve::pool_dispersion`]).
+pub fn test_level(
+    level: &Level,
+    counts: &[u64],
+    households: f64,
+    curve: &Curve,
+    config: &farrington::Config,
+) -> Option<Test> {
     let t = curve.t;
-    let Level { level, months, phi } = Level::of(counts, households, curve, config)?;
+    counts.get(t)?;
+    let Level { level, months, phi } = level;
+    let (level, phi) = (*level, *phi);
     // A month's variance: the negative binomial's with the areas' shared
     // overdispersion, or (not estimated) the area's own dispersion.
     let month_variance = |mu: f64| match curve.overdispersion {
