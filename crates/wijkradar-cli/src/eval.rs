@@ -33,6 +33,12 @@ pub struct EvalArgs {
     /// Share of areas that get an outbreak.
     #[arg(long, default_value_t = 0.3)]
     pub share: f64,
+    /// How much areas differ in their rate: the standard deviation, on the
+    /// log scale, of each area's log-normal factor of mean 1 (0: every area
+    /// has the same rate; 0.5: about a factor 2.7 between the 5% lowest and
+    /// highest).
+    #[arg(long, default_value_t = 0.0)]
+    pub area_sd: f64,
     /// The areas tested: wijken, or buurten (each with its wijk's 2024
     /// dwellings spread evenly over its buurten: the shipped CBS figures
     /// have no buurt counts).
@@ -56,6 +62,11 @@ const BANDS: [(f64, f64, &str); 5] = [
 ];
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.area_sd.is_finite() && (0.0..=3.0).contains(&args.area_sd),
+        "--area-sd: must be a number from 0 to 3 (the standard deviation on the log scale), got {}",
+        args.area_sd
+    );
     let started = std::time::Instant::now();
     let hierarchy = Hierarchy::netherlands_2023();
     let dwellings = Dwellings::kwb_2024();
@@ -84,13 +95,14 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     };
     let scenario = Scenario {
         rate_per_1000: args.rate,
+        area_sd: args.area_sd,
         ..Scenario::default()
     };
     let outbreaks = choose_outbreaks(&scenario, households.len(), args.share, args.seed);
     let null = simulate(&scenario, &households, &[], args.seed.wrapping_add(1));
     let sim = simulate(&scenario, &households, &outbreaks, args.seed);
     println!(
-        "Evaluatie van de detectiemethoden (seed {}): {} {areas} met ten minste {} woningen (Bron: CBS), {} maanden, getoetst vanaf maand {}; {:.1} signalen per 1.000 huishoudens per maand, maartpiek ×{}, trend +{:.0}% per jaar, negatief-binomiaal (size {}); uitbraken in {} {areas}.",
+        "Evaluatie van de detectiemethoden (seed {}): {} {areas} met ten minste {} woningen (Bron: CBS), {} maanden, getoetst vanaf maand {}; {:.1} signalen per 1.000 huishoudens per maand, maartpiek ×{}, trend +{:.0}% per jaar, negatief-binomiaal (size {}), spreiding tussen gebieden {} (sd log); uitbraken in {} {areas}.",
         args.seed,
         households.len(),
         args.min_dwellings,
@@ -100,13 +112,14 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         scenario.march_peak,
         scenario.trend_per_year * 100.0,
         scenario.size,
+        scenario.area_sd,
         outbreaks.len()
     );
 
     let detectors: Vec<Detector> = Method::ALL
         .iter()
         .map(|&m| Detector::Method(m))
-        .chain([Detector::Pooled, Detector::Oracle])
+        .chain([Detector::PooledOwnLevel, Detector::Pooled, Detector::Oracle])
         .collect();
     let bar = ProgressBar::new(detectors.len() as u64);
     bar.set_style(

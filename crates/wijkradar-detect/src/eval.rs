@@ -27,6 +27,10 @@ pub struct Scenario {
     pub size: f64,
     /// The calendar month (0 = January) of month 0.
     pub first_calendar_month: usize,
+    /// How much areas differ in their rate: each area's rate is the
+    /// scenario's times a log-normal factor of mean 1 and this standard
+    /// deviation on the log scale (0: every area has the same rate).
+    pub area_sd: f64,
 }
 
 impl Default for Scenario {
@@ -39,6 +43,7 @@ impl Default for Scenario {
             trend_per_year: 0.05,
             size: 20.0,
             first_calendar_month: 0,
+            area_sd: 0.0,
         }
     }
 }
@@ -157,14 +162,24 @@ pub fn baseline(s: &Scenario, households: f64, t: usize) -> f64 {
 /// Draws every area's counts; `outbreaks` multiply the baseline.
 pub fn simulate(s: &Scenario, households: &[f64], outbreaks: &[Outbreak], seed: u64) -> Simulated {
     let mut rng = StdRng::seed_from_u64(seed);
+    // The areas' own rates, from a stream of their own: the counts of a
+    // scenario without differences between areas stay as they were.
+    let mut area_rng = StdRng::seed_from_u64(seed ^ 0x0a4e_a5d0);
+    let spread = rand_distr::LogNormal::new(-s.area_sd * s.area_sd / 2.0, s.area_sd)
+        .expect("a finite, non-negative standard deviation");
     let mut counts = Vec::with_capacity(households.len());
     let mut mus = Vec::with_capacity(households.len());
     for (a, &h) in households.iter().enumerate() {
         let outbreak = outbreaks.iter().find(|o| o.area == a);
+        let own = if s.area_sd > 0.0 {
+            spread.sample(&mut area_rng)
+        } else {
+            1.0
+        };
         let mut row = Vec::with_capacity(s.months);
         let mut mu_row = Vec::with_capacity(s.months);
         for t in 0..s.months {
-            let mu = baseline(s, h, t);
+            let mu = own * baseline(s, h, t);
             let factor = outbreak
                 .filter(|o| t >= o.start)
                 .and_then(|o| o.kind.factor(t - o.start))
@@ -213,8 +228,11 @@ pub fn choose_outbreaks(s: &Scenario, areas: usize, share: f64, seed: u64) -> Ve
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detector {
     Method(Method),
-    /// Each area's level on the curve pooled over all areas.
+    /// Each area's level on the curve pooled over all areas, shrunk toward
+    /// the level the areas share (the server's default).
     Pooled,
+    /// The same with each area's own level, not shrunk.
+    PooledOwnLevel,
     /// The near-oracle, told the true baseline.
     Oracle,
 }
@@ -224,6 +242,7 @@ impl Detector {
         match self {
             Detector::Method(m) => m.name(),
             Detector::Pooled => "pooled_windows",
+            Detector::PooledOwnLevel => "pooled_own_level",
             Detector::Oracle => "near_oracle",
         }
     }
@@ -235,7 +254,7 @@ pub fn score(d: Detector, sim: &Simulated, s: &Scenario) -> Vec<Vec<Option<Test>
     // Per tested month: the pooled curve, and each area's level on it.
     #[allow(clippy::type_complexity)]
     let curves: Vec<Option<(crate::pooled::Curve, Vec<Option<crate::pooled::Level>>)>> =
-        if d == Detector::Pooled {
+        if matches!(d, Detector::Pooled | Detector::PooledOwnLevel) {
             let total: Vec<u64> = (0..s.months)
                 .map(|t| sim.counts.iter().map(|r| r[t]).sum())
                 .collect();
@@ -244,8 +263,11 @@ pub fn score(d: Detector, sim: &Simulated, s: &Scenario) -> Vec<Vec<Option<Test>
                 .map(|t| {
                     let mut curve = crate::pooled::Curve::fit(&total, households, t)?;
                     let areas = sim.counts.iter().map(Vec::as_slice);
-                    let levels =
+                    let mut levels =
                         curve.pool_dispersion(areas.zip(sim.households.iter().copied()), &config);
+                    if d == Detector::Pooled {
+                        crate::pooled::shrink(&mut levels, &curve);
+                    }
                     Some((curve, levels))
                 })
                 .collect()
@@ -257,7 +279,7 @@ pub fn score(d: Detector, sim: &Simulated, s: &Scenario) -> Vec<Vec<Option<Test>
             (s.first_test..s.months)
                 .map(|t| match d {
                     Detector::Method(m) => m.test(&sim.counts[a], sim.households[a], t),
-                    Detector::Pooled => {
+                    Detector::Pooled | Detector::PooledOwnLevel => {
                         let (c, levels) = curves[t - s.first_test].as_ref()?;
                         crate::pooled::test_level(
                             levels[a].as_ref()?,

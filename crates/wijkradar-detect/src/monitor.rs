@@ -154,7 +154,8 @@ fn test_group(group: &Group) -> Vec<Finding> {
                 .series
                 .iter()
                 .map(|s| (s.counts.as_slice(), s.households));
-            let levels = c.pool_dispersion(areas, &config);
+            let mut levels = c.pool_dispersion(areas, &config);
+            pooled::shrink(&mut levels, &c);
             (c, levels)
         }),
         Chosen::Method(_) => None,

@@ -177,6 +177,92 @@ pub struct Level {
     months: Vec<(f64, f64, f64)>,
     /// The area's own dispersion (weighted Pearson), at least 1.
     phi: f64,
+    /// The level's relative variance once shrunk toward the areas' common
+    /// level ([`shrink`]); None when not shrunk.
+    shrunk_variance: Option<f64>,
+}
+
+/// The fewest areas whose levels are shrunk toward their common level: with
+/// fewer, the spread between areas is not known well enough.
+pub const SHRINK_FROM: usize = 8;
+
+/// Empirical Bayes: shrinks each area's level (from
+/// [`Curve::pool_dispersion`]) toward the level the areas share, by as much
+/// as its own noise exceeds the true spread between areas.
+///
+/// The spread τ² is estimated by moments (Paule–Mandel style iteration):
+/// the squared deviations of the levels from their weighted mean, less each
+/// level's sampling variance V under the negative binomial with the shared
+/// overdispersion. The shrinkage then uses τ² plus two standard errors of
+/// its estimate (√(2/Σu²), u = 1/(V + τ²)), so that a few areas that happen
+/// to look alike do not borrow more than the data assure: an area whose
+/// true rate differs from its neighbours' would otherwise be pulled toward
+/// them and alarm month after month. Where areas truly differ (τ² large
+/// against the noise) a level keeps nearly its own value; where they do
+/// not, a small area's level borrows from the others. The level's variance
+/// becomes the posterior's, B·V + (1 − B)²·Var(mean), B = τ²/(τ² + V) (as
+/// in the gamma–Poisson posterior: V at the common level in B, at the
+/// area's own in the variance). Fewer than [`SHRINK_FROM`] areas, or no
+/// shared overdispersion estimated: unchanged.
+pub fn shrink(levels: &mut [Option<Level>], curve: &Curve) {
+    let Some(a) = curve.overdispersion else {
+        return;
+    };
+    let areas: Vec<usize> = (0..levels.len()).filter(|&i| levels[i].is_some()).collect();
+    if areas.len() < SHRINK_FROM {
+        return;
+    }
+    let of = |i: usize| levels[i].as_ref().expect("filtered");
+    // A level's sampling variance at the common level m: the weighted sum
+    // of its months' variances over the square of the weighted sum of their
+    // shapes.
+    let sampling = |l: &Level, m: f64| {
+        let den: f64 = l.months.iter().map(|&(_, s, w)| w * s).sum();
+        let num: f64 = l
+            .months
+            .iter()
+            .map(|&(_, s, w)| w * w * (m * s + a * m * m * s * s))
+            .sum();
+        num / den.max(1e-12).powi(2)
+    };
+    let mut m = areas.iter().map(|&i| of(i).level).sum::<f64>() / areas.len() as f64;
+    let mut tau2 = 0.0;
+    let mut var_m = 0.0;
+    let mut tau2_se = 0.0;
+    for _ in 0..20 {
+        let v: Vec<f64> = areas
+            .iter()
+            .map(|&i| sampling(of(i), m.max(1e-9)))
+            .collect();
+        let u: Vec<f64> = v.iter().map(|v| 1.0 / (v + tau2).max(1e-12)).collect();
+        let su: f64 = u.iter().sum();
+        m = areas
+            .iter()
+            .zip(&u)
+            .map(|(&i, u)| u * of(i).level)
+            .sum::<f64>()
+            / su;
+        var_m = 1.0 / su;
+        let (num, den) = areas
+            .iter()
+            .zip(&u)
+            .zip(&v)
+            .fold((0.0, 0.0), |(num, den), ((&i, u), v)| {
+                (num + u * u * ((of(i).level - m).powi(2) - v), den + u * u)
+            });
+        tau2 = (num / den).max(0.0);
+        tau2_se = (2.0 / den).sqrt();
+    }
+    let tau2 = tau2 + 2.0 * tau2_se;
+    for &i in &areas {
+        let l = levels[i].as_mut().expect("filtered");
+        let b = tau2 / (tau2 + sampling(l, m.max(1e-9))).max(1e-12);
+        l.level = m + b * (l.level - m);
+        // As the gamma–Poisson posterior: the weight from the noise at the
+        // common level, the variance from the noise at the area's own.
+        let var = b * sampling(l, l.level.max(1e-9)) + (1.0 - b).powi(2) * var_m;
+        l.shrunk_variance = Some(var / l.level.max(1e-9).powi(2));
+    }
 }
 
 impl Level {
@@ -240,6 +326,7 @@ impl Level {
             .sum();
         Some(Level {
             level,
+            shrunk_variance: None,
             phi: (chi2 / (n - 1.0)).max(1.0),
             months: y
                 .into_iter()
@@ -272,7 +359,12 @@ pub fn test_level(
 ) -> Option<Test> {
     let t = curve.t;
     counts.get(t)?;
-    let Level { level, months, phi } = level;
+    let Level {
+        level,
+        months,
+        phi,
+        shrunk_variance,
+    } = level;
     let (level, phi) = (*level, *phi);
     // A month's variance: the negative binomial's with the areas' shared
     // overdispersion, or (not estimated) the area's own dispersion.
@@ -283,11 +375,13 @@ pub fn test_level(
     // The level's relative variance: the fitted months' variance over the
     // square of their expected sum.
     let fitted: f64 = months.iter().map(|&(_, s, w)| w * level * s).sum();
-    let log_level_var = months
-        .iter()
-        .map(|&(_, s, w)| w * month_variance(level * s))
-        .sum::<f64>()
-        / fitted.max(0.5).powi(2);
+    let log_level_var = shrunk_variance.unwrap_or_else(|| {
+        months
+            .iter()
+            .map(|&(_, s, w)| w * month_variance(level * s))
+            .sum::<f64>()
+            / fitted.max(0.5).powi(2)
+    });
     let mut best = 1.0f64;
     let mut one = (0.0, f64::INFINITY);
     for w in WINDOWS {
@@ -381,6 +475,104 @@ mod tests {
         let mut wider = curve.clone();
         wider.overdispersion = Some(0.1);
         assert!(p(&curve) < p(&wider), "{} {}", p(&curve), p(&wider));
+    }
+
+    /// Areas of 1,000 households drawn as Poisson with the given rates a
+    /// month, the curve fitted on their sum for month 30, the shared
+    /// overdispersion estimated: each area's own level and its shrunk one.
+    fn own_and_shrunk(rates: &[f64], seed: u64) -> (Vec<Level>, Vec<Level>) {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, Poisson};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let areas: Vec<Vec<u64>> = rates
+            .iter()
+            .map(|&r| {
+                let p = Poisson::new(r).unwrap();
+                (0..31).map(|_| p.sample(&mut rng) as u64).collect()
+            })
+            .collect();
+        let total: Vec<u64> = (0..31).map(|t| areas.iter().map(|a| a[t]).sum()).collect();
+        let config = farrington::Config::default();
+        let mut curve = Curve::fit(&total, 1000.0 * rates.len() as f64, 30).unwrap();
+        let own = curve.pool_dispersion(areas.iter().map(|a| (a.as_slice(), 1000.0)), &config);
+        let mut shrunk = own.clone();
+        shrink(&mut shrunk, &curve);
+        let all = |l: Vec<Option<Level>>| l.into_iter().map(Option::unwrap).collect();
+        (all(own), all(shrunk))
+    }
+
+    #[test]
+    fn alike_areas_borrow_their_level_from_each_other() {
+        // 300 areas with the same 3 a month: each one's own level, from 25
+        // months of about 3, is off by about 12%; the common level is known
+        // to 1%. Shrunk, the levels are closer to the truth and say so.
+        let (own, shrunk) = own_and_shrunk(&[3.0; 300], 11);
+        let truth = own.iter().map(|l| l.level).sum::<f64>() / own.len() as f64;
+        let error = |ls: &[Level]| {
+            (ls.iter().map(|l| (l.level - truth).powi(2)).sum::<f64>() / ls.len() as f64).sqrt()
+                / truth
+        };
+        assert!((0.08..0.16).contains(&error(&own)), "{}", error(&own));
+        assert!(error(&shrunk) < error(&own) / 3.0, "{}", error(&shrunk));
+        for (o, s) in own.iter().zip(&shrunk) {
+            let v = s.shrunk_variance.unwrap();
+            assert!(v > 0.0 && v < 0.005, "{v}");
+            assert_eq!(o.shrunk_variance, None);
+        }
+    }
+
+    #[test]
+    fn areas_that_differ_keep_their_own_level() {
+        // Half the areas at 2 a month, half at 6 (levels about 0.5 and 1.5
+        // on the curve of their mean): the spread between them dwarfs each
+        // level's noise, so no level moves by more than 5% of the common
+        // level (an extreme draw a few percent of its distance to it), and
+        // the ones at 6 stay three times the ones at 2.
+        let rates: Vec<f64> = (0..200)
+            .map(|i| if i % 2 == 0 { 2.0 } else { 6.0 })
+            .collect();
+        let (own, shrunk) = own_and_shrunk(&rates, 12);
+        for (o, s) in own.iter().zip(&shrunk) {
+            assert!((s.level - o.level).abs() < 0.05, "{} {}", o.level, s.level);
+        }
+        let mean = |odd: usize| {
+            shrunk
+                .iter()
+                .skip(odd)
+                .step_by(2)
+                .map(|l| l.level)
+                .sum::<f64>()
+                / 100.0
+        };
+        assert!(
+            (mean(1) / mean(0) - 3.0).abs() < 0.3,
+            "{} {}",
+            mean(0),
+            mean(1)
+        );
+    }
+
+    #[test]
+    fn a_few_areas_are_not_shrunk() {
+        // Seven areas alike cannot tell how much areas differ: unchanged.
+        let (own, shrunk) = own_and_shrunk(&[3.0; SHRINK_FROM - 1], 13);
+        for (o, s) in own.iter().zip(&shrunk) {
+            assert_eq!((o.level, s.shrunk_variance), (s.level, None));
+        }
+        // With eight, a level moves, but by less than among hundreds: the
+        // spread's uncertainty is allowed for.
+        let (own, shrunk) = own_and_shrunk(&[3.0; SHRINK_FROM], 13);
+        let (own_many, shrunk_many) = own_and_shrunk(&[3.0; 300], 13);
+        let moved = |o: &[Level], s: &[Level]| {
+            o.iter()
+                .zip(s)
+                .map(|(o, s)| (o.level - s.level).abs())
+                .sum::<f64>()
+                / o.len() as f64
+        };
+        let few = moved(&own, &shrunk);
+        let many = moved(&own_many[..SHRINK_FROM], &shrunk_many[..SHRINK_FROM]);
+        assert!(few > 0.0 && few < many, "{few} {many}");
     }
 
     #[test]
