@@ -15,7 +15,7 @@ use wijkradar_detect::eval::{
     simulate,
 };
 use wijkradar_domain::hierarchy::Dwellings;
-use wijkradar_domain::{AreaCode, AreaLevel, Hierarchy};
+use wijkradar_domain::{AreaCode, AreaLevel, GemeenteCode, Hierarchy};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -44,6 +44,18 @@ pub struct EvalArgs {
     /// have no buurt counts).
     #[arg(long, value_enum, default_value = "wijk")]
     pub level: EvalLevel,
+    /// Over which areas the pooled method finds the common level that the
+    /// areas' levels are shrunk toward: per municipality, as the server
+    /// does, or over the whole country. The seasonal curve and the
+    /// overdispersion come from all areas either way, as in the server.
+    #[arg(long, value_enum, default_value = "gemeente")]
+    pub pool: EvalPool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalPool {
+    Gemeente,
+    Land,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,21 +86,38 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         .all_of_country()
         .filter(|a| a.level() == AreaLevel::Wijk)
         .filter_map(|a| Some((a, *dwellings.per_area.get(&a)? as f64)));
-    let households: Vec<f64> = match args.level {
-        EvalLevel::Wijk => wijk_dwellings.map(|(_, d)| d).collect::<Vec<f64>>(),
+    // Each tested area's households and municipality.
+    let tested: Vec<(f64, GemeenteCode)> = match args.level {
+        EvalLevel::Wijk => wijk_dwellings
+            .map(|(a, d)| (d, a.gemeente()))
+            .collect::<Vec<_>>(),
         EvalLevel::Buurt => wijk_dwellings
             .flat_map(|(a, d)| {
                 let AreaCode::Wijk(w) = a else {
                     return Vec::new();
                 };
                 let n = hierarchy.buurten_of_wijk(w).count().max(1);
-                vec![d / n as f64; n]
+                vec![(d / n as f64, a.gemeente()); n]
             })
             .collect(),
     }
     .into_iter()
-    .filter(|&d| d >= args.min_dwellings as f64)
+    .filter(|&(d, _)| d >= args.min_dwellings as f64)
     .collect();
+    let households: Vec<f64> = tested.iter().map(|&(d, _)| d).collect();
+    let pools: Vec<usize> = match args.pool {
+        EvalPool::Land => vec![0; tested.len()],
+        EvalPool::Gemeente => {
+            let mut index = std::collections::BTreeMap::new();
+            tested
+                .iter()
+                .map(|&(_, g)| {
+                    let next = index.len();
+                    *index.entry(g).or_insert(next)
+                })
+                .collect()
+        }
+    };
     let (area, areas) = match args.level {
         EvalLevel::Wijk => ("wijk", "wijken"),
         EvalLevel::Buurt => ("buurt", "buurten"),
@@ -130,8 +159,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let mut results: Vec<(Detector, f64, Outcome, Outcome)> = Vec::new();
     for d in detectors {
         bar.set_message(d.name());
-        let cutoff = calibrate(&eval::score(d, &null, &scenario), args.budget);
-        let tests = eval::score(d, &sim, &scenario);
+        let cutoff = calibrate(&eval::score(d, &null, &scenario, &pools), args.budget);
+        let tests = eval::score(d, &sim, &scenario, &pools);
         let calibrated = evaluate(&tests, &sim, &scenario, Some(cutoff));
         let nominal = evaluate(&tests, &sim, &scenario, None);
         results.push((d, cutoff, calibrated, nominal));

@@ -249,43 +249,79 @@ impl Detector {
 }
 
 /// Every tested month of every area: the detector's test, if it could test.
-pub fn score(d: Detector, sim: &Simulated, s: &Scenario) -> Vec<Vec<Option<Test>>> {
+/// `pools` gives each area's pool. The pooled detectors fit the seasonal
+/// curve on the sum of all areas and the overdispersion over all areas (as
+/// the server does over every municipality it holds,
+/// [`crate::monitor::Shared`]), and per pool the areas' levels and the
+/// common level they are shrunk toward (as the server does per
+/// municipality).
+pub fn score(
+    d: Detector,
+    sim: &Simulated,
+    s: &Scenario,
+    pools: &[usize],
+) -> Vec<Vec<Option<Test>>> {
+    assert_eq!(pools.len(), sim.counts.len(), "one pool per area");
     let config = crate::farrington::Config::default();
-    // Per tested month: the pooled curve, and each area's level on it.
-    #[allow(clippy::type_complexity)]
-    let curves: Vec<Option<(crate::pooled::Curve, Vec<Option<crate::pooled::Level>>)>> =
-        if matches!(d, Detector::Pooled | Detector::PooledOwnLevel) {
-            let total: Vec<u64> = (0..s.months)
-                .map(|t| sim.counts.iter().map(|r| r[t]).sum())
-                .collect();
-            let households: f64 = sim.households.iter().sum();
-            (s.first_test..s.months)
-                .map(|t| {
-                    let mut curve = crate::pooled::Curve::fit(&total, households, t)?;
-                    let areas = sim.counts.iter().map(Vec::as_slice);
-                    let mut levels =
-                        curve.pool_dispersion(areas.zip(sim.households.iter().copied()), &config);
+    // Per tested month and area: its pool's curve and its level on it.
+    let mut pooled: Vec<Vec<Option<(usize, crate::pooled::Level)>>> = Vec::new();
+    let mut curves: Vec<Vec<crate::pooled::Curve>> = Vec::new();
+    if matches!(d, Detector::Pooled | Detector::PooledOwnLevel) {
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        for (a, &p) in pools.iter().enumerate() {
+            if members.len() <= p {
+                members.resize(p + 1, Vec::new());
+            }
+            members[p].push(a);
+        }
+        let total: Vec<u64> = (0..s.months)
+            .map(|i| sim.counts.iter().map(|r| r[i]).sum())
+            .collect();
+        let households: f64 = sim.households.iter().sum();
+        for t in s.first_test..s.months {
+            let mut at_t = vec![None; sim.counts.len()];
+            let mut curves_t = Vec::new();
+            if let Some(mut curve) = crate::pooled::Curve::fit(&total, households, t) {
+                let all = sim.counts.iter().map(Vec::as_slice);
+                curve.pool_dispersion(all.zip(sim.households.iter().copied()), &config);
+                for areas in members.iter().filter(|m| !m.is_empty()) {
+                    let mut curve = curve.clone();
+                    let shared = curve.overdispersion();
+                    let mut levels = curve.pool_dispersion(
+                        areas
+                            .iter()
+                            .map(|&a| (sim.counts[a].as_slice(), sim.households[a])),
+                        &config,
+                    );
+                    if let Some(a) = shared {
+                        curve.set_overdispersion(a);
+                    }
                     if d == Detector::Pooled {
                         crate::pooled::shrink(&mut levels, &curve);
                     }
-                    Some((curve, levels))
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+                    for (&a, level) in areas.iter().zip(levels) {
+                        at_t[a] = level.map(|l| (curves_t.len(), l));
+                    }
+                    curves_t.push(curve);
+                }
+            }
+            pooled.push(at_t);
+            curves.push(curves_t);
+        }
+    }
     (0..sim.counts.len())
         .map(|a| {
             (s.first_test..s.months)
                 .map(|t| match d {
                     Detector::Method(m) => m.test(&sim.counts[a], sim.households[a], t),
                     Detector::Pooled | Detector::PooledOwnLevel => {
-                        let (c, levels) = curves[t - s.first_test].as_ref()?;
+                        let j = t - s.first_test;
+                        let (c, level) = pooled[j][a].as_ref()?;
                         crate::pooled::test_level(
-                            levels[a].as_ref()?,
+                            level,
                             &sim.counts[a],
                             sim.households[a],
-                            c,
+                            &curves[j][*c],
                             &config,
                         )
                     }

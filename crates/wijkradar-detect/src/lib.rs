@@ -141,10 +141,12 @@ pub fn upper_tail(x: u64, mean: f64, variance: f64) -> f64 {
     if mean <= 0.0 {
         return 0.0;
     }
+    // The survival function can round to just below zero far out in the tail.
     match count_distribution(mean, variance) {
         Count::Nb(d) => d.sf(x - 1),
         Count::Poisson(d) => d.sf(x - 1),
     }
+    .clamp(0.0, 1.0)
 }
 
 /// The `1 − alpha` quantile of the same distribution: the least x with

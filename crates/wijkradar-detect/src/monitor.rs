@@ -65,12 +65,65 @@ pub struct Finding {
 
 /// The series of one signal type in one municipality, all the same length,
 /// ending with the tested month; `total` is the municipality's own series
-/// (the sum of its buurten) for the pooled curve.
+/// (the sum of its buurten), for the pooled curve when `shared` is not
+/// given.
 #[derive(Debug, Clone)]
 pub struct Group {
     pub series: Vec<Series>,
     pub total: Vec<u64>,
     pub households: f64,
+    /// What the pooled method borrows from every municipality.
+    pub shared: Option<Shared>,
+}
+
+/// What the pooled method of a signal type borrows from every municipality
+/// the aggregator holds: the seasonal curve is fitted on their summed
+/// series, and the overdispersion is the one all their areas share. A
+/// municipality's own sum is small (a curve with a season window instead
+/// of a factor per calendar month, and noisy) and its few areas pin the
+/// overdispersion down poorly; each area's level, and the common level it
+/// is shrunk toward, stay the municipality's own (`wijkradar eval` measures
+/// the difference).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shared {
+    pub total: Vec<u64>,
+    pub households: f64,
+    /// None where the history is too short for the curve.
+    pub overdispersion: Option<f64>,
+}
+
+impl Shared {
+    /// From the groups of one signal type in every municipality, each
+    /// ending with the same tested month.
+    pub fn of<'a>(groups: impl IntoIterator<Item = &'a Group>) -> Shared {
+        let groups: Vec<&Group> = groups.into_iter().collect();
+        let months = groups.iter().map(|g| g.total.len()).max().unwrap_or(0);
+        let mut total = vec![0u64; months];
+        for g in &groups {
+            // Aligned on the tested month: a municipality with a shorter
+            // history adds to the latest months.
+            let skip = months - g.total.len();
+            for (t, x) in total[skip..].iter_mut().zip(&g.total) {
+                *t += x;
+            }
+        }
+        let households = groups.iter().map(|g| g.households).sum();
+        let overdispersion = months.checked_sub(1).and_then(|t| {
+            let mut curve = pooled::Curve::fit(&total, households, t)?;
+            let areas = groups
+                .iter()
+                .filter(|g| g.total.len() == months)
+                .flat_map(|g| g.series.iter())
+                .map(|s| (s.counts.as_slice(), s.households));
+            curve.pool_dispersion(areas, &farrington::Config::default());
+            curve.overdispersion()
+        });
+        Shared {
+            total,
+            households,
+            overdispersion,
+        }
+    }
 }
 
 /// A finding of [`run_month`]: which group (signal type) and which series.
@@ -131,6 +184,7 @@ pub fn run(series: &[Series], total: &[u64], total_households: f64, fdr: f64) ->
         series: series.to_vec(),
         total: total.to_vec(),
         households: total_households,
+        shared: None,
     };
     run_month(std::slice::from_ref(&group), fdr)
         .into_iter()
@@ -148,13 +202,25 @@ fn test_group(group: &Group) -> Vec<Finding> {
     let Some(chosen) = Chosen::for_history(t) else {
         return Vec::new();
     };
+    // The shared series aligned on the group's months (both end with the
+    // tested month).
+    let (total, households) = match &group.shared {
+        Some(shared) if shared.total.len() >= group.total.len() => (
+            &shared.total[shared.total.len() - group.total.len()..],
+            shared.households,
+        ),
+        _ => (&group.total[..], group.households),
+    };
     let curve = match chosen {
-        Chosen::Pooled => pooled::Curve::fit(&group.total, group.households, t).map(|mut c| {
+        Chosen::Pooled => pooled::Curve::fit(total, households, t).map(|mut c| {
             let areas = group
                 .series
                 .iter()
                 .map(|s| (s.counts.as_slice(), s.households));
             let mut levels = c.pool_dispersion(areas, &config);
+            if let Some(a) = group.shared.as_ref().and_then(|s| s.overdispersion) {
+                c.set_overdispersion(a);
+            }
             pooled::shrink(&mut levels, &c);
             (c, levels)
         }),
@@ -256,6 +322,78 @@ mod tests {
         assert_eq!(findings[0].series, 7);
         assert!(findings[0].discovery, "{:?}", findings[0]);
         assert_eq!(findings.iter().filter(|f| f.discovery).count(), 1);
+    }
+
+    /// `areas` wijken of about `per_month` households a month over
+    /// `months` months (a fixed wiggle), as one municipality's group.
+    fn flat_group(areas: usize, per_month: u64, months: usize) -> Group {
+        let series: Vec<Series> = (0..areas)
+            .map(|w| Series {
+                level: Level::Wijk,
+                counts: (0..months)
+                    .map(|t| per_month + ((t * 7 + w * 3) % 5) as u64)
+                    .collect(),
+                households: 5000.0,
+            })
+            .collect();
+        let total = (0..months)
+            .map(|t| series.iter().map(|s| s.counts[t]).sum())
+            .collect();
+        Group {
+            series,
+            total,
+            households: 5000.0 * areas as f64,
+            shared: None,
+        }
+    }
+
+    #[test]
+    fn shared_series_are_summed_on_the_tested_month() {
+        let long = flat_group(20, 8, 30);
+        let short = flat_group(5, 8, 20);
+        let shared = Shared::of([&long, &short]);
+        assert_eq!(shared.total.len(), 30);
+        assert_eq!(shared.total[..10], long.total[..10]);
+        for t in 10..30 {
+            assert_eq!(shared.total[t], long.total[t] + short.total[t - 10]);
+        }
+        assert_eq!(shared.households, 125_000.0);
+        // Counts wiggling less than Poisson: no overdispersion.
+        assert_eq!(shared.overdispersion, Some(0.0));
+        // Too short for the pooled curve: none.
+        assert_eq!(Shared::of([&flat_group(20, 8, 12)]).overdispersion, None);
+    }
+
+    #[test]
+    fn a_municipality_borrows_the_curve_and_overdispersion_it_cannot_fit() {
+        // A municipality whose own sum cannot carry a curve (here: empty,
+        // so the curve expects nothing and every series looks like a
+        // rise). Given the others' curve, each series is expected at its
+        // own level again (2–6 a month).
+        let mut small = flat_group(3, 2, 30);
+        small.total = vec![0; 30];
+        let others = flat_group(40, 8, 30);
+        for f in test_group(&small) {
+            assert!(f.test.expected < 0.01, "{f:?}");
+        }
+        small.shared = Some(Shared::of([&others]));
+        let pooled = test_group(&small);
+        assert_eq!(pooled.len(), 3);
+        for f in &pooled {
+            assert_eq!(f.method, Chosen::Pooled);
+            assert!((2.0..6.0).contains(&f.test.expected), "{f:?}");
+        }
+        // The shared overdispersion is the one used: a wider one gives a
+        // larger p-value to the same rising series.
+        for c in &mut small.series[0].counts[27..] {
+            *c *= 3;
+        }
+        let p = |a: f64| {
+            let mut g = small.clone();
+            g.shared.as_mut().unwrap().overdispersion = Some(a);
+            test_group(&g)[0].test.p_value.unwrap()
+        };
+        assert!(p(0.0) < p(0.5), "{} {}", p(0.0), p(0.5));
     }
 
     #[test]

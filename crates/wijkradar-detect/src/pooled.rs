@@ -37,6 +37,9 @@ pub struct Curve {
     /// negative binomial of size 1/a), once [`Curve::pool_dispersion`] has
     /// estimated it from every area's fitted months.
     overdispersion: Option<f64>,
+    /// Per month up to the tested one: the expected count per household and
+    /// the variance of the curve's log, computed once (every area asks).
+    per_month: Vec<(f64, f64)>,
 }
 
 /// Intercept, calendar months 2..12 against month 1, trend.
@@ -86,14 +89,19 @@ impl Curve {
             .map(|(y, mu)| (y - mu).powi(2) / mu.max(1e-9))
             .sum();
         let phi = (chi2 / (y.len() - p).max(1) as f64).max(1.0);
-        Some(Curve {
+        let mut curve = Curve {
             fit,
             t,
             last_fit,
             monthly,
             phi,
             overdispersion: None,
-        })
+            per_month: Vec::new(),
+        };
+        curve.per_month = (0..=t)
+            .map(|i| (curve.predict(i), curve.predict_log_variance(i)))
+            .collect();
+        Some(curve)
     }
 
     /// Estimates the overdispersion the areas share, by moments over every
@@ -131,6 +139,12 @@ impl Curve {
         levels
     }
 
+    /// Sets the areas' shared overdispersion to one estimated over more
+    /// areas than the ones tested (every municipality's, [`crate::monitor::Shared`]).
+    pub fn set_overdispersion(&mut self, a: f64) {
+        self.overdispersion = Some(a);
+    }
+
     /// The areas' shared overdispersion, when estimated.
     pub fn overdispersion(&self) -> Option<f64> {
         self.overdispersion
@@ -144,13 +158,21 @@ impl Curve {
         }
     }
 
-    /// Expected count per household in month `i`.
+    /// Expected count per household in month `i` (at most the tested one).
     fn per_household(&self, i: usize) -> f64 {
-        self.fit.predict(&self.design(i), 0.0)
+        self.per_month[i].0
     }
 
     /// The variance of the curve's log at month `i`: its own uncertainty.
     fn log_variance(&self, i: usize) -> f64 {
+        self.per_month[i].1
+    }
+
+    fn predict(&self, i: usize) -> f64 {
+        self.fit.predict(&self.design(i), 0.0)
+    }
+
+    fn predict_log_variance(&self, i: usize) -> f64 {
         let x = self.design(i);
         let mut q = 0.0;
         for a in 0..self.fit.p {

@@ -12,10 +12,11 @@
 //! and versioned like every table (`tables.rs`).
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
-use wijkradar_detect::monitor::{self, Group, Level, Series};
+use wijkradar_detect::monitor::{self, Group, Level, Series, Shared};
 use wijkradar_domain::derived;
-use wijkradar_domain::{AreaCode, BuurtCode, Month, WijkCode};
+use wijkradar_domain::{AreaCode, BuurtCode, GemeenteCode, Month, SignalTypeName, WijkCode};
 use wijkradar_proto::v1 as pb;
 use wijkradar_release::Released;
 
@@ -66,7 +67,6 @@ impl Query {
         let months: Vec<Month> = start.through(q.month).collect();
         let buurten: Vec<BuurtCode> = state.hierarchy.buurten_of(q.gemeente).collect();
         let wijken: Vec<WijkCode> = state.hierarchy.wijken_of(q.gemeente).collect();
-        let base = |a: AreaCode| state.bases.per_area.get(&a).map_or(1.0, |&b| b as f64);
         let tables = Tables::new(self, q.gemeente, true, None)?;
         let zeros = || -> HashMap<BuurtCode, Vec<u64>> {
             buurten
@@ -77,14 +77,7 @@ impl Query {
         // Per measure: the monthly count of households per buurt.
         let mut sources: Vec<(Measure<'_>, HashMap<BuurtCode, Vec<u64>>)> = Vec::new();
         for signal_type in &q.signal_types {
-            let mut per_buurt = zeros();
-            for (j, &m) in months.iter().enumerate() {
-                for (b, total) in state.store.buurt_counts(signal_type, m, q.gemeente)? {
-                    if let Some(row) = per_buurt.get_mut(&b) {
-                        row[j] = total.households;
-                    }
-                }
-            }
+            let per_buurt = self.buurt_series(signal_type, &months, q.gemeente)?;
             sources.push((Measure::Type(signal_type), per_buurt));
         }
         // The derived indicators, with their cell keys for the release.
@@ -108,37 +101,12 @@ impl Query {
         let mut groups = Vec::with_capacity(sources.len());
         let mut areas: Vec<AreaCode> = wijken.iter().map(|&w| AreaCode::Wijk(w)).collect();
         areas.extend(buurten.iter().map(|&b| AreaCode::Buurt(b)));
-        for (_, per_buurt) in &sources {
-            let mut series: Vec<Series> = Vec::with_capacity(areas.len());
-            for &w in &wijken {
-                let mut counts = vec![0; months.len()];
-                for b in buurten.iter().filter(|b| b.wijk() == w) {
-                    for (c, x) in counts.iter_mut().zip(&per_buurt[b]) {
-                        *c += x;
-                    }
-                }
-                series.push(Series {
-                    level: Level::Wijk,
-                    counts,
-                    households: base(AreaCode::Wijk(w)),
-                });
+        for (measure, per_buurt) in &sources {
+            let mut group = self.group_of(q.gemeente, per_buurt, months.len());
+            if let Measure::Type(signal_type) = measure {
+                group.shared = self.shared(signal_type, &months)?;
             }
-            let mut total = vec![0; months.len()];
-            for &b in &buurten {
-                for (c, x) in total.iter_mut().zip(&per_buurt[&b]) {
-                    *c += x;
-                }
-                series.push(Series {
-                    level: Level::Buurt,
-                    counts: per_buurt[&b].clone(),
-                    households: base(AreaCode::Buurt(b)),
-                });
-            }
-            groups.push(Group {
-                series,
-                total,
-                households: base(AreaCode::Gemeente(q.gemeente)),
-            });
+            groups.push(group);
         }
         let findings = monitor::run_month(&groups, FALSE_DISCOVERY_RATE);
         answer.series_tested = findings.len() as u32;
@@ -185,5 +153,148 @@ impl Query {
         });
         answer.alerts = alerts;
         Ok(answer)
+    }
+
+    /// The monthly count of households per buurt of gemeente `g` with a
+    /// signal of this type, over `months`.
+    fn buurt_series(
+        &self,
+        signal_type: &SignalTypeName,
+        months: &[Month],
+        g: GemeenteCode,
+    ) -> Result<HashMap<BuurtCode, Vec<u64>>, ApiError> {
+        let mut per_buurt: HashMap<BuurtCode, Vec<u64>> = self
+            .state
+            .hierarchy
+            .buurten_of(g)
+            .map(|b| (b, vec![0; months.len()]))
+            .collect();
+        for (j, &m) in months.iter().enumerate() {
+            for (b, total) in self.state.store.buurt_counts(signal_type, m, g)? {
+                if let Some(row) = per_buurt.get_mut(&b) {
+                    row[j] = total.households;
+                }
+            }
+        }
+        Ok(per_buurt)
+    }
+
+    /// Gemeente `g`'s series for the detection run: its wijken (each the
+    /// sum of its buurten), then its buurten, with their household bases;
+    /// the gemeente's total beside them.
+    fn group_of(
+        &self,
+        g: GemeenteCode,
+        per_buurt: &HashMap<BuurtCode, Vec<u64>>,
+        months: usize,
+    ) -> Group {
+        let state = &self.state;
+        let base = |a: AreaCode| state.bases.per_area.get(&a).map_or(1.0, |&b| b as f64);
+        let buurten: Vec<BuurtCode> = state.hierarchy.buurten_of(g).collect();
+        let mut series: Vec<Series> = Vec::new();
+        for w in state.hierarchy.wijken_of(g) {
+            let mut counts = vec![0; months];
+            for b in buurten.iter().filter(|b| b.wijk() == w) {
+                for (c, x) in counts.iter_mut().zip(&per_buurt[b]) {
+                    *c += x;
+                }
+            }
+            series.push(Series {
+                level: Level::Wijk,
+                counts,
+                households: base(AreaCode::Wijk(w)),
+            });
+        }
+        let mut total = vec![0; months];
+        for &b in &buurten {
+            for (c, x) in total.iter_mut().zip(&per_buurt[&b]) {
+                *c += x;
+            }
+            series.push(Series {
+                level: Level::Buurt,
+                counts: per_buurt[&b].clone(),
+                households: base(AreaCode::Buurt(b)),
+            });
+        }
+        Group {
+            series,
+            total,
+            households: base(AreaCode::Gemeente(g)),
+            shared: None,
+        }
+    }
+
+    /// What the pooled method of this signal type borrows from every
+    /// gemeente the store holds over all of `months` (a gemeente whose
+    /// history starts later is left out: its start would read as a rise):
+    /// the summed series for the seasonal curve and the overdispersion all
+    /// their areas share. None where the history is too short for the
+    /// pooled method. Kept in memory and reused until the store holds 1%
+    /// more signals than when it was computed.
+    fn shared(
+        &self,
+        signal_type: &SignalTypeName,
+        months: &[Month],
+    ) -> Result<Option<Shared>, ApiError> {
+        let state = &self.state;
+        let (Some(&first), Some(&last)) = (months.first(), months.last()) else {
+            return Ok(None);
+        };
+        if monitor::Chosen::for_history(months.len() - 1) != Some(monitor::Chosen::Pooled) {
+            return Ok(None);
+        }
+        let key = (signal_type.clone(), first, last);
+        let signals = state.store.signal_count()?;
+        if let Some((at, shared)) = state.shared.get(&key)
+            && signals <= at + at / 100
+        {
+            return Ok(Some(shared));
+        }
+        let mut groups = Vec::new();
+        for g in state.hierarchy.gemeenten() {
+            match state.store.month_range_of(g)? {
+                Some((from, _)) if from <= first => {}
+                _ => continue,
+            }
+            let per_buurt = self.buurt_series(signal_type, months, g)?;
+            groups.push(self.group_of(g, &per_buurt, months.len()));
+        }
+        let shared = Shared::of(&groups);
+        state.shared.put(key, signals, shared.clone());
+        Ok(Some(shared))
+    }
+}
+
+/// The [`Shared`] baselines computed, per signal type and months, with the
+/// store's signal count when computed. A purge clears them.
+#[derive(Debug, Default)]
+pub(crate) struct SharedCache {
+    map: Mutex<HashMap<SharedKey, (u64, Shared)>>,
+}
+
+/// A signal type and the first and last month of the history.
+type SharedKey = (SignalTypeName, Month, Month);
+
+impl SharedCache {
+    fn get(&self, key: &SharedKey) -> Option<(u64, Shared)> {
+        self.map
+            .lock()
+            .expect("shared cache lock")
+            .get(key)
+            .cloned()
+    }
+
+    fn put(&self, key: SharedKey, signals: u64, shared: Shared) {
+        let mut map = self.map.lock().expect("shared cache lock");
+        // A few entries per signal type and month queried; start afresh
+        // rather than grow without end.
+        if map.len() >= 1024 {
+            map.clear();
+        }
+        map.insert(key, (signals, shared));
+    }
+
+    pub(crate) fn clear(&self) {
+        self.map.lock().expect("shared cache lock").clear();
     }
 }

@@ -44,6 +44,7 @@ pub(crate) async fn purge(
     if purged.periods > 0 {
         // The store dropped the releases of the erased periods.
         state.releases.clear();
+        state.shared.clear();
     }
     let k = u64::from(state.policy.k());
     if purged.periods > 0 {

@@ -100,6 +100,8 @@ pub(crate) struct State {
     audit: AuditLog,
     limiter: limits::Limiter,
     releases: tables::ReleaseCache,
+    /// The detection's baselines shared by every gemeente.
+    shared: alerts::SharedCache,
     /// Days after its end a period is released (`release.materialise_after_days`).
     materialise_after_days: u32,
 }
@@ -293,6 +295,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         max_versions: config.release.max_versions,
         limits: config.limits.clone(),
         releases: tables::ReleaseCache::default(),
+        shared: alerts::SharedCache::default(),
         materialise_after_days: config.release.materialise_after_days,
     });
 
