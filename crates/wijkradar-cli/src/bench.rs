@@ -71,6 +71,21 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 0)]
         year_signals: usize,
     },
+    /// An alerts query for one gemeente on a store with 36 months of
+    /// signals for all of the Netherlands: the first of the month (which
+    /// computes what the pooled method borrows from every gemeente) and
+    /// later ones, against reading the gemeente's own counts from sled.
+    Alerts {
+        /// Signals over the 36 months.
+        #[arg(long, default_value_t = 1_000_000)]
+        signals: usize,
+        /// Signal types (the catalogue's first ones).
+        #[arg(long, default_value_t = 2)]
+        types: usize,
+        /// Later queries timed.
+        #[arg(long, default_value_t = 20)]
+        queries: usize,
+    },
     /// (Used by `bench query`: fills a store in a process of its own, so
     /// that sled's memory from writing is gone before the server starts.)
     #[command(hide = true)]
@@ -117,6 +132,11 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             return crate::bench_release::run(signals, runs, year_signals).await;
         }
         BenchCommand::Detect { types, runs } => return crate::bench_detect::run(types, runs),
+        BenchCommand::Alerts {
+            signals,
+            types,
+            queries,
+        } => return crate::bench_alerts::run(signals, types, queries).await,
         BenchCommand::Agent {
             rows,
             runs,

@@ -137,7 +137,7 @@ pub async fn run(signals: usize, runs: usize, year_signals: usize) -> anyhow::Re
 
 /// Writes `signals` random signals over `months` through the store's writer,
 /// while the aggregator is down (untimed).
-async fn fill(
+pub(crate) async fn fill(
     setup: &DevSetup,
     key: &ServerKey,
     rng: &mut rand::rngs::StdRng,
