@@ -169,11 +169,16 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     print!("{}", report(&results, args.budget));
     println!(
-        "Klaar in {:.1} s. Opnieuw: wijkradar eval --seed {} --budget {} --level {area} --min-dwellings {}",
+        "Klaar in {:.1} s. Opnieuw: wijkradar eval --seed {} --budget {} --level {area} --min-dwellings {} --area-sd {} --pool {}",
         started.elapsed().as_secs_f64(),
         args.seed,
         args.budget,
-        args.min_dwellings
+        args.min_dwellings,
+        args.area_sd,
+        match args.pool {
+            EvalPool::Gemeente => "gemeente",
+            EvalPool::Land => "land",
+        }
     );
     Ok(())
 }

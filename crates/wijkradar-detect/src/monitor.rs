@@ -88,8 +88,9 @@ pub struct Group {
 pub struct Shared {
     pub total: Vec<u64>,
     pub households: f64,
+    /// The overdispersion the wijken share, and the one the buurten share;
     /// None where the history is too short for the curve.
-    pub overdispersion: Option<f64>,
+    pub overdispersion: [Option<f64>; 2],
 }
 
 impl Shared {
@@ -108,12 +109,16 @@ impl Shared {
             }
         }
         let households = groups.iter().map(|g| g.households).sum();
-        let overdispersion = months.checked_sub(1).and_then(|t| {
-            let mut curve = pooled::Curve::fit(&total, households, t)?;
+        let curve = months
+            .checked_sub(1)
+            .and_then(|t| pooled::Curve::fit(&total, households, t));
+        let overdispersion = [Level::Wijk, Level::Buurt].map(|level| {
+            let mut curve = curve.clone()?;
             let areas = groups
                 .iter()
                 .filter(|g| g.total.len() == months)
                 .flat_map(|g| g.series.iter())
+                .filter(|s| s.level == level)
                 .map(|s| (s.counts.as_slice(), s.households));
             curve.pool_dispersion(areas, &farrington::Config::default());
             curve.overdispersion()
@@ -123,6 +128,14 @@ impl Shared {
             households,
             overdispersion,
         }
+    }
+
+    /// The overdispersion the areas of this level share.
+    pub fn overdispersion(&self, level: Level) -> Option<f64> {
+        self.overdispersion[match level {
+            Level::Wijk => 0,
+            Level::Buurt => 1,
+        }]
     }
 }
 
@@ -211,29 +224,49 @@ fn test_group(group: &Group) -> Vec<Finding> {
         ),
         _ => (&group.total[..], group.households),
     };
-    let curve = match chosen {
-        Chosen::Pooled => pooled::Curve::fit(total, households, t).map(|mut c| {
-            let areas = group
-                .series
-                .iter()
-                .map(|s| (s.counts.as_slice(), s.households));
-            let mut levels = c.pool_dispersion(areas, &config);
-            if let Some(a) = group.shared.as_ref().and_then(|s| s.overdispersion) {
-                c.set_overdispersion(a);
-            }
-            pooled::shrink(&mut levels, &c);
-            (c, levels)
-        }),
+    // Per level (wijken, buurten): the curve with that level's shared
+    // overdispersion, and each series' level on it, shrunk toward the
+    // common level of the municipality's areas of that level. A wijk sums
+    // its buurten, so its months vary less beyond Poisson than a buurt's,
+    // and wijken differ less from each other than buurten do.
+    let fitted = match chosen {
+        Chosen::Pooled => pooled::Curve::fit(total, households, t),
         Chosen::Method(_) => None,
     };
+    let mut curves: Vec<pooled::Curve> = Vec::new();
+    let mut levels: Vec<Option<(usize, pooled::Level)>> = vec![None; group.series.len()];
+    if let Some(fitted) = &fitted {
+        for level in [Level::Wijk, Level::Buurt] {
+            let members: Vec<usize> = (0..group.series.len())
+                .filter(|&i| group.series[i].level == level)
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            let mut c = fitted.clone();
+            let areas = members.iter().map(|&i| {
+                let s = &group.series[i];
+                (s.counts.as_slice(), s.households)
+            });
+            let mut found = c.pool_dispersion(areas, &config);
+            if let Some(a) = group.shared.as_ref().and_then(|s| s.overdispersion(level)) {
+                c.set_overdispersion(a);
+            }
+            pooled::shrink(&mut found, &c);
+            for (&i, l) in members.iter().zip(found) {
+                levels[i] = l.map(|l| (curves.len(), l));
+            }
+            curves.push(c);
+        }
+    }
     let mut findings = Vec::new();
     for (i, s) in group.series.iter().enumerate() {
-        let (method, test) = match (chosen, &curve) {
-            (Chosen::Pooled, Some((curve, levels))) => (
+        let (method, test) = match (chosen, &fitted) {
+            (Chosen::Pooled, Some(_)) => (
                 Chosen::Pooled,
-                levels[i]
-                    .as_ref()
-                    .and_then(|l| pooled::test_level(l, &s.counts, s.households, curve, &config)),
+                levels[i].as_ref().and_then(|(c, l)| {
+                    pooled::test_level(l, &s.counts, s.households, &curves[*c], &config)
+                }),
             ),
             // Without a curve (a short or empty history), the single-series model.
             (Chosen::Pooled, None) => (
@@ -358,10 +391,69 @@ mod tests {
             assert_eq!(shared.total[t], long.total[t] + short.total[t - 10]);
         }
         assert_eq!(shared.households, 125_000.0);
-        // Counts wiggling less than Poisson: no overdispersion.
-        assert_eq!(shared.overdispersion, Some(0.0));
+        // Counts wiggling less than Poisson: no overdispersion; no buurten.
+        assert_eq!(shared.overdispersion, [Some(0.0), None]);
         // Too short for the pooled curve: none.
-        assert_eq!(Shared::of([&flat_group(20, 8, 12)]).overdispersion, None);
+        assert_eq!(
+            Shared::of([&flat_group(20, 8, 12)]).overdispersion,
+            [None, None]
+        );
+    }
+
+    #[test]
+    fn wijken_and_buurten_each_have_their_own_overdispersion() {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, Gamma, Poisson};
+        // 60 wijken of 5 buurten; a buurt's month is negative binomial of
+        // size 5 around 4 (a = 0.2). A wijk sums five independent buurten:
+        // its extra variance is a fifth as large relative to its mean²
+        // (a = 0.04).
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let gamma = Gamma::new(5.0, 4.0 / 5.0).unwrap();
+        let mut series = Vec::new();
+        let mut wijken = Vec::new();
+        for _ in 0..60 {
+            let buurten: Vec<Vec<u64>> = (0..5)
+                .map(|_| {
+                    (0..30)
+                        .map(|_| {
+                            Poisson::new(gamma.sample(&mut rng))
+                                .unwrap()
+                                .sample(&mut rng) as u64
+                        })
+                        .collect()
+                })
+                .collect();
+            wijken.push(Series {
+                level: Level::Wijk,
+                counts: (0..30)
+                    .map(|t| buurten.iter().map(|b| b[t]).sum())
+                    .collect(),
+                households: 5000.0,
+            });
+            series.extend(buurten.into_iter().map(|counts| Series {
+                level: Level::Buurt,
+                counts,
+                households: 1000.0,
+            }));
+        }
+        let total: Vec<u64> = (0..30)
+            .map(|t| wijken.iter().map(|w| w.counts[t]).sum())
+            .collect();
+        wijken.extend(series);
+        let group = Group {
+            series: wijken,
+            total,
+            households: 300_000.0,
+            shared: None,
+        };
+        let shared = Shared::of([&group]);
+        let (wijk, buurt) = (
+            shared.overdispersion(Level::Wijk).unwrap(),
+            shared.overdispersion(Level::Buurt).unwrap(),
+        );
+        assert!((0.12..0.3).contains(&buurt), "{buurt}");
+        assert!(wijk < buurt / 2.5, "{wijk} {buurt}");
     }
 
     #[test]
@@ -390,7 +482,7 @@ mod tests {
         }
         let p = |a: f64| {
             let mut g = small.clone();
-            g.shared.as_mut().unwrap().overdispersion = Some(a);
+            g.shared.as_mut().unwrap().overdispersion = [Some(a), None];
             test_group(&g)[0].test.p_value.unwrap()
         };
         assert!(p(0.0) < p(0.5), "{} {}", p(0.0), p(0.5));
