@@ -222,6 +222,23 @@ fn report(results: &[(Detector, f64, Outcome, Outcome)], budget: f64) -> String 
     }
     let _ = writeln!(
         s,
+        "\nMediane vertraging (maanden van begin tot eerste alarm, over de gevonden uitbraken) per soort, gekalibreerd:\n"
+    );
+    let _ = writeln!(
+        s,
+        "| methode | {} |",
+        OutbreakKind::ALL.map(|k| k.name()).join(" | ")
+    );
+    let _ = writeln!(s, "|---|---|---|---|");
+    for (d, _, o, _) in results {
+        let lags: Vec<String> = OutbreakKind::ALL
+            .iter()
+            .map(|&k| o.median_lag_of(k).map_or("–".into(), |l| format!("{l:.1}")))
+            .collect();
+        let _ = writeln!(s, "| {} | {} |", d.name(), lags.join(" | "));
+    }
+    let _ = writeln!(
+        s,
         "\nSensitiviteit naar grootte van de uitbraak (verwachte extra huishoudens), gekalibreerd:\n"
     );
     let counts: Vec<String> = BANDS

@@ -284,20 +284,35 @@ pub fn score(
             if let Some(mut curve) = crate::pooled::Curve::fit(&total, households, t) {
                 let all = sim.counts.iter().map(Vec::as_slice);
                 curve.pool_dispersion(all.zip(sim.households.iter().copied()), &config);
-                for areas in members.iter().filter(|m| !m.is_empty()) {
+                let shared = curve.overdispersion();
+                // Each pool's levels on the shared curve, then the pools'
+                // common levels, then what those have in common.
+                let pooled_levels: Vec<(&Vec<usize>, Vec<Option<crate::pooled::Level>>)> = members
+                    .iter()
+                    .filter(|m| !m.is_empty())
+                    .map(|areas| {
+                        let mut c = curve.clone();
+                        let levels = c.pool_dispersion(
+                            areas
+                                .iter()
+                                .map(|&a| (sim.counts[a].as_slice(), sim.households[a])),
+                            &config,
+                        );
+                        (areas, levels)
+                    })
+                    .collect();
+                let commons: Vec<crate::pooled::Common> = pooled_levels
+                    .iter()
+                    .filter_map(|(_, levels)| crate::pooled::common(levels, &curve))
+                    .collect();
+                let prior = crate::pooled::prior(&commons);
+                for (areas, mut levels) in pooled_levels {
                     let mut curve = curve.clone();
-                    let shared = curve.overdispersion();
-                    let mut levels = curve.pool_dispersion(
-                        areas
-                            .iter()
-                            .map(|&a| (sim.counts[a].as_slice(), sim.households[a])),
-                        &config,
-                    );
                     if let Some(a) = shared {
                         curve.set_overdispersion(a);
                     }
                     if d == Detector::Pooled {
-                        crate::pooled::shrink(&mut levels, &curve);
+                        crate::pooled::shrink_toward(&mut levels, &curve, prior);
                     }
                     for (&a, level) in areas.iter().zip(levels) {
                         at_t[a] = level.map(|l| (curves_t.len(), l));
@@ -354,8 +369,23 @@ pub struct Outcome {
     pub lags: Vec<usize>,
     pub false_alarms: usize,
     pub quiet_area_months: usize,
-    /// Per outbreak: (kind, expected excess households, detected).
-    pub per_outbreak: Vec<(OutbreakKind, f64, bool)>,
+    /// Per outbreak: (kind, expected excess households, months from its
+    /// start to the first alarm if detected).
+    pub per_outbreak: Vec<(OutbreakKind, f64, Option<usize>)>,
+}
+
+fn median(l: &[usize]) -> Option<f64> {
+    if l.is_empty() {
+        return None;
+    }
+    let mut l = l.to_vec();
+    l.sort_unstable();
+    let m = l.len() / 2;
+    Some(if l.len() % 2 == 1 {
+        l[m] as f64
+    } else {
+        (l[m - 1] + l[m]) as f64 / 2.0
+    })
 }
 
 impl Outcome {
@@ -366,17 +396,17 @@ impl Outcome {
         self.false_alarms as f64 / (self.quiet_area_months.max(1) as f64 / 12.0) * 100.0
     }
     pub fn median_lag(&self) -> Option<f64> {
-        if self.lags.is_empty() {
-            return None;
-        }
-        let mut l = self.lags.clone();
-        l.sort_unstable();
-        let m = l.len() / 2;
-        Some(if l.len() % 2 == 1 {
-            l[m] as f64
-        } else {
-            (l[m - 1] + l[m]) as f64 / 2.0
-        })
+        median(&self.lags)
+    }
+    /// The median lag over the detected outbreaks of one kind.
+    pub fn median_lag_of(&self, kind: OutbreakKind) -> Option<f64> {
+        let lags: Vec<usize> = self
+            .per_outbreak
+            .iter()
+            .filter(|o| o.0 == kind)
+            .filter_map(|o| o.2)
+            .collect();
+        median(&lags)
     }
     /// Sensitivity over the outbreaks whose excess is in `range`.
     pub fn sensitivity_where(&self, keep: impl Fn(OutbreakKind, f64) -> bool) -> (usize, f64) {
@@ -384,7 +414,7 @@ impl Outcome {
             .per_outbreak
             .iter()
             .filter(|(k, e, _)| keep(*k, *e))
-            .map(|&(_, _, d)| d)
+            .map(|&(_, _, d)| d.is_some())
             .collect();
         let n = chosen.len();
         let hit = chosen.iter().filter(|&&d| d).count();
@@ -435,7 +465,7 @@ pub fn evaluate(
             out.lags.push(t - o.start);
         }
         out.per_outbreak
-            .push((o.kind, sim.excess(o, s.months), first.is_some()));
+            .push((o.kind, sim.excess(o, s.months), first.map(|t| t - o.start)));
     }
     out
 }

@@ -91,6 +91,10 @@ pub struct Shared {
     /// The overdispersion the wijken share, and the one the buurten share;
     /// None where the history is too short for the curve.
     pub overdispersion: [Option<f64>; 2],
+    /// Per level, the country's common level and the spreads between and
+    /// within gemeenten, toward which a gemeente's common level is shrunk
+    /// ([`pooled::shrink_toward`]).
+    pub prior: [Option<pooled::Prior>; 2],
 }
 
 impl Shared {
@@ -112,30 +116,56 @@ impl Shared {
         let curve = months
             .checked_sub(1)
             .and_then(|t| pooled::Curve::fit(&total, households, t));
-        let overdispersion = [Level::Wijk, Level::Buurt].map(|level| {
+        let full: Vec<&&Group> = groups.iter().filter(|g| g.total.len() == months).collect();
+        let per_level = [Level::Wijk, Level::Buurt].map(|level| {
             let mut curve = curve.clone()?;
-            let areas = groups
+            fn of_level(g: &Group, level: Level) -> Vec<(&[u64], f64)> {
+                g.series
+                    .iter()
+                    .filter(|s| s.level == level)
+                    .map(|s| (s.counts.as_slice(), s.households))
+                    .collect()
+            }
+            let mut levels = curve
+                .pool_dispersion(
+                    full.iter().flat_map(|g| of_level(g, level)),
+                    &farrington::Config::default(),
+                )
+                .into_iter();
+            let a = curve.overdispersion();
+            // Each gemeente's common level on the curve.
+            let commons: Vec<pooled::Common> = full
                 .iter()
-                .filter(|g| g.total.len() == months)
-                .flat_map(|g| g.series.iter())
-                .filter(|s| s.level == level)
-                .map(|s| (s.counts.as_slice(), s.households));
-            curve.pool_dispersion(areas, &farrington::Config::default());
-            curve.overdispersion()
+                .filter_map(|g| {
+                    let mine: Vec<_> = levels.by_ref().take(of_level(g, level).len()).collect();
+                    pooled::common(&mine, &curve)
+                })
+                .collect();
+            Some((a, pooled::prior(&commons)))
         });
         Shared {
             total,
             households,
-            overdispersion,
+            overdispersion: per_level.map(|p| p.and_then(|p| p.0)),
+            prior: per_level.map(|p| p.and_then(|p| p.1)),
         }
+    }
+
+    fn index(level: Level) -> usize {
+        match level {
+            Level::Wijk => 0,
+            Level::Buurt => 1,
+        }
+    }
+
+    /// What a gemeente's common level of this level is shrunk toward.
+    pub fn prior(&self, level: Level) -> Option<pooled::Prior> {
+        self.prior[Shared::index(level)]
     }
 
     /// The overdispersion the areas of this level share.
     pub fn overdispersion(&self, level: Level) -> Option<f64> {
-        self.overdispersion[match level {
-            Level::Wijk => 0,
-            Level::Buurt => 1,
-        }]
+        self.overdispersion[Shared::index(level)]
     }
 }
 
@@ -252,7 +282,8 @@ fn test_group(group: &Group) -> Vec<Finding> {
             if let Some(a) = group.shared.as_ref().and_then(|s| s.overdispersion(level)) {
                 c.set_overdispersion(a);
             }
-            pooled::shrink(&mut found, &c);
+            let prior = group.shared.as_ref().and_then(|s| s.prior(level));
+            pooled::shrink_toward(&mut found, &c, prior);
             for (&i, l) in members.iter().zip(found) {
                 levels[i] = l.map(|l| (curves.len(), l));
             }
@@ -482,7 +513,9 @@ mod tests {
         }
         let p = |a: f64| {
             let mut g = small.clone();
-            g.shared.as_mut().unwrap().overdispersion = [Some(a), None];
+            let shared = g.shared.as_mut().unwrap();
+            shared.overdispersion = [Some(a), None];
+            shared.prior = [None, None];
             test_group(&g)[0].test.p_value.unwrap()
         };
         assert!(p(0.0) < p(0.5), "{} {}", p(0.0), p(0.5));

@@ -191,7 +191,7 @@ fn window_design(i: usize, t: usize) -> [f64; P] {
 
 /// An area's level on the curve, from its fitted months (the level does not
 /// depend on the shared overdispersion).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Level {
     level: f64,
     /// Per fitted month: the count, the curve × the area's households, and
@@ -208,15 +208,113 @@ pub struct Level {
 /// fewer, the spread between areas is not known well enough.
 pub const SHRINK_FROM: usize = 8;
 
+/// The common level of a set of areas on the curve, from their levels:
+/// the weighted mean, its variance, and the spread between the areas'
+/// true levels (τ², with its margin, see [`shrink`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Common {
+    pub level: f64,
+    pub variance: f64,
+    pub spread: f64,
+}
+
+/// What the gemeenten' common levels have in common: the country's level
+/// and the spread between gemeenten (with its margin), toward which a
+/// gemeente's common level is shrunk in turn ([`shrink_toward`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prior {
+    pub level: f64,
+    pub spread: f64,
+    /// The spread between areas within a gemeente, over the gemeenten that
+    /// have enough areas to tell (the median): for a gemeente with too few
+    /// areas to estimate its own.
+    pub within: f64,
+}
+
+/// Moments for a random-effects mean (Paule–Mandel style iteration):
+/// estimates `x` with sampling variances `v(i, m)` at the mean m. Returns
+/// the weighted mean, its variance, and the spread τ² plus two standard
+/// errors of its estimate (√(2/Σu²), u = 1/(v + τ²)): a few values that
+/// happen to lie close together must not be taken for a spread of zero.
+fn random_effects(x: &[f64], v: impl Fn(usize, f64) -> f64) -> (f64, f64, f64) {
+    let mut m = x.iter().sum::<f64>() / x.len() as f64;
+    let (mut tau2, mut var_m, mut tau2_se) = (0.0, 0.0, 0.0);
+    for _ in 0..20 {
+        let vs: Vec<f64> = (0..x.len()).map(|i| v(i, m.max(1e-9))).collect();
+        let u: Vec<f64> = vs.iter().map(|v| 1.0 / (v + tau2).max(1e-12)).collect();
+        let su: f64 = u.iter().sum();
+        m = x.iter().zip(&u).map(|(x, u)| u * x).sum::<f64>() / su;
+        var_m = 1.0 / su;
+        let (num, den) = x
+            .iter()
+            .zip(&u)
+            .zip(&vs)
+            .fold((0.0, 0.0), |(num, den), ((x, u), v)| {
+                (num + u * u * ((x - m).powi(2) - v), den + u * u)
+            });
+        tau2 = (num / den).max(0.0);
+        tau2_se = (2.0 / den).sqrt();
+    }
+    (m, var_m, tau2 + 2.0 * tau2_se)
+}
+
+/// A level's sampling variance at the level `m`, under the negative
+/// binomial with overdispersion `a`: the weighted sum of its months'
+/// variances over the square of the weighted sum of their shapes.
+fn sampling(l: &Level, m: f64, a: f64) -> f64 {
+    let den: f64 = l.months.iter().map(|&(_, s, w)| w * s).sum();
+    let num: f64 = l
+        .months
+        .iter()
+        .map(|&(_, s, w)| w * w * (m * s + a * m * m * s * s))
+        .sum();
+    num / den.max(1e-12).powi(2)
+}
+
+/// The common level of the areas whose levels are given (from
+/// [`Curve::pool_dispersion`]); None with fewer than [`SHRINK_FROM`] areas
+/// or no shared overdispersion estimated.
+pub fn common(levels: &[Option<Level>], curve: &Curve) -> Option<Common> {
+    let a = curve.overdispersion?;
+    let areas: Vec<&Level> = levels.iter().flatten().collect();
+    if areas.len() < SHRINK_FROM {
+        return None;
+    }
+    let x: Vec<f64> = areas.iter().map(|l| l.level).collect();
+    let (level, variance, spread) = random_effects(&x, |i, m| sampling(areas[i], m, a));
+    Some(Common {
+        level,
+        variance,
+        spread,
+    })
+}
+
+/// The country's level and the spread between gemeenten, from the
+/// gemeenten' common levels (each with its own variance); None with fewer
+/// than [`SHRINK_FROM`] of them.
+pub fn prior(commons: &[Common]) -> Option<Prior> {
+    if commons.len() < SHRINK_FROM {
+        return None;
+    }
+    let x: Vec<f64> = commons.iter().map(|c| c.level).collect();
+    let (level, _, spread) = random_effects(&x, |i, _| commons[i].variance);
+    let mut within: Vec<f64> = commons.iter().map(|c| c.spread).collect();
+    within.sort_by(f64::total_cmp);
+    Some(Prior {
+        level,
+        spread,
+        within: within[within.len() / 2],
+    })
+}
+
 /// Empirical Bayes: shrinks each area's level (from
 /// [`Curve::pool_dispersion`]) toward the level the areas share, by as much
 /// as its own noise exceeds the true spread between areas.
 ///
-/// The spread τ² is estimated by moments (Paule–Mandel style iteration):
-/// the squared deviations of the levels from their weighted mean, less each
-/// level's sampling variance V under the negative binomial with the shared
-/// overdispersion. The shrinkage then uses τ² plus two standard errors of
-/// its estimate (√(2/Σu²), u = 1/(V + τ²)), so that a few areas that happen
+/// The spread τ² is estimated by moments: the squared deviations of the
+/// levels from their weighted mean, less each level's sampling variance V
+/// under the negative binomial with the shared overdispersion, plus two
+/// standard errors ([`random_effects`]), so that a few areas that happen
 /// to look alike do not borrow more than the data assure: an area whose
 /// true rate differs from its neighbours' would otherwise be pulled toward
 /// them and alarm month after month. Where areas truly differ (τ² large
@@ -227,62 +325,63 @@ pub const SHRINK_FROM: usize = 8;
 /// area's own in the variance). Fewer than [`SHRINK_FROM`] areas, or no
 /// shared overdispersion estimated: unchanged.
 pub fn shrink(levels: &mut [Option<Level>], curve: &Curve) {
+    shrink_toward(levels, curve, None);
+}
+
+/// [`shrink`], with the areas' common level itself first shrunk toward the
+/// country's (`prior`) by as much as its own uncertainty exceeds the
+/// spread between gemeenten: a gemeente of a few areas knows its common
+/// level poorly, and where gemeenten are alike it borrows from the others.
+/// Where they differ (real gemeenten do, by a factor of several), its
+/// common level stays its own.
+pub fn shrink_toward(levels: &mut [Option<Level>], curve: &Curve, prior: Option<Prior>) {
     let Some(a) = curve.overdispersion else {
         return;
     };
-    let areas: Vec<usize> = (0..levels.len()).filter(|&i| levels[i].is_some()).collect();
-    if areas.len() < SHRINK_FROM {
+    let found = common(levels, curve).or_else(|| {
+        // Too few areas to estimate their spread: the typical spread within
+        // a gemeente, and the mean of the few with it.
+        let p = prior?;
+        let areas: Vec<&Level> = levels.iter().flatten().collect();
+        if areas.is_empty() {
+            return None;
+        }
+        let mut level = areas.iter().map(|l| l.level).sum::<f64>() / areas.len() as f64;
+        let mut variance = 0.0;
+        for _ in 0..10 {
+            let u: Vec<f64> = areas
+                .iter()
+                .map(|l| 1.0 / (sampling(l, level.max(1e-9), a) + p.within).max(1e-12))
+                .collect();
+            let su: f64 = u.iter().sum();
+            level = areas.iter().zip(&u).map(|(l, u)| u * l.level).sum::<f64>() / su;
+            variance = 1.0 / su;
+        }
+        Some(Common {
+            level,
+            variance,
+            spread: p.within,
+        })
+    });
+    let Some(Common {
+        mut level,
+        mut variance,
+        spread,
+    }) = found
+    else {
         return;
-    }
-    let of = |i: usize| levels[i].as_ref().expect("filtered");
-    // A level's sampling variance at the common level m: the weighted sum
-    // of its months' variances over the square of the weighted sum of their
-    // shapes.
-    let sampling = |l: &Level, m: f64| {
-        let den: f64 = l.months.iter().map(|&(_, s, w)| w * s).sum();
-        let num: f64 = l
-            .months
-            .iter()
-            .map(|&(_, s, w)| w * w * (m * s + a * m * m * s * s))
-            .sum();
-        num / den.max(1e-12).powi(2)
     };
-    let mut m = areas.iter().map(|&i| of(i).level).sum::<f64>() / areas.len() as f64;
-    let mut tau2 = 0.0;
-    let mut var_m = 0.0;
-    let mut tau2_se = 0.0;
-    for _ in 0..20 {
-        let v: Vec<f64> = areas
-            .iter()
-            .map(|&i| sampling(of(i), m.max(1e-9)))
-            .collect();
-        let u: Vec<f64> = v.iter().map(|v| 1.0 / (v + tau2).max(1e-12)).collect();
-        let su: f64 = u.iter().sum();
-        m = areas
-            .iter()
-            .zip(&u)
-            .map(|(&i, u)| u * of(i).level)
-            .sum::<f64>()
-            / su;
-        var_m = 1.0 / su;
-        let (num, den) = areas
-            .iter()
-            .zip(&u)
-            .zip(&v)
-            .fold((0.0, 0.0), |(num, den), ((&i, u), v)| {
-                (num + u * u * ((of(i).level - m).powi(2) - v), den + u * u)
-            });
-        tau2 = (num / den).max(0.0);
-        tau2_se = (2.0 / den).sqrt();
+    if let Some(p) = prior {
+        let b = p.spread / (p.spread + variance).max(1e-12);
+        level = p.level + b * (level - p.level);
+        variance *= b;
     }
-    let tau2 = tau2 + 2.0 * tau2_se;
-    for &i in &areas {
-        let l = levels[i].as_mut().expect("filtered");
-        let b = tau2 / (tau2 + sampling(l, m.max(1e-9))).max(1e-12);
-        l.level = m + b * (l.level - m);
+    for l in levels.iter_mut().flatten() {
+        let b = spread / (spread + sampling(l, level.max(1e-9), a)).max(1e-12);
+        l.level = level + b * (l.level - level);
         // As the gamma–Poisson posterior: the weight from the noise at the
         // common level, the variance from the noise at the area's own.
-        let var = b * sampling(l, l.level.max(1e-9)) + (1.0 - b).powi(2) * var_m;
+        let var = b * sampling(l, l.level.max(1e-9), a) + (1.0 - b).powi(2) * variance;
         l.shrunk_variance = Some(var / l.level.max(1e-9).powi(2));
     }
 }
@@ -595,6 +694,88 @@ mod tests {
         let few = moved(&own, &shrunk);
         let many = moved(&own_many[..SHRINK_FROM], &shrunk_many[..SHRINK_FROM]);
         assert!(few > 0.0 && few < many, "{few} {many}");
+    }
+
+    /// Gemeenten of areas of 1,000 households, Poisson at the given rates a
+    /// month (one rate per gemeente), the curve and overdispersion over all
+    /// of them: each gemeente's own levels, and the country's prior.
+    fn gemeenten(rates: &[(f64, usize)], seed: u64) -> (Curve, Vec<Vec<Option<Level>>>, Prior) {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, Poisson};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let areas: Vec<Vec<Vec<u64>>> = rates
+            .iter()
+            .map(|&(r, n)| {
+                let p = Poisson::new(r).unwrap();
+                (0..n)
+                    .map(|_| (0..31).map(|_| p.sample(&mut rng) as u64).collect())
+                    .collect()
+            })
+            .collect();
+        let all: Vec<&Vec<u64>> = areas.iter().flatten().collect();
+        let total: Vec<u64> = (0..31).map(|t| all.iter().map(|a| a[t]).sum()).collect();
+        let config = farrington::Config::default();
+        let mut curve = Curve::fit(&total, 1000.0 * all.len() as f64, 30).unwrap();
+        curve.pool_dispersion(all.iter().map(|a| (a.as_slice(), 1000.0)), &config);
+        let levels: Vec<Vec<Option<Level>>> = areas
+            .iter()
+            .map(|g| {
+                curve
+                    .clone()
+                    .pool_dispersion(g.iter().map(|a| (a.as_slice(), 1000.0)), &config)
+            })
+            .collect();
+        let commons: Vec<Common> = levels.iter().filter_map(|l| common(l, &curve)).collect();
+        let prior = prior(&commons).unwrap();
+        (curve, levels, prior)
+    }
+
+    #[test]
+    fn a_gemeente_of_few_areas_borrows_from_alike_gemeenten() {
+        // 30 gemeenten of 10 areas at 3 a month, and one of 4: too few to
+        // tell its own spread, so alone it is not shrunk; with the country's
+        // prior its levels move toward the common level and are known better.
+        let mut rates = vec![(3.0, 10); 30];
+        rates.push((3.0, 4));
+        let (curve, levels, prior) = gemeenten(&rates, 21);
+        assert!((prior.level - 1.0).abs() < 0.03, "{prior:?}");
+        let small = &levels[30];
+        let mut alone = small.clone();
+        shrink(&mut alone, &curve);
+        assert_eq!(alone, *small);
+        let mut borrowed = small.clone();
+        shrink_toward(&mut borrowed, &curve, Some(prior));
+        let spread = |ls: &[Option<Level>]| {
+            ls.iter()
+                .flatten()
+                .map(|l| (l.level - 1.0).abs())
+                .sum::<f64>()
+        };
+        assert!(spread(&borrowed) < spread(small) / 2.0, "{borrowed:?}");
+        for (o, b) in small.iter().zip(&borrowed) {
+            let (o, b) = (o.as_ref().unwrap(), b.as_ref().unwrap());
+            let own = sampling(o, o.level, curve.overdispersion.unwrap()) / o.level.powi(2);
+            assert!(b.shrunk_variance.unwrap() < own * 0.7, "{b:?} {own}");
+        }
+    }
+
+    #[test]
+    fn a_gemeente_unlike_the_others_keeps_its_common_level() {
+        // Half the gemeenten at 2 a month, half at 6 (levels about 0.5 and
+        // 1.5): the spread between gemeenten dwarfs a gemeente's own
+        // uncertainty, so a gemeente at 6 stays at about 1.5.
+        let rates: Vec<(f64, usize)> = (0..30)
+            .map(|i| (if i % 2 == 0 { 2.0 } else { 6.0 }, 10))
+            .collect();
+        let (curve, levels, prior) = gemeenten(&rates, 22);
+        assert!(prior.spread > 0.1, "{prior:?}");
+        let high = &levels[1];
+        let own = high.iter().flatten().map(|l| l.level).sum::<f64>() / 10.0;
+        let mut shrunk = high.clone();
+        shrink_toward(&mut shrunk, &curve, Some(prior));
+        let after = shrunk.iter().flatten().map(|l| l.level).sum::<f64>() / 10.0;
+        assert!((after / own - 1.0).abs() < 0.03, "{own} {after}");
+        assert!(after > 1.3, "{after}");
     }
 
     #[test]
