@@ -240,6 +240,7 @@ fn random_effects(x: &[f64], v: impl Fn(usize, f64) -> f64) -> (f64, f64, f64) {
     let mut m = x.iter().sum::<f64>() / x.len() as f64;
     let (mut tau2, mut var_m, mut tau2_se) = (0.0, 0.0, 0.0);
     for _ in 0..20 {
+        let before = (m, tau2);
         let vs: Vec<f64> = (0..x.len()).map(|i| v(i, m.max(1e-9))).collect();
         let u: Vec<f64> = vs.iter().map(|v| 1.0 / (v + tau2).max(1e-12)).collect();
         let su: f64 = u.iter().sum();
@@ -254,6 +255,9 @@ fn random_effects(x: &[f64], v: impl Fn(usize, f64) -> f64) -> (f64, f64, f64) {
             });
         tau2 = (num / den).max(0.0);
         tau2_se = (2.0 / den).sqrt();
+        if (m - before.0).abs() <= 1e-9 * m.abs() && (tau2 - before.1).abs() <= 1e-12 {
+            break;
+        }
     }
     (m, var_m, tau2 + 2.0 * tau2_se)
 }
