@@ -181,7 +181,8 @@ impl RunningServer {
 
 /// Materialises the releases of ended months at start and then every
 /// `every`: a month is released `after_days` after it ends, not when first
-/// asked for.
+/// asked for. Then prepares the detection's shared curves of the last
+/// ended month (`Query::prepare_alerts`).
 async fn materialise_on_schedule(query: query::Query, every: std::time::Duration, after_days: u32) {
     let query = Arc::new(query);
     let mut ticks = tokio::time::interval(every);
@@ -195,6 +196,14 @@ async fn materialise_on_schedule(query: query::Query, every: std::time::Duration
             Ok(Ok(0)) => {}
             Ok(Ok(stored)) => tracing::info!(tables = stored, "scheduled materialisation"),
             Ok(Err(e)) => tracing::warn!(error = %e, "scheduled materialisation failed"),
+            Err(_) => return,
+        }
+        // The detection's shared curves, so that the month's first alerts
+        // query does not wait for them (kept until the store grows 1%).
+        let q = query.clone();
+        match tokio::task::spawn_blocking(move || q.prepare_alerts()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "preparing the detection failed"),
             Err(_) => return,
         }
     }
