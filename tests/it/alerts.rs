@@ -75,15 +75,7 @@ async fn a_rising_wijk_is_alerted_with_its_released_value_only() {
     .unwrap();
 
     let mut q = server.query(ANALYST).await;
-    let answer = q
-        .get_alerts(pb::GetAlertsRequest {
-            gemeente_code: "GM0034".into(),
-            month: String::new(),
-            signal_types: vec!["huurachterstand".into()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = almere_rent_alerts(&mut q).await;
     assert_eq!(answer.month, last.to_string());
     assert!(answer.series_tested > 6, "{answer:?}");
     let first = answer.alerts.first().expect("the rising wijk is alerted");
@@ -194,6 +186,20 @@ async fn a_rising_wijk_is_alerted_with_its_released_value_only() {
     assert_eq!(err.code(), Code::PermissionDenied);
 }
 
+/// Almere's alerts of rent arrears for the last ended month.
+async fn almere_rent_alerts(
+    q: &mut pb::query_service_client::QueryServiceClient<tonic::transport::Channel>,
+) -> pb::GetAlertsResponse {
+    q.get_alerts(pb::GetAlertsRequest {
+        gemeente_code: "GM0034".into(),
+        month: String::new(),
+        signal_types: vec!["huurachterstand".into()],
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 /// Signals of `huurachterstand` in the buurten of gemeente `g`'s first
 /// `wijken` wijken over `months`: `n(month index, wijk index, buurt index)`
 /// households each, pseudonyms unique per gemeente, month and household.
@@ -284,17 +290,7 @@ async fn a_gemeente_that_joined_later_does_not_bend_the_curve() {
         .wijken_of("GM0034".parse().unwrap())
         .nth(2)
         .unwrap();
-    let answer = server
-        .query(ANALYST)
-        .await
-        .get_alerts(pb::GetAlertsRequest {
-            gemeente_code: "GM0034".into(),
-            month: String::new(),
-            signal_types: vec!["huurachterstand".into()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = almere_rent_alerts(&mut server.query(ANALYST).await).await;
     let first = answer.alerts.first().expect("the rising wijk is alerted");
     assert_eq!(first.area_code, rising.to_string(), "{answer:?}");
     assert_eq!(first.method, "pooled_windows");

@@ -207,3 +207,16 @@ mod tests {
         assert_eq!(upper_tail(3, 0.0, 0.0), 0.0);
     }
 }
+
+/// Draws for the unit tests.
+#[cfg(test)]
+pub(crate) mod draw {
+    use rand_distr::{Distribution, Gamma, Poisson};
+
+    /// A negative binomial count of this mean and size (variance
+    /// mean + mean²/size), as a gamma mixture of Poissons.
+    pub fn negative_binomial(rng: &mut impl rand::Rng, size: f64, mean: f64) -> u64 {
+        let lambda = Gamma::new(size, mean / size).unwrap().sample(rng);
+        Poisson::new(lambda).unwrap().sample(rng) as u64
+    }
+}

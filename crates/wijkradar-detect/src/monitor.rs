@@ -434,24 +434,18 @@ mod tests {
     #[test]
     fn wijken_and_buurten_each_have_their_own_overdispersion() {
         use rand::SeedableRng;
-        use rand_distr::{Distribution, Gamma, Poisson};
         // 60 wijken of 5 buurten; a buurt's month is negative binomial of
         // size 5 around 4 (a = 0.2). A wijk sums five independent buurten:
         // its extra variance is a fifth as large relative to its mean²
         // (a = 0.04).
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let gamma = Gamma::new(5.0, 4.0 / 5.0).unwrap();
         let mut series = Vec::new();
         let mut wijken = Vec::new();
         for _ in 0..60 {
             let buurten: Vec<Vec<u64>> = (0..5)
                 .map(|_| {
                     (0..30)
-                        .map(|_| {
-                            Poisson::new(gamma.sample(&mut rng))
-                                .unwrap()
-                                .sample(&mut rng) as u64
-                        })
+                        .map(|_| crate::draw::negative_binomial(&mut rng, 5.0, 4.0))
                         .collect()
                 })
                 .collect();

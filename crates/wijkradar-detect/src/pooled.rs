@@ -560,19 +560,14 @@ mod tests {
     #[test]
     fn the_shared_overdispersion_is_found_from_many_small_areas() {
         use rand::SeedableRng;
-        use rand_distr::{Distribution, Gamma, Poisson};
+        use rand_distr::{Distribution, Poisson};
         // 400 areas of 4 households a month, negative binomial of size 10
         // (variance 4 + 16/10): a = 0.1. One area's 24 months could not say.
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        let gamma = Gamma::new(10.0, 0.4).unwrap();
         let areas: Vec<Vec<u64>> = (0..400)
             .map(|_| {
                 (0..31)
-                    .map(|_| {
-                        Poisson::new(gamma.sample(&mut rng))
-                            .unwrap()
-                            .sample(&mut rng) as u64
-                    })
+                    .map(|_| crate::draw::negative_binomial(&mut rng, 10.0, 4.0))
                     .collect()
             })
             .collect();
