@@ -27,43 +27,33 @@ async fn a_rising_wijk_is_alerted_with_its_released_value_only() {
     let rising = wijken[2];
     let last = current_month().plus(-1);
     let months: Vec<Month> = last.plus(-29).through(last).collect();
-    let mut signals = Vec::new();
-    for (m, month) in months.iter().enumerate() {
-        for (w, &wijk) in wijken.iter().enumerate() {
-            for (b, buurt) in hierarchy.buurten_of_wijk(wijk).enumerate() {
-                // About 12 households a month per buurt, a little wiggle;
-                // the rising wijk doubles in the last three months.
-                let mut n = 10 + (m * 7 + b * 3 + w) % 5;
-                if wijk == rising && m >= 27 {
-                    n *= 2;
-                }
-                for i in 0..n {
-                    let mut pseudonym = vec![0u8; 32];
-                    pseudonym[..8].copy_from_slice(&(m as u64).to_be_bytes());
-                    pseudonym[8..16].copy_from_slice(&((w * 100 + b) as u64).to_be_bytes());
-                    pseudonym[16..24].copy_from_slice(&(i as u64).to_be_bytes());
-                    // The rise's extra households have energy arrears too:
-                    // several problems at once, where there were none.
-                    if wijk == rising && m >= 27 && i >= n / 2 {
-                        signals.push(pb::Signal {
-                            pseudonym: pseudonym.clone(),
-                            buurt_code: buurt.to_string(),
-                            signal_type: "energieachterstand".into(),
-                            month: month.to_string(),
-                            severity: None,
-                        });
-                    }
-                    signals.push(pb::Signal {
-                        pseudonym,
-                        buurt_code: buurt.to_string(),
-                        signal_type: "huurachterstand".into(),
-                        month: month.to_string(),
-                        severity: None,
-                    });
-                }
-            }
-        }
-    }
+    // About 12 households a month per buurt, a little wiggle; the rising
+    // wijk (the third) doubles in the last three months.
+    let rent = |m: usize, w: usize, b: usize| {
+        let n = 10 + (m * 7 + b * 3 + w) % 5;
+        if w == 2 && m >= 27 { 2 * n } else { n }
+    };
+    let mut signals = signals_of(
+        "huurachterstand",
+        &hierarchy,
+        "GM0034",
+        6,
+        &months,
+        |m, w, b| 0..rent(m, w, b),
+    );
+    // The rise's extra households have energy arrears too: several
+    // problems at once, where there were none.
+    signals.extend(signals_of(
+        "energieachterstand",
+        &hierarchy,
+        "GM0034",
+        6,
+        &months,
+        |m, w, b| {
+            let n = rent(m, w, b);
+            if w == 2 && m >= 27 { n / 2..n } else { 0..0 }
+        },
+    ));
     wijkradar_agent::submit(
         server.channel(PARTNER_A).await,
         signals,
@@ -200,15 +190,17 @@ async fn almere_rent_alerts(
     .into_inner()
 }
 
-/// Signals of `huurachterstand` in the buurten of gemeente `g`'s first
-/// `wijken` wijken over `months`: `n(month index, wijk index, buurt index)`
-/// households each, pseudonyms unique per gemeente, month and household.
-fn rent_arrears(
+/// Signals of one type in the buurten of gemeente `g`'s first `wijken`
+/// wijken over `months`: the households `households(month index, wijk
+/// index, buurt index)` each, pseudonyms unique per gemeente, month, buurt
+/// and household (the same household in two calls is the same pseudonym).
+fn signals_of(
+    signal_type: &str,
     hierarchy: &Hierarchy,
     g: &str,
     wijken: usize,
     months: &[Month],
-    n: impl Fn(usize, usize, usize) -> usize,
+    households: impl Fn(usize, usize, usize) -> std::ops::Range<usize>,
 ) -> Vec<pb::Signal> {
     let gemeente = g.parse().unwrap();
     let tag: u64 = g[2..].parse().unwrap();
@@ -216,7 +208,7 @@ fn rent_arrears(
     for (m, month) in months.iter().enumerate() {
         for (w, wijk) in hierarchy.wijken_of(gemeente).take(wijken).enumerate() {
             for (b, buurt) in hierarchy.buurten_of_wijk(wijk).enumerate() {
-                for i in 0..n(m, w, b) {
+                for i in households(m, w, b) {
                     let mut pseudonym = vec![0u8; 32];
                     pseudonym[..8].copy_from_slice(&tag.to_be_bytes());
                     pseudonym[8..16].copy_from_slice(&(m as u64).to_be_bytes());
@@ -225,7 +217,7 @@ fn rent_arrears(
                     signals.push(pb::Signal {
                         pseudonym,
                         buurt_code: buurt.to_string(),
-                        signal_type: "huurachterstand".into(),
+                        signal_type: signal_type.into(),
                         month: month.to_string(),
                         severity: None,
                     });
@@ -265,17 +257,25 @@ async fn a_gemeente_that_joined_later_does_not_bend_the_curve() {
     let months: Vec<Month> = last.plus(-29).through(last).collect();
     // Almere: 6 wijken of about 12 households a month per buurt; wijk 3
     // doubles in the last three months.
-    let mut signals = rent_arrears(&hierarchy, "GM0034", 6, &months, |m, w, b| {
-        let n = 10 + (m * 7 + b * 3 + w) % 5;
-        if w == 2 && m >= 27 { 2 * n } else { n }
-    });
+    let mut signals = signals_of(
+        "huurachterstand",
+        &hierarchy,
+        "GM0034",
+        6,
+        &months,
+        |m, w, b| {
+            let n = 10 + (m * 7 + b * 3 + w) % 5;
+            0..if w == 2 && m >= 27 { 2 * n } else { n }
+        },
+    );
     // Lelystad: only the last 20 months, 120 households a month per buurt.
-    signals.extend(rent_arrears(
+    signals.extend(signals_of(
+        "huurachterstand",
         &hierarchy,
         "GM0995",
         4,
         &months[10..],
-        |m, w, b| 120 + (m + w + b) % 3,
+        |m, w, b| 0..120 + (m + w + b) % 3,
     ));
     wijkradar_agent::submit(
         server.channel(PARTNER_A).await,
