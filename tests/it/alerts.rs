@@ -229,10 +229,12 @@ fn signals_of(
 }
 
 /// The pooled curve is fitted over every gemeente the store holds, but only
-/// over those whose history covers the months tested against: a gemeente
-/// whose partners joined later, with ten times the signals, would
-/// otherwise read as a steep national rise and lift every expected value,
-/// hiding Almere's rising wijk.
+/// over those whose history of the type covers the months tested against:
+/// a gemeente whose housing partner joined later, with ten times the
+/// signals, would otherwise read as a steep national rise and lift every
+/// expected value, hiding Almere's rising wijk. Its energy supplier sent
+/// from the start, so the gemeente's history as such is as long as
+/// Almere's.
 #[tokio::test]
 async fn a_gemeente_that_joined_later_does_not_bend_the_curve() {
     use wijkradar_server::access::Role;
@@ -244,7 +246,7 @@ async fn a_gemeente_that_joined_later_does_not_bend_the_curve() {
         &organisations,
         |oins| {
             Some(format!(
-                "[[organisation]]\nname = \"{PARTNER_A}\"\noin = \"{}\"\nsubject_common_name = \"{PARTNER_A}\"\npartner = {{ signal_types = [\"huurachterstand\"], municipalities = [\"GM0034\", \"GM0995\"] }}\n\n\
+                "[[organisation]]\nname = \"{PARTNER_A}\"\noin = \"{}\"\nsubject_common_name = \"{PARTNER_A}\"\npartner = {{ signal_types = [\"huurachterstand\", \"energieachterstand\"], municipalities = [\"GM0034\", \"GM0995\"] }}\n\n\
                  [[organisation]]\nname = \"{ANALYST}\"\noin = \"{}\"\nsubject_common_name = \"{ANALYST}\"\nanalyst = {{ municipalities = [\"GM0034\"] }}\n",
                 oins[0], oins[1]
             ))
@@ -268,7 +270,8 @@ async fn a_gemeente_that_joined_later_does_not_bend_the_curve() {
             0..if w == 2 && m >= 27 { 2 * n } else { n }
         },
     );
-    // Lelystad: only the last 20 months, 120 households a month per buurt.
+    // Lelystad: rent arrears only the last 20 months, 120 households a
+    // month per buurt; energy arrears all along, a few.
     signals.extend(signals_of(
         "huurachterstand",
         &hierarchy,
@@ -276,6 +279,14 @@ async fn a_gemeente_that_joined_later_does_not_bend_the_curve() {
         4,
         &months[10..],
         |m, w, b| 0..120 + (m + w + b) % 3,
+    ));
+    signals.extend(signals_of(
+        "energieachterstand",
+        &hierarchy,
+        "GM0995",
+        4,
+        &months,
+        |_, _, b| 0..1 + b % 2,
     ));
     wijkradar_agent::submit(
         server.channel(PARTNER_A).await,

@@ -241,7 +241,8 @@ impl Query {
 
     /// What the pooled method of this signal type borrows from every
     /// gemeente the store holds over all of `months` (a gemeente whose
-    /// history starts later is left out: its start would read as a rise):
+    /// history of the type starts later is left out: its start would read
+    /// as a rise):
     /// the summed series for the seasonal curve and the overdispersion all
     /// their areas share. None where the history is too short for the
     /// pooled method. Kept in memory and reused until the store holds 1%
@@ -272,7 +273,14 @@ impl Query {
                 _ => continue,
             }
             let per_buurt = self.buurt_series(signal_type, months, g)?;
-            groups.push(self.group_of(g, &per_buurt, months.len()));
+            let group = self.group_of(g, &per_buurt, months.len());
+            // A partner sending this type may have joined later than the
+            // gemeente's others: only a gemeente with signals of this type
+            // in the first month (and a small one without any then is
+            // missed, which costs nothing).
+            if group.total.first().is_some_and(|&n| n > 0) {
+                groups.push(group);
+            }
         }
         let shared = Shared::of(&groups);
         state.shared.put(key, signals, shared.clone());
