@@ -78,12 +78,14 @@ pub struct Group {
 
 /// What the pooled method of a signal type borrows from every municipality
 /// the aggregator holds: the seasonal curve is fitted on their summed
-/// series, and the overdispersion is the one all their areas share. A
+/// series, the overdispersion is the one all their areas of a level share,
+/// and the prior is what their common levels have in common. A
 /// municipality's own sum is small (a curve with a season window instead
 /// of a factor per calendar month, and noisy) and its few areas pin the
-/// overdispersion down poorly; each area's level, and the common level it
-/// is shrunk toward, stay the municipality's own (`wijkradar eval` measures
-/// the difference).
+/// overdispersion down poorly. Each area's level stays the municipality's
+/// own, shrunk toward the municipality's common level, which is shrunk
+/// toward the country's only as far as municipalities are alike
+/// (`wijkradar eval` measures the difference).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shared {
     pub total: Vec<u64>,
