@@ -11,7 +11,9 @@
 //! areas share (a negative binomial of size 1/a, estimated by moments over
 //! every area's fitted months, [`Curve::pool_dispersion`]; without it, the
 //! area's own Pearson dispersion φ·μ), Var(log L) the level's own
-//! uncertainty, Var(log S) the curve's. The p-value is the smallest of the
+//! uncertainty (after [`shrink`] or [`shrink_toward`], the posterior's:
+//! each level borrowed from the areas' common level as far as the spread
+//! between areas allows), Var(log S) the curve's. The p-value is the smallest of the
 //! windows', times four (Bonferroni over the windows). Nothing of the
 //! tested months enters the fit.
 //! Where the pooled series is small (under [`MONTHLY_FROM`] a month), the
