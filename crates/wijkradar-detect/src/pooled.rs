@@ -320,7 +320,7 @@ pub fn prior(commons: &[Common]) -> Option<Prior> {
 /// The spread τ² is estimated by moments: the squared deviations of the
 /// levels from their weighted mean, less each level's sampling variance V
 /// under the negative binomial with the shared overdispersion, plus two
-/// standard errors ([`random_effects`]), so that a few areas that happen
+/// standard errors of its estimate, so that a few areas that happen
 /// to look alike do not borrow more than the data assure: an area whose
 /// true rate differs from its neighbours' would otherwise be pulled toward
 /// them and alarm month after month. Where areas truly differ (τ² large
