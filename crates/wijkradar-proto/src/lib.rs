@@ -41,7 +41,11 @@ impl v1::TableColumns {
             let value = (status == v1::CellStatus::Released as i32)
                 .then(|| values.next().copied())
                 .flatten();
-            let rate = (self.has_rate.get(i) == Some(&1))
+            let has_rate = self
+                .has_rate_bits
+                .get(i / 8)
+                .is_some_and(|b| b & (1 << (i % 8)) != 0);
+            let rate = has_rate
                 .then(|| match wijk_of_row[row] {
                     None => value,
                     Some(w) => self

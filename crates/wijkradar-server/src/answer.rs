@@ -148,10 +148,13 @@ impl<'a> Answer<'a> {
                     Err(status) => {
                         columns.block_release_versions.push(0);
                         let n = self.rows.len();
+                        let first = columns.statuses.len();
+                        for cell in first..first + n {
+                            push_bit(&mut columns.has_rate_bits, cell, false);
+                        }
                         columns
                             .statuses
                             .extend(std::iter::repeat_n(status as u8, n));
-                        columns.has_rate.extend(std::iter::repeat_n(0u8, n));
                         columns
                             .rolled_up_values
                             .extend(std::iter::repeat_n(0, rolled_up.len()));
@@ -181,7 +184,8 @@ impl<'a> Answer<'a> {
                         (false, _, Some(wijk)) => value(wijk).is_some(),
                         _ => false,
                     };
-                    columns.has_rate.push(u8::from(has_rate));
+                    let cell = columns.statuses.len() - 1;
+                    push_bit(&mut columns.has_rate_bits, cell, has_rate);
                 }
                 // A released value is at least k: 0 stands for none.
                 columns
@@ -255,5 +259,31 @@ fn push_cells(
             household_base,
             release_version: version,
         });
+    }
+}
+
+/// Sets bit `i` (least significant first) of a bitset that grows one cell at
+/// a time: `bits` holds exactly the bytes cells `0..i` need.
+fn push_bit(bits: &mut Vec<u8>, i: usize, set: bool) {
+    if i % 8 == 0 {
+        bits.push(0);
+    }
+    if set {
+        *bits.last_mut().expect("a byte for cell i") |= 1 << (i % 8);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_bit;
+
+    #[test]
+    fn rate_bits_are_one_per_cell_least_significant_first() {
+        let mut bits = Vec::new();
+        let set = [0, 3, 8, 9, 16];
+        for i in 0..17 {
+            push_bit(&mut bits, i, set.contains(&i));
+        }
+        assert_eq!(bits, vec![0b0000_1001, 0b0000_0011, 0b0000_0001]);
     }
 }
