@@ -265,7 +265,7 @@ fn push_cells(
 /// Sets bit `i` (least significant first) of a bitset that grows one cell at
 /// a time: `bits` holds exactly the bytes cells `0..i` need.
 fn push_bit(bits: &mut Vec<u8>, i: usize, set: bool) {
-    if i % 8 == 0 {
+    if i.is_multiple_of(8) {
         bits.push(0);
     }
     if set {
