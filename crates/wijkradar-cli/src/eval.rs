@@ -35,8 +35,8 @@ pub struct EvalArgs {
     pub share: f64,
     /// How much areas differ in their rate: the standard deviation, on the
     /// log scale, of each area's log-normal factor of mean 1 (0: every area
-    /// has the same rate; 0.5: about a factor 2.7 between the 5% lowest and
-    /// highest).
+    /// has the same rate; 0.5: a factor of about 5 between the 5% lowest and
+    /// the 5% highest).
     #[arg(long, default_value_t = 0.0)]
     pub area_sd: f64,
     /// The areas tested: wijken, or buurten (each with its wijk's 2024
