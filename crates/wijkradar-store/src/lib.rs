@@ -332,34 +332,13 @@ fn batch_key(partner: &str, id: &BatchId) -> Vec<u8> {
 /// benchmark's baseline so that both measure the same engine settings.
 /// Every write the writer acknowledges is flushed explicitly first; the
 /// background flusher (every 500 ms) is kept because without it sled holds
-/// far more memory while writing (5.1 GB instead of 0.57 GB for a million
-/// signals, `bench fill`).
+/// far more memory while writing (5.1 GB instead of 2.1 GB for a million
+/// signals, `bench fill`). sled's own log segment size (512 KiB): with 128
+/// KiB a million signals held 0.57 GB instead of 2.06 GB, but the
+/// integration tests then hung (two concurrent tests blocked in sled), so
+/// it is not used (BENCHMARKS.md).
 fn sled_config(path: &Path) -> sled::Config {
-    sled::Config::new()
-        .path(path)
-        .segment_size(segment_size_of(path))
-        .flush_every_ms(Some(500))
-}
-
-/// sled's log segment size for a new store. With sled's default of 512 KiB
-/// a process writing signals held about 2 GB of memory per million signals
-/// written (sled keeps per-page state of every segment it wrote); with
-/// 128 KiB, 0.57 GB for the first million and about 0.35 GB per million
-/// after, and writing is a little faster (BENCHMARKS.md).
-const SEGMENT_SIZE: usize = 128 * 1024;
-
-/// The segment size of the store at `path`: an existing store's own (sled
-/// refuses to open a store with another one), else [`SEGMENT_SIZE`].
-fn segment_size_of(path: &Path) -> usize {
-    // sled's `conf` is text lines followed by a binary checksum.
-    std::fs::read(path.join("conf"))
-        .ok()
-        .and_then(|conf| {
-            String::from_utf8_lossy(&conf)
-                .lines()
-                .find_map(|l| l.strip_prefix("segment_size:")?.trim().parse().ok())
-        })
-        .unwrap_or(SEGMENT_SIZE)
+    sled::Config::new().path(path).flush_every_ms(Some(500))
 }
 
 /// Read access to the store, shared by queries and the ingest queue.

@@ -412,24 +412,3 @@ async fn a_gemeente_reads_only_its_own_signals() {
     drop(queue);
     writer.join();
 }
-
-#[test]
-fn a_new_store_has_small_segments_and_an_older_one_keeps_its_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), "k1").unwrap();
-    drop(store);
-    assert_eq!(segment_size_of(&dir.path().join("store")), SEGMENT_SIZE);
-    // A store created with sled's default segment size (512 KiB) still
-    // opens: sled would refuse another size.
-    let older = tempfile::tempdir().unwrap();
-    let db = sled::Config::new()
-        .path(older.path().join("store"))
-        .open()
-        .unwrap();
-    db.insert(KEY_ID, &b"k1"[..]).unwrap();
-    db.flush().unwrap();
-    drop(db);
-    assert_eq!(segment_size_of(&older.path().join("store")), 512 * 1024);
-    let store = Store::open(older.path(), "k1").unwrap();
-    assert_eq!(store.signal_count().unwrap(), 0);
-}
