@@ -263,9 +263,10 @@ pub fn score(
 ) -> Vec<Vec<Option<Test>>> {
     assert_eq!(pools.len(), sim.counts.len(), "one pool per area");
     let config = crate::farrington::Config::default();
-    // Per tested month and area: its pool's curve and its level on it.
-    let mut pooled: Vec<Vec<Option<(usize, crate::pooled::Level)>>> = Vec::new();
-    let mut curves: Vec<Vec<crate::pooled::Curve>> = Vec::new();
+    // Per tested month: the curve with the overdispersion of all areas, and
+    // each area's level on it (shrunk within its pool for the default).
+    let mut pooled: Vec<Option<(crate::pooled::Curve, Vec<Option<crate::pooled::Level>>)>> =
+        Vec::new();
     if matches!(d, Detector::Pooled | Detector::PooledOwnLevel) {
         let mut members: Vec<Vec<usize>> = Vec::new();
         for (a, &p) in pools.iter().enumerate() {
@@ -279,49 +280,33 @@ pub fn score(
             .collect();
         let households: f64 = sim.households.iter().sum();
         for t in s.first_test..s.months {
-            let mut at_t = vec![None; sim.counts.len()];
-            let mut curves_t = Vec::new();
-            if let Some(mut curve) = crate::pooled::Curve::fit(&total, households, t) {
-                let all = sim.counts.iter().map(Vec::as_slice);
-                curve.pool_dispersion(all.zip(sim.households.iter().copied()), &config);
-                let shared = curve.overdispersion();
-                // Each pool's levels on the shared curve, then the pools'
-                // common levels, then what those have in common.
-                let pooled_levels: Vec<(&Vec<usize>, Vec<Option<crate::pooled::Level>>)> = members
-                    .iter()
-                    .filter(|m| !m.is_empty())
-                    .map(|areas| {
-                        let mut c = curve.clone();
-                        let levels = c.pool_dispersion(
-                            areas
-                                .iter()
-                                .map(|&a| (sim.counts[a].as_slice(), sim.households[a])),
-                            &config,
-                        );
-                        (areas, levels)
-                    })
-                    .collect();
-                let commons: Vec<crate::pooled::Common> = pooled_levels
-                    .iter()
-                    .filter_map(|(_, levels)| crate::pooled::common(levels, &curve))
-                    .collect();
-                let prior = crate::pooled::prior(&commons);
-                for (areas, mut levels) in pooled_levels {
-                    let mut curve = curve.clone();
-                    if let Some(a) = shared {
-                        curve.set_overdispersion(a);
-                    }
+            pooled.push(
+                crate::pooled::Curve::fit(&total, households, t).map(|mut curve| {
+                    let all = sim.counts.iter().map(Vec::as_slice);
+                    let mut levels =
+                        curve.pool_dispersion(all.zip(sim.households.iter().copied()), &config);
                     if d == Detector::Pooled {
-                        crate::pooled::shrink_toward(&mut levels, &curve, prior);
+                        // Each pool's levels, the pools' common levels, then
+                        // what those have in common.
+                        let mut by_pool: Vec<Vec<Option<crate::pooled::Level>>> = members
+                            .iter()
+                            .map(|areas| areas.iter().map(|&a| levels[a].take()).collect())
+                            .collect();
+                        let commons: Vec<crate::pooled::Common> = by_pool
+                            .iter()
+                            .filter_map(|l| crate::pooled::common(l, &curve))
+                            .collect();
+                        let prior = crate::pooled::prior(&commons);
+                        for (areas, mut mine) in members.iter().zip(by_pool.drain(..)) {
+                            crate::pooled::shrink_toward(&mut mine, &curve, prior);
+                            for (&a, l) in areas.iter().zip(mine) {
+                                levels[a] = l;
+                            }
+                        }
                     }
-                    for (&a, level) in areas.iter().zip(levels) {
-                        at_t[a] = level.map(|l| (curves_t.len(), l));
-                    }
-                    curves_t.push(curve);
-                }
-            }
-            pooled.push(at_t);
-            curves.push(curves_t);
+                    (curve, levels)
+                }),
+            );
         }
     }
     (0..sim.counts.len())
@@ -330,13 +315,12 @@ pub fn score(
                 .map(|t| match d {
                     Detector::Method(m) => m.test(&sim.counts[a], sim.households[a], t),
                     Detector::Pooled | Detector::PooledOwnLevel => {
-                        let j = t - s.first_test;
-                        let (c, level) = pooled[j][a].as_ref()?;
+                        let (curve, levels) = pooled[t - s.first_test].as_ref()?;
                         crate::pooled::test_level(
-                            level,
+                            levels[a].as_ref()?,
                             &sim.counts[a],
                             sim.households[a],
-                            &curves[j][*c],
+                            curve,
                             &config,
                         )
                     }

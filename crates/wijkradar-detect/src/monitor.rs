@@ -280,10 +280,14 @@ fn test_group(group: &Group) -> Vec<Finding> {
                 let s = &group.series[i];
                 (s.counts.as_slice(), s.households)
             });
-            let mut found = c.pool_dispersion(areas, &config);
-            if let Some(a) = group.shared.as_ref().and_then(|s| s.overdispersion(level)) {
-                c.set_overdispersion(a);
-            }
+            // The shared overdispersion where given, else the group's own.
+            let mut found = match group.shared.as_ref().and_then(|s| s.overdispersion(level)) {
+                Some(a) => {
+                    c.set_overdispersion(a);
+                    c.levels(areas, &config)
+                }
+                None => c.pool_dispersion(areas, &config),
+            };
             let prior = group.shared.as_ref().and_then(|s| s.prior(level));
             pooled::shrink_toward(&mut found, &c, prior);
             for (&i, l) in members.iter().zip(found) {

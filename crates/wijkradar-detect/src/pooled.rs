@@ -118,10 +118,7 @@ impl Curve {
         areas: impl IntoIterator<Item = (&'a [u64], f64)>,
         config: &farrington::Config,
     ) -> Vec<Option<Level>> {
-        let levels: Vec<Option<Level>> = areas
-            .into_iter()
-            .map(|(counts, households)| Level::of(counts, households, self, config))
-            .collect();
+        let levels = self.levels(areas, config);
         let (mut num, mut den) = (0.0, 0.0);
         for l in levels.iter().flatten() {
             let total: f64 = l.months.iter().map(|m| m.1 * l.level).sum();
@@ -139,6 +136,20 @@ impl Curve {
             self.overdispersion = Some((num / den).max(0.0));
         }
         levels
+    }
+
+    /// Each area's level on the curve, in order (what
+    /// [`Curve::pool_dispersion`] returns, without estimating the
+    /// overdispersion: for areas that take one estimated over more areas).
+    pub fn levels<'a>(
+        &self,
+        areas: impl IntoIterator<Item = (&'a [u64], f64)>,
+        config: &farrington::Config,
+    ) -> Vec<Option<Level>> {
+        areas
+            .into_iter()
+            .map(|(counts, households)| Level::of(counts, households, self, config))
+            .collect()
     }
 
     /// Sets the areas' shared overdispersion to one estimated over more
@@ -238,9 +249,10 @@ pub struct Prior {
 /// the weighted mean, its variance, and the spread τ² plus two standard
 /// errors of its estimate (√(2/Σu²), u = 1/(v + τ²)): a few values that
 /// happen to lie close together must not be taken for a spread of zero.
-fn random_effects(x: &[f64], v: impl Fn(usize, f64) -> f64) -> (f64, f64, f64) {
+/// With `fixed` the spread is given, not estimated (and no margin added).
+fn random_effects(x: &[f64], v: impl Fn(usize, f64) -> f64, fixed: Option<f64>) -> (f64, f64, f64) {
     let mut m = x.iter().sum::<f64>() / x.len() as f64;
-    let (mut tau2, mut var_m, mut tau2_se) = (0.0, 0.0, 0.0);
+    let (mut tau2, mut var_m, mut tau2_se) = (fixed.unwrap_or(0.0), 0.0, 0.0);
     for _ in 0..20 {
         let before = (m, tau2);
         let vs: Vec<f64> = (0..x.len()).map(|i| v(i, m.max(1e-9))).collect();
@@ -248,6 +260,12 @@ fn random_effects(x: &[f64], v: impl Fn(usize, f64) -> f64) -> (f64, f64, f64) {
         let su: f64 = u.iter().sum();
         m = x.iter().zip(&u).map(|(x, u)| u * x).sum::<f64>() / su;
         var_m = 1.0 / su;
+        if fixed.is_some() {
+            if (m - before.0).abs() <= 1e-9 * m.abs() {
+                break;
+            }
+            continue;
+        }
         let (num, den) = x
             .iter()
             .zip(&u)
@@ -287,7 +305,7 @@ pub fn common(levels: &[Option<Level>], curve: &Curve) -> Option<Common> {
         return None;
     }
     let x: Vec<f64> = areas.iter().map(|l| l.level).collect();
-    let (level, variance, spread) = random_effects(&x, |i, m| sampling(areas[i], m, a));
+    let (level, variance, spread) = random_effects(&x, |i, m| sampling(areas[i], m, a), None);
     Some(Common {
         level,
         variance,
@@ -303,7 +321,7 @@ pub fn prior(commons: &[Common]) -> Option<Prior> {
         return None;
     }
     let x: Vec<f64> = commons.iter().map(|c| c.level).collect();
-    let (level, _, spread) = random_effects(&x, |i, _| commons[i].variance);
+    let (level, _, spread) = random_effects(&x, |i, _| commons[i].variance, None);
     let mut within: Vec<f64> = commons.iter().map(|c| c.spread).collect();
     within.sort_by(f64::total_cmp);
     Some(Prior {
@@ -352,21 +370,13 @@ pub fn shrink_toward(levels: &mut [Option<Level>], curve: &Curve, prior: Option<
         if areas.is_empty() {
             return None;
         }
-        let mut level = areas.iter().map(|l| l.level).sum::<f64>() / areas.len() as f64;
-        let mut variance = 0.0;
-        for _ in 0..10 {
-            let u: Vec<f64> = areas
-                .iter()
-                .map(|l| 1.0 / (sampling(l, level.max(1e-9), a) + p.within).max(1e-12))
-                .collect();
-            let su: f64 = u.iter().sum();
-            level = areas.iter().zip(&u).map(|(l, u)| u * l.level).sum::<f64>() / su;
-            variance = 1.0 / su;
-        }
+        let x: Vec<f64> = areas.iter().map(|l| l.level).collect();
+        let (level, variance, spread) =
+            random_effects(&x, |i, m| sampling(areas[i], m, a), Some(p.within));
         Some(Common {
             level,
             variance,
-            spread: p.within,
+            spread,
         })
     });
     let Some(Common {
