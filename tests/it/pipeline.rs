@@ -913,6 +913,7 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
     let audited = released_with(&server, "huurachterstand");
     let quarters =
         |v: &str| ["2024-Q1", "2024-Q2", "2024-Q3", "2024-Q4"].map(|q| format!("{q} {v}"));
+    let months_v1: Vec<String> = (1..=12).map(|m| format!("2024-{m:02} v1")).collect();
     for (period, version, with) in [
         ("2024-Q1", 1, vec!["2024-01 v1", "2024-02 v1", "2024-03 v1"]),
         (
@@ -925,7 +926,12 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
         (
             "2024",
             1,
-            quarters("v1").iter().map(String::as_str).collect(),
+            // A year with its quarters and their months, in one system.
+            quarters("v1")
+                .iter()
+                .map(String::as_str)
+                .chain(months_v1.iter().map(String::as_str))
+                .collect(),
         ),
     ] {
         assert_eq!(
@@ -937,6 +943,12 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
     let year_again = &audited[&("2024".to_owned(), 2)];
     assert_eq!(year_again.first().map(String::as_str), Some("2024-Q1 v2"));
     assert_eq!(year_again.last().map(String::as_str), Some("2024 v1"));
+    for month in ["2024-01 v1", "2024-02 v2", "2024-03 v2", "2024-12 v1"] {
+        assert!(
+            year_again.iter().any(|w| w == month),
+            "the year's second version is audited with {month}: {year_again:?}"
+        );
+    }
     let again_logged = released_with(&server, "opnieuw_gesignaleerd_6m");
     assert_eq!(
         again_logged[&("2024-03".to_owned(), 2)],

@@ -1,6 +1,6 @@
-//! How long a year's disclosure audit takes with its quarters (the star the
-//! server uses) and with its quarters and their months in one system
-//! (`Link::NestedParts`), on one municipality with random counts:
+//! How long a year's disclosure audit takes with its quarters only and with
+//! its quarters and their months in one system (`Link::NestedParts`, what
+//! the server does), on one municipality with random counts:
 //!
 //! ```sh
 //! cargo run --release -p wijkradar-release --example year_timing -- GM0034 8

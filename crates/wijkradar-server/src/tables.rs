@@ -254,11 +254,35 @@ impl<'q> Tables<'q> {
             }
             // Every part of an ended, kept period is released.
             if parts.len() == months.len() / length {
-                // A year is audited with its quarters, not also with their
-                // months (`Link::NestedParts`): on Almere that one system
-                // takes 10–42 s instead of 0.1–0.9 s (BENCHMARKS.md,
-                // wijkradar-release's example `year_timing`).
-                if current {
+                if current && length == 3 {
+                    // A year is audited with its quarters and their months
+                    // in one system: together they can narrow a cell that
+                    // neither the year with its quarters nor a quarter with
+                    // its months narrows. A quarter with a month kept at its
+                    // version cap gets none of its months (their sum no
+                    // longer bounds it).
+                    let mut theirs = Vec::with_capacity(parts.len());
+                    for quarter in months.chunks(3) {
+                        let mut cells = Vec::with_capacity(3);
+                        let mut their_names = Vec::with_capacity(3);
+                        for month in quarter.chunks(1) {
+                            if let Ok(((version, c), true)) =
+                                self.release_tracked(measure, month)?
+                            {
+                                cells.push(c.into_iter().map(|(_, r)| r).collect());
+                                their_names.push(release_name(month, version));
+                            }
+                        }
+                        if cells.len() == 3 {
+                            names.extend(their_names);
+                            theirs.push(cells);
+                        } else {
+                            theirs.push(Vec::new());
+                        }
+                    }
+                    links.push(Link::NestedParts { parts, theirs });
+                    audited_with = names;
+                } else if current {
                     links.push(Link::Parts(parts));
                     audited_with = names;
                 } else if only_gains {
