@@ -127,6 +127,15 @@ const EXPLORE_CAP: f64 = 1e7;
 /// programs per cell.
 const EXPLORE_ROUNDS: usize = 40;
 
+/// What the programs of an audit found so far, kept while it hides more
+/// cells: per table and cell the lowest and highest value of any feasible
+/// point, and the first point.
+#[derive(Default)]
+struct Found {
+    seen: Option<Vec<Vec<(f64, f64)>>>,
+    point: Option<Vec<Vec<f64>>>,
+}
+
 /// A cell in a program: a variable, or a value held fixed.
 #[derive(Debug, Clone, Copy)]
 enum Term {
@@ -443,10 +452,15 @@ impl<'a> System<'a> {
     /// total) stays inside a block. The cells the blocks cannot show wide
     /// (a hidden wijk whose other side is in another wijk) go on to programs
     /// over the whole system.
-    fn first_narrow(&self, need: u64) -> Option<(usize, usize)> {
+    ///
+    /// `found` holds what earlier rounds of the same audit found: hiding a
+    /// cell only takes a bound away, so their points are points of this
+    /// system too.
+    fn first_narrow(&self, need: u64, found: &mut Found) -> Option<(usize, usize)> {
         let need = need as f64;
-        let mut seen =
-            vec![vec![(f64::INFINITY, f64::NEG_INFINITY); self.tree.len()]; self.tables.len()];
+        let seen = found.seen.get_or_insert_with(|| {
+            vec![vec![(f64::INFINITY, f64::NEG_INFINITY); self.tree.len()]; self.tables.len()]
+        });
         let cells: Vec<(usize, usize)> = self
             .tables
             .iter()
@@ -460,44 +474,53 @@ impl<'a> System<'a> {
             })
             .collect();
         let mut open: HashSet<(usize, usize)> = cells.iter().copied().collect();
+        open.retain(|&(t, i)| !wide(seen, t, i, need));
+        if open.is_empty() {
+            return None;
+        }
         // Push every cell down together: a first point, and where the
         // blocks start from.
-        let first = self.solve_into(
-            Objective::Sum(&open),
-            OptimizationDirection::Minimize,
-            None,
-            &mut seen,
-        );
-        if let Ok((_, point)) = &first {
-            self.explore_blocks(&mut open, need, point, &mut seen);
+        if found.point.is_none() {
+            found.point = self
+                .solve_into(
+                    Objective::Sum(&open),
+                    OptimizationDirection::Minimize,
+                    None,
+                    seen,
+                )
+                .ok()
+                .map(|(_, point)| point);
         }
-        self.explore(&mut open, need, None, &mut seen);
+        if let Some(point) = &found.point {
+            self.explore_blocks(&mut open, need, point, seen);
+        }
+        self.explore(&mut open, need, None, seen);
         if open.is_empty() {
             return None;
         }
         for &(t, i) in &cells {
-            if wide(&seen, t, i, need) {
+            if wide(seen, t, i, need) {
                 continue;
             }
             let lo = match self.solve_into(
                 Objective::Cell((t, i)),
                 OptimizationDirection::Minimize,
                 None,
-                &mut seen,
+                seen,
             ) {
                 Ok((lo, _)) => lo,
                 // A program that could not be solved proves nothing: the
                 // cell counts as narrow, which only hides more.
                 Err(_) => return Some((t, i)),
             };
-            if wide(&seen, t, i, need) {
+            if wide(seen, t, i, need) {
                 continue;
             }
             match self.solve_into(
                 Objective::Cell((t, i)),
                 OptimizationDirection::Maximize,
                 None,
-                &mut seen,
+                seen,
             ) {
                 Err(true) => continue,
                 Err(false) => return Some((t, i)),
@@ -739,8 +762,10 @@ pub fn audit_linked(
     if links.is_empty() {
         return extra;
     }
+    let mut found = Found::default();
     loop {
-        let Some((_, area)) = System::new(tree, released, links, d).first_narrow(need) else {
+        let Some((_, area)) = System::new(tree, released, links, d).first_narrow(need, &mut found)
+        else {
             return extra;
         };
         // Hide the same area in this table if it shows, else a neighbour by
