@@ -834,9 +834,10 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
             ms.values().map(|(_, m)| table.in_node_order(m)).collect(),
         )];
         if let Some(e) = earlier {
-            links.push(wijkradar_release::Link::EarlierVersionOfTotal(
-                table.in_node_order(e),
-            ));
+            links.push(wijkradar_release::Link::EarlierVersions {
+                versions: vec![table.in_node_order(e)],
+                per_cell: false,
+            });
         }
         let found = table.attack_linked(&table.in_node_order(q), &links, d);
         assert!(!found.is_empty(), "some cells are suppressed");
@@ -856,6 +857,7 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
     assert_eq!(quarter().await, q1, "asked again: the same release");
     let ms = months().await;
     check(first, &ms, None);
+    let february_v1 = ms["2024-02"].1.clone();
     let year = released_by_period(
         &server,
         "huurachterstand",
@@ -955,6 +957,39 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
         vec!["2024-03 v1".to_owned()],
         "a derived month is audited with its version before"
     );
+
+    // More late February signals: version 3 is audited with every version
+    // before it, not only the last (the first can narrow it through the
+    // second), and none of their suppressed cells is narrow.
+    let february_v2 = months().await["2024-02"].1.clone();
+    let mut later = String::from("postcode,huisnummer,toevoeging,signaaltype,maand\n");
+    for n in 1..=8 {
+        later.push_str(&format!("1315AC,{n},M,huurachterstand,2024-02\n"));
+    }
+    run_agent(&server, PARTNER_A, &later, &key, &f.table).await;
+    let (version, february_v3) = months().await["2024-02"].clone();
+    assert_eq!(version, 3);
+    assert_eq!(
+        released_with(&server, "huurachterstand")[&("2024-02".to_owned(), 3)],
+        vec!["2024-02 v1".to_owned(), "2024-02 v2".to_owned()]
+    );
+    let versions = [wijkradar_release::Link::EarlierVersions {
+        versions: vec![
+            table.in_node_order(&february_v1),
+            table.in_node_order(&february_v2),
+        ],
+        per_cell: true,
+    }];
+    let found = table.attack_linked(&table.in_node_order(&february_v3), &versions, d);
+    assert!(!found.is_empty(), "some cells are suppressed");
+    for (t, area, interval) in found {
+        assert!(
+            interval
+                .width()
+                .is_none_or(|w| w >= u64::from(k.max(2 * d))),
+            "table {t}, {area}: {interval:?}"
+        );
+    }
 }
 
 /// From the server's audit log: per (period, version) of a measure's

@@ -10,7 +10,7 @@
 //! Every cell of a gemeente's table is released together and audited
 //! ([`audit`]), and rates per 1,000 households come from released values
 //! only ([`rates`]). A table tied to earlier releases (its period's parts,
-//! its previous version) is audited against them too ([`linked`]).
+//! its earlier versions) is audited against them too ([`linked`]).
 //!
 //! Architecture invariant: no IO; a [`Released`] value has no way to carry the
 //! true count of a suppressed cell.
@@ -162,7 +162,7 @@ impl GemeenteTable {
     /// Releases every cell from the buurten's totals; buurten without a total
     /// hold none. Returns each area with its released value, in node order.
     /// The audit takes in `links`: what was released before and is tied to
-    /// this table (its period's parts, its previous version).
+    /// this table (its period's parts, its earlier versions).
     pub fn release(
         &self,
         policy: &ReleasePolicy,

@@ -22,11 +22,13 @@
 //!   in (capped versions): the period still holds at least their households
 //!   (in total, and per cell of the last part where cells only gain), but
 //!   their sum no longer bounds it.
-//! - [`Link::EarlierVersion`]: a (type, month) table only gains households,
-//!   so every cell of the new version is at least its truth in the old one.
-//! - [`Link::EarlierVersionOfTotal`]: in a period or a derived table a late
-//!   signal can move a household to another buurt; only the gemeente total
-//!   is known to grow.
+//! - [`Link::EarlierVersions`]: every earlier version of the table, oldest
+//!   first, each at most the next. A (type, month) table only gains
+//!   households, so that holds per cell; in a period or a derived table a
+//!   late signal can move a household to another buurt, and only the
+//!   gemeente total is known to grow. All of them, not only the last: the
+//!   first can narrow the last through a middle one whose cell is hidden (a
+//!   test shows such a case).
 //!
 //! With those inequalities the constraints no longer form a tree, so the
 //! interval of a suppressed cell is found by linear programming (`microlp`,
@@ -84,10 +86,13 @@ pub enum Link {
         parts: Vec<Vec<Released>>,
         theirs: Vec<Vec<Vec<Released>>>,
     },
-    /// The previous version of a table that only gains households per cell.
-    EarlierVersion(Vec<Released>),
-    /// The previous version of a table whose total only gains households.
-    EarlierVersionOfTotal(Vec<Released>),
+    /// The earlier versions of this table, oldest first: each counts at
+    /// most the households of the next, per cell when `per_cell` (a table
+    /// that only gains households per cell), else in total.
+    EarlierVersions {
+        versions: Vec<Vec<Released>>,
+        per_cell: bool,
+    },
 }
 
 /// What a program optimises: one cell, or the sum of a set of cells (to
@@ -242,13 +247,19 @@ impl<'a> System<'a> {
                         });
                     }
                 }
-                Link::EarlierVersion(old) | Link::EarlierVersionOfTotal(old) => {
-                    s.tables.push(old);
-                    s.at_least.push(AtLeast {
-                        big: 0,
-                        small: s.tables.len() - 1,
-                        total_only: matches!(link, Link::EarlierVersionOfTotal(_)),
-                    });
+                Link::EarlierVersions { versions, per_cell } => {
+                    // This table, then the versions from the newest back.
+                    let mut big = 0;
+                    for old in versions.iter().rev() {
+                        s.tables.push(old);
+                        let small = s.tables.len() - 1;
+                        s.at_least.push(AtLeast {
+                            big,
+                            small,
+                            total_only: !*per_cell,
+                        });
+                        big = small;
+                    }
                 }
             }
         }
@@ -912,6 +923,41 @@ mod tests {
     }
 
     #[test]
+    fn the_first_version_narrows_the_third_through_the_second() {
+        // D = 1, k = 4 (need 4). Version 1 showed buurt 1 as 6: at least 5.
+        // Version 2 hid everything. Version 3 shows the total 7 and hides
+        // both buurten.
+        let tree = pair();
+        let v1 = vec![S, V(6), S];
+        let v2 = vec![S, S, S];
+        let v3 = vec![V(7), S, S];
+        let wide = |found: Vec<(usize, usize, Interval)>| {
+            found
+                .iter()
+                .all(|(_, _, i)| i.width().is_none_or(|w| w >= 4))
+        };
+        // With the version before only, as a star would link it: buurt 1 of
+        // version 3 is at least its hidden value in version 2, so [0, 8].
+        let last_only = [Link::EarlierVersions {
+            versions: vec![v2.clone()],
+            per_cell: true,
+        }];
+        assert!(wide(linked_intervals(&tree, &v3, &last_only, 1)));
+        // With both: at least version 2's, which is at least version 1's,
+        // at least 5; at most the total's 8. [5, 8] is 3 wide.
+        let both = [Link::EarlierVersions {
+            versions: vec![v1, v2],
+            per_cell: true,
+        }];
+        let found = linked_intervals(&tree, &v3, &both, 1);
+        assert!(found.contains(&(0, 1, iv(5, Some(8)))), "{found:?}");
+        assert_eq!(found, brute_force(&System::new(&tree, &v3, &both, 1)));
+        let mut audited = v3.clone();
+        assert!(audit_linked(&tree, &mut audited, &both, 4, 1) > 0);
+        assert!(wide(brute_force(&System::new(&tree, &audited, &both, 1))));
+    }
+
+    #[test]
     fn an_earlier_version_narrows_a_hidden_cell_and_the_audit_stops_it() {
         // D = 4, k = 10. Version 1 showed 26 = 12 + 14. Version 2 shows the
         // total 26 and buurt 2 as 18 and hides buurt 1. On its own, version 2
@@ -923,7 +969,10 @@ mod tests {
         assert_eq!(alone[1], iv(0, Some(16)));
         // But a (type, month) table only gains households: buurt 1 is at
         // least its old truth, at least 12 − 4 = 8. [8, 16] is 8 wide.
-        let links = [Link::EarlierVersion(old)];
+        let links = [Link::EarlierVersions {
+            versions: vec![old],
+            per_cell: true,
+        }];
         assert_eq!(
             linked_intervals(&tree, &new, &links, 4),
             vec![(0, 1, iv(8, Some(16)))]
@@ -939,7 +988,10 @@ mod tests {
         // Only the total is known to grow in a period table: then the old
         // buurt 1 says nothing about the new one.
         let mut new = vec![V(26), S, V(18)];
-        let links = [Link::EarlierVersionOfTotal(vec![V(26), V(12), V(14)])];
+        let links = [Link::EarlierVersions {
+            versions: vec![vec![V(26), V(12), V(14)]],
+            per_cell: false,
+        }];
         assert_eq!(
             linked_intervals(&tree, &new, &links, 4),
             vec![(0, 1, iv(0, Some(16)))]
@@ -948,8 +1000,8 @@ mod tests {
     }
 
     /// Consistent truths for a period of two parts (each buurt's period
-    /// count between the last part's and the sum), or for two versions (the
-    /// new one with households added), released with noise of at most D = 1
+    /// count between the last part's and the sum), or for versions (three,
+    /// each with households added; or two, with households moved), released with noise of at most D = 1
     /// and values below 3 (or drawn at random) suppressed.
     fn linked_case() -> impl Strategy<Value = (Vec<Released>, Vec<Link>)> {
         let truth = || prop::collection::vec(0u64..=2, 2);
@@ -1003,10 +1055,15 @@ mod tests {
                         )
                     }
                     1 => {
+                        // Three versions, each with households added.
+                        let mid = [0, 1].map(|i| a[i] + draws[i].0.min(b[i]));
                         let new = [0, 1].map(|i| a[i] + b[i]);
                         (
                             release(new, 2),
-                            vec![Link::EarlierVersion(audited(release(a, 0)))],
+                            vec![Link::EarlierVersions {
+                                versions: vec![audited(release(a, 0)), audited(release(mid, 1))],
+                                per_cell: true,
+                            }],
                         )
                     }
                     _ => {
@@ -1014,7 +1071,10 @@ mod tests {
                         let new = [a[1] + b[0], a[0] + b[1]];
                         (
                             release(new, 2),
-                            vec![Link::EarlierVersionOfTotal(audited(release(a, 0)))],
+                            vec![Link::EarlierVersions {
+                                versions: vec![audited(release(a, 0))],
+                                per_cell: false,
+                            }],
                         )
                     }
                 }

@@ -9,8 +9,9 @@
 //! version stays.
 //!
 //! The audit of a new release takes in what was released before: a
-//! quarter's or year's cells are tied to its months' released cells, and a
-//! new version's to the version before (see `wijkradar_release::linked`).
+//! quarter's cells are tied to its months' released cells, a year's to its
+//! quarters' and their months', and a new version's to every version
+//! before (see `wijkradar_release::linked`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -233,8 +234,8 @@ impl<'q> Tables<'q> {
                     .all(|t| state.retention.first_kept(&t.name, self.now) <= window_start)
             }
         };
-        // What was released before and is tied to this table: the months of
-        // a longer period, and the previous version.
+        // What was released before and is tied to this table: the parts of
+        // a longer period, and the earlier versions.
         let mut links = Vec::new();
         // The same, named for the audit log: `2024-01 v1`.
         let mut audited_with = Vec::new();
@@ -300,20 +301,36 @@ impl<'q> Tables<'q> {
                 }
             }
         }
+        // Every version released before, oldest first: an analyst may hold
+        // them all, and the first can narrow the last through the ones
+        // between.
+        let earlier: Vec<Vec<Option<u64>>> = previous
+            .as_ref()
+            .filter(|s| fits(s))
+            .map(|s| s.earlier.iter().chain([&s.cells]).cloned().collect())
+            .unwrap_or_default();
         if let Some(s) = previous.as_ref().filter(|s| fits(s) && only_gains) {
-            let cells = s
-                .cells
+            let versions = earlier
                 .iter()
-                .map(|c| c.map_or(Released::Suppressed, Released::Value));
-            links.push(match measure {
-                // A (type, month) table only gains households: each cell of a
-                // new version is at least its earlier truth.
-                Measure::Type(_) if months.len() == 1 => Link::EarlierVersion(cells.collect()),
+                .map(|cells| {
+                    cells
+                        .iter()
+                        .map(|c| c.map_or(Released::Suppressed, Released::Value))
+                        .collect()
+                })
+                .collect();
+            links.push(Link::EarlierVersions {
+                versions,
+                // A (type, month) table only gains households: each cell of
+                // a version is at least its truth in the one before.
                 // Elsewhere a late signal can move a household to another
                 // buurt: only the whole gemeente only gains.
-                _ => Link::EarlierVersionOfTotal(cells.collect()),
+                per_cell: matches!(measure, Measure::Type(_)) && months.len() == 1,
             });
-            audited_with.push(release_name(months, s.version));
+            // Stored before earlier versions were kept, a snapshot has only
+            // its own: the versions known are the last ones.
+            let oldest = (s.version + 1).saturating_sub(earlier.len() as u32).max(1);
+            audited_with.extend((oldest..=s.version).map(|v| release_name(months, v)));
         }
         let released = self.table.release(&state.policy, &totals, &links);
         let snapshot = ReleaseSnapshot {
@@ -326,6 +343,7 @@ impl<'q> Tables<'q> {
                     Released::Suppressed => None,
                 })
                 .collect(),
+            earlier,
         };
         let stored = state.releases.put(
             key,

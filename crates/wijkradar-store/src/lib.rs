@@ -208,21 +208,28 @@ impl TableRef {
 
 /// A materialised release of one table: every cell of the gemeente's table
 /// in the release crate's node order, `None` where suppressed. `state` is
-/// the table's change count it was computed from.
+/// the table's change count it was computed from. `earlier` holds the
+/// cells of every earlier version, oldest first (what an analyst may have
+/// kept, so what the next version is audited with).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleaseSnapshot {
     pub version: u32,
     pub state: u64,
     pub cells: Vec<Option<u64>>,
+    pub earlier: Vec<Vec<Option<u64>>>,
 }
 
 impl ReleaseSnapshot {
+    /// The head (version, state, cells per version), then the cells of
+    /// this version and of the earlier ones, oldest first, nine bytes each.
+    /// A snapshot stored before earlier versions were kept has only its own.
     fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(16 + 9 * self.cells.len());
+        let n = self.cells.len();
+        let mut v = Vec::with_capacity(16 + 9 * n * (1 + self.earlier.len()));
         v.extend_from_slice(&self.version.to_be_bytes());
         v.extend_from_slice(&self.state.to_be_bytes());
-        v.extend_from_slice(&(self.cells.len() as u32).to_be_bytes());
-        for c in &self.cells {
+        v.extend_from_slice(&(n as u32).to_be_bytes());
+        for c in std::iter::once(&self.cells).chain(&self.earlier).flatten() {
             v.push(u8::from(c.is_some()));
             v.extend_from_slice(&c.unwrap_or(0).to_be_bytes());
         }
@@ -237,17 +244,35 @@ impl ReleaseSnapshot {
             .ok_or_else(corrupt)?;
         let n = u32::from_be_bytes(head[12..16].try_into().expect("4")) as usize;
         let body = &v[16..];
-        if body.len() != 9 * n {
+        // This version's cells, then the earlier ones'.
+        let mut versions: Vec<Vec<Option<u64>>> = if n == 0 {
+            vec![Vec::new()]
+        } else {
+            body.chunks(9 * n)
+                .map(|version| {
+                    version
+                        .chunks_exact(9)
+                        .map(|c| {
+                            (c[0] == 1).then(|| u64::from_be_bytes(c[1..9].try_into().expect("8")))
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let whole = if n == 0 {
+            body.is_empty()
+        } else {
+            !body.is_empty() && body.len() % (9 * n) == 0
+        };
+        if !whole {
             return Err(corrupt());
         }
-        let cells = body
-            .chunks_exact(9)
-            .map(|c| (c[0] == 1).then(|| u64::from_be_bytes(c[1..9].try_into().expect("8"))))
-            .collect();
+        let cells = versions.remove(0);
         Ok(ReleaseSnapshot {
             version: u32::from_be_bytes(head[..4].try_into().expect("4")),
             state: u64::from_be_bytes(head[4..12].try_into().expect("8")),
             cells,
+            earlier: versions,
         })
     }
 }

@@ -412,3 +412,30 @@ async fn a_gemeente_reads_only_its_own_signals() {
     drop(queue);
     writer.join();
 }
+
+#[test]
+fn a_release_keeps_its_earlier_versions_and_reads_the_old_layout() {
+    let s = ReleaseSnapshot {
+        version: 3,
+        state: 17,
+        cells: vec![Some(40), None, Some(12)],
+        earlier: vec![vec![Some(31), None, None], vec![Some(35), None, Some(11)]],
+    };
+    assert_eq!(ReleaseSnapshot::decode(&s.encode()).unwrap(), s);
+    // Stored before earlier versions were kept: only its own cells.
+    let old = ReleaseSnapshot {
+        version: 1,
+        earlier: Vec::new(),
+        ..s.clone()
+    };
+    let bytes = old.encode();
+    assert_eq!(bytes.len(), 16 + 9 * 3);
+    assert_eq!(ReleaseSnapshot::decode(&bytes).unwrap(), old);
+    // A version cut short is corrupt, not a shorter table.
+    let mut cut = s.encode();
+    cut.truncate(cut.len() - 9);
+    assert!(matches!(
+        ReleaseSnapshot::decode(&cut),
+        Err(StoreError::Corrupt)
+    ));
+}
