@@ -244,11 +244,19 @@ impl ReleaseSnapshot {
             .ok_or_else(corrupt)?;
         let n = u32::from_be_bytes(head[12..16].try_into().expect("4")) as usize;
         let body = &v[16..];
+        let whole = if n == 0 {
+            body.is_empty()
+        } else {
+            !body.is_empty() && body.len().is_multiple_of(9 * n)
+        };
+        if !whole {
+            return Err(corrupt());
+        }
         // This version's cells, then the earlier ones'.
         let mut versions: Vec<Vec<Option<u64>>> = if n == 0 {
             vec![Vec::new()]
         } else {
-            body.chunks(9 * n)
+            body.chunks_exact(9 * n)
                 .map(|version| {
                     version
                         .chunks_exact(9)
@@ -259,14 +267,6 @@ impl ReleaseSnapshot {
                 })
                 .collect()
         };
-        let whole = if n == 0 {
-            body.is_empty()
-        } else {
-            !body.is_empty() && body.len() % (9 * n) == 0
-        };
-        if !whole {
-            return Err(corrupt());
-        }
         let cells = versions.remove(0);
         Ok(ReleaseSnapshot {
             version: u32::from_be_bytes(head[..4].try_into().expect("4")),
