@@ -835,6 +835,7 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
         )];
         if let Some(e) = earlier {
             links.push(wijkradar_release::Link::EarlierVersions {
+                of: 0,
                 versions: vec![table.in_node_order(e)],
                 per_cell: false,
             });
@@ -858,6 +859,7 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
     let ms = months().await;
     check(first, &ms, None);
     let february_v1 = ms["2024-02"].1.clone();
+    let march_v1 = ms["2024-03"].1.clone();
     let year = released_by_period(
         &server,
         "huurachterstand",
@@ -896,6 +898,26 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
     assert_eq!(ms["2024-02"].0, 2);
     assert_eq!(ms["2024-01"].0, 1, "January did not change");
     check(second, &ms, Some(first));
+    // With the months' first versions too (tables 2 and 3 are February
+    // and March), as the server audited it.
+    let mut all = vec![wijkradar_release::Link::Parts(
+        ms.values().map(|(_, m)| table.in_node_order(m)).collect(),
+    )];
+    for (of, v1) in [(2, &february_v1), (3, &march_v1)] {
+        all.push(wijkradar_release::Link::EarlierVersions {
+            of,
+            versions: vec![table.in_node_order(v1)],
+            per_cell: true,
+        });
+    }
+    for (t, area, interval) in table.attack_linked(&table.in_node_order(second), &all, d) {
+        assert!(
+            interval
+                .width()
+                .is_none_or(|w| w >= u64::from(k.max(2 * d))),
+            "table {t}, {area}: {interval:?}"
+        );
+    }
     let year = released_by_period(
         &server,
         "huurachterstand",
@@ -921,7 +943,15 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
         (
             "2024-Q1",
             2,
-            vec!["2024-01 v1", "2024-02 v2", "2024-03 v2", "2024-Q1 v1"],
+            // Its months now, their first versions, its own first.
+            vec![
+                "2024-01 v1",
+                "2024-02 v2",
+                "2024-03 v2",
+                "2024-02 v1",
+                "2024-03 v1",
+                "2024-Q1 v1",
+            ],
         ),
         ("2024-02", 2, vec!["2024-02 v1"]),
         ("2024-03", 2, vec!["2024-03 v1"]),
@@ -945,7 +975,14 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
     let year_again = &audited[&("2024".to_owned(), 2)];
     assert_eq!(year_again.first().map(String::as_str), Some("2024-Q1 v2"));
     assert_eq!(year_again.last().map(String::as_str), Some("2024 v1"));
-    for month in ["2024-01 v1", "2024-02 v2", "2024-03 v2", "2024-12 v1"] {
+    for month in [
+        "2024-01 v1",
+        "2024-02 v2",
+        "2024-03 v2",
+        "2024-12 v1",
+        "2024-Q1 v1",
+        "2024-02 v1",
+    ] {
         assert!(
             year_again.iter().any(|w| w == month),
             "the year's second version is audited with {month}: {year_again:?}"
@@ -974,6 +1011,7 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
         vec!["2024-02 v1".to_owned(), "2024-02 v2".to_owned()]
     );
     let versions = [wijkradar_release::Link::EarlierVersions {
+        of: 0,
         versions: vec![
             table.in_node_order(&february_v1),
             table.in_node_order(&february_v2),

@@ -28,7 +28,8 @@
 //!   late signal can move a household to another buurt, and only the
 //!   gemeente total is known to grow. All of them, not only the last: the
 //!   first can narrow the last through a middle one whose cell is hidden (a
-//!   test shows such a case).
+//!   test shows such a case). The same for a linked table (a period's part):
+//!   its earlier versions can narrow the period through it.
 //!
 //! With those inequalities the constraints no longer form a tree, so the
 //! interval of a suppressed cell is found by linear programming (`microlp`,
@@ -86,10 +87,13 @@ pub enum Link {
         parts: Vec<Vec<Released>>,
         theirs: Vec<Vec<Vec<Released>>>,
     },
-    /// The earlier versions of this table, oldest first: each counts at
-    /// most the households of the next, per cell when `per_cell` (a table
+    /// The earlier versions of table `of` (0: this table; else a linked
+    /// table, by the number [`linked_intervals`] gives it, from a link
+    /// before this one), oldest first: each counts at most the households of
+    /// the next, and the last at most `of`, per cell when `per_cell` (a table
     /// that only gains households per cell), else in total.
     EarlierVersions {
+        of: usize,
         versions: Vec<Vec<Released>>,
         per_cell: bool,
     },
@@ -247,9 +251,14 @@ impl<'a> System<'a> {
                         });
                     }
                 }
-                Link::EarlierVersions { versions, per_cell } => {
-                    // This table, then the versions from the newest back.
-                    let mut big = 0;
+                Link::EarlierVersions {
+                    of,
+                    versions,
+                    per_cell,
+                } => {
+                    // The table, then its versions from the newest back.
+                    assert!(*of < s.tables.len(), "versions of a table not linked yet");
+                    let mut big = *of;
                     for old in versions.iter().rev() {
                         s.tables.push(old);
                         let small = s.tables.len() - 1;
@@ -939,6 +948,7 @@ mod tests {
         // With the version before only, as a star would link it: buurt 1 of
         // version 3 is at least its hidden value in version 2, so [0, 8].
         let last_only = [Link::EarlierVersions {
+            of: 0,
             versions: vec![v2.clone()],
             per_cell: true,
         }];
@@ -946,6 +956,7 @@ mod tests {
         // With both: at least version 2's, which is at least version 1's,
         // at least 5; at most the total's 8. [5, 8] is 3 wide.
         let both = [Link::EarlierVersions {
+            of: 0,
             versions: vec![v1, v2],
             per_cell: true,
         }];
@@ -955,6 +966,41 @@ mod tests {
         let mut audited = v3.clone();
         assert!(audit_linked(&tree, &mut audited, &both, 4, 1) > 0);
         assert!(wide(brute_force(&System::new(&tree, &audited, &both, 1))));
+    }
+
+    #[test]
+    fn a_part_s_earlier_version_narrows_its_period() {
+        // D = 1, k = 4 (need 4). A period of two months; month 2's first
+        // version showed buurt 1 as 6 (at least 5), its second hid
+        // everything, as did month 1. The period shows its total 7.
+        let tree = pair();
+        let months = vec![vec![S, S, S], vec![S, S, S]];
+        let period = vec![V(7), S, S];
+        let wide = |found: Vec<(usize, usize, Interval)>| {
+            found
+                .iter()
+                .all(|(_, _, i)| i.width().is_none_or(|w| w >= 4))
+        };
+        // With the months' current versions only: the period's buurt 1 is
+        // at least month 2's, which is hidden: [0, 8].
+        let current = [Link::Parts(months.clone())];
+        assert!(wide(linked_intervals(&tree, &period, &current, 1)));
+        // With month 2's first version too (table 2 is month 2): buurt 1 is
+        // at least 5, at most the total's 8.
+        let all = [
+            Link::Parts(months),
+            Link::EarlierVersions {
+                of: 2,
+                versions: vec![vec![S, V(6), S]],
+                per_cell: true,
+            },
+        ];
+        let found = linked_intervals(&tree, &period, &all, 1);
+        assert!(found.contains(&(0, 1, iv(5, Some(8)))), "{found:?}");
+        assert_eq!(found, brute_force(&System::new(&tree, &period, &all, 1)));
+        let mut audited = period.clone();
+        assert!(audit_linked(&tree, &mut audited, &all, 4, 1) > 0);
+        assert!(wide(brute_force(&System::new(&tree, &audited, &all, 1))));
     }
 
     #[test]
@@ -970,6 +1016,7 @@ mod tests {
         // But a (type, month) table only gains households: buurt 1 is at
         // least its old truth, at least 12 − 4 = 8. [8, 16] is 8 wide.
         let links = [Link::EarlierVersions {
+            of: 0,
             versions: vec![old],
             per_cell: true,
         }];
@@ -989,6 +1036,7 @@ mod tests {
         // buurt 1 says nothing about the new one.
         let mut new = vec![V(26), S, V(18)];
         let links = [Link::EarlierVersions {
+            of: 0,
             versions: vec![vec![V(26), V(12), V(14)]],
             per_cell: false,
         }];
@@ -1055,13 +1103,23 @@ mod tests {
                         )
                     }
                     1 => {
-                        // Three versions, each with households added.
+                        // Three versions, each with households added; the
+                        // second was audited with the first when released.
                         let mid = [0, 1].map(|i| a[i] + draws[i].0.min(b[i]));
                         let new = [0, 1].map(|i| a[i] + b[i]);
+                        let first = audited(release(a, 0));
+                        let mut second = release(mid, 1);
+                        let before = [Link::EarlierVersions {
+                            of: 0,
+                            versions: vec![first.clone()],
+                            per_cell: true,
+                        }];
+                        audit_linked(&pair(), &mut second, &before, 4, 1);
                         (
                             release(new, 2),
                             vec![Link::EarlierVersions {
-                                versions: vec![audited(release(a, 0)), audited(release(mid, 1))],
+                                of: 0,
+                                versions: vec![first, second],
                                 per_cell: true,
                             }],
                         )
@@ -1072,6 +1130,7 @@ mod tests {
                         (
                             release(new, 2),
                             vec![Link::EarlierVersions {
+                                of: 0,
                                 versions: vec![audited(release(a, 0))],
                                 per_cell: false,
                             }],

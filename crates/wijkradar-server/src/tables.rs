@@ -255,6 +255,9 @@ impl<'q> Tables<'q> {
             }
             // Every part of an ended, kept period is released.
             if parts.len() == months.len() / length {
+                // The linked tables by the number the audit gives them (this
+                // table is 0), for their earlier versions.
+                let mut linked: Vec<(&[Month], usize)> = months.chunks(length).zip(1..).collect();
                 if current && length == 3 {
                     // A year is audited with its quarters and their months
                     // in one system: together they can narrow a cell that
@@ -275,6 +278,13 @@ impl<'q> Tables<'q> {
                             }
                         }
                         if cells.len() == 3 {
+                            let next = 1
+                                + parts.len()
+                                + 3 * theirs
+                                    .iter()
+                                    .filter(|t: &&Vec<Vec<Released>>| !t.is_empty())
+                                    .count();
+                            linked.extend(quarter.chunks(1).zip(next..));
                             names.extend(their_names);
                             theirs.push(cells);
                         } else {
@@ -283,9 +293,11 @@ impl<'q> Tables<'q> {
                     }
                     links.push(Link::NestedParts { parts, theirs });
                     audited_with = names;
+                    self.link_earlier_versions(measure, &linked, &mut links, &mut audited_with)?;
                 } else if current {
                     links.push(Link::Parts(parts));
                     audited_with = names;
+                    self.link_earlier_versions(measure, &linked, &mut links, &mut audited_with)?;
                 } else if only_gains {
                     // A part kept at its version cap counts fewer households
                     // than it holds now. Per cell only a (type, month) table
@@ -310,16 +322,9 @@ impl<'q> Tables<'q> {
             .map(|s| s.earlier.iter().chain([&s.cells]).cloned().collect())
             .unwrap_or_default();
         if let Some(s) = previous.as_ref().filter(|s| fits(s) && only_gains) {
-            let versions = earlier
-                .iter()
-                .map(|cells| {
-                    cells
-                        .iter()
-                        .map(|c| c.map_or(Released::Suppressed, Released::Value))
-                        .collect()
-                })
-                .collect();
+            let versions = earlier.iter().map(|cells| released(cells)).collect();
             links.push(Link::EarlierVersions {
+                of: 0,
                 versions,
                 // A (type, month) table only gains households: each cell of
                 // a version is at least its truth in the one before.
@@ -374,12 +379,56 @@ impl<'q> Tables<'q> {
         )))
     }
 
+    /// Ties each of the `linked` tables (a period's parts, current, each
+    /// with the number the audit gives it) to its earlier versions, and
+    /// names them for the audit log: a part's first version can narrow the
+    /// period through the part's current one.
+    fn link_earlier_versions(
+        &self,
+        measure: Measure<'_>,
+        linked: &[(&[Month], usize)],
+        links: &mut Vec<Link>,
+        audited_with: &mut Vec<String>,
+    ) -> Result<(), ApiError> {
+        let state = &self.query.state;
+        let stored_measure = match measure {
+            Measure::Type(t) => match state.store.type_id(t) {
+                Some(id) => wijkradar_store::Measure::Type(id),
+                None => return Ok(()),
+            },
+            Measure::Derived(d) => {
+                let index = Derived::ALL.iter().position(|&x| x == d).expect("listed");
+                wijkradar_store::Measure::Derived(index as u8)
+            }
+        };
+        for &(part, of) in linked {
+            let key = TableRef {
+                gemeente: self.gemeente,
+                measure: stored_measure,
+                months: part.len() as u8,
+                first: part[0],
+            };
+            let Some(s) = state.releases.get(&state.store, &key)? else {
+                continue;
+            };
+            if s.earlier.is_empty() {
+                continue;
+            }
+            links.push(Link::EarlierVersions {
+                of,
+                versions: s.earlier.iter().map(|cells| released(cells)).collect(),
+                // As for the table's own versions below.
+                per_cell: matches!(measure, Measure::Type(_)) && part.len() == 1,
+            });
+            let oldest = s.version.saturating_sub(s.earlier.len() as u32).max(1);
+            audited_with.extend((oldest..s.version).map(|v| release_name(part, v)));
+        }
+        Ok(())
+    }
+
     fn cells_of(&self, s: &ReleaseSnapshot) -> Vec<(AreaCode, Released)> {
-        let cells = s
-            .cells
-            .iter()
-            .map(|c| c.map_or(Released::Suppressed, Released::Value));
-        self.table.codes().iter().copied().zip(cells).collect()
+        let codes = self.table.codes().iter().copied();
+        codes.zip(released(&s.cells)).collect()
     }
 
     /// The true totals per buurt: a (type, month) table's from the counts
@@ -450,6 +499,14 @@ impl<'q> Tables<'q> {
 
 /// A release as the audit log names it: its period and version
 /// (`2024-01 v1`, `2024-Q1 v2`).
+/// Stored cells as the audit reads them.
+fn released(cells: &[Option<u64>]) -> Vec<Released> {
+    cells
+        .iter()
+        .map(|c| c.map_or(Released::Suppressed, Released::Value))
+        .collect()
+}
+
 fn release_name(months: &[Month], version: u32) -> String {
     format!(
         "{} v{version}",
