@@ -826,6 +826,20 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
             "2024-03",
         )
     };
+    // Every suppressed cell of a table and of what it is linked to stays
+    // wide.
+    let stays_wide = |this: &BTreeMap<AreaCode, Released>, links: &[wijkradar_release::Link]| {
+        let found = table.attack_linked(&table.in_node_order(this), links, d);
+        assert!(!found.is_empty(), "some cells are suppressed");
+        for (t, area, interval) in found {
+            assert!(
+                interval
+                    .width()
+                    .is_none_or(|w| w >= u64::from(k.max(2 * d))),
+                "table {t}, {area}: {interval:?}"
+            );
+        }
+    };
     // Every suppressed cell of the quarter and of its months stays wide.
     let check = |q: &BTreeMap<AreaCode, Released>,
                  ms: &BTreeMap<String, (u32, BTreeMap<AreaCode, Released>)>,
@@ -840,16 +854,7 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
                 per_cell: false,
             });
         }
-        let found = table.attack_linked(&table.in_node_order(q), &links, d);
-        assert!(!found.is_empty(), "some cells are suppressed");
-        for (t, area, interval) in found {
-            assert!(
-                interval
-                    .width()
-                    .is_none_or(|w| w >= u64::from(k.max(2 * d))),
-                "table {t}, {area}: {interval:?}"
-            );
-        }
+        stays_wide(q, &links);
     };
 
     let q1 = quarter().await;
@@ -910,14 +915,7 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
             per_cell: true,
         });
     }
-    for (t, area, interval) in table.attack_linked(&table.in_node_order(second), &all, d) {
-        assert!(
-            interval
-                .width()
-                .is_none_or(|w| w >= u64::from(k.max(2 * d))),
-            "table {t}, {area}: {interval:?}"
-        );
-    }
+    stays_wide(second, &all);
     let year = released_by_period(
         &server,
         "huurachterstand",
@@ -1018,16 +1016,7 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
         ],
         per_cell: true,
     }];
-    let found = table.attack_linked(&table.in_node_order(&february_v3), &versions, d);
-    assert!(!found.is_empty(), "some cells are suppressed");
-    for (t, area, interval) in found {
-        assert!(
-            interval
-                .width()
-                .is_none_or(|w| w >= u64::from(k.max(2 * d))),
-            "table {t}, {area}: {interval:?}"
-        );
-    }
+    stays_wide(&february_v3, &versions);
 }
 
 /// From the server's audit log: per (period, version) of a measure's

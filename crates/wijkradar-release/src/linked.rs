@@ -820,6 +820,28 @@ mod tests {
         Interval { lo, hi }
     }
 
+    /// Every interval at least 4 wide (k = 4, D = 1).
+    fn all_wide(found: Vec<(usize, usize, Interval)>) -> bool {
+        found
+            .iter()
+            .all(|(_, _, i)| i.width().is_none_or(|w| w >= 4))
+    }
+
+    /// With `links`, `this` table's buurt 1 is narrowed to `narrowed` (as
+    /// enumeration finds too); the audit (k = 4, D = 1) hides more, after
+    /// which every cell is wide.
+    fn narrowed_and_stopped(this: &[Released], links: &[Link], narrowed: Interval) {
+        let tree = pair();
+        let found = linked_intervals(&tree, this, links, 1);
+        assert!(found.contains(&(0, 1, narrowed)), "{found:?}");
+        assert_eq!(found, brute_force(&System::new(&tree, this, links, 1)));
+        let mut audited = this.to_vec();
+        assert!(audit_linked(&tree, &mut audited, links, 4, 1) > 0);
+        assert!(all_wide(brute_force(&System::new(
+            &tree, &audited, links, 1
+        ))));
+    }
+
     /// Above this an enumerated upper bound means "unbounded"; every real
     /// bound of the generated cases is lower.
     const CAP: u64 = 13;
@@ -940,11 +962,6 @@ mod tests {
         let v1 = vec![S, V(6), S];
         let v2 = vec![S, S, S];
         let v3 = vec![V(7), S, S];
-        let wide = |found: Vec<(usize, usize, Interval)>| {
-            found
-                .iter()
-                .all(|(_, _, i)| i.width().is_none_or(|w| w >= 4))
-        };
         // With the version before only, as a star would link it: buurt 1 of
         // version 3 is at least its hidden value in version 2, so [0, 8].
         let last_only = [Link::EarlierVersions {
@@ -952,7 +969,7 @@ mod tests {
             versions: vec![v2.clone()],
             per_cell: true,
         }];
-        assert!(wide(linked_intervals(&tree, &v3, &last_only, 1)));
+        assert!(all_wide(linked_intervals(&tree, &v3, &last_only, 1)));
         // With both: at least version 2's, which is at least version 1's,
         // at least 5; at most the total's 8. [5, 8] is 3 wide.
         let both = [Link::EarlierVersions {
@@ -960,12 +977,7 @@ mod tests {
             versions: vec![v1, v2],
             per_cell: true,
         }];
-        let found = linked_intervals(&tree, &v3, &both, 1);
-        assert!(found.contains(&(0, 1, iv(5, Some(8)))), "{found:?}");
-        assert_eq!(found, brute_force(&System::new(&tree, &v3, &both, 1)));
-        let mut audited = v3.clone();
-        assert!(audit_linked(&tree, &mut audited, &both, 4, 1) > 0);
-        assert!(wide(brute_force(&System::new(&tree, &audited, &both, 1))));
+        narrowed_and_stopped(&v3, &both, iv(5, Some(8)));
     }
 
     #[test]
@@ -976,15 +988,10 @@ mod tests {
         let tree = pair();
         let months = vec![vec![S, S, S], vec![S, S, S]];
         let period = vec![V(7), S, S];
-        let wide = |found: Vec<(usize, usize, Interval)>| {
-            found
-                .iter()
-                .all(|(_, _, i)| i.width().is_none_or(|w| w >= 4))
-        };
         // With the months' current versions only: the period's buurt 1 is
         // at least month 2's, which is hidden: [0, 8].
         let current = [Link::Parts(months.clone())];
-        assert!(wide(linked_intervals(&tree, &period, &current, 1)));
+        assert!(all_wide(linked_intervals(&tree, &period, &current, 1)));
         // With month 2's first version too (table 2 is month 2): buurt 1 is
         // at least 5, at most the total's 8.
         let all = [
@@ -995,12 +1002,7 @@ mod tests {
                 per_cell: true,
             },
         ];
-        let found = linked_intervals(&tree, &period, &all, 1);
-        assert!(found.contains(&(0, 1, iv(5, Some(8)))), "{found:?}");
-        assert_eq!(found, brute_force(&System::new(&tree, &period, &all, 1)));
-        let mut audited = period.clone();
-        assert!(audit_linked(&tree, &mut audited, &all, 4, 1) > 0);
-        assert!(wide(brute_force(&System::new(&tree, &audited, &all, 1))));
+        narrowed_and_stopped(&period, &all, iv(5, Some(8)));
     }
 
     #[test]
@@ -1390,18 +1392,13 @@ mod tests {
         let (m1, m2) = (vec![V(5), V(4), V(3)], vec![S, V(3), S]);
         let (q1, q2) = (vec![V(5), S, S], vec![V(3), S, S]);
         let year = vec![V(4), S, S];
-        let wide = |found: Vec<(usize, usize, Interval)>| {
-            found
-                .iter()
-                .all(|(_, _, i)| i.width().is_none_or(|w| w >= 4))
-        };
-        assert!(wide(linked_intervals(
+        assert!(all_wide(linked_intervals(
             &tree,
             &q1,
             &[Link::Parts(vec![m1.clone(), m2.clone()])],
             1
         )));
-        assert!(wide(linked_intervals(
+        assert!(all_wide(linked_intervals(
             &tree,
             &year,
             &[Link::Parts(vec![q1.clone(), q2.clone()])],
@@ -1423,6 +1420,6 @@ mod tests {
         assert!(audit_linked(&tree, &mut audited, &nested, 4, 1) > 0);
         assert_eq!(audited, vec![S, S, S]);
         let system = System::new(&tree, &audited, &nested, 1);
-        assert!(wide(brute_force(&system)));
+        assert!(all_wide(brute_force(&system)));
     }
 }
