@@ -173,30 +173,24 @@ impl<'q> Tables<'q> {
         if last >= self.now {
             return Ok(Err(pb::CellStatus::Pending));
         }
-        let (stored_measure, state_of) = match measure {
-            Measure::Type(t) => {
-                let Some(id) = state.store.type_id(t) else {
-                    // No signal of this type was ever stored: nothing to keep.
-                    return Ok(Ok(((1, self.table.release(&state.policy, &[], &[])), true)));
-                };
-                let changes: u64 = months
-                    .iter()
-                    .map(|&m| self.states.get(&(id, m)).copied().unwrap_or(0))
-                    .sum();
-                (wijkradar_store::Measure::Type(id), changes)
-            }
-            Measure::Derived(d) => {
-                // Its households count by their signals of every type over the
-                // window before each month.
+        let Some(stored_measure) = self.stored_measure(measure) else {
+            // No signal of this type was ever stored: nothing to keep.
+            return Ok(Ok(((1, self.table.release(&state.policy, &[], &[])), true)));
+        };
+        let state_of: u64 = match stored_measure {
+            wijkradar_store::Measure::Type(id) => months
+                .iter()
+                .map(|&m| self.states.get(&(id, m)).copied().unwrap_or(0))
+                .sum(),
+            // Its households count by their signals of every type over the
+            // window before each month.
+            wijkradar_store::Measure::Derived(_) => {
                 let from = first.plus(-(derived::WINDOW_MONTHS as i32));
-                let changes: u64 = self
-                    .states
+                self.states
                     .iter()
                     .filter(|((_, m), _)| *m >= from && *m <= last)
                     .map(|(_, c)| c)
-                    .sum();
-                let index = Derived::ALL.iter().position(|&x| x == d).expect("listed");
-                (wijkradar_store::Measure::Derived(index as u8), changes)
+                    .sum()
             }
         };
         let key = TableRef {
@@ -266,6 +260,8 @@ impl<'q> Tables<'q> {
                     // version cap gets none of its months (their sum no
                     // longer bounds it).
                     let mut theirs = Vec::with_capacity(parts.len());
+                    // The audit numbers the months after the quarters.
+                    let mut next = 1 + parts.len();
                     for quarter in months.chunks(3) {
                         let mut cells = Vec::with_capacity(3);
                         let mut their_names = Vec::with_capacity(3);
@@ -278,13 +274,8 @@ impl<'q> Tables<'q> {
                             }
                         }
                         if cells.len() == 3 {
-                            let next = 1
-                                + parts.len()
-                                + 3 * theirs
-                                    .iter()
-                                    .filter(|t: &&Vec<Vec<Released>>| !t.is_empty())
-                                    .count();
                             linked.extend(quarter.chunks(1).zip(next..));
+                            next += 3;
                             names.extend(their_names);
                             theirs.push(cells);
                         } else {
@@ -391,16 +382,10 @@ impl<'q> Tables<'q> {
         audited_with: &mut Vec<String>,
     ) -> Result<(), ApiError> {
         let state = &self.query.state;
-        let stored_measure = match measure {
-            Measure::Type(t) => match state.store.type_id(t) {
-                Some(id) => wijkradar_store::Measure::Type(id),
-                None => return Ok(()),
-            },
-            Measure::Derived(d) => {
-                let index = Derived::ALL.iter().position(|&x| x == d).expect("listed");
-                wijkradar_store::Measure::Derived(index as u8)
-            }
+        let Some(stored_measure) = self.stored_measure(measure) else {
+            return Ok(());
         };
+        let cells = self.table.codes().len();
         for &(part, of) in linked {
             let key = TableRef {
                 gemeente: self.gemeente,
@@ -411,12 +396,13 @@ impl<'q> Tables<'q> {
             let Some(s) = state.releases.get(&state.store, &key)? else {
                 continue;
             };
-            if s.earlier.is_empty() {
+            // Every version stored with a table has its cells.
+            if s.earlier.is_empty() || s.earlier.iter().any(|e| e.len() != cells) {
                 continue;
             }
             links.push(Link::EarlierVersions {
                 of,
-                versions: s.earlier.iter().map(|cells| released(cells)).collect(),
+                versions: s.earlier.iter().map(|e| released(e)).collect(),
                 // As for the table's own versions below.
                 per_cell: matches!(measure, Measure::Type(_)) && part.len() == 1,
             });
@@ -424,6 +410,23 @@ impl<'q> Tables<'q> {
             audited_with.extend((oldest..s.version).map(|v| release_name(part, v)));
         }
         Ok(())
+    }
+
+    /// How the store names a measure; `None` for a signal type of which
+    /// no signal was ever stored.
+    fn stored_measure(&self, measure: Measure<'_>) -> Option<wijkradar_store::Measure> {
+        match measure {
+            Measure::Type(t) => self
+                .query
+                .state
+                .store
+                .type_id(t)
+                .map(wijkradar_store::Measure::Type),
+            Measure::Derived(d) => {
+                let index = Derived::ALL.iter().position(|&x| x == d).expect("listed");
+                Some(wijkradar_store::Measure::Derived(index as u8))
+            }
+        }
     }
 
     fn cells_of(&self, s: &ReleaseSnapshot) -> Vec<(AreaCode, Released)> {
@@ -497,8 +500,6 @@ impl<'q> Tables<'q> {
     }
 }
 
-/// A release as the audit log names it: its period and version
-/// (`2024-01 v1`, `2024-Q1 v2`).
 /// Stored cells as the audit reads them.
 fn released(cells: &[Option<u64>]) -> Vec<Released> {
     cells
@@ -507,6 +508,8 @@ fn released(cells: &[Option<u64>]) -> Vec<Released> {
         .collect()
 }
 
+/// A release as the audit log names it: its period and version
+/// (`2024-01 v1`, `2024-Q1 v2`).
 fn release_name(months: &[Month], version: u32) -> String {
     format!(
         "{} v{version}",
