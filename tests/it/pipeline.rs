@@ -1044,12 +1044,14 @@ fn released_with(server: &TestServer, measure: &str) -> BTreeMap<(String, u32), 
 /// A month kept at its version cap counts fewer households than are stored:
 /// its quarter counts the late households, and an attacker holding the
 /// capped months as stale parts (the quarter holds at least their
-/// households; their sum no longer bounds it) narrows nothing. Like the
-/// test above, these counts would pass without the links too; the audit log
-/// shows the server audited the quarter with the months as stale parts.
+/// households; their sum no longer bounds it), and February's first
+/// version, narrows nothing. Like the test above, these counts would pass
+/// without the links too; the audit log shows the server audited the
+/// quarter with the months as stale parts and with February's first
+/// version.
 #[tokio::test]
 async fn a_quarter_over_a_capped_month_is_audited_against_it() {
-    let server = TestServer::start_with(|c| c.release.max_versions = 1).await;
+    let server = TestServer::start_with(|c| c.release.max_versions = 2).await;
     let f = fixture();
     let key = PartnerKey::load(&server.setup.partner_key).unwrap();
     let rows =
@@ -1077,8 +1079,13 @@ async fn a_quarter_over_a_capped_month_is_audited_against_it() {
             "2024-03",
         )
     };
+    let february_v1 = months().await["2024-02"].1.clone();
+    // Late February signals: version 2, the last one allowed.
+    let late = [header.to_owned(), rows("1315AB", 1..=4, "M", "2024-02")].concat();
+    run_agent(&server, PARTNER_A, &late, &key, &f.table).await;
     let before = months().await;
-    // Late February signals: stored, but February stays at version 1.
+    assert_eq!(before["2024-02"].0, 2);
+    // More: stored, but February stays at version 2.
     let late = [header.to_owned(), rows("1315AB", 1..=12, "L", "2024-02")].concat();
     run_agent(&server, PARTNER_A, &late, &key, &f.table).await;
     let after = months().await;
@@ -1093,23 +1100,32 @@ async fn a_quarter_over_a_capped_month_is_audited_against_it() {
     .await;
     let (_, q1) = &quarter["2024-Q1"];
     let table = GemeenteTable::new(&Hierarchy::netherlands_2023(), "GM0034".parse().unwrap());
-    let links = [wijkradar_release::Link::StaleParts {
-        parts: after
-            .values()
-            .map(|(_, m)| table.in_node_order(m))
-            .collect(),
-        per_cell: true,
-    }];
+    let links = [
+        wijkradar_release::Link::StaleParts {
+            parts: after
+                .values()
+                .map(|(_, m)| table.in_node_order(m))
+                .collect(),
+            per_cell: true,
+        },
+        // Table 2 is February.
+        wijkradar_release::Link::EarlierVersions {
+            of: 2,
+            versions: vec![table.in_node_order(&february_v1)],
+            per_cell: true,
+        },
+    ];
     for (t, area, interval) in table.attack_linked(&table.in_node_order(q1), &links, 4) {
         assert!(
             interval.width().is_none_or(|w| w >= 10),
             "table {t}, {area}: {interval:?}"
         );
     }
-    // The quarter counts the late households: buurt B's 6 + 12 are released.
+    // The quarter counts the late households: buurt B's 6 + 4 + 12 are
+    // released.
     let b = q1[&AreaCode::Buurt(f.b)];
     assert!(
-        matches!(b, Released::Value(v) if (14..=22).contains(&v)),
+        matches!(b, Released::Value(v) if (18..=26).contains(&v)),
         "{b:?}"
     );
     // The server audited the quarter with the capped months (as the
@@ -1118,8 +1134,9 @@ async fn a_quarter_over_a_capped_month_is_audited_against_it() {
         released_with(&server, "huurachterstand")[&("2024-Q1".to_owned(), 1)],
         [
             "2024-01 v1 (stale)",
-            "2024-02 v1 (stale)",
-            "2024-03 v1 (stale)"
+            "2024-02 v2 (stale)",
+            "2024-03 v1 (stale)",
+            "2024-02 v1"
         ]
         .map(String::from)
     );

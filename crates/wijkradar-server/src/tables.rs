@@ -301,6 +301,9 @@ impl<'q> Tables<'q> {
                         .into_iter()
                         .map(|n| n + wijkradar_audit::STALE)
                         .collect();
+                    // Each part's earlier versions count at most what it
+                    // counts, stale or not.
+                    self.link_earlier_versions(measure, &linked, &mut links, &mut audited_with)?;
                 }
             }
         }
