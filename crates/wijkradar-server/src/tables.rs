@@ -237,16 +237,11 @@ impl<'q> Tables<'q> {
             // A quarter is tied to its months, a year to its quarters (each
             // quarter was audited against its months).
             let length = if months.len() == 12 { 3 } else { 1 };
-            let mut parts = Vec::with_capacity(months.len() / length);
-            let mut names = Vec::with_capacity(months.len() / length);
-            let mut current = true;
-            for part in months.chunks(length) {
-                if let Ok(((version, cells), now)) = self.release_tracked(measure, part)? {
-                    parts.push(cells.into_iter().map(|(_, r)| r).collect());
-                    names.push(release_name(part, version));
-                    current &= now;
-                }
-            }
+            let Parts {
+                cells: parts,
+                mut names,
+                current,
+            } = self.parts_of(measure, months, length)?;
             // Every part of an ended, kept period is released.
             if parts.len() == months.len() / length {
                 // The linked tables by the number the audit gives them (this
@@ -263,32 +258,21 @@ impl<'q> Tables<'q> {
                     // The audit numbers the months after the quarters.
                     let mut next = 1 + parts.len();
                     for quarter in months.chunks(3) {
-                        let mut cells = Vec::with_capacity(3);
-                        let mut their_names = Vec::with_capacity(3);
-                        for month in quarter.chunks(1) {
-                            if let Ok(((version, c), true)) =
-                                self.release_tracked(measure, month)?
-                            {
-                                cells.push(c.into_iter().map(|(_, r)| r).collect());
-                                their_names.push(release_name(month, version));
-                            }
-                        }
-                        if cells.len() == 3 {
+                        let months = self.parts_of(measure, quarter, 1)?;
+                        if months.cells.len() == 3 && months.current {
                             linked.extend(quarter.chunks(1).zip(next..));
                             next += 3;
-                            names.extend(their_names);
-                            theirs.push(cells);
+                            names.extend(months.names);
+                            theirs.push(months.cells);
                         } else {
                             theirs.push(Vec::new());
                         }
                     }
                     links.push(Link::NestedParts { parts, theirs });
                     audited_with = names;
-                    self.link_earlier_versions(measure, &linked, &mut links, &mut audited_with)?;
                 } else if current {
                     links.push(Link::Parts(parts));
                     audited_with = names;
-                    self.link_earlier_versions(measure, &linked, &mut links, &mut audited_with)?;
                 } else if only_gains {
                     // A part kept at its version cap counts fewer households
                     // than it holds now. Per cell only a (type, month) table
@@ -301,8 +285,10 @@ impl<'q> Tables<'q> {
                         .into_iter()
                         .map(|n| n + wijkradar_audit::STALE)
                         .collect();
-                    // Each part's earlier versions count at most what it
-                    // counts, stale or not.
+                }
+                // Each part's earlier versions count at most what it counts,
+                // stale or not.
+                if !links.is_empty() {
                     self.link_earlier_versions(measure, &linked, &mut links, &mut audited_with)?;
                 }
             }
@@ -316,20 +302,9 @@ impl<'q> Tables<'q> {
             .map(|s| s.earlier.iter().chain([&s.cells]).cloned().collect())
             .unwrap_or_default();
         if let Some(s) = previous.as_ref().filter(|s| fits(s) && only_gains) {
-            let versions = earlier.iter().map(|cells| released(cells)).collect();
-            links.push(Link::EarlierVersions {
-                of: 0,
-                versions,
-                // A (type, month) table only gains households: each cell of
-                // a version is at least its truth in the one before.
-                // Elsewhere a late signal can move a household to another
-                // buurt: only the whole gemeente only gains.
-                per_cell: matches!(measure, Measure::Type(_)) && months.len() == 1,
-            });
-            // Stored before earlier versions were kept, a snapshot has only
-            // its own: the versions known are the last ones.
-            let oldest = (s.version + 1).saturating_sub(earlier.len() as u32).max(1);
-            audited_with.extend((oldest..=s.version).map(|v| release_name(months, v)));
+            let (link, names) = earlier_versions(measure, months, 0, s.version + 1, &earlier);
+            links.push(link);
+            audited_with.extend(names);
         }
         let released = self.table.release(&state.policy, &totals, &links);
         let snapshot = ReleaseSnapshot {
@@ -403,16 +378,36 @@ impl<'q> Tables<'q> {
             if s.earlier.is_empty() || s.earlier.iter().any(|e| e.len() != cells) {
                 continue;
             }
-            links.push(Link::EarlierVersions {
-                of,
-                versions: s.earlier.iter().map(|e| released(e)).collect(),
-                // As for the table's own versions below.
-                per_cell: matches!(measure, Measure::Type(_)) && part.len() == 1,
-            });
-            let oldest = s.version.saturating_sub(s.earlier.len() as u32).max(1);
-            audited_with.extend((oldest..s.version).map(|v| release_name(part, v)));
+            let (link, names) = earlier_versions(measure, part, of, s.version, &s.earlier);
+            links.push(link);
+            audited_with.extend(names);
         }
         Ok(())
+    }
+
+    /// The released parts of the period of `months`, `length` months each,
+    /// in time order (only those released).
+    fn parts_of(
+        &self,
+        measure: Measure<'_>,
+        months: &[Month],
+        length: usize,
+    ) -> Result<Parts, ApiError> {
+        let mut parts = Vec::with_capacity(months.len() / length);
+        let mut names = Vec::with_capacity(months.len() / length);
+        let mut current = true;
+        for part in months.chunks(length) {
+            if let Ok(((version, cells), now)) = self.release_tracked(measure, part)? {
+                parts.push(cells.into_iter().map(|(_, r)| r).collect());
+                names.push(release_name(part, version));
+                current &= now;
+            }
+        }
+        Ok(Parts {
+            cells: parts,
+            names,
+            current,
+        })
     }
 
     /// How the store names a measure; `None` for a signal type of which
@@ -501,6 +496,39 @@ impl<'q> Tables<'q> {
         });
         Ok(households)
     }
+}
+
+/// The released parts of a period: their cells, their names for the audit
+/// log, and whether all of them count the signals stored now.
+struct Parts {
+    cells: Vec<Vec<Released>>,
+    names: Vec<String>,
+    current: bool,
+}
+
+/// The link of table `of` (over `months`, now at `version`) to the cells of
+/// its earlier versions, oldest first, and their names for the audit log.
+fn earlier_versions(
+    measure: Measure<'_>,
+    months: &[Month],
+    of: usize,
+    version: u32,
+    earlier: &[Vec<Option<u64>>],
+) -> (Link, Vec<String>) {
+    let link = Link::EarlierVersions {
+        of,
+        versions: earlier.iter().map(|e| released(e)).collect(),
+        // A (type, month) table only gains households: each cell of a
+        // version is at least its truth in the one before. Elsewhere a late
+        // signal can move a household to another buurt: only the whole
+        // gemeente only gains.
+        per_cell: matches!(measure, Measure::Type(_)) && months.len() == 1,
+    };
+    // Stored before earlier versions were kept, a snapshot has only its
+    // own: the versions known are the last ones.
+    let oldest = version.saturating_sub(earlier.len() as u32).max(1);
+    let names = (oldest..version).map(|v| release_name(months, v)).collect();
+    (link, names)
 }
 
 /// Stored cells as the audit reads them.
