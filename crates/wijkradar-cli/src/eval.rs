@@ -198,88 +198,106 @@ fn report(results: &[(Detector, f64, Outcome, Outcome)], budget: f64) -> String 
         s,
         "\nGekalibreerd op {budget} vals alarm per 100 gebiedsjaren (op data zonder uitbraken, andere seed):\n"
     );
-    let _ = writeln!(
-        s,
-        "| methode | vals alarm / 100 gebiedsjaren | sensitiviteit | t.o.v. near-oracle | {} | mediane vertraging (mnd) |",
-        OutbreakKind::ALL.map(|k| k.name()).join(" | ")
-    );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    let mut columns: Vec<String> = [
+        "methode",
+        "vals alarm / 100 gebiedsjaren",
+        "sensitiviteit",
+        "t.o.v. near-oracle",
+    ]
+    .map(String::from)
+    .into();
+    columns.extend(per_kind(|k| k.name().to_owned()));
+    columns.push("mediane vertraging (mnd)".to_owned());
+    header(&mut s, &columns);
     for (d, _, o, _) in results {
-        let kinds: Vec<String> = OutbreakKind::ALL
-            .iter()
-            .map(|&k| format!("{:.2}", o.sensitivity_where(|kk, _| kk == k).1))
-            .collect();
-        let _ = writeln!(
-            s,
-            "| {} | {:.2} | {:.3} | {:.2} | {} | {} |",
-            d.name(),
-            o.false_alarms_per_100_area_years(),
-            o.sensitivity(),
-            o.sensitivity() / oracle,
-            kinds.join(" | "),
-            lag_text(o)
-        );
+        let mut cells = vec![
+            d.name().to_owned(),
+            format!("{:.2}", o.false_alarms_per_100_area_years()),
+            format!("{:.3}", o.sensitivity()),
+            format!("{:.2}", o.sensitivity() / oracle),
+        ];
+        cells.extend(per_kind(|k| {
+            format!("{:.2}", o.sensitivity_where(|kk, _| kk == k).1)
+        }));
+        cells.push(lag_text(o));
+        row(&mut s, &cells);
     }
     let _ = writeln!(
         s,
         "\nMediane vertraging (maanden van begin tot eerste alarm, over de gevonden uitbraken) per soort, gekalibreerd:\n"
     );
-    let _ = writeln!(
-        s,
-        "| methode | {} |",
-        OutbreakKind::ALL.map(|k| k.name()).join(" | ")
-    );
-    let _ = writeln!(s, "|---|---|---|---|");
+    let mut columns = vec!["methode".to_owned()];
+    columns.extend(per_kind(|k| k.name().to_owned()));
+    header(&mut s, &columns);
     for (d, _, o, _) in results {
-        let lags: Vec<String> = OutbreakKind::ALL
-            .iter()
-            .map(|&k| o.median_lag_of(k).map_or("–".into(), |l| format!("{l:.1}")))
-            .collect();
-        let _ = writeln!(s, "| {} | {} |", d.name(), lags.join(" | "));
+        let mut cells = vec![d.name().to_owned()];
+        cells.extend(per_kind(|k| {
+            o.median_lag_of(k).map_or("–".into(), |l| format!("{l:.1}"))
+        }));
+        row(&mut s, &cells);
     }
     let _ = writeln!(
         s,
         "\nSensitiviteit naar grootte van de uitbraak (verwachte extra huishoudens), gekalibreerd:\n"
     );
-    let counts: Vec<String> = BANDS
-        .iter()
-        .map(|&(lo, hi, name)| {
-            let n = results
-                .first()
-                .map_or(0, |r| r.2.sensitivity_where(|_, e| e >= lo && e < hi).0);
-            format!("{name} (n = {n})")
-        })
-        .collect();
-    let _ = writeln!(s, "| methode | {} |", counts.join(" | "));
-    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let mut columns = vec!["methode".to_owned()];
+    columns.extend(BANDS.iter().map(|&(lo, hi, name)| {
+        let n = results
+            .first()
+            .map_or(0, |r| r.2.sensitivity_where(|_, e| e >= lo && e < hi).0);
+        format!("{name} (n = {n})")
+    }));
+    header(&mut s, &columns);
     for (d, _, o, _) in results {
-        let cells: Vec<String> = BANDS
-            .iter()
-            .map(|&(lo, hi, _)| format!("{:.2}", o.sensitivity_where(|_, e| e >= lo && e < hi).1))
-            .collect();
-        let _ = writeln!(s, "| {} | {} |", d.name(), cells.join(" | "));
+        let mut cells = vec![d.name().to_owned()];
+        cells.extend(
+            BANDS.iter().map(|&(lo, hi, _)| {
+                format!("{:.2}", o.sensitivity_where(|_, e| e >= lo && e < hi).1)
+            }),
+        );
+        row(&mut s, &cells);
     }
     let _ = writeln!(
         s,
         "\nMet de eigen drempel van elke methode (niet gekalibreerd):\n"
     );
-    let _ = writeln!(
-        s,
-        "| methode | vals alarm / 100 gebiedsjaren | sensitiviteit | mediane vertraging (mnd) |"
+    header(
+        &mut s,
+        &[
+            "methode",
+            "vals alarm / 100 gebiedsjaren",
+            "sensitiviteit",
+            "mediane vertraging (mnd)",
+        ]
+        .map(String::from),
     );
-    let _ = writeln!(s, "|---|---|---|---|");
     for (d, _, _, o) in results {
         if *d == Detector::Oracle {
             continue;
         }
-        let _ = writeln!(
-            s,
-            "| {} | {:.1} | {:.3} | {} |",
-            d.name(),
-            o.false_alarms_per_100_area_years(),
-            o.sensitivity(),
-            lag_text(o)
-        );
+        let cells = [
+            d.name().to_owned(),
+            format!("{:.1}", o.false_alarms_per_100_area_years()),
+            format!("{:.3}", o.sensitivity()),
+            lag_text(o),
+        ];
+        row(&mut s, &cells);
     }
     s
+}
+
+/// A row of a Markdown table.
+fn row(s: &mut String, cells: &[String]) {
+    let _ = writeln!(s, "| {} |", cells.join(" | "));
+}
+
+/// A Markdown table's header and the line under it, as many columns wide.
+fn header(s: &mut String, columns: &[String]) {
+    row(s, columns);
+    let _ = writeln!(s, "|{}", "---|".repeat(columns.len()));
+}
+
+/// One cell per kind of outbreak, in their order.
+fn per_kind(cell: impl Fn(OutbreakKind) -> String) -> Vec<String> {
+    OutbreakKind::ALL.iter().map(|&k| cell(k)).collect()
 }
