@@ -68,12 +68,6 @@ impl Query {
         let buurten: Vec<BuurtCode> = state.hierarchy.buurten_of(q.gemeente).collect();
         let wijken: Vec<WijkCode> = state.hierarchy.wijken_of(q.gemeente).collect();
         let tables = Tables::new(self, q.gemeente, true, None)?;
-        let zeros = || -> HashMap<BuurtCode, Vec<u64>> {
-            buurten
-                .iter()
-                .map(|&b| (b, vec![0; months.len()]))
-                .collect()
-        };
         // Per measure: the monthly count of households per buurt.
         let mut sources: Vec<(Measure<'_>, HashMap<BuurtCode, Vec<u64>>)> = Vec::new();
         for signal_type in &q.signal_types {
@@ -86,7 +80,7 @@ impl Query {
                 tables.households(months[0].plus(-(derived::WINDOW_MONTHS as i32)), q.month)?;
             for &d in &q.derived {
                 let keyed = households.iter().map(|(k, s)| (*k, s.as_slice()));
-                let mut per_buurt = zeros();
+                let mut per_buurt = zeros(buurten.iter().copied(), months.len());
                 for ((m, b), total) in &derived::totals(d, keyed, &months) {
                     if let (Some(row), Some(j)) =
                         (per_buurt.get_mut(b), months.iter().position(|x| x == m))
@@ -178,12 +172,7 @@ impl Query {
         months: &[Month],
         g: GemeenteCode,
     ) -> Result<HashMap<BuurtCode, Vec<u64>>, ApiError> {
-        let mut per_buurt: HashMap<BuurtCode, Vec<u64>> = self
-            .state
-            .hierarchy
-            .buurten_of(g)
-            .map(|b| (b, vec![0; months.len()]))
-            .collect();
+        let mut per_buurt = zeros(self.state.hierarchy.buurten_of(g), months.len());
         for (j, &m) in months.iter().enumerate() {
             for (b, total) in self.state.store.buurt_counts(signal_type, m, g)? {
                 if let Some(row) = per_buurt.get_mut(&b) {
@@ -286,6 +275,11 @@ impl Query {
         state.shared.put(key, signals, shared.clone());
         Ok(Some(shared))
     }
+}
+
+/// A series of zeros over `months` months per buurt.
+fn zeros(buurten: impl Iterator<Item = BuurtCode>, months: usize) -> HashMap<BuurtCode, Vec<u64>> {
+    buurten.map(|b| (b, vec![0; months])).collect()
 }
 
 /// The [`Shared`] baselines computed, per signal type and months, with the
