@@ -35,6 +35,9 @@ pub struct DemoArgs {
     /// Seed of the simulation.
     #[arg(long, default_value_t = 2024)]
     pub seed: u64,
+    /// Where the dashboard listens (HTTPS); port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub dashboard: String,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -70,13 +73,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .collect();
     clients.push((ANALYST, "Gemeente Almere", Role::Analyst));
     clients.push((PRIVACY_OFFICER, "Gemeente Almere", Role::PrivacyOfficer));
-    let setup = DevSetup::create(&dir, &clients)?;
+    let setup = DevSetup::create(&dir, &clients)?.with_dashboard(&args.dashboard, ANALYST);
     let server = wijkradar_server::start(&setup.config).await?;
     println!(
         "1. Aggregator gestart op {} (mutual TLS, sled-opslag in {})",
         server.addr,
         setup.config.data_dir.display()
     );
+    if let Some(d) = &server.dashboard {
+        println!("   Dashboard op https://localhost:{} (HTTPS)", d.addr.port());
+    }
 
     // 2. The synthetic municipality and the partners' exports.
     let dwellings = Dwellings::kwb_2024();
@@ -276,6 +282,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "  grpcurl -cacert $WIJKRADAR_CA -cert $WIJKRADAR_CERT -key $WIJKRADAR_KEY {} list",
             server.addr
         );
+        if let Some(d) = &server.dashboard
+            && let Some(url) = &d.login_url
+        {
+            println!("\nHet dashboard, in uw browser (deze inloglink werkt één keer):");
+            println!("  {url}");
+            println!(
+                "  De browser kent het ontwikkelcertificaat niet: vertrouw {} of klik de waarschuwing weg.",
+                setup.pki_dir.join("ca.pem").display()
+            );
+        }
         println!(
             "De serverconfiguratie staat in {}. Stoppen met Ctrl-C.",
             config.display()
@@ -283,7 +299,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
     } else {
         println!("Wat nu?");
-        println!("  {exe} demo --keep       houdt de aggregator draaiend om zelf te bevragen");
+        println!("  {exe} demo --keep       houdt de aggregator en het dashboard draaiend om zelf te bevragen");
         println!("  {exe} query table --help");
         println!("  README.md beschrijft een echte server, partner en analist.");
     }

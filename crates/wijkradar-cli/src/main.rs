@@ -297,6 +297,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "Wijkradar luistert op {} (mutual TLS). Stoppen met Ctrl-C.",
                 server.addr
             );
+            if let Some(d) = &server.dashboard {
+                eprintln!("Dashboard op https://{} (HTTPS).", d.addr);
+                // The one-time login goes to the terminal only, never to
+                // the log.
+                if let Some(url) = &d.login_url {
+                    eprintln!("Eenmalige inloglink (ontwikkeling): {url}");
+                }
+            }
             tokio::signal::ctrl_c()
                 .await
                 .context("waiting for Ctrl-C")?;

@@ -11,7 +11,10 @@ fn wijkradar() -> Command {
 
 #[test]
 fn the_demo_runs_the_whole_chain_and_prints_a_protected_wijk_table() {
-    let out = wijkradar().arg("demo").output().unwrap();
+    let out = wijkradar()
+        .args(["demo", "--dashboard", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

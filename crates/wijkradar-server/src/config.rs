@@ -48,6 +48,32 @@ pub struct ServerConfig {
     /// The signal-type catalogue; the Dutch defaults when absent.
     #[serde(default)]
     pub signal_types: Option<Vec<SignalTypeDef>>,
+    /// The web dashboard; off when absent.
+    #[serde(default)]
+    pub dashboard: Option<DashboardConfig>,
+}
+
+/// The web dashboard: its own HTTPS listener, with the server's
+/// certificate and key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Address to listen on (HTTPS); port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// For development and the demo: the organisation of the access file
+    /// (an analyst) that a one-time login link signs in as. The link is
+    /// printed at start and works once. Leave out in production.
+    #[serde(default)]
+    pub local_login: Option<String>,
+    /// Minutes a session lasts after its last page view.
+    #[serde(default = "DashboardConfig::default_session_minutes")]
+    pub session_minutes: u64,
+}
+
+impl DashboardConfig {
+    fn default_session_minutes() -> u64 {
+        30
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -237,6 +263,14 @@ impl ServerConfig {
 
     /// Checks what the types alone cannot.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if let Some(d) = &self.dashboard
+            && !(1..=480).contains(&d.session_minutes)
+        {
+            return Err((
+                "dashboard.session_minutes",
+                "must be between 1 and 480".into(),
+            ));
+        }
         if self.limits.max_batch_signals == 0 {
             return Err(("limits.max_batch_signals", "must be at least 1".into()));
         }

@@ -10,7 +10,7 @@ use wijkradar_pki::{CertFiles, Oin, PkiError};
 use crate::access::Role;
 use wijkradar_pseudonym::{KeyError, RootKey, ServerKey};
 
-use crate::config::{KeysConfig, Limits, ReleaseConfig, RetentionConfig, ServerConfig, TlsConfig};
+use crate::config::{DashboardConfig, KeysConfig, Limits, ReleaseConfig, RetentionConfig, ServerConfig, TlsConfig};
 
 /// Months a development setup keeps signals: the demo simulates 36 months
 /// of history for the early warning (the production default is 18).
@@ -102,6 +102,7 @@ impl DevSetup {
                 ..RetentionConfig::default()
             },
             signal_types: None,
+            dashboard: None,
         };
         Ok(DevSetup {
             dir: dir.to_owned(),
@@ -110,6 +111,17 @@ impl DevSetup {
             root_key,
             partner_key,
         })
+    }
+
+    /// Turns the dashboard on at `listen`, with a one-time login as the
+    /// organisation `login`.
+    pub fn with_dashboard(mut self, listen: &str, login: &str) -> DevSetup {
+        self.config.dashboard = Some(DashboardConfig {
+            listen: listen.parse().expect("a socket address"),
+            local_login: Some(login.to_owned()),
+            session_minutes: 30,
+        });
+        self
     }
 
     /// Lifts the per-partner rate limit: a benchmark measures how fast the
@@ -146,6 +158,20 @@ impl DevSetup {
             c.retention.default_months,
             c.retention.purge_every_seconds,
         );
+        let mut text = text;
+        if let Some(d) = &c.dashboard {
+            text.push_str(&format!(
+                "\n[dashboard]\nlisten = {}\nsession_minutes = {}\n",
+                toml::Value::String(d.listen.to_string()),
+                d.session_minutes
+            ));
+            if let Some(org) = &d.local_login {
+                text.push_str(&format!(
+                    "local_login = {}\n",
+                    toml::Value::String(org.clone())
+                ));
+            }
+        }
         let path = self.dir.join("server.toml");
         std::fs::write(&path, text).map_err(|source| DevError::Io {
             path: path.clone(),

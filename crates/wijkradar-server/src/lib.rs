@@ -15,6 +15,7 @@ mod answer;
 mod auth;
 pub mod config;
 pub mod convert;
+mod dashboard;
 pub mod dev;
 pub mod error;
 mod governance;
@@ -41,6 +42,7 @@ use wijkradar_pseudonym::{KeyError, ServerKey};
 use wijkradar_release::{Bases, PtableError, ReleasePolicy};
 use wijkradar_store::{IngestQueue, Store, StoreError, WriterThread};
 
+pub use dashboard::DashboardHandle;
 pub use config::{ConfigError, Limits, RetentionConfig, ServerConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("{0}")]
+    Dashboard(String),
 }
 
 /// Largest query answer sent.
@@ -149,6 +153,8 @@ pub struct RunningServer {
     writer: WriterThread,
     /// The scheduled materialisation of releases and retention purges.
     schedules: Vec<JoinHandle<()>>,
+    /// The web dashboard, when configured.
+    pub dashboard: Option<dashboard::DashboardHandle>,
 }
 
 impl RunningServer {
@@ -165,8 +171,12 @@ impl RunningServer {
             writer,
             store,
             schedules,
+            dashboard,
             ..
         } = self;
+        if let Some(d) = dashboard {
+            d.task.abort();
+        }
         drop(store);
         // The schedules hold the state (and with it the ingest queue): they
         // end before the writer is waited for.
@@ -422,6 +432,10 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
             std::time::Duration::from_secs(seconds),
         )));
     }
+    let dashboard = match &config.dashboard {
+        Some(d) => Some(dashboard::start(state.clone(), d, &config.tls).await?),
+        None => None,
+    };
     Ok(RunningServer {
         addr,
         store: state.store.clone(),
@@ -429,5 +443,6 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         task,
         writer,
         schedules,
+        dashboard,
     })
 }

@@ -50,8 +50,19 @@ impl Query {
         call: &str,
         code: &str,
     ) -> Result<Organisation, ApiError> {
+        let analyst = authorize(&self.state, request, Role::Analyst, call)?;
+        self.may_query(&analyst, call, code)?;
+        Ok(analyst)
+    }
+
+    /// Whether `analyst` may query gemeente `code`; a refusal is audited.
+    pub(crate) fn may_query(
+        &self,
+        analyst: &Organisation,
+        call: &str,
+        code: &str,
+    ) -> Result<GemeenteCode, ApiError> {
         let state = &self.state;
-        let analyst = authorize(state, request, Role::Analyst, call)?;
         let g = gemeente_from_proto(code, &state.hierarchy)?;
         if !analyst.may_query(g) {
             tracing::warn!(organisation = %analyst.name, gemeente = %g, "refused a query outside the analyst's municipalities");
@@ -66,10 +77,10 @@ impl Query {
             );
             return Err(ApiError::PermissionDenied(message));
         }
-        Ok(analyst)
+        Ok(g)
     }
 
-    fn table(&self, req: pb::GetTableRequest) -> Result<pb::GetTableResponse, ApiError> {
+    pub(crate) fn table(&self, req: pb::GetTableRequest) -> Result<pb::GetTableResponse, ApiError> {
         let state = &self.state;
         let q = table_query_from_proto(req, &state.hierarchy, &state.catalogue)?;
         // Every level is answered from the one audited release of the whole
@@ -247,7 +258,7 @@ impl Query {
         Ok(tables.new_versions.get())
     }
 
-    fn catalogue(
+    pub(crate) fn catalogue(
         &self,
         req: pb::GetCatalogueRequest,
     ) -> Result<pb::GetCatalogueResponse, ApiError> {
@@ -288,7 +299,7 @@ impl Query {
 }
 
 /// What the audit log says a table request asked for.
-fn describe_table(r: &pb::GetTableRequest) -> String {
+pub(crate) fn describe_table(r: &pb::GetTableRequest) -> String {
     format!(
         "level={} types={} months={}..{} period={}",
         r.level().as_str_name(),
@@ -319,27 +330,46 @@ impl Query {
         asked: impl Fn(&Req) -> String,
         work: fn(&Query, Req) -> Result<Resp, ApiError>,
     ) -> Result<Response<Resp>, Status> {
-        let gemeente = crate::convert::printable(gemeente(request.get_ref()));
-        let analyst = self.analyst_of(&request, call, &gemeente)?;
+        let code = crate::convert::printable(gemeente(request.get_ref()));
+        let analyst = self.analyst_of(&request, call, &code)?;
         let asked = asked(request.get_ref());
+        let answer = self
+            .answer_granted(&analyst, call, &code, asked, request.into_inner(), work)
+            .await?;
+        Ok(Response::new(answer))
+    }
+
+    /// `work` for an analyst already checked for gemeente `code` (the
+    /// dashboard's session, or a certificate), on a blocking thread, then
+    /// the audit entry: the same path for every way in.
+    pub(crate) async fn answer_granted<Req: Send + 'static, Resp: Send + 'static>(
+        &self,
+        analyst: &Organisation,
+        call: &str,
+        code: &str,
+        asked: String,
+        request: Req,
+        work: fn(&Query, Req) -> Result<Resp, ApiError>,
+    ) -> Result<Resp, ApiError> {
         let this = Query {
             state: self.state.clone(),
         };
+        let call_name = call.to_owned();
         let answer = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let answer = work(&this, request.into_inner());
-            tracing::debug!(call, elapsed = ?started.elapsed(), "answer computed");
+            let answer = work(&this, request);
+            tracing::debug!(call = %call_name, elapsed = ?started.elapsed(), "answer computed");
             answer
         })
         .await
-        .map_err(|_| Status::from(ApiError::Internal))?;
+        .map_err(|_| ApiError::Internal)?;
         let refused = answer.as_ref().err().map(|e| e.to_string());
         self.state.audit.record(
             &analyst.name,
-            crate::call_event(call, &gemeente, &asked, refused),
+            crate::call_event(call, code, &asked, refused),
             false,
         );
-        Ok(Response::new(answer?))
+        answer
     }
 }
 
