@@ -101,6 +101,11 @@ impl TestServer {
         );
     }
 
+    /// The running dashboard, when the config turned it on.
+    pub fn dashboard(&self) -> Option<&wijkradar_server::DashboardHandle> {
+        self.running().dashboard.as_ref()
+    }
+
     /// The running server's store, for checks without the API.
     pub fn store(&self) -> &wijkradar_store::Store {
         self.running().store()

@@ -158,7 +158,12 @@ fn tls_config(tls: &TlsConfig) -> Result<rustls::ServerConfig, ServerError> {
         .collect::<Result<_, _>>()
         .map_err(|e| bad("tls.cert", &e))?;
     let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| bad("tls.key", &e))?;
-    let mut config = rustls::ServerConfig::builder()
+    // ring, as everywhere in Wijkradar (not whichever provider another
+    // crate of the build enables).
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("protocol versions", &e))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| bad("certificate and key", &e))?;

@@ -1,0 +1,386 @@
+//! The dashboard over real HTTPS: login, the pages' figures against the
+//! gRPC answer, grants, headers, exports. The browser test is in
+//! `browser.rs`.
+
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use wijkradar_proto::v1 as pb;
+use wijkradar_tests::{ANALYST, PARTNER_A, TestServer};
+
+use crate::{batch, submit};
+
+/// An answer: status, headers, body.
+pub(crate) struct Page {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Page {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("UTF-8")
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map_or("", |v| v.to_str().expect("ASCII header"))
+    }
+}
+
+/// A browser's part: HTTPS to the dashboard, trusting the setup's CA,
+/// with the session cookie once logged in.
+pub(crate) struct Web {
+    addr: std::net::SocketAddr,
+    tls: tokio_rustls::TlsConnector,
+    pub cookie: Option<String>,
+}
+
+impl Web {
+    pub fn new(server: &TestServer) -> Web {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(server.setup.pki_dir.join("ca.pem")).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Web {
+            addr: server.dashboard().expect("dashboard on").addr,
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            cookie: None,
+        }
+    }
+
+    pub async fn request(&self, method: &str, path: &str, form: Option<&str>) -> Page {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let stream = self
+            .tls
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .expect("TLS with the server's certificate");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        let body = match form {
+            Some(f) => {
+                req = req.header("content-type", "application/x-www-form-urlencoded");
+                Full::new(Bytes::from(f.to_owned()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let answer = sender.send_request(req.body(body).unwrap()).await.unwrap();
+        let status = answer.status().as_u16();
+        let headers = answer.headers().clone();
+        let body = answer.into_body().collect().await.unwrap().to_bytes().to_vec();
+        Page {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Page {
+        self.request("GET", path, None).await
+    }
+
+    /// Follows a one-time login link; keeps the session cookie.
+    pub async fn log_in(&mut self, url: &str) -> Page {
+        let path = &url[url.find("/inloggen").expect("a login link")..];
+        let page = self.get(path).await;
+        if let Some(set) = page.headers.get("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
+            self.cookie = Some(pair);
+        }
+        page
+    }
+}
+
+/// A server with the dashboard, signing in as the analyst, and signals of
+/// huurachterstand in Almere in the first quarter of 2024: many households
+/// in three buurten of one wijk, a few in others.
+pub(crate) async fn server_with_figures() -> TestServer {
+    let server = TestServer::start_with(|c| {
+        c.dashboard = Some(wijkradar_server::config::DashboardConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            local_login: Some(ANALYST.into()),
+            session_minutes: 30,
+        });
+    })
+    .await;
+    let mut batches = Vec::new();
+    for (i, (buurt, n)) in [
+        ("BU00340101", 30),
+        ("BU00340102", 25),
+        ("BU00340202", 20),
+        ("BU00340201", 3),
+        ("BU00341401", 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for month in ["2024-01", "2024-02", "2024-03"] {
+            batches.push(batch(
+                &format!("d-{i}-{month}"),
+                "huurachterstand",
+                buurt,
+                month,
+                i as u64,
+                n,
+            ));
+        }
+    }
+    let outcome = submit(server.channel(PARTNER_A).await, batches).await;
+    assert!(outcome.iter().all(Result::is_ok), "{outcome:?}");
+    server
+}
+
+fn login_url(server: &TestServer) -> String {
+    server
+        .dashboard()
+        .and_then(|d| d.login_url.clone())
+        .expect("a one-time login")
+}
+
+#[tokio::test]
+async fn no_figures_without_login_and_a_login_link_works_once() {
+    let server = server_with_figures().await;
+    let mut web = Web::new(&server);
+    for path in [
+        "/",
+        "/gemeente/GM0034",
+        "/wijk/WK003401",
+        "/export/tabel.csv?gemeente=GM0034&maat=huurachterstand",
+    ] {
+        let page = web.get(path).await;
+        assert_eq!(page.status, 401, "{path}");
+        assert!(page.text().contains("Inloggen"), "{path}");
+        assert!(!page.text().contains("<table"), "{path}: no figures");
+    }
+    let url = login_url(&server);
+    let first = web.log_in(&url).await;
+    assert_eq!(first.status, 303);
+    let cookie = first.header("set-cookie");
+    for flag in ["Secure", "HttpOnly", "SameSite=Strict", "Max-Age=1800"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    let home = web.get("/").await;
+    assert_eq!(home.status, 303);
+    assert_eq!(home.header("location"), "/gemeente/GM0034");
+    // The link works once: a second browser cannot use it.
+    let mut other = Web::new(&server);
+    assert_eq!(other.log_in(&url).await.status, 403);
+    assert!(other.cookie.is_none());
+    assert_eq!(other.get("/gemeente/GM0034").await.status, 401);
+    // A made-up session is no session.
+    other.cookie = Some("wijkradar_sessie=00ff".into());
+    assert_eq!(other.get("/gemeente/GM0034").await.status, 401);
+
+    // Logging out needs the session's CSRF token.
+    let page = web.get("/gemeente/GM0034").await.text();
+    let token = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a CSRF token in the page")
+        .to_owned();
+    let forged = web.request("POST", "/uitloggen", Some("csrf=00")).await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(web.get("/gemeente/GM0034").await.status, 200);
+    let out = web
+        .request("POST", "/uitloggen", Some(&format!("csrf={token}")))
+        .await;
+    assert_eq!(out.status, 303);
+    assert_eq!(web.get("/gemeente/GM0034").await.status, 401);
+}
+
+/// Every URL in a page: nothing may point elsewhere (the SVG namespace
+/// names, it is not fetched).
+fn external_urls(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for scheme in ["http://", "https://", "//"] {
+        for (i, _) in text.match_indices(scheme) {
+            let rest: String = text[i..].chars().take(40).collect();
+            let namespace = rest.starts_with("http://www.w3.org/2000/svg\"");
+            let in_https = scheme == "//" && i > 0 && text[..i].ends_with(':');
+            let comment = scheme == "//" && (rest.starts_with("// ") || i == 0);
+            if !namespace && !in_https && !comment {
+                found.push(rest);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn the_map_and_table_show_the_api_s_figures_in_dutch_with_strict_headers() {
+    let server = server_with_figures().await;
+    let mut web = Web::new(&server);
+    web.log_in(&login_url(&server)).await;
+    let page = web
+        .get("/gemeente/GM0034?maat=huurachterstand&periode=maand&wanneer=2024-02")
+        .await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("cache-control"), "no-store");
+    let csp = page.header("content-security-policy");
+    assert!(csp.contains("default-src 'none'") && !csp.contains("unsafe"), "{csp}");
+    let html = page.text();
+    assert!(html.contains(r#"<html lang="nl">"#));
+    assert!(html.contains("februari 2024"));
+    assert!(html.contains("Bron: CBS"));
+    assert!(html.contains("per 1.000 huishoudens"));
+    assert_eq!(external_urls(&html), Vec::<String>::new());
+    assert!(!html.contains("style="), "no inline style (CSP)");
+    assert!(!html.contains("<script>"), "no inline script (CSP)");
+
+    // The same figures as GetTable gives the analyst over gRPC.
+    let mut query = server.query(ANALYST).await;
+    let answer = query
+        .get_table(pb::GetTableRequest {
+            gemeente_code: "GM0034".into(),
+            level: pb::AreaLevel::Wijk.into(),
+            signal_types: vec!["huurachterstand".into()],
+            from_month: "2024-02".into(),
+            to_month: "2024-02".into(),
+            period: pb::Period::Month.into(),
+            layout: pb::TableLayout::Cells.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut released = 0;
+    let mut suppressed = 0;
+    for cell in &answer.cells {
+        let row_start = format!(r#"<tr data-code="{}">"#, cell.area_code);
+        let row = html
+            .split(&row_start)
+            .nth(1)
+            .and_then(|r| r.split("</tr>").next())
+            .unwrap_or_else(|| panic!("a row for {}", cell.area_code));
+        let in_map = html
+            .split(&format!(r#"data-code="{}"><path"#, cell.area_code))
+            .nth(1)
+            .map(|r| r.split("</a>").next().unwrap().to_owned());
+        match cell.status() {
+            pb::CellStatus::Released => {
+                released += 1;
+                let v = cell.value.unwrap();
+                assert!(row.contains(&format!(">{v}<")), "{row}");
+                if let Some(r) = cell.rate_per_1000 {
+                    let shown = format!("{:.1}", r).replace('.', ",");
+                    assert!(row.contains(&shown), "{shown} in {row}");
+                }
+            }
+            pb::CellStatus::Suppressed => {
+                suppressed += 1;
+                assert!(row.contains("&#60;10") || row.contains("&lt;10"), "{row}");
+                assert!(row.contains("afgeschermd"));
+                if let Some(m) = in_map {
+                    assert!(m.contains(r#"class="onderdrukt""#), "{m}");
+                }
+            }
+            s => panic!("unexpected status {s:?}"),
+        }
+    }
+    assert!(released >= 1 && suppressed >= 1, "{released} {suppressed}");
+    assert!(html.matches("<path d=\"M").count() >= 20, "the wijken are drawn");
+
+    // The wijk page: trend charts and the gemeente beside the wijk.
+    let wijk = web.get("/wijk/WK003401?periode=maand").await;
+    assert_eq!(wijk.status, 200);
+    let w = wijk.text();
+    assert!(w.contains("Huurachterstand"));
+    assert!(w.contains(r#"class="lijn-wijk""#));
+    assert!(w.contains("januari 2024"));
+    assert_eq!(external_urls(&w), Vec::<String>::new());
+
+    // The explanation and the assets: no URL elsewhere either.
+    for path in ["/uitleg", "/static/stijl.css", "/static/app.js"] {
+        let p = web.get(path).await;
+        assert_eq!(p.status, 200, "{path}");
+        assert_eq!(external_urls(&p.text()), Vec::<String>::new(), "{path}");
+    }
+    assert_eq!(web.get("/static/geheim.txt").await.status, 404);
+
+    // Every page view with figures is in the audit log, as a query of the
+    // analyst.
+    let log = std::fs::read_to_string(
+        server
+            .setup
+            .config
+            .data_dir
+            .join(wijkradar_audit::FILE_NAME),
+    )
+    .unwrap();
+    assert!(log.contains("Dashboard.GetTable"), "audited");
+    assert!(log.contains(&format!("\"actor\":\"{ANALYST}\"")) || log.contains(ANALYST));
+}
+
+#[tokio::test]
+async fn an_analyst_sees_only_its_gemeenten_and_exports_csv_for_excel() {
+    let server = server_with_figures().await;
+    let mut web = Web::new(&server);
+    web.log_in(&login_url(&server)).await;
+    for path in [
+        "/gemeente/GM0050",
+        "/wijk/WK005001",
+        "/export/tabel.csv?gemeente=GM0050&maat=huurachterstand",
+    ] {
+        let page = web.get(path).await;
+        assert_eq!(page.status, 403, "{path}");
+        assert!(page.text().contains("geen toegang"), "{path}");
+    }
+    let log = std::fs::read_to_string(
+        server
+            .setup
+            .config
+            .data_dir
+            .join(wijkradar_audit::FILE_NAME),
+    )
+    .unwrap();
+    assert!(log.contains("may not query figures of GM0050"), "refusal audited");
+
+    let excel = web
+        .get("/export/tabel.csv?gemeente=GM0034&maat=huurachterstand&periode=maand&niveau=wijk&formaat=excel")
+        .await;
+    assert_eq!(excel.status, 200);
+    assert_eq!(excel.header("cache-control"), "no-store");
+    assert!(excel.header("content-disposition").contains("attachment"));
+    assert!(excel.body.starts_with(&[0xEF, 0xBB, 0xBF]), "byte order mark");
+    let text = excel.text();
+    let mut lines = text.trim_start_matches('\u{feff}').lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "gebiedscode;gebiedsnaam;maat;periode;status;waarde;per_1000_huishoudens;rate_van_gebied;huishoudens_basis;versie"
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(';').collect()).collect();
+    assert!(rows.iter().all(|r| r.len() == 10));
+    let released: Vec<&Vec<&str>> = rows.iter().filter(|r| r[4] == "gepubliceerd").collect();
+    assert!(!released.is_empty());
+    assert!(released.iter().filter(|r| !r[6].is_empty()).all(|r| r[6].contains(',')), "decimal comma");
+    for r in rows.iter().filter(|r| r[4] == "afgeschermd") {
+        assert_eq!(r[5], "", "a suppressed cell has no value: {r:?}");
+    }
+    let plain = web
+        .get("/export/tabel.csv?gemeente=GM0034&maat=huurachterstand&periode=maand&formaat=csv")
+        .await
+        .text();
+    assert!(plain.starts_with("gebiedscode,gebiedsnaam,"));
+    assert!(!plain.starts_with('\u{feff}'));
+}
