@@ -5,6 +5,7 @@ mod access;
 mod alerts;
 mod attacks;
 mod bad_input;
+mod browser;
 mod dashboard;
 mod discovery;
 mod governance;
