@@ -121,8 +121,17 @@ async fn an_analyst_logs_in_opens_the_map_clicks_a_wijk_and_prints_its_report() 
             .unwrap_or_default();
         let all: Vec<i64> = {
             let mut v = Vec::new();
-            for td in c.find_all(Locator::Css("tbody tr td:nth-of-type(1)")).await? {
-                v.push(td.attr("data-waarde").await?.unwrap_or_default().parse().unwrap_or(-1));
+            for td in c
+                .find_all(Locator::Css("tbody tr td:nth-of-type(1)"))
+                .await?
+            {
+                v.push(
+                    td.attr("data-waarde")
+                        .await?
+                        .unwrap_or_default()
+                        .parse()
+                        .unwrap_or(-1),
+                );
             }
             v
         };
@@ -140,7 +149,9 @@ async fn an_analyst_logs_in_opens_the_map_clicks_a_wijk_and_prints_its_report() 
         assert!(!charts.is_empty(), "trend charts");
         c.find(Locator::Css("path.lijn-wijk")).await?;
         // The printable report: a PDF of A4 pages.
-        let pdf = c.print(fantoccini::wd::PrintConfiguration::default()).await?;
+        let pdf = c
+            .print(fantoccini::wd::PrintConfiguration::default())
+            .await?;
         assert!(pdf.starts_with(b"%PDF"), "a PDF");
         let text = String::from_utf8_lossy(&pdf);
         let pages: usize = text

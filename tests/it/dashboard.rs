@@ -88,7 +88,13 @@ impl Web {
         let answer = sender.send_request(req.body(body).unwrap()).await.unwrap();
         let status = answer.status().as_u16();
         let headers = answer.headers().clone();
-        let body = answer.into_body().collect().await.unwrap().to_bytes().to_vec();
+        let body = answer
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
         Page {
             status,
             headers,
@@ -239,7 +245,10 @@ async fn the_map_and_table_show_the_api_s_figures_in_dutch_with_strict_headers()
     assert_eq!(page.status, 200);
     assert_eq!(page.header("cache-control"), "no-store");
     let csp = page.header("content-security-policy");
-    assert!(csp.contains("default-src 'none'") && !csp.contains("unsafe"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
     let html = page.text();
     assert!(html.contains(r#"<html lang="nl">"#));
     assert!(html.contains("februari 2024"));
@@ -299,7 +308,10 @@ async fn the_map_and_table_show_the_api_s_figures_in_dutch_with_strict_headers()
         }
     }
     assert!(released >= 1 && suppressed >= 1, "{released} {suppressed}");
-    assert!(html.matches("<path d=\"M").count() >= 20, "the wijken are drawn");
+    assert!(
+        html.matches("<path d=\"M").count() >= 20,
+        "the wijken are drawn"
+    );
 
     // The wijk page: trend charts and the gemeente beside the wijk.
     let wijk = web.get("/wijk/WK003401?periode=maand").await;
@@ -354,7 +366,10 @@ async fn an_analyst_sees_only_its_gemeenten_and_exports_csv_for_excel() {
             .join(wijkradar_audit::FILE_NAME),
     )
     .unwrap();
-    assert!(log.contains("may not query figures of GM0050"), "refusal audited");
+    assert!(
+        log.contains("may not query figures of GM0050"),
+        "refusal audited"
+    );
 
     let excel = web
         .get("/export/tabel.csv?gemeente=GM0034&maat=huurachterstand&periode=maand&niveau=wijk&formaat=excel")
@@ -362,7 +377,10 @@ async fn an_analyst_sees_only_its_gemeenten_and_exports_csv_for_excel() {
     assert_eq!(excel.status, 200);
     assert_eq!(excel.header("cache-control"), "no-store");
     assert!(excel.header("content-disposition").contains("attachment"));
-    assert!(excel.body.starts_with(&[0xEF, 0xBB, 0xBF]), "byte order mark");
+    assert!(
+        excel.body.starts_with(&[0xEF, 0xBB, 0xBF]),
+        "byte order mark"
+    );
     let text = excel.text();
     let mut lines = text.trim_start_matches('\u{feff}').lines();
     assert_eq!(
@@ -373,7 +391,13 @@ async fn an_analyst_sees_only_its_gemeenten_and_exports_csv_for_excel() {
     assert!(rows.iter().all(|r| r.len() == 10));
     let released: Vec<&Vec<&str>> = rows.iter().filter(|r| r[4] == "gepubliceerd").collect();
     assert!(!released.is_empty());
-    assert!(released.iter().filter(|r| !r[6].is_empty()).all(|r| r[6].contains(',')), "decimal comma");
+    assert!(
+        released
+            .iter()
+            .filter(|r| !r[6].is_empty())
+            .all(|r| r[6].contains(',')),
+        "decimal comma"
+    );
     for r in rows.iter().filter(|r| r[4] == "afgeschermd") {
         assert_eq!(r[5], "", "a suppressed cell has no value: {r:?}");
     }

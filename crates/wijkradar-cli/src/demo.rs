@@ -81,7 +81,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         setup.config.data_dir.display()
     );
     if let Some(d) = &server.dashboard {
-        println!("   Dashboard op https://localhost:{} (HTTPS)", d.addr.port());
+        println!(
+            "   Dashboard op https://localhost:{} (HTTPS)",
+            d.addr.port()
+        );
     }
 
     // 2. The synthetic municipality and the partners' exports.
@@ -299,7 +302,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
     } else {
         println!("Wat nu?");
-        println!("  {exe} demo --keep       houdt de aggregator en het dashboard draaiend om zelf te bevragen");
+        println!(
+            "  {exe} demo --keep       houdt de aggregator en het dashboard draaiend om zelf te bevragen"
+        );
         println!("  {exe} query table --help");
         println!("  README.md beschrijft een echte server, partner en analist.");
     }

@@ -138,13 +138,20 @@ impl Atlas {
         let mut shapes = HashMap::new();
         for g in &collection.geometries {
             let (rings, code) = match g {
-                topo::Geometry::Polygon { arcs, properties } => (arcs.clone(), &properties.statcode),
+                topo::Geometry::Polygon { arcs, properties } => {
+                    (arcs.clone(), &properties.statcode)
+                }
                 topo::Geometry::MultiPolygon { arcs, properties } => {
                     (arcs.concat(), &properties.statcode)
                 }
                 topo::Geometry::Other => continue,
             };
-            let mut bbox = [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY];
+            let mut bbox = [
+                f64::INFINITY,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                f64::NEG_INFINITY,
+            ];
             for &a in rings.iter().flatten() {
                 let i = if a < 0 { !a } else { a };
                 let arc = usize::try_from(i)
@@ -155,7 +162,12 @@ impl Atlas {
                         arc: a,
                     })?;
                 for &[x, y] in arc {
-                    bbox = [bbox[0].min(x), bbox[1].min(y), bbox[2].max(x), bbox[3].max(y)];
+                    bbox = [
+                        bbox[0].min(x),
+                        bbox[1].min(y),
+                        bbox[2].max(x),
+                        bbox[3].max(y),
+                    ];
                 }
             }
             shapes.insert(code.clone(), Shape { rings, bbox });
@@ -213,7 +225,12 @@ impl Atlas {
                 None => missing.push(code.to_owned()),
             }
         }
-        let mut bbox = [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY];
+        let mut bbox = [
+            f64::INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        ];
         for (_, s) in &found {
             bbox = [
                 bbox[0].min(s.bbox[0]),
@@ -236,12 +253,8 @@ impl Atlas {
         let span_y = (bbox[3] - bbox[1]).max(1e-9);
         let scale = width / span_x;
         let height = (span_y * scale).ceil();
-        let project = |[lon, lat]: [f64; 2]| {
-            (
-                (lon - bbox[0]) * squeeze * scale,
-                (bbox[3] - lat) * scale,
-            )
-        };
+        let project =
+            |[lon, lat]: [f64; 2]| ((lon - bbox[0]) * squeeze * scale, (bbox[3] - lat) * scale);
         let paths = found
             .into_iter()
             .map(|(code, shape)| {
@@ -374,7 +387,10 @@ mod tests {
         let flat = [[0.0, 0.0], [1.0, 0.00001], [2.0, 0.0]];
         assert_eq!(simplify(&flat, 0.001), vec![[0.0, 0.0], [2.0, 0.0]]);
         let peak = [[0.0, 0.0], [1.0, 0.5], [2.0, 1.0], [3.0, 0.0]];
-        assert_eq!(simplify(&peak, 0.001), vec![[0.0, 0.0], [2.0, 1.0], [3.0, 0.0]]);
+        assert_eq!(
+            simplify(&peak, 0.001),
+            vec![[0.0, 0.0], [2.0, 1.0], [3.0, 0.0]]
+        );
     }
 
     #[test]

@@ -96,9 +96,12 @@ fn totals(months: &[Vec<(BuurtCode, u32)>]) -> Vec<(BuurtCode, CellTotal)> {
     out.into_iter().collect()
 }
 
+/// One row of the program: Σ coefficient × variable (op) right-hand side.
+type Row = (Vec<(usize, f64)>, ComparisonOp, f64);
+
 /// The attacker's program: one variable per table and area.
 struct Attack {
-    problem_rows: Vec<(Vec<(usize, f64)>, ComparisonOp, f64)>,
+    problem_rows: Vec<Row>,
     bounds: Vec<(f64, f64)>,
 }
 

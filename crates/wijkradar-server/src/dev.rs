@@ -10,7 +10,9 @@ use wijkradar_pki::{CertFiles, Oin, PkiError};
 use crate::access::Role;
 use wijkradar_pseudonym::{KeyError, RootKey, ServerKey};
 
-use crate::config::{DashboardConfig, KeysConfig, Limits, ReleaseConfig, RetentionConfig, ServerConfig, TlsConfig};
+use crate::config::{
+    DashboardConfig, KeysConfig, Limits, ReleaseConfig, RetentionConfig, ServerConfig, TlsConfig,
+};
 
 /// Months a development setup keeps signals: the demo simulates 36 months
 /// of history for the early warning (the production default is 18).

@@ -42,8 +42,8 @@ use wijkradar_pseudonym::{KeyError, ServerKey};
 use wijkradar_release::{Bases, PtableError, ReleasePolicy};
 use wijkradar_store::{IngestQueue, Store, StoreError, WriterThread};
 
-pub use dashboard::DashboardHandle;
 pub use config::{ConfigError, Limits, RetentionConfig, ServerConfig};
+pub use dashboard::DashboardHandle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {

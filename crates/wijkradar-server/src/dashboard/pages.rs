@@ -118,15 +118,17 @@ fn signed_in(d: &Dashboard, headers: &HeaderMap) -> Option<(String, Session, Org
 }
 
 /// The signed-in organisation, or the page that asks to log in.
-fn require(d: &Dashboard, headers: &HeaderMap) -> Result<(Session, Organisation), Response> {
+fn require(d: &Dashboard, headers: &HeaderMap) -> Result<(Session, Organisation), Box<Response>> {
     match signed_in(d, headers) {
         Some((_, s, o)) if o.analyst.is_some() => Ok((s, o)),
-        Some(_) => Err(Failure(
-            StatusCode::FORBIDDEN,
-            "Deze organisatie mag geen cijfers inzien.".into(),
-        )
-        .into_response()),
-        None => Err(login_page(StatusCode::UNAUTHORIZED)),
+        Some(_) => Err(Box::new(
+            Failure(
+                StatusCode::FORBIDDEN,
+                "Deze organisatie mag geen cijfers inzien.".into(),
+            )
+            .into_response(),
+        )),
+        None => Err(Box::new(login_page(StatusCode::UNAUTHORIZED))),
     }
 }
 
@@ -148,7 +150,7 @@ fn login_page(status: StatusCode) -> Response {
 pub(super) async fn home(State(d): Shared, headers: HeaderMap) -> Response {
     let (_, org) = match require(&d, &headers) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match org.analyst.iter().flatten().next() {
         Some(g) => Redirect::to(&format!("/gemeente/{g}")).into_response(),
@@ -196,7 +198,9 @@ pub(super) async fn logout(
     }
     d.sessions.close(&id);
     let mut r = Redirect::to("/").into_response();
-    if let Ok(v) = format!("{COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0").parse() {
+    if let Ok(v) =
+        format!("{COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0").parse()
+    {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
@@ -242,7 +246,10 @@ pub(super) async fn not_found() -> Response {
 
 pub(super) async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind): (&'static [u8], &str) = match file.as_str() {
-        "stijl.css" => (include_bytes!("../../assets/stijl.css"), "text/css; charset=utf-8"),
+        "stijl.css" => (
+            include_bytes!("../../assets/stijl.css"),
+            "text/css; charset=utf-8",
+        ),
         "app.js" => (
             include_bytes!("../../assets/app.js"),
             "text/javascript; charset=utf-8",
@@ -427,7 +434,10 @@ fn legend(breaks: &[f64; 4]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut low = 0.0;
     for (i, &b) in breaks.iter().enumerate() {
-        out.push((format!("k{i}"), format!("{} tot {}", decimal(low), decimal(b))));
+        out.push((
+            format!("k{i}"),
+            format!("{} tot {}", decimal(low), decimal(b)),
+        ));
         low = b;
     }
     out.push(("k4".into(), format!("{} of meer", decimal(low))));
@@ -451,7 +461,7 @@ pub(super) async fn gemeente(
 ) -> Response {
     let (session, org) = match require(&d, &headers) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match gemeente_page(&d, &org, &code, p).await {
         Ok(mut page) => {
@@ -558,7 +568,11 @@ async fn gemeente_page(
             "maat={}&periode={}&niveau={}{extra}",
             esc(&measure),
             p.periode.name(),
-            if level == pb::AreaLevel::Buurt { "buurt" } else { "wijk" }
+            if level == pb::AreaLevel::Buurt {
+                "buurt"
+            } else {
+                "wijk"
+            }
         )
     };
     let wijk_of = |area: &str| -> String {
@@ -612,7 +626,9 @@ async fn gemeente_page(
         h = drawing.height,
         title = esc(&format!(
             "{} per 1.000 huishoudens, {}",
-            all.iter().find(|m| m.0 == measure).map_or("", |m| m.1.as_str()),
+            all.iter()
+                .find(|m| m.0 == measure)
+                .map_or("", |m| m.1.as_str()),
             period(&chosen)
         )),
     );
@@ -627,7 +643,10 @@ async fn gemeente_page(
             ),
             (pb::CellStatus::Released, None) => (
                 "geen-cijfer".to_owned(),
-                format!("{} huishoudens (geen huishoudensbasis)", whole(cell.value.unwrap_or(0))),
+                format!(
+                    "{} huishoudens (geen huishoudensbasis)",
+                    whole(cell.value.unwrap_or(0))
+                ),
             ),
             _ => ("geen-cijfer".to_owned(), "nog niet vrijgegeven".to_owned()),
         };
@@ -649,7 +668,11 @@ async fn gemeente_page(
     let suppressed_share = if cells.is_empty() {
         String::new()
     } else {
-        format!("{} van de {}", whole(suppressed as u64), whole(cells.len() as u64))
+        format!(
+            "{} van de {}",
+            whole(suppressed as u64),
+            whole(cells.len() as u64)
+        )
     };
     Ok(GemeentePage {
         title: format!("{gemeente_name}: {measure_label}"),
@@ -670,7 +693,11 @@ async fn gemeente_page(
             .collect(),
         measure_label,
         granularity: p.periode.name(),
-        level: if level == pb::AreaLevel::Buurt { "buurt" } else { "wijk" },
+        level: if level == pb::AreaLevel::Buurt {
+            "buurt"
+        } else {
+            "wijk"
+        },
         periods: labels
             .iter()
             .map(|l| (l.clone(), period(l), *l == chosen))
@@ -720,7 +747,7 @@ pub(super) async fn wijk(
 ) -> Response {
     let (session, org) = match require(&d, &headers) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match wijk_page(&d, &org, &code, p.periode).await {
         Ok(mut page) => {
@@ -747,9 +774,26 @@ async fn wijk_page(
     let cat = catalogue(d, org, &g).await?;
     let all = measures(&cat);
     let names: Vec<String> = all.iter().map(|m| m.0.clone()).collect();
-    let wijk_cells = figures(d, org, &g, &cat, names.clone(), granularity, pb::AreaLevel::Wijk).await?;
-    let gemeente_cells =
-        figures(d, org, &g, &cat, names, granularity, pb::AreaLevel::Gemeente).await?;
+    let wijk_cells = figures(
+        d,
+        org,
+        &g,
+        &cat,
+        names.clone(),
+        granularity,
+        pb::AreaLevel::Wijk,
+    )
+    .await?;
+    let gemeente_cells = figures(
+        d,
+        org,
+        &g,
+        &cat,
+        names,
+        granularity,
+        pb::AreaLevel::Gemeente,
+    )
+    .await?;
     let area_name = |c: &str| {
         cat.areas
             .iter()
@@ -818,7 +862,14 @@ async fn wijk_page(
     d.query.may_query(org, ALERTS_CALL, &g)?;
     let answer = d
         .query
-        .answer_granted(org, ALERTS_CALL, &g, String::new(), alerts_req, Query::alerts)
+        .answer_granted(
+            org,
+            ALERTS_CALL,
+            &g,
+            String::new(),
+            alerts_req,
+            Query::alerts,
+        )
         .await?;
     let label_of = |n: &str| {
         all.iter()
@@ -828,7 +879,10 @@ async fn wijk_page(
     let alerts = answer
         .alerts
         .iter()
-        .filter(|a| a.area_code == code || a.area_code.get(2..8) == code.get(2..8) && a.area_code.starts_with("BU"))
+        .filter(|a| {
+            a.area_code == code
+                || a.area_code.get(2..8) == code.get(2..8) && a.area_code.starts_with("BU")
+        })
         .map(|a| {
             (
                 area_name(&a.area_code),
@@ -873,9 +927,8 @@ fn trend_svg(label: &str, own: &[pb::Cell], gemeente: &[pb::Cell], k: u32) -> St
         c.rate_per_1000.or(c.value.map(|v| v as f64))
     };
     let uses_rate = own.iter().any(|c| c.rate_per_1000.is_some());
-    let gem_value = |c: &pb::Cell| -> Option<f64> {
-        if uses_rate { c.rate_per_1000 } else { None }
-    };
+    let gem_value =
+        |c: &pb::Cell| -> Option<f64> { if uses_rate { c.rate_per_1000 } else { None } };
     let top = own
         .iter()
         .filter_map(value)
@@ -891,7 +944,11 @@ fn trend_svg(label: &str, own: &[pb::Cell], gemeente: &[pb::Cell], k: u32) -> St
         r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" class="trend" role="img" aria-label="{}">"#,
         esc(&format!(
             "Trend van {label} in de wijk{}",
-            if uses_rate { ", per 1.000 huishoudens, met de gemeente ter vergelijking" } else { "" }
+            if uses_rate {
+                ", per 1.000 huishoudens, met de gemeente ter vergelijking"
+            } else {
+                ""
+            }
         ))
     );
     // Axis and three grid lines with their values.
@@ -925,7 +982,13 @@ fn trend_svg(label: &str, own: &[pb::Cell], gemeente: &[pb::Cell], k: u32) -> St
         for &(i, v) in points {
             match v {
                 Some(v) => {
-                    let _ = write!(d, "{}{:.1} {:.1}", if pen_down { 'L' } else { 'M' }, x(i), y(v));
+                    let _ = write!(
+                        d,
+                        "{}{:.1} {:.1}",
+                        if pen_down { 'L' } else { 'M' },
+                        x(i),
+                        y(v)
+                    );
                     pen_down = true;
                 }
                 None => pen_down = false,
@@ -939,11 +1002,20 @@ fn trend_svg(label: &str, own: &[pb::Cell], gemeente: &[pb::Cell], k: u32) -> St
         let gem: Vec<(usize, Option<f64>)> = own
             .iter()
             .enumerate()
-            .map(|(i, c)| (i, gemeente.iter().find(|g| g.month == c.month).and_then(gem_value)))
+            .map(|(i, c)| {
+                (
+                    i,
+                    gemeente
+                        .iter()
+                        .find(|g| g.month == c.month)
+                        .and_then(gem_value),
+                )
+            })
             .collect();
         line(&mut s, &gem, "lijn-gemeente");
     }
-    let points: Vec<(usize, Option<f64>)> = own.iter().enumerate().map(|(i, c)| (i, value(c))).collect();
+    let points: Vec<(usize, Option<f64>)> =
+        own.iter().enumerate().map(|(i, c)| (i, value(c))).collect();
     line(&mut s, &points, "lijn-wijk");
     for (i, c) in own.iter().enumerate() {
         match (c.status(), value(c)) {
@@ -991,7 +1063,7 @@ pub(super) async fn export(
 ) -> Response {
     let (_, org) = match require(&d, &headers) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if file != "tabel.csv" {
         return not_found().await;
@@ -1016,7 +1088,11 @@ pub(super) async fn export(
 /// of the page's months: for Dutch Excel (`;`, decimal comma, UTF-8 with
 /// byte order mark) or plain (`,`, decimal point). The status is its own
 /// column; text cells are guarded against formulas.
-async fn export_csv(d: &Dashboard, org: &Organisation, p: ExportParams) -> Result<Vec<u8>, Failure> {
+async fn export_csv(
+    d: &Dashboard,
+    org: &Organisation,
+    p: ExportParams,
+) -> Result<Vec<u8>, Failure> {
     let excel = p.formaat.as_deref() != Some("csv");
     let cat = catalogue(d, org, &p.gemeente).await?;
     let all = measures(&cat);
@@ -1030,7 +1106,16 @@ async fn export_csv(d: &Dashboard, org: &Organisation, p: ExportParams) -> Resul
         Level::Wijk => pb::AreaLevel::Wijk,
         Level::Buurt => pb::AreaLevel::Buurt,
     };
-    let fig = figures(d, org, &p.gemeente, &cat, vec![measure], p.table.periode, level).await?;
+    let fig = figures(
+        d,
+        org,
+        &p.gemeente,
+        &cat,
+        vec![measure],
+        p.table.periode,
+        level,
+    )
+    .await?;
     let names: HashMap<&str, &str> = cat
         .areas
         .iter()
