@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod alert_status;
 mod shred;
 mod writer;
 
@@ -52,6 +53,7 @@ use wijkradar_domain::{
     SignalTypeName, derived::HouseholdSignal,
 };
 
+pub use alert_status::{AlertRef, AlertStatus, AlertStatusRecord};
 pub use writer::{IngestQueue, Outcome, Pending, Purged, WriterThread};
 
 #[derive(Debug, thiserror::Error)]
@@ -528,6 +530,20 @@ impl Store {
             let (k, v) = kv?;
             let (_, type_id, month) = table_of_state_key(&k)?;
             out.insert((type_id, month), decode_counter(&v)?);
+        }
+        Ok(out)
+    }
+
+    /// The statuses analysts set on the alerts of gemeente `g`'s month.
+    pub fn alert_statuses(
+        &self,
+        g: GemeenteCode,
+        month: Month,
+    ) -> Result<Vec<(AlertRef, AlertStatusRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(AlertRef::prefix(g, month)) {
+            let (k, v) = kv?;
+            out.push((AlertRef::parse(g, month, &k)?, AlertStatusRecord::decode(&v)?));
         }
         Ok(out)
     }

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use wijkradar_domain::{CellTotal, Month, SignalTypeName};
 
+use crate::alert_status::{ALERT_STATUS, AlertRef, AlertStatusRecord};
 use crate::{
     COUNT, IncomingBatch, Measure, PSEUDONYM_KEY, RELEASE, SIGNAL, SIGNAL_KEY, SIGNAL_TOTAL,
     SIGNAL_VALUE, Store, StoreError, TABLE_STATE, TYPE, TableRef, batch_key, count_key,
@@ -94,6 +95,11 @@ enum Request {
         first_kept: HashMap<SignalTypeName, Month>,
         reply: oneshot::Sender<Result<Purged, StoreError>>,
     },
+    AlertStatus {
+        alert: AlertRef,
+        record: AlertStatusRecord,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// What a purge removed.
@@ -116,6 +122,7 @@ impl std::fmt::Debug for Request {
         match self {
             Request::Batch { batch, .. } => write!(f, "Batch({})", batch.id),
             Request::Purge { .. } => f.write_str("Purge"),
+            Request::AlertStatus { .. } => f.write_str("AlertStatus"),
         }
     }
 }
@@ -155,6 +162,24 @@ impl IngestQueue {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Request::Purge { first_kept, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
+        answer.await.map_err(|_| StoreError::Unavailable)?
+    }
+
+    /// Stores an analyst's status of an alert; returns once it is flushed.
+    pub async fn set_alert_status(
+        &self,
+        alert: AlertRef,
+        record: AlertStatusRecord,
+    ) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request::AlertStatus {
+                alert,
+                record,
+                reply,
+            })
             .await
             .map_err(|_| StoreError::Unavailable)?;
         answer.await.map_err(|_| StoreError::Unavailable)?
@@ -200,14 +225,25 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
     while let Some(first) = rx.blocking_recv() {
         let mut group = Vec::new();
         let mut purge = None;
+        let mut status = None;
         match first {
             Request::Batch { batch, reply } => group.push((batch, reply)),
             Request::Purge { first_kept, reply } => purge = Some((first_kept, reply)),
+            Request::AlertStatus {
+                alert,
+                record,
+                reply,
+            } => status = Some((alert, record, reply)),
         }
-        while purge.is_none() && group.len() < MAX_GROUP {
+        while purge.is_none() && status.is_none() && group.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(Request::Batch { batch, reply }) => group.push((batch, reply)),
                 Ok(Request::Purge { first_kept, reply }) => purge = Some((first_kept, reply)),
+                Ok(Request::AlertStatus {
+                    alert,
+                    record,
+                    reply,
+                }) => status = Some((alert, record, reply)),
                 Err(_) => break,
             }
         }
@@ -218,6 +254,19 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
             let result = match state.as_mut() {
                 Some(s) if !poisoned => self::purge(s, &first_kept),
                 _ => Err(StoreError::Unavailable),
+            };
+            let _ = reply.send(result);
+        }
+        if let Some((alert, record, reply)) = status {
+            let result = if poisoned {
+                Err(StoreError::Unavailable)
+            } else {
+                store
+                    .db
+                    .insert(alert.key(), record.encode())
+                    .and_then(|_| store.db.flush())
+                    .map(|_| ())
+                    .map_err(StoreError::from)
             };
             let _ = reply.send(result);
         }
@@ -329,6 +378,20 @@ fn purge(
             Measure::Derived(_) => kept_by_all.is_some_and(|k| first < k),
         };
         if counted {
+            writes.remove(key);
+        }
+    }
+    // Statuses of alerts of erased months: a type's by its own cutoff, a
+    // derived indicator's before the month every type still keeps.
+    for key in db.scan_prefix([ALERT_STATUS]).keys() {
+        let key = key?;
+        let erased = AlertRef::month_and_measure(&key).is_some_and(|(month, measure)| {
+            match measure.parse::<SignalTypeName>().ok().and_then(|t| first_kept.get(&t)) {
+                Some(&first) => month < first,
+                None => kept_by_all.is_some_and(|k| month < k),
+            }
+        });
+        if erased {
             writes.remove(key);
         }
     }
