@@ -18,9 +18,10 @@ fn current_month() -> Month {
     Month::from_unix_seconds(secs as i64)
 }
 
-#[tokio::test]
-async fn a_rising_wijk_is_alerted_with_its_released_value_only() {
-    let server = TestServer::start().await;
+/// Sends 30 months of huurachterstand in Almere's first six wijken, the
+/// third of which doubles in the last three months (with energy arrears
+/// for the extra households); returns that wijk and the last month.
+pub(crate) async fn send_a_rising_wijk(server: &TestServer) -> (wijkradar_domain::WijkCode, Month) {
     let hierarchy = Hierarchy::netherlands_2023();
     let almere = "GM0034".parse().unwrap();
     let wijken: Vec<_> = hierarchy.wijken_of(almere).take(6).collect();
@@ -63,7 +64,13 @@ async fn a_rising_wijk_is_alerted_with_its_released_value_only() {
     )
     .await
     .unwrap();
+    (rising, last)
+}
 
+#[tokio::test]
+async fn a_rising_wijk_is_alerted_with_its_released_value_only() {
+    let server = TestServer::start().await;
+    let (rising, last) = send_a_rising_wijk(&server).await;
     let mut q = server.query(ANALYST).await;
     let answer = almere_rent_alerts(&mut q).await;
     assert_eq!(answer.month, last.to_string());

@@ -408,3 +408,130 @@ async fn an_analyst_sees_only_its_gemeenten_and_exports_csv_for_excel() {
     assert!(plain.starts_with("gebiedscode,gebiedsnaam,"));
     assert!(!plain.starts_with('\u{feff}'));
 }
+
+/// A server with the dashboard and no signals yet.
+async fn server_with_dashboard() -> TestServer {
+    TestServer::start_with(|c| {
+        c.dashboard = Some(wijkradar_server::config::DashboardConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            local_login: Some(ANALYST.into()),
+            session_minutes: 30,
+        });
+    })
+    .await
+}
+
+fn csrf_of(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a CSRF token in the page")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_analyst_sets_the_status_of_an_alert_and_it_is_stored_and_audited() {
+    let mut server = server_with_dashboard().await;
+    let (rising, last) = crate::alerts::send_a_rising_wijk(&server).await;
+    let mut web = Web::new(&server);
+    web.log_in(&login_url(&server)).await;
+    let page = web.get("/meldingen/GM0034").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("cache-control"), "no-store");
+    let html = page.text();
+    let first_row = html
+        .split("<tbody>")
+        .nth(1)
+        .and_then(|b| b.split("</tr>").next())
+        .expect("an alert");
+    assert!(
+        first_row.contains(&format!("/wijk/{rising}")),
+        "{first_row}"
+    );
+    assert!(
+        first_row.contains(r#"<option value="nieuw" selected>"#),
+        "{first_row}"
+    );
+    let form = |status: &str, area: &str, csrf: &str| {
+        format!("csrf={csrf}&maand={last}&gebied={area}&maat=huurachterstand&status={status}")
+    };
+    let csrf = csrf_of(&html);
+    // A forged form, another gemeente's area, an unknown status: refused.
+    let forged = web
+        .request(
+            "POST",
+            "/meldingen/GM0034/status",
+            Some(&form("opgepakt", &rising.to_string(), "00")),
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    let elsewhere = web
+        .request(
+            "POST",
+            "/meldingen/GM0034/status",
+            Some(&form("opgepakt", "WK005001", &csrf)),
+        )
+        .await;
+    assert_eq!(elsewhere.status, 400);
+    let unknown = web
+        .request(
+            "POST",
+            "/meldingen/GM0034/status",
+            Some(&form("vergeten", &rising.to_string(), &csrf)),
+        )
+        .await;
+    assert_eq!(unknown.status, 400);
+    let other_gemeente = web
+        .request(
+            "POST",
+            "/meldingen/GM0050/status",
+            Some(&form("opgepakt", "WK005001", &csrf)),
+        )
+        .await;
+    assert_eq!(other_gemeente.status, 403);
+    // Taken up: stored, shown with who set it, audited.
+    let set = web
+        .request(
+            "POST",
+            "/meldingen/GM0034/status",
+            Some(&form("opgepakt", &rising.to_string(), &csrf)),
+        )
+        .await;
+    assert_eq!(set.status, 303);
+    let html = web
+        .get(&format!("/meldingen/GM0034?maand={last}"))
+        .await
+        .text();
+    let row = html
+        .split(&format!("/wijk/{rising}"))
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap();
+    assert!(
+        row.contains(r#"<option value="opgepakt" selected>"#),
+        "{row}"
+    );
+    assert!(row.contains(&format!("door {ANALYST}")), "{row}");
+    let log = std::fs::read_to_string(
+        server
+            .setup
+            .config
+            .data_dir
+            .join(wijkradar_audit::FILE_NAME),
+    )
+    .unwrap();
+    assert!(
+        log.contains(&format!("Dashboard.SetAlertStatus")),
+        "audited"
+    );
+    assert!(log.contains("status=opgepakt"));
+    // After a restart the status is still there.
+    server.restart().await;
+    let mut web = Web::new(&server);
+    web.log_in(&login_url(&server)).await;
+    let html = web
+        .get(&format!("/meldingen/GM0034?maand={last}"))
+        .await
+        .text();
+    assert!(html.contains(r#"<option value="opgepakt" selected>"#));
+}

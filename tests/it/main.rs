@@ -2,7 +2,7 @@
 //! TLS on 127.0.0.1:0, sled in temporary directories, the agent library.
 
 mod access;
-mod alerts;
+pub(crate) mod alerts;
 mod attacks;
 mod bad_input;
 mod browser;

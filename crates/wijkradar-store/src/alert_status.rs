@@ -10,9 +10,10 @@ use crate::StoreError;
 pub(crate) const ALERT_STATUS: u8 = b'A';
 
 /// Where an analyst stands with an alert. An alert without a stored status
-/// is new.
+/// is new; an analyst can set it back to new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AlertStatus {
+    New,
     Seen,
     TakenUp,
     Closed,
@@ -21,6 +22,7 @@ pub enum AlertStatus {
 impl AlertStatus {
     fn code(self) -> u8 {
         match self {
+            AlertStatus::New => 0,
             AlertStatus::Seen => 1,
             AlertStatus::TakenUp => 2,
             AlertStatus::Closed => 3,
@@ -29,6 +31,7 @@ impl AlertStatus {
 
     fn from_code(c: u8) -> Option<AlertStatus> {
         match c {
+            0 => Some(AlertStatus::New),
             1 => Some(AlertStatus::Seen),
             2 => Some(AlertStatus::TakenUp),
             3 => Some(AlertStatus::Closed),
@@ -107,7 +110,12 @@ impl AlertStatusRecord {
     pub(crate) fn decode(v: &[u8]) -> Result<AlertStatusRecord, StoreError> {
         let corrupt = || StoreError::Corrupt;
         let status = AlertStatus::from_code(*v.first().ok_or_else(corrupt)?).ok_or_else(corrupt)?;
-        let at = i64::from_be_bytes(v.get(1..9).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?);
+        let at = i64::from_be_bytes(
+            v.get(1..9)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .map_err(|_| corrupt())?,
+        );
         let by = String::from_utf8(v[9..].to_vec()).map_err(|_| corrupt())?;
         Ok(AlertStatusRecord { status, by, at })
     }

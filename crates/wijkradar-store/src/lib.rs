@@ -543,7 +543,10 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.db.scan_prefix(AlertRef::prefix(g, month)) {
             let (k, v) = kv?;
-            out.push((AlertRef::parse(g, month, &k)?, AlertStatusRecord::decode(&v)?));
+            out.push((
+                AlertRef::parse(g, month, &k)?,
+                AlertStatusRecord::decode(&v)?,
+            ));
         }
         Ok(out)
     }

@@ -345,14 +345,22 @@ async fn pseudonyms_are_never_stored_in_the_clear_and_a_purge_leaves_the_rest_co
         at: 1_700_000_000,
     };
     for m in ["2024-01", "2024-02"] {
-        queue.set_alert_status(alert(m), record.clone()).await.unwrap();
+        queue
+            .set_alert_status(alert(m), record.clone())
+            .await
+            .unwrap();
     }
     assert_eq!(
         store.alert_statuses(g, month("2024-02")).unwrap(),
         vec![(alert("2024-02"), record.clone())]
     );
     let purged = queue.purge(first_kept).await.unwrap();
-    assert!(store.alert_statuses(g, month("2024-01")).unwrap().is_empty());
+    assert!(
+        store
+            .alert_statuses(g, month("2024-01"))
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.alert_statuses(g, month("2024-02")).unwrap().len(), 1);
     assert_eq!(
         purged,
@@ -385,7 +393,11 @@ async fn pseudonyms_are_never_stored_in_the_clear_and_a_purge_leaves_the_rest_co
     let store = Store::open(dir.path(), "k1").unwrap();
     assert_eq!(store.signal_count().unwrap(), 3);
     assert_eq!(store.households_in(g).unwrap().len(), 3);
-    assert_eq!(store.alert_statuses(g, month("2024-02")).unwrap().len(), 1, "durable");
+    assert_eq!(
+        store.alert_statuses(g, month("2024-02")).unwrap().len(),
+        1,
+        "durable"
+    );
 }
 
 #[tokio::test]

@@ -385,12 +385,17 @@ fn purge(
     // derived indicator's before the month every type still keeps.
     for key in db.scan_prefix([ALERT_STATUS]).keys() {
         let key = key?;
-        let erased = AlertRef::month_and_measure(&key).is_some_and(|(month, measure)| {
-            match measure.parse::<SignalTypeName>().ok().and_then(|t| first_kept.get(&t)) {
-                Some(&first) => month < first,
-                None => kept_by_all.is_some_and(|k| month < k),
-            }
-        });
+        let erased =
+            AlertRef::month_and_measure(&key).is_some_and(|(month, measure)| {
+                match measure
+                    .parse::<SignalTypeName>()
+                    .ok()
+                    .and_then(|t| first_kept.get(&t))
+                {
+                    Some(&first) => month < first,
+                    None => kept_by_all.is_some_and(|k| month < k),
+                }
+            });
         if erased {
             writes.remove(key);
         }

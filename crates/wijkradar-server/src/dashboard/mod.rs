@@ -14,6 +14,7 @@
 //! `HttpOnly` and `SameSite=Strict`, and a form that changes anything
 //! carries the session's CSRF token.
 
+mod alerts;
 mod format;
 mod pages;
 mod session;
@@ -180,6 +181,8 @@ fn router(dashboard: Arc<Dashboard>) -> Router {
         .route("/uitleg", get(pages::explanation))
         .route("/gemeente/{code}", get(pages::gemeente))
         .route("/wijk/{code}", get(pages::wijk))
+        .route("/meldingen/{code}", get(alerts::page))
+        .route("/meldingen/{code}/status", post(alerts::set_status))
         .route("/export/{file}", get(pages::export))
         .route("/static/{file}", get(pages::asset))
         .fallback(pages::not_found)

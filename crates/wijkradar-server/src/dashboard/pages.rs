@@ -40,7 +40,7 @@ const MAP_WIDTH: f64 = 640.0;
 type Shared = State<Arc<Dashboard>>;
 
 /// A page that went wrong, in Dutch, with its HTTP status.
-struct Failure(StatusCode, String);
+pub(super) struct Failure(pub(super) StatusCode, pub(super) String);
 
 impl From<ApiError> for Failure {
     fn from(e: ApiError) -> Failure {
@@ -79,7 +79,7 @@ impl IntoResponse for Failure {
     }
 }
 
-fn render(page: &impl Template) -> Response {
+pub(super) fn render(page: &impl Template) -> Response {
     match page.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
@@ -91,9 +91,9 @@ fn render(page: &impl Template) -> Response {
 
 /// Who is signed in, as the page header shows it.
 #[derive(Debug, Clone)]
-struct Signed {
-    organisation: String,
-    csrf: String,
+pub(super) struct Signed {
+    pub(super) organisation: String,
+    pub(super) csrf: String,
 }
 
 /// The session of the request's cookie and its organisation.
@@ -118,7 +118,10 @@ fn signed_in(d: &Dashboard, headers: &HeaderMap) -> Option<(String, Session, Org
 }
 
 /// The signed-in organisation, or the page that asks to log in.
-fn require(d: &Dashboard, headers: &HeaderMap) -> Result<(Session, Organisation), Box<Response>> {
+pub(super) fn require(
+    d: &Dashboard,
+    headers: &HeaderMap,
+) -> Result<(Session, Organisation), Box<Response>> {
     match signed_in(d, headers) {
         Some((_, s, o)) if o.analyst.is_some() => Ok((s, o)),
         Some(_) => Err(Box::new(
@@ -207,7 +210,7 @@ pub(super) async fn logout(
 }
 
 /// Compares two tokens in time that does not depend on where they differ.
-fn same_token(a: &str, b: &str) -> bool {
+pub(super) fn same_token(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
@@ -365,7 +368,7 @@ struct GemeentePage {
 }
 
 /// The catalogue of gemeente `g`, audited.
-async fn catalogue(
+pub(super) async fn catalogue(
     d: &Dashboard,
     org: &Organisation,
     g: &str,
@@ -404,7 +407,7 @@ fn month_range(cat: &pb::GetCatalogueResponse) -> Option<(String, String)> {
 
 /// The measures of the catalogue (risks, then chances) and the derived
 /// indicators, with their Dutch labels.
-fn measures(cat: &pb::GetCatalogueResponse) -> Vec<(String, String, bool)> {
+pub(super) fn measures(cat: &pb::GetCatalogueResponse) -> Vec<(String, String, bool)> {
     let mut out: Vec<(String, String, bool)> = cat
         .signal_types
         .iter()
