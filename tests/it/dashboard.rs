@@ -43,8 +43,16 @@ pub(crate) struct Web {
 
 impl Web {
     pub fn new(server: &TestServer) -> Web {
+        Web::to(
+            server.dashboard().expect("dashboard on").addr,
+            &server.setup.pki_dir.join("ca.pem"),
+        )
+    }
+
+    /// A client of the HTTPS server at `addr`, trusting the CA in `ca`.
+    pub fn to(addr: std::net::SocketAddr, ca: &std::path::Path) -> Web {
         let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(server.setup.pki_dir.join("ca.pem")).unwrap() {
+        for cert in CertificateDer::pem_file_iter(ca).unwrap() {
             roots.add(cert.unwrap()).unwrap();
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -54,7 +62,7 @@ impl Web {
             .with_root_certificates(roots)
             .with_no_client_auth();
         Web {
-            addr: server.dashboard().expect("dashboard on").addr,
+            addr,
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             cookie: None,
         }
@@ -127,6 +135,7 @@ pub(crate) async fn server_with_figures() -> TestServer {
             listen: "127.0.0.1:0".parse().unwrap(),
             local_login: Some(ANALYST.into()),
             session_minutes: 30,
+            oidc: None,
         });
     })
     .await;
@@ -416,6 +425,7 @@ async fn server_with_dashboard() -> TestServer {
             listen: "127.0.0.1:0".parse().unwrap(),
             local_login: Some(ANALYST.into()),
             session_minutes: 30,
+            oidc: None,
         });
     })
     .await
@@ -520,10 +530,7 @@ async fn an_analyst_sets_the_status_of_an_alert_and_it_is_stored_and_audited() {
             .join(wijkradar_audit::FILE_NAME),
     )
     .unwrap();
-    assert!(
-        log.contains(&format!("Dashboard.SetAlertStatus")),
-        "audited"
-    );
+    assert!(log.contains("Dashboard.SetAlertStatus"), "audited");
     assert!(log.contains("status=opgepakt"));
     // After a restart the status is still there.
     server.restart().await;

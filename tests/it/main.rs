@@ -9,6 +9,7 @@ mod browser;
 mod dashboard;
 mod discovery;
 mod governance;
+mod oidc;
 mod pipeline;
 mod privacy;
 

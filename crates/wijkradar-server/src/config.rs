@@ -68,6 +68,54 @@ pub struct DashboardConfig {
     /// Minutes a session lasts after its last page view.
     #[serde(default = "DashboardConfig::default_session_minutes")]
     pub session_minutes: u64,
+    /// Login through the municipality's identity provider.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+}
+
+/// OpenID Connect: the provider, this client, and which of the provider's
+/// groups are which organisation of the access file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer URL; its `/.well-known/openid-configuration` is read.
+    pub issuer: String,
+    pub client_id: String,
+    /// A file holding the client secret (owner-only).
+    pub client_secret_file: PathBuf,
+    /// This dashboard's callback, `https://…/oidc/terug`, as registered at
+    /// the provider.
+    pub redirect_url: String,
+    /// Scopes asked for besides `openid`.
+    #[serde(default = "OidcConfig::default_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID token's claim that lists the account's groups.
+    #[serde(default = "OidcConfig::default_groups_claim")]
+    pub groups_claim: String,
+    /// The municipality's own CA for the provider's HTTPS, besides the
+    /// public roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Group → organisation, in order: the first group of the account that
+    /// is listed decides.
+    pub groups: Vec<GroupMapping>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMapping {
+    pub group: String,
+    pub organisation: String,
+}
+
+impl OidcConfig {
+    fn default_scopes() -> Vec<String> {
+        vec!["profile".into()]
+    }
+
+    fn default_groups_claim() -> String {
+        "groups".into()
+    }
 }
 
 impl DashboardConfig {
@@ -230,6 +278,13 @@ impl ServerConfig {
             message,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        let oidc = config.dashboard.as_mut().and_then(|d| d.oidc.as_mut());
+        let oidc_files: Vec<&mut PathBuf> = match oidc {
+            Some(o) => std::iter::once(&mut o.client_secret_file)
+                .chain(o.ca.as_mut())
+                .collect(),
+            None => Vec::new(),
+        };
         let base_file = config.release.household_base.as_mut();
         for p in [
             &mut config.data_dir,
@@ -241,6 +296,7 @@ impl ServerConfig {
         ]
         .into_iter()
         .chain(base_file)
+        .chain(oidc_files)
         {
             if p.is_relative() {
                 *p = base.join(&*p);

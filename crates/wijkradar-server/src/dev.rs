@@ -122,6 +122,7 @@ impl DevSetup {
             listen: listen.parse().expect("a socket address"),
             local_login: Some(login.to_owned()),
             session_minutes: 30,
+            oidc: None,
         });
         self
     }

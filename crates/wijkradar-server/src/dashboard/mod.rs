@@ -16,6 +16,7 @@
 
 mod alerts;
 mod format;
+mod oidc;
 mod pages;
 mod session;
 
@@ -46,6 +47,7 @@ pub(crate) use session::Sessions;
 pub(crate) struct Dashboard {
     query: Query,
     sessions: Sessions,
+    oidc: Option<oidc::Oidc>,
 }
 
 /// A running dashboard: where it listens and, for development, the
@@ -89,11 +91,31 @@ pub(crate) async fn start(
             )));
         }
     }
+    let oidc = match &config.oidc {
+        Some(o) => {
+            for m in &o.groups {
+                let known = state
+                    .access
+                    .organisations()
+                    .iter()
+                    .any(|org| org.name == m.organisation && org.analyst.is_some());
+                if !known {
+                    return Err(ServerError::Dashboard(format!(
+                        "dashboard.oidc.groups: `{}` is no analyst organisation of the access file",
+                        m.organisation
+                    )));
+                }
+            }
+            Some(oidc::Oidc::new(o).map_err(ServerError::Dashboard)?)
+        }
+        None => None,
+    };
     let dashboard = Arc::new(Dashboard {
         query: Query {
             state: state.clone(),
         },
         sessions,
+        oidc,
     });
     let app = router(dashboard.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -178,6 +200,8 @@ fn router(dashboard: Arc<Dashboard>) -> Router {
         .route("/", get(pages::home))
         .route("/inloggen", get(pages::login))
         .route("/uitloggen", post(pages::logout))
+        .route("/oidc/inloggen", get(pages::oidc_start))
+        .route("/oidc/terug", get(pages::oidc_back))
         .route("/uitleg", get(pages::explanation))
         .route("/gemeente/{code}", get(pages::gemeente))
         .route("/wijk/{code}", get(pages::wijk))

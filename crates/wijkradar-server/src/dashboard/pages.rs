@@ -25,6 +25,7 @@ use crate::query::{Query, describe_table};
 const TABLE_CALL: &str = "Dashboard.GetTable";
 const CATALOGUE_CALL: &str = "Dashboard.GetCatalogue";
 const ALERTS_CALL: &str = "Dashboard.GetAlerts";
+const LOGIN_CALL: &str = "Dashboard.Login";
 
 /// Months of history the pages show.
 const HISTORY_MONTHS: i32 = 24;
@@ -131,7 +132,7 @@ pub(super) fn require(
             )
             .into_response(),
         )),
-        None => Err(Box::new(login_page(StatusCode::UNAUTHORIZED))),
+        None => Err(Box::new(login_page(d, StatusCode::UNAUTHORIZED))),
     }
 }
 
@@ -140,12 +141,23 @@ pub(super) fn require(
 struct LoginPage<'a> {
     title: &'a str,
     signed_in: Option<Signed>,
+    /// Whether the identity provider's login is offered.
+    oidc: bool,
+    /// What went wrong with a login, if one did.
+    problem: &'a str,
 }
 
-fn login_page(status: StatusCode) -> Response {
+pub(super) fn login_page(d: &Dashboard, status: StatusCode) -> Response {
+    login_problem(d, status, "")
+}
+
+/// The login page with a message about a login that failed.
+pub(super) fn login_problem(d: &Dashboard, status: StatusCode, problem: &str) -> Response {
     let page = LoginPage {
         title: "Inloggen",
         signed_in: None,
+        oidc: d.oidc.is_some(),
+        problem,
     };
     (status, render(&page)).into_response()
 }
@@ -179,7 +191,91 @@ pub(super) async fn login(State(d): Shared, Params(p): Params<LoginParams>) -> R
             }
             r
         }
-        None => login_page(StatusCode::FORBIDDEN),
+        None => login_page(&d, StatusCode::FORBIDDEN),
+    }
+}
+
+/// Sends the browser to the identity provider.
+pub(super) async fn oidc_start(State(d): Shared) -> Response {
+    let Some(oidc) = &d.oidc else {
+        return not_found().await;
+    };
+    match oidc.start().await {
+        Ok(url) => Redirect::to(&url).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "OpenID Connect login could not start");
+            login_problem(
+                &d,
+                StatusCode::BAD_GATEWAY,
+                "De inlogdienst van uw organisatie is nu niet bereikbaar. Probeer het later opnieuw.",
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct OidcBack {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+/// The identity provider's answer: a session for the organisation the
+/// account's groups map to, or a refusal; both audited.
+pub(super) async fn oidc_back(State(d): Shared, Params(p): Params<OidcBack>) -> Response {
+    let Some(oidc) = &d.oidc else {
+        return not_found().await;
+    };
+    let audit = &d.query.state.audit;
+    let (Some(code), Some(state)) = (p.code, p.state) else {
+        let reason = format!(
+            "the identity provider answered without a code ({})",
+            crate::convert::printable(p.error.as_deref().unwrap_or("no error given"))
+        );
+        audit.record(
+            "unknown",
+            crate::call_event(LOGIN_CALL, "", "oidc", Some(reason)),
+            true,
+        );
+        return login_problem(&d, StatusCode::FORBIDDEN, "Het inloggen is afgebroken.");
+    };
+    match oidc.finish(&code, &state).await {
+        Ok((organisation, subject)) => {
+            audit.record(
+                &organisation,
+                crate::call_event(
+                    LOGIN_CALL,
+                    "",
+                    &format!("oidc subject={}", crate::convert::printable(&subject)),
+                    None,
+                ),
+                true,
+            );
+            let id = d.sessions.open(organisation);
+            let mut r = Redirect::to("/").into_response();
+            if let Ok(v) = d.sessions.cookie(&id).parse() {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "OpenID Connect login refused");
+            audit.record(
+                "unknown",
+                crate::call_event(LOGIN_CALL, "", "oidc", Some(e.to_string())),
+                true,
+            );
+            let says = match e {
+                super::oidc::LoginError::NoGroup => {
+                    "Uw account hoort bij geen groep die toegang heeft tot Wijkradar. Vraag uw beheerder om toegang."
+                }
+                super::oidc::LoginError::UnknownState => {
+                    "Dit inloggen is verlopen of niet hier begonnen. Probeer het opnieuw."
+                }
+                _ => "Het inloggen is mislukt. Probeer het opnieuw.",
+            };
+            login_problem(&d, StatusCode::FORBIDDEN, says)
+        }
     }
 }
 
@@ -194,7 +290,7 @@ pub(super) async fn logout(
     axum::Form(form): axum::Form<LogoutForm>,
 ) -> Response {
     let Some((id, session, _)) = signed_in(&d, &headers) else {
-        return login_page(StatusCode::UNAUTHORIZED);
+        return login_page(&d, StatusCode::UNAUTHORIZED);
     };
     if !same_token(&session.csrf, &form.csrf) {
         return Failure(StatusCode::FORBIDDEN, "Ongeldig formulier.".into()).into_response();
