@@ -213,7 +213,7 @@ impl Oidc {
             .config
             .groups
             .iter()
-            .find(|m| groups.iter().any(|g| *g == m.group))
+            .find(|m| groups.contains(&m.group))
             .map(|m| m.organisation.clone())
             .ok_or(LoginError::NoGroup)?;
         Ok((organisation, subject))
