@@ -416,6 +416,45 @@ async fn an_analyst_sees_only_its_gemeenten_and_exports_csv_for_excel() {
         .text();
     assert!(plain.starts_with("gebiedscode,gebiedsnaam,"));
     assert!(!plain.starts_with('\u{feff}'));
+
+    // GeoJSON of one month, as QGIS reads it: WGS84, closed rings, the
+    // status per area, no value where it is suppressed.
+    let geo = web
+        .get("/export/kaart.geojson?gemeente=GM0034&maat=huurachterstand&periode=maand&wanneer=2024-02")
+        .await;
+    assert_eq!(geo.status, 200);
+    assert_eq!(geo.header("content-type"), "application/geo+json");
+    let json: serde_json::Value = serde_json::from_slice(&geo.body).unwrap();
+    assert_eq!(json["type"], "FeatureCollection");
+    let features = json["features"].as_array().unwrap();
+    assert!(features.len() >= 20, "{} wijken", features.len());
+    let mut suppressed = 0;
+    for f in features {
+        let p = &f["properties"];
+        assert_eq!(p["periode"], "2024-02");
+        match p["status"].as_str().unwrap() {
+            "afgeschermd" => {
+                suppressed += 1;
+                assert!(p["waarde"].is_null(), "{p}");
+            }
+            "gepubliceerd" => assert!(p["waarde"].as_u64().unwrap() >= 10),
+            s => panic!("{s}"),
+        }
+        for polygon in f["geometry"]["coordinates"].as_array().unwrap() {
+            for ring in polygon.as_array().unwrap() {
+                let ring = ring.as_array().unwrap();
+                assert_eq!(ring.first(), ring.last());
+                for point in ring {
+                    let (lon, lat) = (point[0].as_f64().unwrap(), point[1].as_f64().unwrap());
+                    assert!(
+                        (5.0..5.5).contains(&lon) && (52.2..52.5).contains(&lat),
+                        "Almere: {lon} {lat}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(suppressed > 0);
 }
 
 /// A server with the dashboard and no signals yet.

@@ -330,6 +330,9 @@ async fn an_analyst_logs_in_through_the_identity_provider_and_unknown_groups_are
     assert_eq!(log.matches("Dashboard.Login").count(), 4, "{log}");
     assert!(log.contains("subject=medewerker-42"));
     assert!(log.contains("no group of the account maps to an organisation"));
-    assert!(log.contains("the ID token was refused"), "the forged token, by its signature");
+    assert!(
+        log.contains("the ID token was refused"),
+        "the forged token, by its signature"
+    );
     assert!(log.contains("the login was not started here"));
 }

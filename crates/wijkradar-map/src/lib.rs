@@ -74,7 +74,7 @@ mod topo {
 /// then holes), each ring a list of arcs (`!i` for arc i reversed).
 #[derive(Debug, Clone)]
 struct Shape {
-    rings: Vec<Vec<i64>>,
+    polygons: Vec<Vec<Vec<i64>>>,
     /// (min lon, min lat, max lon, max lat).
     bbox: [f64; 4],
 }
@@ -137,12 +137,12 @@ impl Atlas {
             .ok_or_else(|| MapError::NoObject(object.to_owned()))?;
         let mut shapes = HashMap::new();
         for g in &collection.geometries {
-            let (rings, code) = match g {
+            let (polygons, code) = match g {
                 topo::Geometry::Polygon { arcs, properties } => {
-                    (arcs.clone(), &properties.statcode)
+                    (vec![arcs.clone()], &properties.statcode)
                 }
                 topo::Geometry::MultiPolygon { arcs, properties } => {
-                    (arcs.concat(), &properties.statcode)
+                    (arcs.clone(), &properties.statcode)
                 }
                 topo::Geometry::Other => continue,
             };
@@ -152,7 +152,7 @@ impl Atlas {
                 f64::NEG_INFINITY,
                 f64::NEG_INFINITY,
             ];
-            for &a in rings.iter().flatten() {
+            for &a in polygons.iter().flatten().flatten() {
                 let i = if a < 0 { !a } else { a };
                 let arc = usize::try_from(i)
                     .ok()
@@ -170,7 +170,7 @@ impl Atlas {
                     ];
                 }
             }
-            shapes.insert(code.clone(), Shape { rings, bbox });
+            shapes.insert(code.clone(), Shape { polygons, bbox });
         }
         Ok(Atlas { arcs, shapes })
     }
@@ -259,24 +259,11 @@ impl Atlas {
             .into_iter()
             .map(|(code, shape)| {
                 let mut d = String::new();
-                for ring in &shape.rings {
-                    let mut first = true;
-                    for &a in ring {
-                        let points: Box<dyn Iterator<Item = &[f64; 2]>> = if a < 0 {
-                            Box::new(self.arcs[!a as usize].iter().rev())
-                        } else {
-                            Box::new(self.arcs[a as usize].iter())
-                        };
-                        // Each arc starts where the last ended.
-                        for (n, &p) in points.enumerate() {
-                            if n == 0 && !first {
-                                continue;
-                            }
-                            let (x, y) = project(p);
-                            let op = if first { 'M' } else { 'L' };
-                            let _ = write!(d, "{op}{x:.1} {y:.1}");
-                            first = false;
-                        }
+                for ring in shape.polygons.iter().flatten() {
+                    for (n, p) in self.ring(ring).into_iter().enumerate() {
+                        let (x, y) = project(p);
+                        let op = if n == 0 { 'M' } else { 'L' };
+                        let _ = write!(d, "{op}{x:.1} {y:.1}");
                     }
                     d.push('Z');
                 }
@@ -289,6 +276,58 @@ impl Atlas {
             paths,
             missing,
         }
+    }
+}
+
+impl Atlas {
+    /// A ring's points, in order: its arcs joined (each starts where the
+    /// last ended, so that point is not repeated).
+    fn ring(&self, arcs: &[i64]) -> Vec<[f64; 2]> {
+        let mut out: Vec<[f64; 2]> = Vec::new();
+        for &a in arcs {
+            let points: Box<dyn Iterator<Item = &[f64; 2]>> = if a < 0 {
+                Box::new(self.arcs[!a as usize].iter().rev())
+            } else {
+                Box::new(self.arcs[a as usize].iter())
+            };
+            for (n, &p) in points.enumerate() {
+                if n > 0 || out.is_empty() {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// An area's outline as a GeoJSON geometry (a MultiPolygon in WGS84
+    /// longitude and latitude, 6 decimals, each ring closed), or `None`
+    /// without a boundary.
+    pub fn geojson_geometry(&self, code: &str) -> Option<serde_json::Value> {
+        let shape = self.shapes.get(code)?;
+        let round = |x: f64| (x * 1e6).round() / 1e6;
+        let polygons: Vec<Vec<Vec<[f64; 2]>>> = shape
+            .polygons
+            .iter()
+            .map(|rings| {
+                rings
+                    .iter()
+                    .map(|ring| {
+                        let mut points: Vec<[f64; 2]> = self
+                            .ring(ring)
+                            .into_iter()
+                            .map(|[x, y]| [round(x), round(y)])
+                            .collect();
+                        if points.first() != points.last()
+                            && let Some(&first) = points.first()
+                        {
+                            points.push(first);
+                        }
+                        points
+                    })
+                    .collect()
+            })
+            .collect();
+        Some(serde_json::json!({ "type": "MultiPolygon", "coordinates": polygons }))
     }
 }
 
@@ -343,7 +382,7 @@ mod tests {
         "arcs":[
             [[1000,0],[-1000,0],[0,1000],[1000,0]],
             [[1000,1000],[0,-500],[0,-500]],
-            [[1000,0],[1000,0],[0,1000],[-1000,0]]
+            [[1000,1000],[1000,0],[0,-1000],[-1000,0]]
         ],
         "objects":{"w":{"geometries":[
             {"type":"Polygon","arcs":[[0,1]],"properties":{"statcode":"WK000101"}},
@@ -402,6 +441,22 @@ mod tests {
         let d = wijken.draw(["WK003401", "WK003402"], 800.0);
         assert!(d.missing.is_empty());
         assert!(d.height > 100.0);
+    }
+
+    #[test]
+    fn geojson_rings_are_closed_and_in_wgs84() {
+        let atlas = Atlas::parse(TWO.as_bytes(), "w", 0.01).unwrap();
+        let g = atlas.geojson_geometry("WK000102").unwrap();
+        assert_eq!(g["type"], "MultiPolygon");
+        let ring = g["coordinates"][0][0].as_array().unwrap();
+        assert_eq!(ring.first(), ring.last(), "closed");
+        assert_eq!(ring.len(), 5, "{ring:?}");
+        assert!(ring.iter().all(|p| {
+            let lon = p[0].as_f64().unwrap();
+            let lat = p[1].as_f64().unwrap();
+            (6.0..=7.0).contains(&lon) && (52.0..=53.0).contains(&lat)
+        }));
+        assert!(atlas.geojson_geometry("WK000199").is_none());
     }
 
     #[test]

@@ -1164,16 +1164,26 @@ pub(super) async fn export(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    if file != "tabel.csv" {
-        return not_found().await;
-    }
-    match export_csv(&d, &org, p).await {
+    let (made, kind, name) = match file.as_str() {
+        "tabel.csv" => (
+            export_csv(&d, &org, p).await,
+            "text/csv; charset=utf-8",
+            "wijkradar.csv",
+        ),
+        "kaart.geojson" => (
+            export_geojson(&d, &org, p).await,
+            "application/geo+json",
+            "wijkradar.geojson",
+        ),
+        _ => return not_found().await,
+    };
+    match made {
         Ok(body) => (
             [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                (header::CONTENT_TYPE, kind.to_owned()),
                 (
                     header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"wijkradar.csv\"".to_owned(),
+                    format!("attachment; filename=\"{name}\""),
                 ),
             ],
             body,
@@ -1274,6 +1284,89 @@ async fn export_csv(
         out.push_str("\r\n");
     }
     Ok(out.into_bytes())
+}
+
+/// The figures of one measure, level and period with the areas' outlines,
+/// as GeoJSON (WGS84) that QGIS opens: a feature per area with a boundary,
+/// its status, released value (none when suppressed) and rate.
+async fn export_geojson(
+    d: &Dashboard,
+    org: &Organisation,
+    p: ExportParams,
+) -> Result<Vec<u8>, Failure> {
+    let cat = catalogue(d, org, &p.gemeente).await?;
+    let all = measures(&cat);
+    let measure = p
+        .table
+        .maat
+        .clone()
+        .filter(|m| all.iter().any(|(n, _, _)| n == m))
+        .ok_or_else(|| Failure(StatusCode::BAD_REQUEST, "Onbekende maat.".into()))?;
+    let (level, atlas) = match p.table.niveau {
+        Level::Wijk => (pb::AreaLevel::Wijk, Atlas::wijken()),
+        Level::Buurt => (pb::AreaLevel::Buurt, Atlas::buurten()),
+    };
+    let fig = figures(
+        d,
+        org,
+        &p.gemeente,
+        &cat,
+        vec![measure],
+        p.table.periode,
+        level,
+    )
+    .await?;
+    let latest = fig
+        .cells
+        .iter()
+        .filter(|c| c.status() != pb::CellStatus::Pending)
+        .map(|c| c.month.clone())
+        .max()
+        .unwrap_or_default();
+    let chosen = p
+        .table
+        .wanneer
+        .clone()
+        .filter(|w| fig.cells.iter().any(|c| &c.month == w))
+        .unwrap_or(latest);
+    let names: HashMap<&str, &str> = cat
+        .areas
+        .iter()
+        .map(|a| (a.code.as_str(), a.name.as_str()))
+        .collect();
+    let features: Vec<serde_json::Value> = fig
+        .cells
+        .iter()
+        .filter(|c| c.month == chosen)
+        .filter_map(|c| {
+            let geometry = atlas.geojson_geometry(&c.area_code)?;
+            Some(serde_json::json!({
+                "type": "Feature",
+                "geometry": geometry,
+                "properties": {
+                    "gebiedscode": c.area_code,
+                    "gebiedsnaam": names.get(c.area_code.as_str()).copied().unwrap_or(""),
+                    "maat": c.signal_type,
+                    "periode": c.month,
+                    "status": match c.status() {
+                        pb::CellStatus::Released => "gepubliceerd",
+                        pb::CellStatus::Suppressed => "afgeschermd",
+                        _ => "nog_niet_vrijgegeven",
+                    },
+                    "waarde": c.value,
+                    "per_1000_huishoudens": c.rate_per_1000,
+                    "versie": c.release_version,
+                },
+            }))
+        })
+        .collect();
+    let collection = serde_json::json!({
+        "type": "FeatureCollection",
+        "name": format!("wijkradar {} {}", p.gemeente, chosen),
+        "bron": "Gebiedsgrenzen: Bron: CBS (2023, CC BY 4.0). Cijfers: Wijkradar, beschermd.",
+        "features": features,
+    });
+    Ok(collection.to_string().into_bytes())
 }
 
 #[cfg(test)]
