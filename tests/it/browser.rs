@@ -14,6 +14,36 @@ use fantoccini::{ClientBuilder, Locator};
 
 use crate::dashboard::server_with_figures;
 
+/// axe-core, vendored (see `tests/vendor/axe-core/README.md`).
+const AXE: &str = include_str!("../vendor/axe-core/axe.min.js");
+
+/// The serious and critical WCAG 2.1 A/AA violations axe-core finds on the
+/// page the browser shows, as "rule: target" lines.
+async fn accessibility_problems(
+    c: &fantoccini::Client,
+) -> Result<Vec<String>, fantoccini::error::CmdError> {
+    c.execute(AXE, vec![]).await?;
+    let found = c
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+               axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } })
+                 .then(r => done(r.violations
+                   .filter(v => v.impact === "serious" || v.impact === "critical")
+                   .flatMap(v => v.nodes.map(n => v.id + ": " + n.target.join(" ")))))
+                 .catch(e => done(["axe failed: " + e]));"#,
+            vec![],
+        )
+        .await?;
+    Ok(found
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![format!("unexpected answer {found}")]))
+}
+
 /// chromedriver on a free port, stopped when dropped.
 struct Driver {
     child: Child,
@@ -102,6 +132,16 @@ async fn an_analyst_logs_in_opens_the_map_clicks_a_wijk_and_prints_its_report() 
         .await?;
         let title = c.find(Locator::Css("h1")).await?.text().await?;
         assert_eq!(title, "Almere");
+        let problems = accessibility_problems(&c).await?;
+        assert!(problems.is_empty(), "the map page: {problems:#?}");
+        // The map by keyboard: its areas are links in the tab order.
+        let focusable = c
+            .execute(
+                "return Array.from(document.querySelectorAll('svg.kaart a')).filter(a => a.tabIndex >= 0).length",
+                vec![],
+            )
+            .await?;
+        assert!(focusable.as_u64().unwrap_or(0) >= 20, "{focusable}");
         let paths = c.find_all(Locator::Css("svg.kaart path")).await?;
         assert!(paths.len() >= 20, "{} wijken drawn", paths.len());
         // Sorting the table by households puts the largest first.
@@ -148,6 +188,15 @@ async fn an_analyst_logs_in_opens_the_map_clicks_a_wijk_and_prints_its_report() 
         let charts = c.find_all(Locator::Css("svg.trend")).await?;
         assert!(!charts.is_empty(), "trend charts");
         c.find(Locator::Css("path.lijn-wijk")).await?;
+        let problems = accessibility_problems(&c).await?;
+        assert!(problems.is_empty(), "the wijk page: {problems:#?}");
+        let base = format!("{}://{}", url.scheme(), url.authority());
+        for page in ["/uitleg", "/meldingen/GM0034"] {
+            c.goto(&format!("{base}{page}")).await?;
+            let problems = accessibility_problems(&c).await?;
+            assert!(problems.is_empty(), "{page}: {problems:#?}");
+        }
+        c.goto(&format!("{base}/wijk/WK003401?periode=maand")).await?;
         // The printable report: a PDF of A4 pages.
         let pdf = c
             .print(fantoccini::wd::PrintConfiguration::default())
