@@ -14,6 +14,17 @@ use fantoccini::{ClientBuilder, Locator};
 
 use crate::dashboard::server_with_figures;
 
+/// Saves a screenshot of the page the browser shows as `name` in the
+/// folder `WIJKRADAR_SCREENSHOTS` names, when it is set (how the pictures
+/// in `docs/` are made).
+async fn screenshot(c: &fantoccini::Client, name: &str) -> Result<(), fantoccini::error::CmdError> {
+    if let Some(dir) = std::env::var_os("WIJKRADAR_SCREENSHOTS") {
+        let png = c.screenshot().await?;
+        std::fs::write(std::path::Path::new(&dir).join(name), png).expect("write the screenshot");
+    }
+    Ok(())
+}
+
 /// axe-core, vendored (see `tests/vendor/axe-core/README.md`).
 const AXE: &str = include_str!("../vendor/axe-core/axe.min.js");
 
@@ -132,6 +143,7 @@ async fn an_analyst_logs_in_opens_the_map_clicks_a_wijk_and_prints_its_report() 
         .await?;
         let title = c.find(Locator::Css("h1")).await?.text().await?;
         assert_eq!(title, "Almere");
+        screenshot(&c, "dashboard-kaart-maand.png").await?;
         let problems = accessibility_problems(&c).await?;
         assert!(problems.is_empty(), "the map page: {problems:#?}");
         // The map by keyboard: its areas are links in the tab order.
@@ -188,11 +200,15 @@ async fn an_analyst_logs_in_opens_the_map_clicks_a_wijk_and_prints_its_report() 
         let charts = c.find_all(Locator::Css("svg.trend")).await?;
         assert!(!charts.is_empty(), "trend charts");
         c.find(Locator::Css("path.lijn-wijk")).await?;
+        screenshot(&c, "dashboard-wijk.png").await?;
         let problems = accessibility_problems(&c).await?;
         assert!(problems.is_empty(), "the wijk page: {problems:#?}");
         let base = format!("{}://{}", url.scheme(), url.authority());
         for page in ["/uitleg", "/meldingen/GM0034"] {
             c.goto(&format!("{base}{page}")).await?;
+            if page == "/uitleg" {
+                screenshot(&c, "dashboard-uitleg.png").await?;
+            }
             let problems = accessibility_problems(&c).await?;
             assert!(problems.is_empty(), "{page}: {problems:#?}");
         }

@@ -51,12 +51,17 @@ pub(crate) fn period(label: &str) -> String {
     }
 }
 
-/// A short period label for a chart's axis: `mrt 26`, `K3 26`, `2026`.
+/// Dutch short month names.
+const SHORT_MONTHS: [&str; 12] = [
+    "jan", "feb", "mrt", "apr", "mei", "jun", "jul", "aug", "sep", "okt", "nov", "dec",
+];
+
+/// A short period label for a chart's axis: `mrt '26`, `K3 '26`, `2026`.
 pub(crate) fn short_period(label: &str) -> String {
     match label.split_once('-') {
         Some((year, q)) if q.starts_with('Q') => format!("K{} '{}", &q[1..], &year[2..]),
         Some((year, m)) => match m.parse::<usize>() {
-            Ok(m @ 1..=12) => format!("{} '{}", &MONTHS[m - 1][..3], &year[2..]),
+            Ok(m @ 1..=12) => format!("{} '{}", SHORT_MONTHS[m - 1], &year[2..]),
             _ => label.to_owned(),
         },
         None => label.to_owned(),
@@ -105,6 +110,7 @@ mod tests {
         assert_eq!(period("2026-Q3"), "3e kwartaal 2026");
         assert_eq!(period("2026"), "2026");
         assert_eq!(short_period("2026-10"), "okt '26");
+        assert_eq!(short_period("2026-03"), "mrt '26");
         assert_eq!(short_period("2025-Q1"), "K1 '25");
     }
 
