@@ -2,128 +2,19 @@
 //! gRPC answer, grants, headers, exports. The browser test is in
 //! `browser.rs`.
 
-use std::sync::Arc;
-
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use wijkradar_proto::v1 as pb;
 use wijkradar_tests::{ANALYST, PARTNER_A, TestServer};
 
 use crate::{batch, submit};
 
-/// An answer: status, headers, body.
-pub(crate) struct Page {
-    pub status: u16,
-    pub headers: hyper::HeaderMap,
-    pub body: Vec<u8>,
-}
+pub(crate) use wijkradar_server::dev::{HttpsClient as Web, Page};
 
-impl Page {
-    pub fn text(&self) -> String {
-        String::from_utf8(self.body.clone()).expect("UTF-8")
-    }
-
-    pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map_or("", |v| v.to_str().expect("ASCII header"))
-    }
-}
-
-/// A browser's part: HTTPS to the dashboard, trusting the setup's CA,
-/// with the session cookie once logged in.
-pub(crate) struct Web {
-    addr: std::net::SocketAddr,
-    tls: tokio_rustls::TlsConnector,
-    pub cookie: Option<String>,
-}
-
-impl Web {
-    pub fn new(server: &TestServer) -> Web {
-        Web::to(
-            server.dashboard().expect("dashboard on").addr,
-            &server.setup.pki_dir.join("ca.pem"),
-        )
-    }
-
-    /// A client of the HTTPS server at `addr`, trusting the CA in `ca`.
-    pub fn to(addr: std::net::SocketAddr, ca: &std::path::Path) -> Web {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Web {
-            addr,
-            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
-            cookie: None,
-        }
-    }
-
-    pub async fn request(&self, method: &str, path: &str, form: Option<&str>) -> Page {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let stream = self
-            .tls
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .expect("TLS with the server's certificate");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "localhost");
-        if let Some(c) = &self.cookie {
-            req = req.header("cookie", c);
-        }
-        let body = match form {
-            Some(f) => {
-                req = req.header("content-type", "application/x-www-form-urlencoded");
-                Full::new(Bytes::from(f.to_owned()))
-            }
-            None => Full::new(Bytes::new()),
-        };
-        let answer = sender.send_request(req.body(body).unwrap()).await.unwrap();
-        let status = answer.status().as_u16();
-        let headers = answer.headers().clone();
-        let body = answer
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        Page {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    pub async fn get(&self, path: &str) -> Page {
-        self.request("GET", path, None).await
-    }
-
-    /// Follows a one-time login link; keeps the session cookie.
-    pub async fn log_in(&mut self, url: &str) -> Page {
-        let path = &url[url.find("/inloggen").expect("a login link")..];
-        let page = self.get(path).await;
-        if let Some(set) = page.headers.get("set-cookie") {
-            let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
-            self.cookie = Some(pair);
-        }
-        page
-    }
+/// A browser's part against the test server's dashboard.
+pub(crate) fn browser_of(server: &TestServer) -> Web {
+    Web::to(
+        server.dashboard().expect("dashboard on").addr,
+        &server.setup.pki_dir.join("ca.pem"),
+    )
 }
 
 /// A server with the dashboard, signing in as the analyst, and signals of
@@ -176,7 +67,7 @@ fn login_url(server: &TestServer) -> String {
 #[tokio::test]
 async fn no_figures_without_login_and_a_login_link_works_once() {
     let server = server_with_figures().await;
-    let mut web = Web::new(&server);
+    let mut web = browser_of(&server);
     for path in [
         "/",
         "/gemeente/GM0034",
@@ -199,7 +90,7 @@ async fn no_figures_without_login_and_a_login_link_works_once() {
     assert_eq!(home.status, 303);
     assert_eq!(home.header("location"), "/gemeente/GM0034");
     // The link works once: a second browser cannot use it.
-    let mut other = Web::new(&server);
+    let mut other = browser_of(&server);
     assert_eq!(other.log_in(&url).await.status, 403);
     assert!(other.cookie.is_none());
     assert_eq!(other.get("/gemeente/GM0034").await.status, 401);
@@ -246,7 +137,7 @@ fn external_urls(text: &str) -> Vec<String> {
 #[tokio::test]
 async fn the_map_and_table_show_the_api_s_figures_in_dutch_with_strict_headers() {
     let server = server_with_figures().await;
-    let mut web = Web::new(&server);
+    let mut web = browser_of(&server);
     web.log_in(&login_url(&server)).await;
     let page = web
         .get("/gemeente/GM0034?maat=huurachterstand&periode=maand&wanneer=2024-02")
@@ -356,7 +247,7 @@ async fn the_map_and_table_show_the_api_s_figures_in_dutch_with_strict_headers()
 #[tokio::test]
 async fn an_analyst_sees_only_its_gemeenten_and_exports_csv_for_excel() {
     let server = server_with_figures().await;
-    let mut web = Web::new(&server);
+    let mut web = browser_of(&server);
     web.log_in(&login_url(&server)).await;
     for path in [
         "/gemeente/GM0050",
@@ -482,7 +373,7 @@ fn csrf_of(html: &str) -> String {
 async fn an_analyst_sets_the_status_of_an_alert_and_it_is_stored_and_audited() {
     let mut server = server_with_dashboard().await;
     let (rising, last) = crate::alerts::send_a_rising_wijk(&server).await;
-    let mut web = Web::new(&server);
+    let mut web = browser_of(&server);
     web.log_in(&login_url(&server)).await;
     let page = web.get("/meldingen/GM0034").await;
     assert_eq!(page.status, 200);
@@ -573,7 +464,7 @@ async fn an_analyst_sets_the_status_of_an_alert_and_it_is_stored_and_audited() {
     assert!(log.contains("status=opgepakt"));
     // After a restart the status is still there.
     server.restart().await;
-    let mut web = Web::new(&server);
+    let mut web = browser_of(&server);
     web.log_in(&login_url(&server)).await;
     let html = web
         .get(&format!("/meldingen/GM0034?maand={last}"))

@@ -19,7 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use wijkradar_server::config::{DashboardConfig, GroupMapping, OidcConfig};
 use wijkradar_tests::{ANALYST, TestServer};
 
-use crate::dashboard::Web;
+use crate::dashboard::{Web, browser_of};
 
 const CLIENT_ID: &str = "wijkradar";
 const CLIENT_SECRET: &str = "geheim-van-de-test";
@@ -282,7 +282,7 @@ async fn an_analyst_logs_in_through_the_identity_provider_and_unknown_groups_are
     );
 
     // The login page offers the provider.
-    let mut web = Web::new(&server);
+    let mut web = browser_of(&server);
     let page = web.get("/gemeente/GM0034").await;
     assert_eq!(page.status, 401);
     assert!(page.text().contains("/oidc/inloggen"));
@@ -311,7 +311,7 @@ async fn an_analyst_logs_in_through_the_identity_provider_and_unknown_groups_are
     assert_eq!(web.get("/gemeente/GM0050").await.status, 403);
 
     // A callback with a state this dashboard did not start: refused.
-    let stranger = Web::new(&server);
+    let stranger = browser_of(&server);
     let replay = stranger
         .get("/oidc/terug?code=code-1&state=verzonnen")
         .await;

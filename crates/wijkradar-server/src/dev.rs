@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use rustls::pki_types::pem::PemObject as _;
 use wijkradar_pki::{CertFiles, Oin, PkiError};
 
 use crate::access::Role;
@@ -233,5 +234,122 @@ mod tests {
         let loaded = ServerConfig::load(&setup.write_config("127.0.0.1:0").unwrap()).unwrap();
         assert_eq!(loaded.data_dir, setup.config.data_dir);
         assert_eq!(loaded.keys.server_key, setup.config.keys.server_key);
+    }
+}
+
+/// An answer: status, headers, body.
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Page {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("UTF-8")
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map_or("", |v| v.to_str().expect("ASCII header"))
+    }
+}
+
+/// A browser's part, for tests and benchmarks: HTTPS/1.1 to one server,
+/// trusting one CA, with a session cookie once logged in. Panics on
+/// transport errors (it is test support).
+pub struct HttpsClient {
+    pub addr: std::net::SocketAddr,
+    tls: tokio_rustls::TlsConnector,
+    pub cookie: Option<String>,
+}
+
+impl std::fmt::Debug for HttpsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpsClient")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpsClient {
+    /// A client of the HTTPS server at `addr`, trusting the CA in `ca`.
+    pub fn to(addr: std::net::SocketAddr, ca: &std::path::Path) -> HttpsClient {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        HttpsClient {
+            addr,
+            tls: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+            cookie: None,
+        }
+    }
+
+    pub async fn request(&self, method: &str, path: &str, form: Option<&str>) -> Page {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let stream = self
+            .tls
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await
+            .expect("TLS with the server's certificate");
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        let body = match form {
+            Some(f) => {
+                req = req.header("content-type", "application/x-www-form-urlencoded");
+                http_body_util::Full::new(hyper::body::Bytes::from(f.to_owned()))
+            }
+            None => http_body_util::Full::new(hyper::body::Bytes::new()),
+        };
+        let answer = sender.send_request(req.body(body).unwrap()).await.unwrap();
+        let status = answer.status().as_u16();
+        let headers = answer.headers().clone();
+        let body = http_body_util::BodyExt::collect(answer.into_body())
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Page {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Page {
+        self.request("GET", path, None).await
+    }
+
+    /// Follows a one-time login link; keeps the session cookie.
+    pub async fn log_in(&mut self, url: &str) -> Page {
+        let path = &url[url.find("/inloggen").expect("a login link")..];
+        let page = self.get(path).await;
+        if let Some(set) = page.headers.get("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
+            self.cookie = Some(pair);
+        }
+        page
     }
 }
