@@ -99,6 +99,23 @@ pub enum BenchCommand {
         /// Which part of the fill this is (its random seed).
         #[arg(long, default_value_t = 0)]
         part: u64,
+        /// The gemeente whose buurten the signals fall in.
+        #[arg(long, default_value = "GM0034")]
+        gemeente: GemeenteCode,
+    },
+    /// The dashboard: the national wijk map drawn, and a gemeente's buurt
+    /// page over HTTPS on a filled store, against the same table over gRPC;
+    /// the page's weight with its assets.
+    Dashboard {
+        /// Signals stored before the pages are asked for.
+        #[arg(long, default_value_t = 1_000_000)]
+        signals: usize,
+        /// The gemeente whose page is timed (its buurten hold the signals).
+        #[arg(long, default_value = "GM0363")]
+        gemeente: GemeenteCode,
+        /// Pages timed (after 3 untimed ones).
+        #[arg(long, default_value_t = 50)]
+        pages: usize,
     },
     Query {
         /// Signals stored before querying.
@@ -123,7 +140,13 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             server_key,
             signals,
             part,
-        } => return fill(&data_dir, &server_key, signals, part).await,
+            gemeente,
+        } => return fill(&data_dir, &server_key, signals, part, gemeente).await,
+        BenchCommand::Dashboard {
+            signals,
+            gemeente,
+            pages,
+        } => return crate::bench_dashboard::run(signals, gemeente, pages).await,
         BenchCommand::Release {
             signals,
             runs,
@@ -230,12 +253,12 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 async fn query(n: usize, queries: usize) -> anyhow::Result<()> {
-    let (almere, buurten, types, months) = almere_grid();
+    let (almere, buurten, types, months) = grid("GM0034".parse().expect("valid"));
     let to = *months.last().expect("24 months");
     println!(
         "Query benchmark: {n} signals over {} buurten × {} types × {} months of Almere; {queries} whole-municipality tables (buurt level, all types, 24 months)",
@@ -249,25 +272,7 @@ async fn query(n: usize, queries: usize) -> anyhow::Result<()> {
     // The queries are timed alone: the untimed first ones release the
     // months asked for, and no scheduled job releases the rest meanwhile.
     setup.config.release.materialise_every_seconds = 0;
-    // The store is filled by child processes of a million signals each:
-    // sled keeps much of what one process wrote in memory (2.8 GB per
-    // million signals, measured), which the server, starting on the files,
-    // does not have to.
-    const PART: usize = 1_000_000;
-    let bar = indicatif::ProgressBar::new(n as u64);
-    for part in 0..n.div_ceil(PART) {
-        let signals = PART.min(n - part * PART);
-        let status = std::process::Command::new(std::env::current_exe()?)
-            .args(["bench", "fill", "--signals", &signals.to_string()])
-            .args(["--part", &part.to_string(), "--data-dir"])
-            .arg(&setup.config.data_dir)
-            .arg("--server-key")
-            .arg(&setup.config.keys.server_key)
-            .status()?;
-        anyhow::ensure!(status.success(), "filling the store failed");
-        bar.inc(signals as u64);
-    }
-    bar.finish_and_clear();
+    fill_in_children(&setup, n, almere)?;
     eprintln!("{}", rss("before the server starts"));
 
     let server = wijkradar_server::start(&setup.config).await?;
@@ -438,13 +443,38 @@ fn rss(when: &str) -> String {
 }
 /// Fills the store of a query benchmark through its own writer, as ingest
 /// would: random households over Almere's buurten × every type × 24 months.
+/// Fills the setup's store with `n` random signals over gemeente `g`'s
+/// grid, in child processes of a million signals each: sled keeps much of
+/// what one process wrote in memory (2.8 GB per million signals,
+/// measured), which the server, starting on the files, does not have to.
+pub fn fill_in_children(setup: &DevSetup, n: usize, g: GemeenteCode) -> anyhow::Result<()> {
+    const PART: usize = 1_000_000;
+    let bar = indicatif::ProgressBar::new(n as u64);
+    for part in 0..n.div_ceil(PART) {
+        let signals = PART.min(n - part * PART);
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .args(["bench", "fill", "--signals", &signals.to_string()])
+            .args(["--part", &part.to_string(), "--gemeente", &g.to_string()])
+            .arg("--data-dir")
+            .arg(&setup.config.data_dir)
+            .arg("--server-key")
+            .arg(&setup.config.keys.server_key)
+            .status()?;
+        anyhow::ensure!(status.success(), "filling the store failed");
+        bar.inc(signals as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
 async fn fill(
     data_dir: &std::path::Path,
     server_key: &std::path::Path,
     n: usize,
     part: u64,
+    g: GemeenteCode,
 ) -> anyhow::Result<()> {
-    let (_, buurten, types, months) = almere_grid();
+    let (_, buurten, types, months) = grid(g);
     let key = ServerKey::load(server_key)?;
     {
         // Fill the store through its own writer, as ingest would.
@@ -472,23 +502,24 @@ async fn fill(
     Ok(())
 }
 
-/// The query benchmark's grid: Almere, its buurten, every catalogue type
-/// and the 24 months up to the last ended one.
-fn almere_grid() -> (
+/// A benchmark's grid: a gemeente, its buurten, every catalogue type and
+/// the 24 months up to the last ended one.
+pub fn grid(
+    g: GemeenteCode,
+) -> (
     GemeenteCode,
     Vec<BuurtCode>,
     Vec<SignalTypeName>,
     Vec<wijkradar_domain::Month>,
 ) {
-    let almere: GemeenteCode = "GM0034".parse().expect("valid");
-    let buurten = Hierarchy::netherlands_2023().buurten_of(almere).collect();
+    let buurten = Hierarchy::netherlands_2023().buurten_of(g).collect();
     let types = wijkradar_domain::Catalogue::dutch_defaults()
         .types()
         .iter()
         .map(|t| t.name.clone())
         .collect();
     let to = current_month().plus(-1);
-    (almere, buurten, types, to.plus(-23).through(to).collect())
+    (g, buurten, types, to.plus(-23).through(to).collect())
 }
 
 /// A stored signal of a random household in a random cell of the grid,

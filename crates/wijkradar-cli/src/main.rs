@@ -9,6 +9,7 @@ mod agent;
 mod bench;
 mod bench_agent;
 mod bench_alerts;
+mod bench_dashboard;
 mod bench_detect;
 mod bench_release;
 mod connection;
