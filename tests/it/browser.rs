@@ -1,6 +1,7 @@
 //! The dashboard in a real headless browser (Debian's chromium, driven by
 //! chromedriver over WebDriver): log in, open the map, click a wijk, see
-//! its trends, sort the table, and print the wijk page to PDF.
+//! its trends, sort the table, download the CSV, and print the wijk page
+//! to PDF.
 //!
 //! `.ci/run` installs chromium and chromedriver and sets
 //! `WIJKRADAR_BROWSER_TESTS=1`, so in CI a missing browser fails the test.
@@ -188,6 +189,19 @@ async fn an_analyst_logs_in_opens_the_map_clicks_a_wijk_and_prints_its_report() 
             v
         };
         assert_eq!(first.parse::<i64>().unwrap(), *all.iter().max().unwrap());
+        // The CSV for Excel behind the page's link, fetched as the browser
+        // would download it.
+        let csv = c
+            .execute_async(
+                r#"const done = arguments[arguments.length - 1];
+                   const link = Array.from(document.querySelectorAll("a")).find(a => a.textContent.includes("CSV voor Excel"));
+                   fetch(link.href).then(r => r.text()).then(done, e => done("failed: " + e));"#,
+                vec![],
+            )
+            .await?;
+        let csv = csv.as_str().unwrap_or_default();
+        assert!(csv.trim_start_matches('\u{feff}').starts_with("gebiedscode;gebiedsnaam;"), "{csv}");
+        assert!(csv.contains("afgeschermd"));
         // Click the wijk with the most households on the map.
         c.find(Locator::Css("svg.kaart a[data-code='WK003401']"))
             .await?

@@ -24,8 +24,13 @@ const ANALYST: &str = "bench-analyst";
 
 pub async fn run(n: usize, g: GemeenteCode, pages: usize) -> anyhow::Result<()> {
     let hierarchy = Hierarchy::netherlands_2023();
-    let name = hierarchy.name(AreaCode::Gemeente(g)).unwrap_or("?").to_owned();
-    println!("Dashboard benchmark: {n} signals over the buurten of {name} ({g}), {pages} pages timed");
+    let name = hierarchy
+        .name(AreaCode::Gemeente(g))
+        .unwrap_or("?")
+        .to_owned();
+    println!(
+        "Dashboard benchmark: {n} signals over the buurten of {name} ({g}), {pages} pages timed"
+    );
 
     // 1. The national wijk map.
     let started = Instant::now();
@@ -41,7 +46,11 @@ pub async fn run(n: usize, g: GemeenteCode, pages: usize) -> anyhow::Result<()> 
     for i in 0..23 {
         let started = Instant::now();
         let drawing = atlas.draw(codes.iter().map(String::as_str), 800.0);
-        svg_bytes = drawing.paths.iter().map(|(c, d)| c.len() + d.len() + 40).sum();
+        svg_bytes = drawing
+            .paths
+            .iter()
+            .map(|(c, d)| c.len() + d.len() + 40)
+            .sum();
         std::hint::black_box(&drawing);
         if i >= 3 {
             draw_ms.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -67,7 +76,8 @@ pub async fn run(n: usize, g: GemeenteCode, pages: usize) -> anyhow::Result<()> 
     let server = wijkradar_server::start(&setup.config).await?;
     let dashboard = server.dashboard.as_ref().expect("dashboard on");
     let mut web = HttpsClient::to(dashboard.addr, &setup.pki_dir.join("ca.pem"));
-    web.log_in(dashboard.login_url.as_deref().expect("a login link")).await;
+    web.log_in(dashboard.login_url.as_deref().expect("a login link"))
+        .await;
     let (_, _, types, months) = grid(g);
     let measure = types[0].to_string();
     let path = format!("/gemeente/{g}?maat={measure}&periode=maand&niveau=buurt");
