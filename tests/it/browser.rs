@@ -100,11 +100,16 @@ async fn an_analyst_logs_in_opens_the_map_clicks_a_wijk_and_prints_its_report() 
         .dashboard()
         .and_then(|d| d.login_url.clone())
         .expect("a login link");
+    let downloads = tempfile::tempdir().unwrap();
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
         serde_json::json!({
             "binary": "/usr/bin/chromium",
+            "prefs": {
+                "download.default_directory": downloads.path(),
+                "download.prompt_for_download": false
+            },
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update",
@@ -189,17 +194,18 @@ async fn an_analyst_logs_in_opens_the_map_clicks_a_wijk_and_prints_its_report() 
             v
         };
         assert_eq!(first.parse::<i64>().unwrap(), *all.iter().max().unwrap());
-        // The CSV for Excel behind the page's link, fetched as the browser
-        // would download it.
-        let csv = c
-            .execute_async(
-                r#"const done = arguments[arguments.length - 1];
-                   const link = Array.from(document.querySelectorAll("a")).find(a => a.textContent.includes("CSV voor Excel"));
-                   fetch(link.href).then(r => r.text()).then(done, e => done("failed: " + e));"#,
-                vec![],
-            )
-            .await?;
-        let csv = csv.as_str().unwrap_or_default();
+        // The CSV for Excel: clicked, and downloaded by the browser.
+        c.find(Locator::LinkText("CSV voor Excel")).await?.click().await?;
+        let file = downloads.path().join("wijkradar.csv");
+        for _ in 0..50 {
+            if file.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let csv = std::fs::read(&file).expect("the browser downloaded the CSV");
+        assert!(csv.starts_with(&[0xEF, 0xBB, 0xBF]), "byte order mark");
+        let csv = String::from_utf8(csv).unwrap();
         assert!(csv.trim_start_matches('\u{feff}').starts_with("gebiedscode;gebiedsnaam;"), "{csv}");
         assert!(csv.contains("afgeschermd"));
         // Click the wijk with the most households on the map.
