@@ -18,6 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     // compile_fds does not write the descriptor set; reflection needs it.
     fs::write(out.join("wijkradar_v1_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    tonic_prost_build::configure()
+        // Malformed messages are INVALID_ARGUMENT (src/lib.rs, `codec`).
+        .codec_path("crate::codec::WireCodec")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -137,6 +137,13 @@ async fn each_bad_input_gets_its_status_and_field_and_stores_nothing() {
             field("severity"),
         ),
         (
+            // 2^32 + 1: cut to 32 bits it would read as 1, a valid severity.
+            "severity past 32 bits",
+            Some(with_bad(|s| s.severity = Some((1 << 32) + 1))),
+            Code::InvalidArgument,
+            field("severity"),
+        ),
+        (
             "empty batch",
             Some(batch("empty", vec![])),
             Code::InvalidArgument,
@@ -268,4 +275,87 @@ async fn batches_before_a_bad_one_stay_acknowledged_and_stored() {
     assert_eq!(ids, ["ok-1", "ok-2"]);
     assert_eq!(end.map(|s| s.code()), Some(Code::InvalidArgument));
     assert_ne!(server.store_checksum(), empty);
+}
+
+/// Sends raw bytes as a message: what a broken or hostile client may send.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+#[derive(Debug, Clone, Default)]
+struct RawEncoder;
+
+#[derive(Debug, Clone, Default)]
+struct RawDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf;
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n).to_vec()))
+    }
+}
+
+#[tokio::test]
+async fn a_message_that_is_not_protobuf_or_not_utf8_is_an_invalid_argument() {
+    let server = TestServer::start().await;
+    let mut grpc = tonic::client::Grpc::new(server.channel(wijkradar_tests::ANALYST).await);
+    // Field 1 (gemeente_code, a string) as bytes that are not UTF-8; then a
+    // length that runs past the end.
+    for (what, bytes) in [
+        ("invalid UTF-8", vec![0x0a, 0x02, 0xff, 0xfe]),
+        ("truncated", vec![0x0a, 0x10, b'G']),
+    ] {
+        grpc.ready().await.unwrap();
+        let status = grpc
+            .unary(
+                tonic::Request::new(bytes),
+                "/wijkradar.v1.QueryService/GetCatalogue".parse().unwrap(),
+                RawCodec,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{what}: {}",
+            status.message()
+        );
+        assert!(
+            status.message().contains("not valid protobuf"),
+            "{what}: {}",
+            status.message()
+        );
+    }
 }

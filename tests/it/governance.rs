@@ -257,6 +257,13 @@ async fn a_revoked_certificate_is_refused_while_its_organisation_stays() {
     .remove(0)
     .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
+    // It has a certificate of the right CA: it is told that it is not
+    // authorised, not that it lacks a certificate.
+    assert!(
+        status.message().contains("not authorised"),
+        "{}",
+        status.message()
+    );
     // The others are unaffected.
     call(server.channel("almere").await, Op::Table("GM0034"), 0)
         .await

@@ -12,6 +12,63 @@ pub mod v1 {
     tonic::include_proto!("wijkradar.v1");
 }
 
+/// The services' codec: prost's, except that a message that does not
+/// decode (malformed protobuf, a string that is not UTF-8) is
+/// `INVALID_ARGUMENT`, not `INTERNAL`. Clients retry `INTERNAL`; a bad
+/// message sent again stays bad.
+pub mod codec {
+    use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+    use tonic::{Code, Status};
+    use tonic_prost::{ProstCodec, ProstDecoder};
+
+    #[derive(Debug, Clone, Default)]
+    pub struct WireCodec<T, U>(ProstCodec<T, U>);
+
+    impl<T, U> Codec for WireCodec<T, U>
+    where
+        T: prost::Message + Send + 'static,
+        U: prost::Message + Default + Send + 'static,
+    {
+        type Encode = T;
+        type Decode = U;
+        type Encoder = <ProstCodec<T, U> as Codec>::Encoder;
+        type Decoder = WireDecoder<U>;
+
+        fn encoder(&mut self) -> Self::Encoder {
+            self.0.encoder()
+        }
+
+        fn decoder(&mut self) -> Self::Decoder {
+            WireDecoder(self.0.decoder())
+        }
+    }
+
+    #[derive(Debug, Clone, Default)]
+    pub struct WireDecoder<U>(ProstDecoder<U>);
+
+    impl<U: prost::Message + Default> Decoder for WireDecoder<U> {
+        type Item = U;
+        type Error = Status;
+
+        fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+            self.0.decode(buf).map_err(|s| {
+                if s.code() == Code::Internal {
+                    Status::invalid_argument(format!(
+                        "the message is not valid protobuf for this call: {}",
+                        s.message()
+                    ))
+                } else {
+                    s
+                }
+            })
+        }
+
+        fn buffer_settings(&self) -> BufferSettings {
+            self.0.buffer_settings()
+        }
+    }
+}
+
 /// Encoded `FileDescriptorSet` of `wijkradar.v1`, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/wijkradar_v1_descriptor.bin"));

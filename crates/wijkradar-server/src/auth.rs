@@ -36,14 +36,14 @@ pub(crate) fn authorize<T>(
         return refuse(
             "unknown",
             "revoked certificate".into(),
-            ApiError::Unauthenticated,
+            ApiError::NotAuthorised,
         );
     }
     let identity = match identity_from_der(leaf.as_ref()) {
         Ok(id) => id,
         Err(e) => {
             tracing::warn!(reason = %e, "refused a certificate without a usable identity");
-            return refuse("unknown", e.to_string(), ApiError::Unauthenticated);
+            return refuse("unknown", e.to_string(), ApiError::NotAuthorised);
         }
     };
     let Some(org) = state.access.find(&identity) else {
@@ -51,7 +51,7 @@ pub(crate) fn authorize<T>(
         return refuse(
             "unknown",
             format!("certificate {identity} matches no organisation"),
-            ApiError::Unauthenticated,
+            ApiError::NotAuthorised,
         );
     };
     if !org.has(role) {

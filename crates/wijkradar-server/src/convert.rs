@@ -95,7 +95,9 @@ pub fn batch_from_proto(
             .map_err(|e| Violation::new(field("month"), e));
         let severity = match s.severity {
             None => Ok(None),
-            Some(v) => Severity::new(v)
+            Some(v) => u32::try_from(v)
+                .ok()
+                .and_then(Severity::new)
                 .map(Some)
                 .ok_or_else(|| Violation::new(field("severity"), "must be 1, 2 or 3")),
         };

@@ -28,6 +28,12 @@ pub enum ApiError {
     Forbidden(Violation),
     #[error("a client certificate from the aggregator's CA is required")]
     Unauthenticated,
+    /// A certificate of the right CA that the access file does not grant
+    /// (unknown, revoked, or without a usable identity).
+    #[error(
+        "this certificate is not authorised for this aggregator: its organisation is not in the access configuration, or the certificate was revoked"
+    )]
+    NotAuthorised,
     #[error("the store is unavailable; retry later")]
     Unavailable,
     #[error("internal error")]
@@ -85,7 +91,7 @@ impl From<ApiError> for Status {
             ApiError::Forbidden(v) => {
                 bad_request(Code::PermissionDenied, message, std::slice::from_ref(&v))
             }
-            ApiError::Unauthenticated => Status::unauthenticated(message),
+            ApiError::Unauthenticated | ApiError::NotAuthorised => Status::unauthenticated(message),
             ApiError::Unavailable => Status::unavailable(message),
             ApiError::Internal => Status::internal(message),
         }

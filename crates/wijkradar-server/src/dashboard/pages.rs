@@ -48,7 +48,7 @@ impl From<ApiError> for Failure {
         let status = match &e {
             ApiError::InvalidArgument(_) | ApiError::TooLarge(_) => StatusCode::BAD_REQUEST,
             ApiError::PermissionDenied(_) | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated | ApiError::NotAuthorised => StatusCode::UNAUTHORIZED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
