@@ -306,10 +306,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     eprintln!("Eenmalige inloglink (ontwikkeling): {url}");
                 }
             }
-            tokio::signal::ctrl_c()
-                .await
-                .context("waiting for Ctrl-C")?;
-            server.shutdown().await?;
+            let signal = stop_signal().await?;
+            eprintln!("{signal} ontvangen: Wijkradar stopt (lopende aanvragen worden afgemaakt).");
+            // Open calls finish, the writer drains and flushes, the store
+            // closes; within a bound, so that systemd or Kubernetes need
+            // not kill it.
+            match tokio::time::timeout(SHUTDOWN_WITHIN, server.shutdown()).await {
+                Ok(done) => done?,
+                Err(_) => anyhow::bail!(
+                    "not stopped within {} s; what was acknowledged is on disk",
+                    SHUTDOWN_WITHIN.as_secs()
+                ),
+            }
+            eprintln!("Wijkradar is gestopt.");
         }
         Command::Agent(cmd) => {
             init_logging("warn");
@@ -374,4 +383,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// How long a graceful stop may take before the server gives up waiting.
+const SHUTDOWN_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM, what systemd, Docker and
+/// Kubernetes send; returns which.
+async fn stop_signal() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C").map(|_| "SIGINT"),
+            _ = term.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        Ok("Ctrl-C")
+    }
 }

@@ -107,3 +107,49 @@ fn an_operator_sets_up_and_the_server_refuses_a_k_below_five() {
         "a message, not a backtrace: {stderr}"
     );
 }
+
+/// SIGTERM, what systemd, Docker and Kubernetes send, stops the server
+/// gracefully, as Ctrl-C does: exit 0, with the store closed.
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_the_server_gracefully() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let setup = wijkradar_server::dev::DevSetup::create(dir.path(), &[]).unwrap();
+    let config = setup.write_config("127.0.0.1:0").unwrap();
+    let mut child = wijkradar()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("luistert op") {
+            break;
+        }
+    }
+    assert!(seen.contains("luistert op"), "{seen}");
+    let started = std::time::Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status:?}: {rest:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let rest = rest.join("\n");
+    assert!(
+        rest.contains("SIGTERM ontvangen") && rest.contains("gestopt"),
+        "{rest}"
+    );
+    // The store was closed cleanly: it opens again.
+    let server_key = wijkradar_pseudonym::ServerKey::load(&setup.config.keys.server_key).unwrap();
+    wijkradar_store::Store::open(&setup.config.data_dir, server_key.id().as_str()).unwrap();
+}
