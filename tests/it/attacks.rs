@@ -1,4 +1,4 @@
-//! The attack suite of PRIVACY.md on the real server, on synthetic data
+//! The attack suite of docs/privacy.md on the real server, on synthetic data
 //! whose truth the test knows: averaging repeated queries and equivalent
 //! phrasings of one query (I2), and small counts in logs and error messages
 //! (I8). Differencing across levels is in `pipeline.rs` (I6 over the API),

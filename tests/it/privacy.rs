@@ -1,4 +1,4 @@
-//! PRIVACY.md I8 and I9 on the real system: after partners submit through
+//! I8 and I9 of docs/privacy.md on the real system: after partners submit through
 //! the agent and an analyst queries, neither the store's files nor any log
 //! line holds an address, a postcode, a partner pseudonym; nor does any log
 //! line hold a server pseudonym.

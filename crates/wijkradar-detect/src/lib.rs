@@ -1,4 +1,4 @@
-//! Early warning for small monthly counts per area (EARLY-WARNING.md):
+//! Early warning for small monthly counts per area (docs/early-warning.md):
 //! the detection methods of public-health surveillance, each a tested unit
 //! with the formulas of the R package `surveillance`, Benjamini–Hochberg
 //! control of the false discovery rate over a month's tests, a near-oracle

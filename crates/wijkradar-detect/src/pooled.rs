@@ -486,7 +486,7 @@ pub fn test(
     test_level(&level, counts, households, curve, config)
 }
 
-/// [`test`] with the area's level already found ([`Curve::pool_dispersion`]).
+/// [`fn@test`] with the area's level already found ([`Curve::pool_dispersion`]).
 pub fn test_level(
     level: &Level,
     counts: &[u64],

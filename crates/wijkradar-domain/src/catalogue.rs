@@ -1,6 +1,6 @@
 //! The signal-type catalogue: which signal types exist, what they count and
 //! whether they are a risk or a protective factor. Configuration, not code:
-//! the defaults mirror Dutch practice (PRODUCT.md).
+//! the defaults mirror Dutch practice (docs/product.md).
 
 use std::fmt;
 use std::str::FromStr;
@@ -106,7 +106,7 @@ impl Catalogue {
         Ok(Catalogue { types })
     }
 
-    /// The default types of PRODUCT.md.
+    /// The default types (docs/product.md).
     pub fn dutch_defaults() -> Self {
         use SignalKind::*;
         use SignalUnit::*;

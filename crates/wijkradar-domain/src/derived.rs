@@ -1,4 +1,4 @@
-//! The derived indicators of PRODUCT.md and EARLY-WARNING.md, counted per
+//! The derived indicators (docs/product.md, docs/early-warning.md), counted per
 //! month and buurt from each household's signals:
 //!
 //! - **several problems**: households with signals of 2 or more types in the

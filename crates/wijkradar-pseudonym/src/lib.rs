@@ -1,4 +1,4 @@
-//! Keyed pseudonymisation (PRIVACY.md, "Pseudonyms").
+//! Keyed pseudonymisation (docs/privacy.md, "Pseudonyms").
 //!
 //! Two keys, never in one place: the partner key turns a normalised
 //! identifier into a [`PartnerPseudonym`] at the partner; the aggregator's

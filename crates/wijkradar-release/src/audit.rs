@@ -1,4 +1,4 @@
-//! The disclosure audit (PRIVACY.md "Releases", point 5), for one table:
+//! The disclosure audit (docs/privacy.md, "What leaves the aggregator", point 5), for one table:
 //! one signal type and one month over a gemeente, its wijken and its buurten.
 //!
 //! An attacker knows every released value to within D (the truth lies in

@@ -1,7 +1,7 @@
 //! Releases: turning true counts into what may leave the aggregator.
 //!
 //! A cell's true count of distinct households is perturbed by the cell key
-//! method ([`PerturbationTable`], PRIVACY.md "Releases" point 2): noise of at
+//! method ([`PerturbationTable`], docs/privacy.md, "What leaves the aggregator", point 2): noise of at
 //! most D, unbiased, with variance V, chosen by the cell's key, so the same
 //! set of households gives the same released value however and whenever it
 //! is asked. A released value below k is shown as suppressed, never as a

@@ -1,5 +1,5 @@
-//! The disclosure audit across tables: periods and versions (PRIVACY.md
-//! "Releases", point 5, and I6's "all periods, all versions").
+//! The disclosure audit across tables: periods and versions (docs/privacy.md
+//! "What leaves the aggregator", point 5, and I6's "all periods, all versions").
 //!
 //! A table is rarely released alone. A quarter's or a year's cells count
 //! the same households as its months' cells, and a new version of a table

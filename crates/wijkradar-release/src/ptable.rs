@@ -1,4 +1,4 @@
-//! The perturbation table of the cell key method (PRIVACY.md "Releases",
+//! The perturbation table of the cell key method (docs/privacy.md, "What leaves the aggregator",
 //! point 2): for every true count n, a distribution of noise d with
 //!
 //! - support `max(-n, -D) ..= D`, so a released value is never negative and

@@ -1,4 +1,4 @@
-//! Rates per 1,000 households (PRIVACY.md "Releases", point 4): only for
+//! Rates per 1,000 households (docs/privacy.md, "What leaves the aggregator", point 4): only for
 //! areas whose household base is at least a floor (default 100), computed
 //! from the released value, never from the true count, so a rate discloses
 //! nothing its count does not. A buurt without a base that large (or without

@@ -1,4 +1,4 @@
-//! PRIVACY.md I7, measured: an attacker holds two releases whose cells
+//! I7 (docs/privacy.md), measured: an attacker holds two releases whose cells
 //! differ by exactly one household (two months, or two areas) and guesses
 //! which one holds it by taking the larger. Without perturbation that guess
 //! is always right. With the cell key method each release carries its own

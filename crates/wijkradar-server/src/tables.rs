@@ -1,5 +1,5 @@
-//! Materialised, versioned releases of one gemeente's tables (PRIVACY.md
-//! "Releases", points 4 and 5): every measure (a signal type or a derived
+//! Materialised, versioned releases of one gemeente's tables (docs/privacy.md
+//! "What leaves the aggregator", points 5 and 6): every measure (a signal type or a derived
 //! indicator) over every period (month, quarter, year) is computed once,
 //! audited, stored with its version and the state it was computed from, and
 //! read back from then on. A table's state is the sum of the change counts
