@@ -244,13 +244,31 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Logs to standard error: readable text on a terminal; JSON lines, one
+/// object per event with its time, level, message and fields, when it goes
+/// to a file, journald or a log collector (`WIJKRADAR_LOG_FORMAT=json` or
+/// `text` decides otherwise). Levels from `WIJKRADAR_LOG`.
 fn init_logging(default: &str) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("WIJKRADAR_LOG")
         .unwrap_or_else(|_| default.into());
-    let _ = tracing_subscriber::fmt()
+    let json = match std::env::var("WIJKRADAR_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn main() -> std::process::ExitCode {

@@ -144,6 +144,23 @@ fn sigterm_stops_the_server_gracefully() {
     let status = child.wait().unwrap();
     assert!(status.success(), "exit {status:?}: {rest:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // Not on a terminal, the log is JSON lines, without colour codes.
+    let logged = seen
+        .lines()
+        .chain(rest.iter().map(String::as_str))
+        .filter(|l| l.starts_with('{'))
+        .count();
+    assert!(logged > 0, "{seen}");
+    for line in seen.lines().chain(rest.iter().map(String::as_str)) {
+        assert!(!line.contains('\u{1b}'), "a colour code: {line}");
+        if line.starts_with('{') {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(
+                event["timestamp"].is_string() && event["level"].is_string(),
+                "{line}"
+            );
+        }
+    }
     let rest = rest.join("\n");
     assert!(
         rest.contains("SIGTERM ontvangen") && rest.contains("gestopt"),
