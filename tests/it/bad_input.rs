@@ -359,3 +359,55 @@ async fn a_message_that_is_not_protobuf_or_not_utf8_is_an_invalid_argument() {
         );
     }
 }
+
+/// Refusals are no way to flood the audit log: 100 batches with a reused
+/// id are each refused, but logged once, and then as one summary once the
+/// window has passed; the server keeps answering meanwhile.
+#[tokio::test]
+async fn refusals_are_logged_once_per_window_and_then_summed_up() {
+    let server = TestServer::start_with(|c| c.limits.refusal_log_window_seconds = 1).await;
+    let (acks, _) = send(
+        &server,
+        vec![pb::SubmitRequest {
+            batch: Some(batch("b-1", vec![good(1)])),
+        }],
+    )
+    .await;
+    assert_eq!(acks.len(), 1);
+    let log = || {
+        std::fs::read_to_string(
+            server
+                .setup
+                .config
+                .data_dir
+                .join(wijkradar_audit::FILE_NAME),
+        )
+        .unwrap()
+    };
+    let refused = |text: &str| {
+        text.lines()
+            .filter(|l| l.contains("\"outcome\":\"refused\"") && l.contains("b-1"))
+            .count()
+    };
+    for _ in 0..100 {
+        let (_, end) = send(
+            &server,
+            vec![pb::SubmitRequest {
+                batch: Some(batch("b-1", vec![good(2)])),
+            }],
+        )
+        .await;
+        assert_eq!(end.expect("refused").code(), Code::AlreadyExists);
+    }
+    assert_eq!(refused(&log()), 1, "one entry for the first refusal");
+    // The window passes; the schedule writes the summary.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let text = log();
+    let summary: Vec<&str> = text.lines().filter(|l| l.contains("Refusals")).collect();
+    assert_eq!(summary.len(), 1, "{text}");
+    assert!(summary[0].contains("99 more refusals"), "{}", summary[0]);
+    assert!(summary[0].contains(PARTNER_A));
+    // The log still verifies as one chain.
+    let report = wijkradar_audit::verify(text.as_bytes(), None);
+    assert!(report.is_intact(), "{report:?}");
+}

@@ -19,9 +19,13 @@ pub(crate) fn authorize<T>(
     call: &str,
 ) -> Result<Organisation, ApiError> {
     let refuse = |actor: &str, reason: String, error: ApiError| {
-        state
-            .audit
-            .record(actor, crate::call_event(call, "", "", Some(reason)), false);
+        let kind = format!("{call} {}", error.kind());
+        state.refusals.record(
+            &state.audit,
+            actor,
+            &kind,
+            crate::call_event(call, "", "", Some(reason)),
+        );
         Err(error)
     };
     let Some(leaf) = req.peer_certs().and_then(|c| c.first().cloned()) else {

@@ -161,6 +161,9 @@ pub struct Limits {
     pub request_timeout_seconds: u64,
     /// Calls (HTTP/2 streams) open at once on one connection.
     pub max_streams_per_connection: u32,
+    /// Seconds in which refusals of one kind by one organisation are
+    /// logged once, and then as one summary.
+    pub refusal_log_window_seconds: u64,
 }
 
 impl Default for Limits {
@@ -173,6 +176,7 @@ impl Default for Limits {
             partner_burst_signals: 200_000,
             request_timeout_seconds: 300,
             max_streams_per_connection: 16,
+            refusal_log_window_seconds: 60,
         }
     }
 }

@@ -98,6 +98,22 @@ impl From<ApiError> for Status {
     }
 }
 
+impl ApiError {
+    /// The kind of error, for summing refusals up: no field, no value.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            ApiError::InvalidArgument(_) => "invalid_argument",
+            ApiError::TooLarge(_) => "too_large",
+            ApiError::BatchIdReused(_) => "batch_id_reused",
+            ApiError::PermissionDenied(_) | ApiError::Forbidden(_) => "permission_denied",
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::NotAuthorised => "not_authorised",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal => "internal",
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {

@@ -302,8 +302,12 @@ impl IngestService for Ingest {
                         .map(|(t, n)| (t, Count::new(n, k)))
                         .collect(),
                 };
-                // Acknowledged means durable, in the store and in the log.
-                if let Err(e) = state.audit.append(&name, event, true) {
+                if let Err(status) = &answer {
+                    // Refusals are summed up per kind, not fsynced one by one.
+                    let kind = format!("Submit {:?}", status.code());
+                    state.refusals.record(&state.audit, &name, &kind, event);
+                } else if let Err(e) = state.audit.append(&name, event, true) {
+                    // Acknowledged means durable, in the store and in the log.
                     tracing::error!(error = %e, "could not append to the audit log");
                     let _ = out_tx.send(Err(Status::from(ApiError::Unavailable))).await;
                     break;

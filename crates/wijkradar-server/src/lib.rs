@@ -22,6 +22,7 @@ mod governance;
 mod ingest;
 mod limits;
 mod query;
+mod refusals;
 mod tables;
 
 use std::net::SocketAddr;
@@ -103,6 +104,8 @@ pub(crate) struct State {
     retention: RetentionConfig,
     audit: AuditLog,
     limiter: limits::Limiter,
+    /// Refusals written once per window and kind, then summed up.
+    refusals: refusals::Refusals,
     releases: tables::ReleaseCache,
     /// The detection's baselines shared by every gemeente.
     shared: alerts::SharedCache,
@@ -305,6 +308,9 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         retention: config.retention.clone(),
         audit,
         limiter: limits::Limiter::new(&config.limits),
+        refusals: refusals::Refusals::new(std::time::Duration::from_secs(
+            config.limits.refusal_log_window_seconds,
+        )),
         store,
         queue,
         server_key,
@@ -426,6 +432,18 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
             config.release.materialise_after_days,
         )));
     }
+    // Summaries of refusals whose window passed without another refusal.
+    schedules.push(tokio::spawn({
+        let state = state.clone();
+        let every = std::time::Duration::from_secs(config.limits.refusal_log_window_seconds.max(1));
+        async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                state.refusals.write_due(&state.audit);
+            }
+        }
+    }));
     if let seconds @ 1.. = config.retention.purge_every_seconds {
         schedules.push(tokio::spawn(purge_on_schedule(
             state.clone(),
