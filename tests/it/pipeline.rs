@@ -1141,3 +1141,72 @@ async fn a_quarter_over_a_capped_month_is_audited_against_it() {
         .map(String::from)
     );
 }
+
+/// The payment-arrears indicator joins the types the catalogue marks: a
+/// household behind on rent and on energy counts once; school absence does
+/// not count. Released by the same rules as any table.
+#[tokio::test]
+async fn payment_arrears_join_rent_and_energy_and_count_a_household_once() {
+    let server = TestServer::start().await;
+    let buurt = "BU00340101";
+    let month = "2024-01";
+    let batches = vec![
+        // Households 0..30 behind on rent, the same 30 and 15 others on
+        // energy, 20 others absent from school.
+        crate::batch("rent", "huurachterstand", buurt, month, 1, 30),
+        crate::batch("energy-same", "energieachterstand", buurt, month, 1, 30),
+        crate::batch("energy-other", "energieachterstand", buurt, month, 2, 15),
+        crate::batch("school", "schoolverzuim", buurt, month, 3, 20),
+    ];
+    let outcome = crate::submit(server.channel(PARTNER_A).await, batches).await;
+    assert!(outcome.iter().all(Result::is_ok), "{outcome:?}");
+    let mut q = server.query(ANALYST).await;
+    let answer = q
+        .get_table(table_request(
+            pb::AreaLevel::Buurt,
+            &["betalingsachterstand", "huurachterstand"],
+            month,
+            month,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let value = |t: &str| {
+        answer
+            .cells
+            .iter()
+            .find(|c| c.area_code == buurt && c.signal_type == t)
+            .and_then(|c| c.value)
+            .unwrap_or_else(|| panic!("{t} released"))
+    };
+    // 45 distinct households, released within D = 4; rent alone 30.
+    assert!(
+        value("betalingsachterstand").abs_diff(45) <= 4,
+        "{}",
+        value("betalingsachterstand")
+    );
+    assert!(value("huurachterstand").abs_diff(30) <= 4);
+    // The catalogue says which types it joins.
+    let catalogue = q
+        .get_catalogue(pb::GetCatalogueRequest {
+            gemeente_code: "GM0034".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let joined: Vec<&str> = catalogue
+        .signal_types
+        .iter()
+        .filter(|t| t.payment_arrears)
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(
+        joined,
+        [
+            "huurachterstand",
+            "energieachterstand",
+            "drinkwaterachterstand",
+            "zorgpremieachterstand"
+        ]
+    );
+}

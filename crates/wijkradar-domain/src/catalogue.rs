@@ -86,6 +86,11 @@ pub struct SignalTypeDef {
     pub description: String,
     pub unit: SignalUnit,
     pub kind: SignalKind,
+    /// Whether the type is a payment arrear (rent, energy, drinking water,
+    /// health premium): it joins the derived indicator of households with
+    /// any payment arrear.
+    #[serde(default)]
+    pub payment_arrears: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +120,13 @@ impl Catalogue {
             description: description.to_owned(),
             unit,
             kind,
+            payment_arrears: [
+                "huurachterstand",
+                "energieachterstand",
+                "drinkwaterachterstand",
+                "zorgpremieachterstand",
+            ]
+            .contains(&name),
         };
         Catalogue::new(vec![
             def("huurachterstand", "Huurachterstand", Household, Risk),

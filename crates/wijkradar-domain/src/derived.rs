@@ -5,7 +5,11 @@
 //!   6 months ending with the month (the multi-problem household that no
 //!   single source sees);
 //! - **signalled again**: households with a signal in the month and another
-//!   one (any type) in the 6 months before it.
+//!   one (any type) in the 6 months before it;
+//! - **payment arrears**: households with a signal of any payment-arrears
+//!   type in the month (rent, energy, drinking water, health premium: the
+//!   catalogue marks them). One household behind on rent and energy counts
+//!   once; together the types give larger, more often released cells.
 //!
 //! A household counts once per month, in one buurt: that of its latest
 //! signal in the window. Cell keys add up as for signal types, so the same
@@ -22,16 +26,31 @@ pub const WINDOW_MONTHS: u32 = 6;
 pub enum Derived {
     SeveralProblems,
     SignalledAgain,
+    PaymentArrears,
+}
+
+/// The store's ids of the signal types that the payment-arrears indicator
+/// joins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Joins {
+    pub payment_arrears: Vec<u16>,
 }
 
 impl Derived {
-    pub const ALL: [Derived; 2] = [Derived::SeveralProblems, Derived::SignalledAgain];
+    /// Every indicator, in the order the store numbers them (new ones go
+    /// last).
+    pub const ALL: [Derived; 3] = [
+        Derived::SeveralProblems,
+        Derived::SignalledAgain,
+        Derived::PaymentArrears,
+    ];
 
     /// The indicator's name where a signal type's would be.
     pub fn name(self) -> &'static str {
         match self {
             Derived::SeveralProblems => "meerdere_signaaltypen_6m",
             Derived::SignalledAgain => "opnieuw_gesignaleerd_6m",
+            Derived::PaymentArrears => "betalingsachterstand",
         }
     }
 
@@ -39,6 +58,9 @@ impl Derived {
         match self {
             Derived::SeveralProblems => "Huishoudens met 2 of meer signaaltypen in 6 maanden",
             Derived::SignalledAgain => "Huishoudens opnieuw gesignaleerd binnen 6 maanden",
+            Derived::PaymentArrears => {
+                "Huishoudens met een betalingsachterstand (huur, energie, drinkwater of zorgpremie)"
+            }
         }
     }
 
@@ -57,7 +79,12 @@ pub struct HouseholdSignal {
 
 /// Whether a household with `signals` counts for `which` in `month`, and
 /// in which buurt.
-pub fn counts_in(which: Derived, signals: &[HouseholdSignal], month: Month) -> Option<BuurtCode> {
+pub fn counts_in(
+    which: Derived,
+    signals: &[HouseholdSignal],
+    month: Month,
+    joins: &Joins,
+) -> Option<BuurtCode> {
     let first = month.plus(1 - WINDOW_MONTHS as i32);
     let in_window = |s: &&HouseholdSignal| s.month >= first && s.month <= month;
     let latest = signals.iter().filter(in_window).max_by_key(|s| s.month)?;
@@ -70,6 +97,10 @@ pub fn counts_in(which: Derived, signals: &[HouseholdSignal], month: Month) -> O
                 .any(|s| s.signal_type != first_type)
                 .then_some(latest.buurt)
         }
+        Derived::PaymentArrears => signals
+            .iter()
+            .rfind(|s| s.month == month && joins.payment_arrears.contains(&s.signal_type))
+            .map(|s| s.buurt),
         Derived::SignalledAgain => {
             let now = signals.iter().rfind(|s| s.month == month)?;
             let before = month.plus(-(WINDOW_MONTHS as i32));
@@ -87,11 +118,12 @@ pub fn totals<'a>(
     which: Derived,
     households: impl IntoIterator<Item = (u32, &'a [HouseholdSignal])>,
     months: &[Month],
+    joins: &Joins,
 ) -> HashMap<(Month, BuurtCode), CellTotal> {
     let mut out: HashMap<(Month, BuurtCode), CellTotal> = HashMap::new();
     for (record_key, signals) in households {
         for &m in months {
-            if let Some(b) = counts_in(which, signals, m) {
+            if let Some(b) = counts_in(which, signals, m, joins) {
                 *out.entry((m, b)).or_default() += CellTotal::one(record_key);
             }
         }
@@ -147,19 +179,22 @@ mod tests {
         // 6 months ending June (January..June), not in those ending July.
         let h = [s(1, "2026-01", "BU00340101"), s(2, "2026-06", "BU00340102")];
         let which = Derived::SeveralProblems;
-        assert_eq!(counts_in(which, &h, m("2026-05")), None);
+        assert_eq!(counts_in(which, &h, m("2026-05"), &Joins::default()), None);
         assert_eq!(
-            counts_in(which, &h, m("2026-06")),
+            counts_in(which, &h, m("2026-06"), &Joins::default()),
             Some("BU00340102".parse().unwrap())
         );
-        assert_eq!(counts_in(which, &h, m("2026-07")), None);
+        assert_eq!(counts_in(which, &h, m("2026-07"), &Joins::default()), None);
         // The same type twice is one problem.
         let same = [s(1, "2026-01", "BU00340101"), s(1, "2026-03", "BU00340101")];
-        assert_eq!(counts_in(which, &same, m("2026-03")), None);
+        assert_eq!(
+            counts_in(which, &same, m("2026-03"), &Joins::default()),
+            None
+        );
         // A move: counted once, in the buurt of the latest signal.
         let moved = [s(1, "2026-02", "BU00340101"), s(2, "2026-04", "BU00340201")];
         assert_eq!(
-            counts_in(which, &moved, m("2026-05")),
+            counts_in(which, &moved, m("2026-05"), &Joins::default()),
             Some("BU00340201".parse().unwrap())
         );
     }
@@ -170,12 +205,48 @@ mod tests {
         let which = Derived::SignalledAgain;
         let h = [s(1, "2026-01", "BU00340101"), s(1, "2026-07", "BU00340101")];
         // July is 6 months after January: again. A signal 7 months on is not.
-        assert!(counts_in(which, &h, m("2026-07")).is_some());
+        assert!(counts_in(which, &h, m("2026-07"), &Joins::default()).is_some());
         let late = [s(1, "2026-01", "BU00340101"), s(3, "2026-08", "BU00340101")];
-        assert_eq!(counts_in(which, &late, m("2026-08")), None);
+        assert_eq!(
+            counts_in(which, &late, m("2026-08"), &Joins::default()),
+            None
+        );
         // Without a signal in the month itself, nothing.
-        assert_eq!(counts_in(which, &h, m("2026-06")), None);
-        assert_eq!(counts_in(which, &h, m("2026-01")), None);
+        assert_eq!(counts_in(which, &h, m("2026-06"), &Joins::default()), None);
+        assert_eq!(counts_in(which, &h, m("2026-01"), &Joins::default()), None);
+    }
+
+    #[test]
+    fn payment_arrears_join_their_types_and_count_a_household_once() {
+        let m = |x: &str| x.parse::<Month>().unwrap();
+        // Types 1 (rent) and 2 (energy) are arrears; 5 (school absence) is not.
+        let joins = Joins {
+            payment_arrears: vec![1, 2],
+        };
+        let which = Derived::PaymentArrears;
+        // Rent and energy in the same month: one household, in the buurt of
+        // the later-listed signal.
+        let both = [s(1, "2026-03", "BU00340101"), s(2, "2026-03", "BU00340102")];
+        assert_eq!(
+            counts_in(which, &both, m("2026-03"), &joins),
+            Some("BU00340102".parse().unwrap())
+        );
+        // Only in its month; another kind of signal does not count.
+        assert_eq!(counts_in(which, &both, m("2026-04"), &joins), None);
+        let absent = [s(5, "2026-03", "BU00340101")];
+        assert_eq!(counts_in(which, &absent, m("2026-03"), &joins), None);
+        // Without the catalogue's marks nothing joins.
+        assert_eq!(
+            counts_in(which, &both, m("2026-03"), &Joins::default()),
+            None
+        );
+        let t = totals(
+            which,
+            [(1u32, &both[..]), (2, &absent[..])],
+            &[m("2026-03")],
+            &joins,
+        );
+        assert_eq!(t.values().map(|c| c.households).sum::<u64>(), 1);
     }
 
     #[test]
@@ -223,6 +294,7 @@ mod tests {
             Derived::SeveralProblems,
             [(7u32, &a[..]), (u32::MAX, &b[..]), (5, &c[..])],
             &months,
+            &Joins::default(),
         );
         let cell = t[&(months[0], "BU00340101".parse().unwrap())];
         assert_eq!(cell.households, 2);

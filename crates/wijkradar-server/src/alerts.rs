@@ -78,10 +78,11 @@ impl Query {
         if !q.derived.is_empty() {
             let households =
                 tables.households(months[0].plus(-(derived::WINDOW_MONTHS as i32)), q.month)?;
+            let joins = state.joins();
             for &d in &q.derived {
                 let keyed = households.iter().map(|(k, s)| (*k, s.as_slice()));
                 let mut per_buurt = zeros(buurten.iter().copied(), months.len());
-                for ((m, b), total) in &derived::totals(d, keyed, &months) {
+                for ((m, b), total) in &derived::totals(d, keyed, &months, &joins) {
                     if let (Some(row), Some(j)) =
                         (per_buurt.get_mut(b), months.iter().position(|x| x == m))
                     {

@@ -114,6 +114,20 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// The store's ids of the types each derived indicator joins, as the
+    /// catalogue marks them (types never stored have no id yet).
+    pub(crate) fn joins(&self) -> wijkradar_domain::derived::Joins {
+        wijkradar_domain::derived::Joins {
+            payment_arrears: self
+                .catalogue
+                .types()
+                .iter()
+                .filter(|t| t.payment_arrears)
+                .filter_map(|t| self.store.type_id(&t.name))
+                .collect(),
+        }
+    }
+
     /// Periods ending before this month are closed: released by the
     /// schedule or the first query. A month ended fewer than
     /// `materialise_after_days` ago is not, so that its exports are in.

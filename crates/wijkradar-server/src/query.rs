@@ -284,6 +284,7 @@ impl Query {
                 description: t.description.clone(),
                 unit: signal_unit(t.unit).into(),
                 kind: signal_kind(t.kind).into(),
+                payment_arrears: t.payment_arrears,
             })
             .collect();
         let range = state.store.month_range_of(g)?;

@@ -457,8 +457,9 @@ impl<'q> Tables<'q> {
                 derived::period_totals(keyed, months, derived::of_type(id))
             }
             Measure::Derived(d) => {
+                let joins = state.joins();
                 derived::period_totals(keyed, months, |s: &[HouseholdSignal], m| {
-                    derived::counts_in(d, s, m)
+                    derived::counts_in(d, s, m, &joins)
                 })
             }
         };

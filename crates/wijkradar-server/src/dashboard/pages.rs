@@ -619,10 +619,14 @@ async fn gemeente_page(
 ) -> Result<GemeentePage, Failure> {
     let cat = catalogue(d, org, code).await?;
     let all = measures(&cat);
+    // Where users start: the payment arrears joined, which at realistic
+    // rates shows the most released cells.
+    let start = wijkradar_domain::derived::Derived::PaymentArrears.name();
     let measure = p
         .maat
         .clone()
         .filter(|m| all.iter().any(|(n, _, _)| n == m))
+        .or_else(|| all.iter().find(|m| m.0 == start).map(|m| m.0.clone()))
         .or_else(|| all.first().map(|m| m.0.clone()))
         .ok_or_else(|| Failure(StatusCode::NOT_FOUND, "Geen signaaltypen.".into()))?;
     let level = match p.niveau {
@@ -944,7 +948,11 @@ async fn wijk_page(
                 })
                 .collect(),
         };
-        if wijkradar_domain::derived::Derived::from_name(name).is_some() {
+        let which = wijkradar_domain::derived::Derived::from_name(name);
+        if which == Some(wijkradar_domain::derived::Derived::PaymentArrears) {
+            // The arrears joined, first among the worries.
+            risks.insert(0, chart);
+        } else if which.is_some() {
             derived.push(chart);
         } else if *protective {
             chances.push(chart);
