@@ -474,3 +474,57 @@ fn a_release_keeps_its_earlier_versions_and_reads_the_old_layout() {
         Err(StoreError::Corrupt)
     ));
 }
+
+/// A writer started on a store that holds many signals takes its first
+/// batch at once (the key filter is built in the background), and still
+/// knows a stored signal when it is sent again: counted once.
+#[tokio::test]
+async fn a_writer_on_a_full_store_takes_batches_at_once_and_still_deduplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let many = |i: u32| StoredSignal {
+        pseudonym: ServerPseudonym::from_bytes({
+            let mut p = [0u8; 32];
+            p[..4].copy_from_slice(&i.to_be_bytes());
+            p
+        }),
+        buurt: "BU00340101".parse().unwrap(),
+        signal_type: "huurachterstand".parse().unwrap(),
+        month: "2024-01".parse().unwrap(),
+        severity: None,
+        record_key: i,
+    };
+    let n: u32 = std::env::var("WIJKRADAR_STORE_SIGNALS").map_or(50_000, |v| v.parse().unwrap());
+    {
+        let store = Store::open(dir.path(), "k1").unwrap();
+        let (queue, writer) = IngestQueue::start(store.clone(), 8);
+        for (b, chunk) in (0..n).collect::<Vec<_>>().chunks(10_000).enumerate() {
+            let signals = chunk.iter().map(|&i| many(i)).collect();
+            queue
+                .submit(batch(&format!("fill-{b}"), signals))
+                .await
+                .unwrap();
+        }
+        drop(queue);
+        writer.join();
+    }
+    let started = std::time::Instant::now();
+    let store = Store::open(dir.path(), "k1").unwrap();
+    let opened = started.elapsed();
+    let (queue, writer) = IngestQueue::start(store.clone(), 8);
+    // Signal 7 again, and one new.
+    queue
+        .submit(batch("again", vec![many(7), many(n + 1)]))
+        .await
+        .unwrap();
+    eprintln!(
+        "{n} signals stored: reopened in {opened:?}, the first batch acknowledged after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        counts(&store, "huurachterstand", "2024-01"),
+        vec![("BU00340101".into(), u64::from(n) + 1)]
+    );
+    assert_eq!(store.signal_count().unwrap(), u64::from(n) + 1);
+    drop(queue);
+    writer.join();
+}

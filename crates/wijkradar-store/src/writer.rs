@@ -32,36 +32,131 @@ use crate::{
 /// which costs reads, never correctness.
 const MIN_FILTER_ITEMS: usize = 4_000_000;
 
+/// The Bloom filter of stored signal keys: being built from the store by a
+/// thread of its own, or ready.
+enum KeyFilter {
+    /// Until it is ready every signal is looked up in the store (correct,
+    /// only slower); the keys written meanwhile go into it when it comes.
+    Loading {
+        ready: std::sync::mpsc::Receiver<Result<BloomFilter, StoreError>>,
+        written: Vec<[u8; SIGNAL_KEY]>,
+        /// Tells the thread to stop (the writer ends before it is done).
+        cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+    Ready(BloomFilter),
+    /// Building it failed: every signal is looked up in the store.
+    Absent,
+}
+
+impl Drop for KeyFilter {
+    /// The thread building the filter holds the store open: it stops, and
+    /// is waited for, before the writer ends.
+    fn drop(&mut self) {
+        if let KeyFilter::Loading { cancel, thread, .. } = self {
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
 /// The writer's memory of the store.
 struct WriterState {
     store: Store,
-    stored_keys: BloomFilter,
+    stored_keys: KeyFilter,
     counts: HashMap<[u8; 15], CellTotal>,
     signal_total: u64,
 }
 
 impl WriterState {
+    /// Ready at once, whatever the store holds: the key filter is built in
+    /// the background (it reads every stored signal, seconds for millions).
     fn load(store: Store) -> Result<WriterState, StoreError> {
-        let started = std::time::Instant::now();
         let signal_total = store.signal_count()?;
         let capacity = usize::try_from(signal_total.saturating_mul(2))
             .unwrap_or(usize::MAX)
             .max(MIN_FILTER_ITEMS);
-        let mut stored_keys = BloomFilter::with_false_pos(0.01).expected_items(capacity);
-        for key in store.db.scan_prefix([SIGNAL]).keys() {
-            stored_keys.insert(key?.as_ref());
-        }
-        tracing::debug!(elapsed = ?started.elapsed(), "writer loaded its key filter");
+        let (tx, ready) = std::sync::mpsc::channel();
+        let reader = store.clone();
+        let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cancelled = cancel.clone();
+        let thread = std::thread::Builder::new()
+            .name("wijkradar-key-filter".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let mut filter = BloomFilter::with_false_pos(0.01).expected_items(capacity);
+                let built = reader
+                    .db
+                    .scan_prefix([SIGNAL])
+                    .keys()
+                    .take_while(|_| !cancelled.load(std::sync::atomic::Ordering::Relaxed))
+                    .try_for_each(|key| {
+                        filter.insert(key?.as_ref());
+                        Ok::<(), sled::Error>(())
+                    })
+                    .map(|()| filter)
+                    .map_err(StoreError::from);
+                tracing::debug!(elapsed = ?started.elapsed(), "writer's key filter built");
+                let _ = tx.send(built);
+            })
+            .map_err(|source| StoreError::Keys {
+                path: std::path::PathBuf::from("(key filter thread)"),
+                source,
+            })?;
         Ok(WriterState {
             store,
-            stored_keys,
+            stored_keys: KeyFilter::Loading {
+                ready,
+                written: Vec::new(),
+                cancel,
+                thread: Some(thread),
+            },
             counts: HashMap::new(),
             signal_total,
         })
     }
 
+    /// Takes the key filter in once it is built, with the keys written
+    /// since it started.
+    fn poll_filter(&mut self) {
+        let KeyFilter::Loading { ready, written, .. } = &mut self.stored_keys else {
+            return;
+        };
+        let next = match ready.try_recv() {
+            Ok(Ok(mut filter)) => {
+                for key in written.drain(..) {
+                    filter.insert(&key[..]);
+                }
+                KeyFilter::Ready(filter)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the key filter could not be built; every signal is looked up");
+                KeyFilter::Absent
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => return,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => KeyFilter::Absent,
+        };
+        self.stored_keys = next;
+    }
+
     fn is_stored(&self, key: &[u8; SIGNAL_KEY]) -> Result<bool, StoreError> {
-        Ok(self.stored_keys.contains(&key[..]) && self.store.db.contains_key(key)?)
+        let maybe = match &self.stored_keys {
+            KeyFilter::Ready(filter) => filter.contains(&key[..]),
+            KeyFilter::Loading { .. } | KeyFilter::Absent => true,
+        };
+        Ok(maybe && self.store.db.contains_key(key)?)
+    }
+
+    fn remember(&mut self, key: [u8; SIGNAL_KEY]) {
+        match &mut self.stored_keys {
+            KeyFilter::Ready(filter) => {
+                filter.insert(&key[..]);
+            }
+            KeyFilter::Loading { written, .. } => written.push(key),
+            KeyFilter::Absent => {}
+        }
     }
 
     fn total(&self, key: &[u8; 15]) -> Result<CellTotal, StoreError> {
@@ -291,6 +386,7 @@ fn write_group(
     }
     let started = std::time::Instant::now();
     let state = state.as_mut().expect("not poisoned");
+    state.poll_filter();
     let results: Vec<_> = group.iter().map(|r| apply(state, &r.0)).collect();
     let applied = started.elapsed();
     // Flush even when every batch was already stored: an earlier batch of
@@ -507,7 +603,7 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
     db.apply_batch(writes)?;
     tracing::trace!(apply_batch = ?t.elapsed(), "apply_batch");
     for key in new_keys {
-        state.stored_keys.insert(&key[..]);
+        state.remember(key);
     }
     state.counts.extend(new_counts);
     state.signal_total = signal_total;
