@@ -12,18 +12,8 @@
 use wijkradar_domain::CellTotal;
 use wijkradar_release::{ReleasePolicy, Released, Threshold};
 
-/// SplitMix64: a deterministic source of record keys for the trials.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+mod common;
+use common::SplitMix;
 
 /// The attacker's accuracy over `trials` pairs of cells of 10..60
 /// households, one pair differing by one household.

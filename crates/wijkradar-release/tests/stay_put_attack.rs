@@ -23,18 +23,16 @@ use microlp::{ComparisonOp, OptimizationDirection, Problem, Variable};
 use wijkradar_domain::{BuurtCode, CellTotal, GemeenteCode, Hierarchy};
 use wijkradar_release::{GemeenteTable, Link, ReleasePolicy, Released, Threshold};
 
-/// SplitMix64: deterministic draws.
-struct SplitMix(u64);
+mod common;
+use common::SplitMix;
 
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
+/// Draws a test needs besides `next`.
+trait Draws {
+    fn unit(&mut self) -> f64;
+    fn poisson(&mut self, mean: f64) -> u64;
+}
 
+impl Draws for SplitMix {
     fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }

@@ -31,6 +31,17 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::config::OidcConfig;
 
+/// A client made from the provider's metadata: its authorization endpoint
+/// set, its token and user-info endpoints as the metadata has them.
+type Client = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
 /// How long a login may take at the provider.
 const PENDING_FOR: Duration = Duration::from_secs(600);
 /// Logins under way at most (older ones are dropped first).
@@ -121,11 +132,10 @@ impl Oidc {
         Ok(found)
     }
 
-    /// Where to send the browser: the provider's authorization URL for a
-    /// new login.
-    pub(crate) async fn start(&self) -> Result<String, LoginError> {
+    /// This dashboard as a client of the provider.
+    async fn client(&self) -> Result<Client, LoginError> {
         let metadata = self.metadata().await?;
-        let client = CoreClient::from_provider_metadata(
+        Ok(CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(self.config.client_id.clone()),
             Some(ClientSecret::new(self.secret.clone())),
@@ -133,7 +143,13 @@ impl Oidc {
         .set_redirect_uri(
             RedirectUrl::new(self.config.redirect_url.clone())
                 .map_err(|e| LoginError::Provider(e.to_string()))?,
-        );
+        ))
+    }
+
+    /// Where to send the browser: the provider's authorization URL for a
+    /// new login.
+    pub(crate) async fn start(&self) -> Result<String, LoginError> {
+        let client = self.client().await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client
             .authorize_url(
@@ -184,16 +200,7 @@ impl Oidc {
             .remove(state)
             .filter(|p| p.started.elapsed() < PENDING_FOR)
             .ok_or(LoginError::UnknownState)?;
-        let metadata = self.metadata().await?;
-        let client = CoreClient::from_provider_metadata(
-            metadata,
-            ClientId::new(self.config.client_id.clone()),
-            Some(ClientSecret::new(self.secret.clone())),
-        )
-        .set_redirect_uri(
-            RedirectUrl::new(self.config.redirect_url.clone())
-                .map_err(|e| LoginError::Provider(e.to_string()))?,
-        );
+        let client = self.client().await?;
         let token = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| LoginError::Provider(e.to_string()))?

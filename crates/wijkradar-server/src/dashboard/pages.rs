@@ -1201,23 +1201,19 @@ pub(super) async fn export(
     }
 }
 
-/// The figures of one measure, level and granularity as CSV, every period
-/// of the page's months: for Dutch Excel (`;`, decimal comma, UTF-8 with
-/// byte order mark) or plain (`,`, decimal point). The status is its own
-/// column; text cells are guarded against formulas.
-async fn export_csv(
+/// What an export holds: the catalogue, and the figures of the measure,
+/// level and kind of period it names, over the page's months.
+async fn exported(
     d: &Dashboard,
     org: &Organisation,
-    p: ExportParams,
-) -> Result<Vec<u8>, Failure> {
-    let excel = p.formaat.as_deref() != Some("csv");
+    p: &ExportParams,
+) -> Result<(pb::GetCatalogueResponse, Figures), Failure> {
     let cat = catalogue(d, org, &p.gemeente).await?;
-    let all = measures(&cat);
     let measure = p
         .table
         .maat
         .clone()
-        .filter(|m| all.iter().any(|(n, _, _)| n == m))
+        .filter(|m| measures(&cat).iter().any(|(n, _, _)| n == m))
         .ok_or_else(|| Failure(StatusCode::BAD_REQUEST, "Onbekende maat.".into()))?;
     let level = match p.table.niveau {
         Level::Wijk => pb::AreaLevel::Wijk,
@@ -1233,6 +1229,20 @@ async fn export_csv(
         level,
     )
     .await?;
+    Ok((cat, fig))
+}
+
+/// The figures of one measure, level and granularity as CSV, every period
+/// of the page's months: for Dutch Excel (`;`, decimal comma, UTF-8 with
+/// byte order mark) or plain (`,`, decimal point). The status is its own
+/// column; text cells are guarded against formulas.
+async fn export_csv(
+    d: &Dashboard,
+    org: &Organisation,
+    p: ExportParams,
+) -> Result<Vec<u8>, Failure> {
+    let excel = p.formaat.as_deref() != Some("csv");
+    let (cat, fig) = exported(d, org, &p).await?;
     let names: HashMap<&str, &str> = cat
         .areas
         .iter()
@@ -1302,28 +1312,11 @@ async fn export_geojson(
     org: &Organisation,
     p: ExportParams,
 ) -> Result<Vec<u8>, Failure> {
-    let cat = catalogue(d, org, &p.gemeente).await?;
-    let all = measures(&cat);
-    let measure = p
-        .table
-        .maat
-        .clone()
-        .filter(|m| all.iter().any(|(n, _, _)| n == m))
-        .ok_or_else(|| Failure(StatusCode::BAD_REQUEST, "Onbekende maat.".into()))?;
-    let (level, atlas) = match p.table.niveau {
-        Level::Wijk => (pb::AreaLevel::Wijk, Atlas::wijken()),
-        Level::Buurt => (pb::AreaLevel::Buurt, Atlas::buurten()),
+    let (cat, fig) = exported(d, org, &p).await?;
+    let atlas = match p.table.niveau {
+        Level::Wijk => Atlas::wijken(),
+        Level::Buurt => Atlas::buurten(),
     };
-    let fig = figures(
-        d,
-        org,
-        &p.gemeente,
-        &cat,
-        vec![measure],
-        p.table.periode,
-        level,
-    )
-    .await?;
     let latest = fig
         .cells
         .iter()
