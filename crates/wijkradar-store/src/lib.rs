@@ -368,6 +368,26 @@ fn sled_config(path: &Path) -> sled::Config {
     sled::Config::new().path(path).flush_every_ms(Some(500))
 }
 
+/// Opens sled. When the same process closed the store a moment ago (a
+/// restart in place), sled's flusher thread may still hold the file lock
+/// for a few milliseconds after the last handle is gone: a lock refused is
+/// tried again for up to two seconds. Another process holding the store
+/// still gets the error.
+fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
+    let mut tries = 0;
+    loop {
+        match sled_config(path).open() {
+            Err(sled::Error::Io(e))
+                if tries < 40 && e.to_string().contains("could not acquire lock") =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            opened => return Ok(opened?),
+        }
+    }
+}
+
 /// Read access to the store, shared by queries and the ingest queue.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -386,7 +406,7 @@ impl Store {
             source,
         })?;
         let keys = shred::PeriodKeys::open(&dir.join("period-keys"))?;
-        let db = sled_config(&dir.join("store")).open()?;
+        let db = open_sled(&dir.join("store"))?;
         match db.get(KEY_ID)? {
             Some(stored) if stored != server_key_id.as_bytes() => {
                 return Err(StoreError::KeyMismatch {
