@@ -324,7 +324,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     eprintln!("Eenmalige inloglink (ontwikkeling): {url}");
                 }
             }
-            let signal = stop_signal().await?;
+            let signal = loop {
+                match next_signal().await? {
+                    Signal::Reload => match server.reload_access() {
+                        Ok(n) => eprintln!(
+                            "SIGHUP: het toegangsbestand is opnieuw gelezen ({n} organisaties)."
+                        ),
+                        Err(e) => eprintln!(
+                            "SIGHUP: het toegangsbestand is NIET overgenomen, het vorige blijft gelden: {e}"
+                        ),
+                    },
+                    Signal::Stop(name) => break name,
+                }
+            };
             eprintln!("{signal} ontvangen: Wijkradar stopt (lopende aanvragen worden afgemaakt).");
             // Open calls finish, the writer drains and flushes, the store
             // closes; within a bound, so that systemd or Kubernetes need
@@ -406,16 +418,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// How long a graceful stop may take before the server gives up waiting.
 const SHUTDOWN_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Waits for Ctrl-C (SIGINT) or SIGTERM, what systemd, Docker and
-/// Kubernetes send; returns which.
-async fn stop_signal() -> anyhow::Result<&'static str> {
+/// What the operator asked by a signal.
+enum Signal {
+    /// SIGHUP: read the access file again.
+    Reload,
+    /// Ctrl-C (SIGINT) or SIGTERM (what systemd, Docker and Kubernetes
+    /// send): stop gracefully.
+    Stop(&'static str),
+}
+
+/// Waits for the next signal the server acts on.
+async fn next_signal() -> anyhow::Result<Signal> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C").map(|_| "SIGINT"),
-            _ = term.recv() => Ok("SIGTERM"),
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C").map(|_| Signal::Stop("SIGINT")),
+            _ = term.recv() => Ok(Signal::Stop("SIGTERM")),
+            _ = hup.recv() => Ok(Signal::Reload),
         }
     }
     #[cfg(not(unix))]
@@ -423,6 +445,6 @@ async fn stop_signal() -> anyhow::Result<&'static str> {
         tokio::signal::ctrl_c()
             .await
             .context("waiting for Ctrl-C")?;
-        Ok("Ctrl-C")
+        Ok(Signal::Stop("Ctrl-C"))
     }
 }

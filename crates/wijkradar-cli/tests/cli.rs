@@ -170,3 +170,99 @@ fn sigterm_stops_the_server_gracefully() {
     let server_key = wijkradar_pseudonym::ServerKey::load(&setup.config.keys.server_key).unwrap();
     wijkradar_store::Store::open(&setup.config.data_dir, server_key.id().as_str()).unwrap();
 }
+
+/// SIGHUP reads the access file again: an organisation taken out of it is
+/// refused from then on, without a restart; a file that does not load is
+/// refused and the one in use stays. Both are in the audit log.
+#[cfg(unix)]
+#[test]
+fn sighup_reloads_the_access_file() {
+    use std::io::{BufRead, BufReader};
+    use wijkradar_server::access::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = wijkradar_server::dev::DevSetup::create(
+        dir.path(),
+        &[("analist", "Gemeente", Role::Analyst)],
+    )
+    .unwrap();
+    let config = setup.write_config("127.0.0.1:0").unwrap();
+    let mut child = wijkradar()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("WIJKRADAR_LOG_FORMAT", "json")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut addr = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("luistert op ").nth(1) {
+            addr = rest.split_whitespace().next().unwrap().to_owned();
+            break;
+        }
+    }
+    assert!(!addr.is_empty());
+    let files = setup.client("analist");
+    let catalogue = || {
+        wijkradar()
+            .args(["query", "catalogue", "--gemeente", "GM0034", "--server"])
+            .arg(format!("https://{addr}"))
+            .arg("--ca")
+            .arg(setup.pki_dir.join("ca.pem"))
+            .arg("--cert")
+            .arg(&files.cert)
+            .arg("--key")
+            .arg(&files.key)
+            .output()
+            .unwrap()
+    };
+    let hup = |pid: u32| {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    let wait_for = |lines: &mut std::io::Lines<BufReader<std::process::ChildStderr>>,
+                    what: &str| {
+        for line in lines.by_ref() {
+            if line.unwrap().contains(what) {
+                return;
+            }
+        }
+        panic!("no line with {what}");
+    };
+    assert!(catalogue().status.success(), "the analyst may ask");
+
+    // A file that does not load: refused, the old one stays.
+    let good = std::fs::read_to_string(&setup.config.access).unwrap();
+    std::fs::write(&setup.config.access, "[[organisation]]\nname = 5\n").unwrap();
+    hup(child.id());
+    wait_for(&mut lines, "NIET overgenomen");
+    assert!(catalogue().status.success(), "the file in use stays");
+
+    // The analyst taken out: refused from now on.
+    let without: String = good
+        .split("[[organisation]]")
+        .filter(|entry| !entry.contains("\"analist\""))
+        .collect::<Vec<_>>()
+        .join("[[organisation]]");
+    std::fs::write(&setup.config.access, without).unwrap();
+    hup(child.id());
+    wait_for(&mut lines, "opnieuw gelezen");
+    let refused = catalogue();
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("not authorised"), "{message}");
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+    let log = std::fs::read_to_string(setup.config.data_dir.join("audit.log")).unwrap();
+    assert_eq!(log.matches("ReloadAccess").count(), 2, "{log}");
+}

@@ -35,7 +35,8 @@ pub(crate) fn authorize<T>(
             ApiError::Unauthenticated,
         );
     };
-    if state.access.is_revoked(leaf.as_ref()) {
+    let access = state.access();
+    if access.is_revoked(leaf.as_ref()) {
         tracing::warn!("refused a revoked certificate");
         return refuse(
             "unknown",
@@ -50,7 +51,7 @@ pub(crate) fn authorize<T>(
             return refuse("unknown", e.to_string(), ApiError::NotAuthorised);
         }
     };
-    let Some(org) = state.access.find(&identity) else {
+    let Some(org) = access.find(&identity) else {
         tracing::warn!(certificate = %identity, "refused a certificate that matches no organisation in the access configuration");
         return refuse(
             "unknown",

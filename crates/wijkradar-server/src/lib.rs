@@ -100,7 +100,10 @@ pub(crate) struct State {
     base_measure: String,
     max_versions: u32,
     limits: Limits,
-    access: access::AccessPolicy,
+    /// The access file as last read (at start, and on every reload).
+    access: std::sync::RwLock<Arc<access::AccessPolicy>>,
+    /// Where the access file is, to read it again.
+    access_path: std::path::PathBuf,
     retention: RetentionConfig,
     audit: AuditLog,
     limiter: limits::Limiter,
@@ -114,6 +117,45 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// The access file as last read.
+    pub(crate) fn access(&self) -> Arc<access::AccessPolicy> {
+        self.access.read().expect("not poisoned").clone()
+    }
+
+    /// Reads the access file again and uses it from the next call on. A
+    /// file that does not load is refused, and the one in use stays. Both
+    /// are audited, with the file's SHA-256.
+    fn reload_access(&self) -> Result<usize, ServerError> {
+        let text = read(&self.access_path)?;
+        let digest = wijkradar_audit::sha256_hex(&text);
+        match access::AccessPolicy::load(&self.access_path, &self.catalogue, &self.hierarchy) {
+            Ok(policy) => {
+                let n = policy.organisations().len();
+                *self.access.write().expect("not poisoned") = Arc::new(policy);
+                self.audit.append(
+                    "aggregator",
+                    call_event("ReloadAccess", "", &format!("access_sha256={digest}"), None),
+                    true,
+                )?;
+                tracing::info!(organisations = n, "access configuration reloaded");
+                Ok(n)
+            }
+            Err(e) => {
+                self.audit.record(
+                    "aggregator",
+                    call_event(
+                        "ReloadAccess",
+                        "",
+                        &format!("access_sha256={digest}"),
+                        Some(e.to_string()),
+                    ),
+                    true,
+                );
+                Err(e.into())
+            }
+        }
+    }
+
     /// The store's ids of the types each derived indicator joins, as the
     /// catalogue marks them (types never stored have no id yet).
     pub(crate) fn joins(&self) -> wijkradar_domain::derived::Joins {
@@ -165,6 +207,7 @@ pub(crate) fn call_event(
 pub struct RunningServer {
     pub addr: SocketAddr,
     store: Store,
+    state: Arc<State>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     writer: WriterThread,
@@ -180,6 +223,14 @@ impl RunningServer {
         &self.store
     }
 
+    /// Reads the access file again (what `serve` does on SIGHUP): the
+    /// organisations and grants of the new file apply from the next call on.
+    /// A file that does not load leaves the one in use; both are audited.
+    /// Returns how many organisations the file names.
+    pub fn reload_access(&self) -> Result<usize, ServerError> {
+        self.state.reload_access()
+    }
+
     /// Stops accepting, lets open calls finish, and closes the store.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         let RunningServer {
@@ -189,11 +240,15 @@ impl RunningServer {
             store,
             schedules,
             dashboard,
+            state,
             ..
         } = self;
         if let Some(d) = dashboard {
             d.task.abort();
         }
+        // The state holds the ingest queue: the writer ends only once every
+        // handle of it is gone.
+        drop(state);
         drop(store);
         // The schedules hold the state (and with it the ingest queue): they
         // end before the writer is waited for.
@@ -318,7 +373,8 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
     let state = Arc::new(State {
         hierarchy,
         catalogue,
-        access,
+        access: std::sync::RwLock::new(Arc::new(access)),
+        access_path: config.access.clone(),
         retention: config.retention.clone(),
         audit,
         limiter: limits::Limiter::new(&config.limits),
@@ -471,6 +527,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
     Ok(RunningServer {
         addr,
         store: state.store.clone(),
+        state: state.clone(),
         stop,
         task,
         writer,

@@ -81,7 +81,7 @@ pub(crate) async fn start(
     let sessions = Sessions::new(Duration::from_secs(config.session_minutes * 60));
     if let Some(org) = &config.local_login {
         let known = state
-            .access
+            .access()
             .organisations()
             .iter()
             .any(|o| &o.name == org && o.analyst.is_some());
@@ -95,7 +95,7 @@ pub(crate) async fn start(
         Some(o) => {
             for m in &o.groups {
                 let known = state
-                    .access
+                    .access()
                     .organisations()
                     .iter()
                     .any(|org| org.name == m.organisation && org.analyst.is_some());

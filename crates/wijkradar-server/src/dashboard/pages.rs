@@ -110,7 +110,7 @@ fn signed_in(d: &Dashboard, headers: &HeaderMap) -> Option<(String, Session, Org
     let org = d
         .query
         .state
-        .access
+        .access()
         .organisations()
         .iter()
         .find(|o| o.name == session.organisation)?
