@@ -411,3 +411,41 @@ async fn refusals_are_logged_once_per_window_and_then_summed_up() {
     let report = wijkradar_audit::verify(text.as_bytes(), None);
     assert!(report.is_intact(), "{report:?}");
 }
+
+/// A connection that never starts TLS, or stops halfway through the
+/// handshake, is closed after `limits.tls_handshake_seconds`; the server
+/// keeps answering others meanwhile.
+#[tokio::test]
+async fn a_connection_without_tls_is_closed_after_the_handshake_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(|c| c.limits.tls_handshake_seconds = 1).await;
+    let addr = server.url().trim_start_matches("https://").to_owned();
+    let started = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut half = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // The first bytes of a TLS ClientHello, and then nothing.
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
+    // Others are served meanwhile.
+    let (acks, _) = send(
+        &server,
+        vec![pb::SubmitRequest {
+            batch: Some(batch("while-idle", vec![good(1)])),
+        }],
+    )
+    .await;
+    assert_eq!(acks.len(), 1);
+    for (what, conn) in [("silent", &mut silent), ("half a handshake", &mut half)] {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: still open after 10 s"));
+        assert!(matches!(read, Ok(0) | Err(_)), "{what}: {read:?}");
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

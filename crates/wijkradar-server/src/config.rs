@@ -164,6 +164,12 @@ pub struct Limits {
     /// Seconds in which refusals of one kind by one organisation are
     /// logged once, and then as one summary.
     pub refusal_log_window_seconds: u64,
+    /// Seconds a client may take for the TLS handshake; a connection that
+    /// sends nothing, or no TLS, is closed after it.
+    pub tls_handshake_seconds: u64,
+    /// Seconds between HTTP/2 pings on a quiet connection; one not answered
+    /// within as many seconds again closes it (0: no pings).
+    pub keepalive_seconds: u64,
 }
 
 impl Default for Limits {
@@ -177,6 +183,8 @@ impl Default for Limits {
             request_timeout_seconds: 300,
             max_streams_per_connection: 16,
             refusal_log_window_seconds: 60,
+            tls_handshake_seconds: 10,
+            keepalive_seconds: 60,
         }
     }
 }
@@ -348,6 +356,9 @@ impl ServerConfig {
                 "limits.partner_burst_signals",
                 "must be at least limits.max_batch_signals, or no batch could pass".into(),
             ));
+        }
+        if self.limits.tls_handshake_seconds == 0 {
+            return Err(("limits.tls_handshake_seconds", "must be at least 1".into()));
         }
         if self.limits.request_timeout_seconds == 0 || self.limits.max_streams_per_connection == 0 {
             return Err((

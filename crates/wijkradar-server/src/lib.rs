@@ -399,7 +399,11 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
             read(&config.tls.cert)?,
             read(&config.tls.key)?,
         ))
-        .client_ca_root(Certificate::from_pem(read(&config.tls.client_ca)?));
+        .client_ca_root(Certificate::from_pem(read(&config.tls.client_ca)?))
+        // A connection that sends nothing, or no TLS, is closed after this.
+        .timeout(std::time::Duration::from_secs(
+            config.limits.tls_handshake_seconds,
+        ));
 
     let limit = config.limits.max_message_bytes;
     let ingest = IngestServiceServer::new(ingest::Ingest {
@@ -464,6 +468,15 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
             config.limits.request_timeout_seconds,
         ))
         .concurrency_limit_per_connection(config.limits.max_streams_per_connection as usize)
+        // A peer that no longer answers pings is dropped.
+        .http2_keepalive_interval(
+            (config.limits.keepalive_seconds > 0)
+                .then(|| std::time::Duration::from_secs(config.limits.keepalive_seconds)),
+        )
+        .http2_keepalive_timeout(
+            (config.limits.keepalive_seconds > 0)
+                .then(|| std::time::Duration::from_secs(config.limits.keepalive_seconds)),
+        )
         .max_concurrent_streams(config.limits.max_streams_per_connection)
         .tls_config(tls)?
         .add_service(health)
