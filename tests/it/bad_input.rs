@@ -449,3 +449,35 @@ async fn a_connection_without_tls_is_closed_after_the_handshake_timeout() {
         started.elapsed()
     );
 }
+
+/// A client may hold at most `limits.max_connections_per_client`
+/// connections: one more is closed at once; once one closes, the client is
+/// served again.
+#[tokio::test]
+async fn connections_per_client_are_capped() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start_with(|c| c.limits.max_connections_per_client = 3).await;
+    let addr = server.url().trim_start_matches("https://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // The fourth is closed before TLS.
+    let mut fourth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), fourth.read(&mut buf))
+        .await
+        .expect("closed at once, not left open");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // One of the three closes: a real call gets through again.
+    drop(held.pop());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (acks, end) = send(
+        &server,
+        vec![pb::SubmitRequest {
+            batch: Some(batch("after-cap", vec![good(1)])),
+        }],
+    )
+    .await;
+    assert_eq!((acks.len(), end.map(|s| s.code())), (1, None));
+}

@@ -170,6 +170,9 @@ pub struct Limits {
     /// Seconds between HTTP/2 pings on a quiet connection; one not answered
     /// within as many seconds again closes it (0: no pings).
     pub keepalive_seconds: u64,
+    /// Connections one client address may hold open at once; one more is
+    /// closed before TLS.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for Limits {
@@ -185,6 +188,7 @@ impl Default for Limits {
             refusal_log_window_seconds: 60,
             tls_handshake_seconds: 10,
             keepalive_seconds: 60,
+            max_connections_per_client: 64,
         }
     }
 }
@@ -355,6 +359,12 @@ impl ServerConfig {
             return Err((
                 "limits.partner_burst_signals",
                 "must be at least limits.max_batch_signals, or no batch could pass".into(),
+            ));
+        }
+        if self.limits.max_connections_per_client == 0 {
+            return Err((
+                "limits.max_connections_per_client",
+                "must be at least 1".into(),
             ));
         }
         if self.limits.tls_handshake_seconds == 0 {

@@ -14,6 +14,7 @@ pub mod alerts;
 mod answer;
 mod auth;
 pub mod config;
+mod conns;
 pub mod convert;
 mod dashboard;
 pub mod dev;
@@ -489,14 +490,24 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
     // Answers go out at once: without TCP_NODELAY, Nagle's algorithm and
     // delayed acknowledgements held some answers back by 40 ms (measured
     // with `wijkradar bench query`). tonic sets it only on listeners it binds.
-    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
-        if let Ok(stream) = &conn
-            && let Err(e) = stream.set_nodelay(true)
-        {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-        conn
-    });
+    let per_client = conns::PerClient::new(config.limits.max_connections_per_client);
+    let incoming =
+        tokio_stream::StreamExt::filter_map(TcpListenerStream::new(listener), move |conn| {
+            let stream = match conn {
+                Ok(stream) => stream,
+                Err(e) => return Some(Err(e)),
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+            match per_client.admit(stream) {
+                Some(counted) => Some(Ok(counted)),
+                None => {
+                    tracing::warn!("closed a connection over the per-client limit");
+                    None
+                }
+            }
+        });
     let task = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(incoming, async {
