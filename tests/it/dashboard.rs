@@ -100,12 +100,7 @@ async fn no_figures_without_login_and_a_login_link_works_once() {
 
     // Logging out needs the session's CSRF token.
     let page = web.get("/gemeente/GM0034").await.text();
-    let token = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("a CSRF token in the page")
-        .to_owned();
+    let token = csrf_of(&page);
     let forged = web.request("POST", "/uitloggen", Some("csrf=00")).await;
     assert_eq!(forged.status, 403);
     assert_eq!(web.get("/gemeente/GM0034").await.status, 200);
@@ -232,16 +227,16 @@ async fn the_map_and_table_show_the_api_s_figures_in_dutch_with_strict_headers()
 
     // Every page view with figures is in the audit log, as a query of the
     // analyst.
-    let log = std::fs::read_to_string(
-        server
-            .setup
-            .config
-            .data_dir
-            .join(wijkradar_audit::FILE_NAME),
-    )
-    .unwrap();
-    assert!(log.contains("Dashboard.GetTable"), "audited");
-    assert!(log.contains(&format!("\"actor\":\"{ANALYST}\"")) || log.contains(ANALYST));
+    let log = audit_log(&server);
+    // As a query of the analyst: its name is the entry's actor.
+    let viewed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Dashboard.GetTable"))
+        .collect();
+    assert!(!viewed.is_empty(), "audited");
+    for line in viewed {
+        assert!(line.contains(&format!("\"actor\":\"{ANALYST}\"")), "{line}");
+    }
 }
 
 #[tokio::test]
@@ -258,14 +253,7 @@ async fn an_analyst_sees_only_its_gemeenten_and_exports_csv_for_excel() {
         assert_eq!(page.status, 403, "{path}");
         assert!(page.text().contains("geen toegang"), "{path}");
     }
-    let log = std::fs::read_to_string(
-        server
-            .setup
-            .config
-            .data_dir
-            .join(wijkradar_audit::FILE_NAME),
-    )
-    .unwrap();
+    let log = audit_log(&server);
     assert!(
         log.contains("may not query figures of GM0050"),
         "refusal audited"
@@ -361,6 +349,18 @@ async fn server_with_dashboard() -> TestServer {
     .await
 }
 
+/// The server's audit log as it is on disk.
+pub(crate) fn audit_log(server: &TestServer) -> String {
+    std::fs::read_to_string(
+        server
+            .setup
+            .config
+            .data_dir
+            .join(wijkradar_audit::FILE_NAME),
+    )
+    .unwrap()
+}
+
 fn csrf_of(html: &str) -> String {
     html.split("name=\"csrf\" value=\"")
         .nth(1)
@@ -396,39 +396,44 @@ async fn an_analyst_sets_the_status_of_an_alert_and_it_is_stored_and_audited() {
         format!("csrf={csrf}&maand={last}&gebied={area}&maat=huurachterstand&status={status}")
     };
     let csrf = csrf_of(&html);
-    // A forged form, another gemeente's area, an unknown status: refused.
-    let forged = web
-        .request(
-            "POST",
+    // A forged form, another gemeente's area, an unknown status, another
+    // gemeente's page: refused.
+    let rising_code = rising.to_string();
+    for (path, status, area, token, code) in [
+        (
             "/meldingen/GM0034/status",
-            Some(&form("opgepakt", &rising.to_string(), "00")),
-        )
-        .await;
-    assert_eq!(forged.status, 403);
-    let elsewhere = web
-        .request(
-            "POST",
+            "opgepakt",
+            rising_code.as_str(),
+            "00",
+            403,
+        ),
+        (
             "/meldingen/GM0034/status",
-            Some(&form("opgepakt", "WK005001", &csrf)),
-        )
-        .await;
-    assert_eq!(elsewhere.status, 400);
-    let unknown = web
-        .request(
-            "POST",
+            "opgepakt",
+            "WK005001",
+            csrf.as_str(),
+            400,
+        ),
+        (
             "/meldingen/GM0034/status",
-            Some(&form("vergeten", &rising.to_string(), &csrf)),
-        )
-        .await;
-    assert_eq!(unknown.status, 400);
-    let other_gemeente = web
-        .request(
-            "POST",
+            "vergeten",
+            rising_code.as_str(),
+            csrf.as_str(),
+            400,
+        ),
+        (
             "/meldingen/GM0050/status",
-            Some(&form("opgepakt", "WK005001", &csrf)),
-        )
-        .await;
-    assert_eq!(other_gemeente.status, 403);
+            "opgepakt",
+            "WK005001",
+            csrf.as_str(),
+            403,
+        ),
+    ] {
+        let answer = web
+            .request("POST", path, Some(&form(status, area, token)))
+            .await;
+        assert_eq!(answer.status, code, "{path} {status} {area}");
+    }
     // Taken up: stored, shown with who set it, audited.
     let set = web
         .request(
@@ -452,14 +457,7 @@ async fn an_analyst_sets_the_status_of_an_alert_and_it_is_stored_and_audited() {
         "{row}"
     );
     assert!(row.contains(&format!("door {ANALYST}")), "{row}");
-    let log = std::fs::read_to_string(
-        server
-            .setup
-            .config
-            .data_dir
-            .join(wijkradar_audit::FILE_NAME),
-    )
-    .unwrap();
+    let log = audit_log(&server);
     assert!(log.contains("Dashboard.SetAlertStatus"), "audited");
     assert!(log.contains("status=opgepakt"));
     // After a restart the status is still there.

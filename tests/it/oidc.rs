@@ -319,14 +319,7 @@ async fn an_analyst_logs_in_through_the_identity_provider_and_unknown_groups_are
     assert!(stranger.cookie.is_none());
 
     // Every login, refused or not, is in the audit log.
-    let log = std::fs::read_to_string(
-        server
-            .setup
-            .config
-            .data_dir
-            .join(wijkradar_audit::FILE_NAME),
-    )
-    .unwrap();
+    let log = crate::dashboard::audit_log(&server);
     assert_eq!(log.matches("Dashboard.Login").count(), 4, "{log}");
     assert!(log.contains("subject=medewerker-42"));
     assert!(log.contains("no group of the account maps to an organisation"));
