@@ -1,1 +1,464 @@
+//! One intervention's analysis from released cells.
+//!
+//! The input is what the release rules let out: per wijk and period a
+//! released count, or nothing when the cell was suppressed. The steps:
+//! 1. Comparison wijken with more than half of their cells suppressed are
+//!    left out; the other suppressed cells are imputed from a Poisson model
+//!    with area and period effects, capped below the threshold.
+//! 2. Rates per 1,000 households; the treated wijken pooled into one series
+//!    (their counts over their households).
+//! 3. Synthetic difference-in-differences, with synthetic control,
+//!    difference-in-differences and the Poisson model beside it.
+//! 4. Placebos in space for the interval and the p-value; diagnostics.
 
+use crate::EffectError;
+use crate::panel::Panel;
+use crate::placebo::{self, Inference};
+use crate::poisson;
+use crate::sdid::{self, Estimate, Estimator};
+
+/// One wijk's released figures.
+#[derive(Debug, Clone)]
+pub struct AreaSeries {
+    /// Households: the rate's base.
+    pub households: f64,
+    /// Released count per period; `None` where the cell was suppressed.
+    pub cells: Vec<Option<f64>>,
+}
+
+/// What the analysis needs.
+#[derive(Debug, Clone)]
+pub struct Design {
+    pub treated: Vec<AreaSeries>,
+    /// Comparison wijken: same gemeente, neighbours already left out.
+    pub donors: Vec<AreaSeries>,
+    /// Index of the first period from the start on.
+    pub start: usize,
+    /// A suppressed cell's true value lies below this.
+    pub threshold: f64,
+    /// 12 for months, 4 for quarters.
+    pub periods_per_year: usize,
+    /// Placebo draws at most.
+    pub draws: usize,
+    pub seed: u64,
+}
+
+/// Comparison wijken with more suppressed cells than this share are left out.
+pub const MAX_SUPPRESSED_DONOR: f64 = 0.5;
+/// z₀.₉₅ + z₀.₈₀: a two-sided 10% test with 80% power.
+const DETECTABLE_Z: f64 = 1.644_853_6 + 0.841_621_2;
+
+/// The answer.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    /// Synthetic difference-in-differences: the default.
+    pub estimate: Estimate,
+    /// The checks beside it, as relative changes (−0.2 is 20% fewer).
+    pub synthetic_control: f64,
+    pub diff_in_diff: f64,
+    pub poisson: f64,
+    /// The interval and p-value from placebos in space; `None` with too few
+    /// comparison wijken.
+    pub inference: Option<Inference>,
+    /// The effect relative to the course without the intervention, with
+    /// its 90% interval.
+    pub relative: Interval,
+    /// The effect in households per period, with its 90% interval.
+    pub households_per_period: Interval,
+    /// Rates per 1,000 households, mean before and after the start.
+    pub treated_rate: (f64, f64),
+    pub comparison_rate: (f64, f64),
+    pub diagnostics: Diagnostics,
+}
+
+/// A point estimate with its 90% interval (the same when there is none).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    pub estimate: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// What the user should weigh beside the estimate.
+#[derive(Debug, Clone)]
+pub struct Diagnostics {
+    /// Root mean square gap between the treated course and its synthetic
+    /// course before the start (rate per 1,000).
+    pub pre_fit: f64,
+    /// Share of placebos that fit better before the start: near 1 means
+    /// the treated wijken are hard to match.
+    pub placebos_fitting_better: f64,
+    /// The same estimate with a start one year earlier, on the data before
+    /// the real start: it should be near 0.
+    pub false_start: Option<f64>,
+    /// 1 / Σω²: how many comparison wijken carry the estimate.
+    pub effective_donors: f64,
+    pub largest_weight: f64,
+    pub donors_used: usize,
+    pub donors_left_out: usize,
+    /// Shares of suppressed (imputed) cells.
+    pub suppressed_treated: f64,
+    pub suppressed_donors: f64,
+    /// The treated wijken were chosen right after a spike: part of a fall
+    /// may come by itself (regression to the mean).
+    pub chosen_after_spike: bool,
+}
+
+/// The pooled, imputed data: the panel and what it was made from.
+struct Prepared {
+    panel: Panel,
+    /// Counts (imputed) per unit, donors first then treated.
+    counts: Vec<Vec<f64>>,
+    /// Released counts only, `None` where suppressed, same order.
+    released: Vec<Vec<Option<f64>>>,
+    households: Vec<f64>,
+    n_donors: usize,
+    donors_left_out: usize,
+    suppressed_treated: f64,
+    suppressed_donors: f64,
+}
+
+impl Design {
+    fn periods(&self) -> usize {
+        self.treated.first().map_or(0, |a| a.cells.len())
+    }
+
+    fn prepare(&self) -> Result<Prepared, EffectError> {
+        let t = self.periods();
+        let all = self.treated.iter().chain(&self.donors);
+        if all.clone().any(|a| a.cells.len() != t) {
+            return Err(EffectError::Unbalanced);
+        }
+        let suppressed = |a: &AreaSeries| {
+            a.cells.iter().filter(|c| c.is_none()).count() as f64 / t.max(1) as f64
+        };
+        let kept: Vec<&AreaSeries> = self
+            .donors
+            .iter()
+            .filter(|a| a.households > 0.0 && suppressed(a) <= MAX_SUPPRESSED_DONOR)
+            .collect();
+        let units: Vec<&AreaSeries> = kept.iter().copied().chain(&self.treated).collect();
+        let n_donors = kept.len();
+        if n_donors == 0 {
+            return Err(EffectError::Units {
+                comparison: 0,
+                treated: self.treated.len(),
+            });
+        }
+        let released: Vec<Vec<Option<f64>>> = units.iter().map(|a| a.cells.clone()).collect();
+        let households: Vec<f64> = units.iter().map(|a| a.households).collect();
+        // The imputation model sees no treated cell after the start, so an
+        // effect cannot leak into what fills the gaps.
+        let blind: Vec<Vec<Option<f64>>> = released
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                row.iter()
+                    .enumerate()
+                    .map(|(s, c)| {
+                        if i >= n_donors && s >= self.start {
+                            None
+                        } else {
+                            *c
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let expected = poisson::expected_without_effect(&blind, &households);
+        let cap = (self.threshold - 1.0).max(0.0);
+        let counts: Vec<Vec<f64>> = released
+            .iter()
+            .zip(&expected)
+            .map(|(row, e)| {
+                row.iter()
+                    .zip(e)
+                    .map(|(c, e)| c.unwrap_or_else(|| e.clamp(0.0, cap)))
+                    .collect()
+            })
+            .collect();
+        let rate = |i: usize, s: usize| counts[i][s] / households[i] * 1000.0;
+        let mut rows: Vec<Vec<f64>> = (0..n_donors)
+            .map(|i| (0..t).map(|s| rate(i, s)).collect())
+            .collect();
+        rows.push(pooled(&counts[n_donors..], &households[n_donors..]));
+        let panel = Panel::new(rows, n_donors, self.start)?;
+        let share = |areas: &[&AreaSeries]| {
+            let cells = areas.len() * t;
+            let hidden: usize = areas
+                .iter()
+                .map(|a| a.cells.iter().filter(|c| c.is_none()).count())
+                .sum();
+            if cells == 0 {
+                0.0
+            } else {
+                hidden as f64 / cells as f64
+            }
+        };
+        let treated: Vec<&AreaSeries> = self.treated.iter().collect();
+        Ok(Prepared {
+            panel,
+            counts,
+            released,
+            households,
+            n_donors,
+            donors_left_out: self.donors.len() - n_donors,
+            suppressed_treated: share(&treated),
+            suppressed_donors: share(&kept),
+        })
+    }
+
+    /// The whole analysis.
+    pub fn analyse(&self) -> Result<Analysis, EffectError> {
+        let p = self.prepare()?;
+        let estimate = sdid::estimate(&p.panel, Estimator::SyntheticDid);
+        let relative_of = |e: &Estimate| relative(e, p.panel.t0());
+        let synthetic_control = relative_of(&sdid::estimate(&p.panel, Estimator::SyntheticControl));
+        let diff_in_diff = relative_of(&sdid::estimate(&p.panel, Estimator::DiffInDiff));
+        let n_donors = p.n_donors;
+        let start = self.start;
+        let poisson = poisson::fit(&p.released, &p.households, |i, s| {
+            i >= n_donors && s >= start
+        })
+        .relative();
+
+        let sets = placebo::draws(n_donors, self.treated.len(), self.draws, self.seed);
+        let placebos: Vec<(f64, f64)> = sets
+            .iter()
+            .filter_map(|set| {
+                let panel = placebo_panel(&p, set, start).ok()?;
+                let e = sdid::estimate(&panel, Estimator::SyntheticDid);
+                Some((e.tau, pre_fit(&e, start)))
+            })
+            .collect();
+        let taus: Vec<f64> = placebos.iter().map(|p| p.0).collect();
+        let inference = Inference::new(estimate.tau, &taus);
+        let level = counterfactual_level(&estimate, start);
+        let treated_households: f64 = self.treated.iter().map(|a| a.households).sum();
+        let (low, high) = inference
+            .as_ref()
+            .map_or((estimate.tau, estimate.tau), |i| (i.low, i.high));
+        let scaled = |f: f64| Interval {
+            estimate: estimate.tau * f,
+            low: low * f,
+            high: high * f,
+        };
+        let fit = pre_fit(&estimate, start);
+        let better = placebos.iter().filter(|p| p.1 < fit).count();
+        let omega_sq: f64 = estimate.omega.iter().map(|w| w * w).sum();
+        let t = p.panel.t();
+        let mean = |v: &[f64], r: std::ops::Range<usize>| {
+            v[r.clone()].iter().sum::<f64>() / r.len() as f64
+        };
+        let comparison = pooled(&p.counts[..n_donors], &p.households[..n_donors]);
+        let diagnostics = Diagnostics {
+            pre_fit: fit,
+            placebos_fitting_better: if placebos.is_empty() {
+                0.0
+            } else {
+                better as f64 / placebos.len() as f64
+            },
+            false_start: self.false_start(&p),
+            effective_donors: if omega_sq > 0.0 { 1.0 / omega_sq } else { 0.0 },
+            largest_weight: estimate.omega.iter().cloned().fold(0.0, f64::max),
+            donors_used: n_donors,
+            donors_left_out: p.donors_left_out,
+            suppressed_treated: p.suppressed_treated,
+            suppressed_donors: p.suppressed_donors,
+            chosen_after_spike: chosen_after_spike(
+                &estimate.treated[..start],
+                self.periods_per_year,
+            ),
+        };
+        Ok(Analysis {
+            synthetic_control,
+            diff_in_diff,
+            poisson,
+            relative: scaled(1.0 / level),
+            households_per_period: scaled(treated_households / 1000.0),
+            treated_rate: (
+                mean(&estimate.treated, 0..start),
+                mean(&estimate.treated, start..t),
+            ),
+            comparison_rate: (mean(&comparison, 0..start), mean(&comparison, start..t)),
+            inference,
+            diagnostics,
+            estimate,
+        })
+    }
+
+    /// The estimate with a start one year earlier, on the periods before
+    /// the real start only.
+    fn false_start(&self, p: &Prepared) -> Option<f64> {
+        let start = self.start.checked_sub(self.periods_per_year)?;
+        if start < 2 {
+            return None;
+        }
+        let rows = (0..p.panel.n())
+            .map(|i| (0..self.start).map(|s| p.panel.at(i, s)).collect())
+            .collect();
+        let panel = Panel::new(rows, p.n_donors, start).ok()?;
+        Some(relative(
+            &sdid::estimate(&panel, Estimator::SyntheticDid),
+            start,
+        ))
+    }
+
+    /// The smallest effect this design can detect, as a relative change:
+    /// false starts in the history before the start, each estimated for
+    /// the treated wijken and for placebo sets of comparison wijken. With
+    /// no true effect there, their spread is the design's noise; the
+    /// smallest detectable effect is (z₀.₉₅ + z₀.₈₀) times it.
+    pub fn detectable_effect(&self, horizon: usize) -> Result<Detectable, EffectError> {
+        let p = self.prepare()?;
+        let before = self.start;
+        let window = horizon.min(before / 3).max(1);
+        let first = (before / 2).max(2);
+        if first + window > before {
+            return Err(EffectError::Periods { before, after: 0 });
+        }
+        let sets = placebo::draws(p.n_donors, self.treated.len(), 40, self.seed);
+        let mut errors = Vec::new();
+        for start in first..=before - window {
+            let end = start + window;
+            let cut = |panel: &Panel| -> Vec<Vec<f64>> {
+                (0..panel.n())
+                    .map(|i| (0..end).map(|s| panel.at(i, s)).collect())
+                    .collect()
+            };
+            if let Ok(panel) = Panel::new(cut(&p.panel), p.n_donors, start) {
+                errors.push(relative(
+                    &sdid::estimate(&panel, Estimator::SyntheticDid),
+                    start,
+                ));
+            }
+            for set in &sets {
+                let Ok(full) = placebo_panel(&p, set, before) else {
+                    continue;
+                };
+                if let Ok(panel) = Panel::new(cut(&full), full.n0(), start) {
+                    errors.push(relative(
+                        &sdid::estimate(&panel, Estimator::SyntheticDid),
+                        start,
+                    ));
+                }
+            }
+        }
+        let errors: Vec<f64> = errors.into_iter().filter(|e| e.is_finite()).collect();
+        if errors.len() < 3 {
+            return Err(EffectError::Periods { before, after: 0 });
+        }
+        let rms = (errors.iter().map(|e| e * e).sum::<f64>() / errors.len() as f64).sqrt();
+        Ok(Detectable {
+            relative: DETECTABLE_Z * rms,
+            window,
+            backtests: errors.len(),
+        })
+    }
+}
+
+/// The smallest detectable effect and how it was found.
+#[derive(Debug, Clone, Copy)]
+pub struct Detectable {
+    /// As a relative change (0.18 is 18%).
+    pub relative: f64,
+    /// Periods after each false start.
+    pub window: usize,
+    /// How many false-start estimates it rests on.
+    pub backtests: usize,
+}
+
+/// Counts over households, per 1,000, per period.
+fn pooled(counts: &[Vec<f64>], households: &[f64]) -> Vec<f64> {
+    let total: f64 = households.iter().sum();
+    let t = counts.first().map_or(0, Vec::len);
+    (0..t)
+        .map(|s| counts.iter().map(|c| c[s]).sum::<f64>() / total * 1000.0)
+        .collect()
+}
+
+/// The donors of `set` pooled as if treated; the other donors compare.
+fn placebo_panel(p: &Prepared, set: &[usize], start: usize) -> Result<Panel, EffectError> {
+    let t = p.panel.t();
+    let mut rows: Vec<Vec<f64>> = (0..p.n_donors)
+        .filter(|i| !set.contains(i))
+        .map(|i| (0..t).map(|s| p.panel.at(i, s)).collect())
+        .collect();
+    let n0 = rows.len();
+    let counts: Vec<Vec<f64>> = set.iter().map(|&i| p.counts[i].clone()).collect();
+    let households: Vec<f64> = set.iter().map(|&i| p.households[i]).collect();
+    rows.push(pooled(&counts, &households));
+    Panel::new(rows, n0, start)
+}
+
+fn counterfactual_level(e: &Estimate, start: usize) -> f64 {
+    let after = &e.counterfactual[start..];
+    after.iter().sum::<f64>() / after.len() as f64
+}
+
+/// τ relative to the course without the intervention after the start.
+fn relative(e: &Estimate, start: usize) -> f64 {
+    let level = counterfactual_level(e, start);
+    if level > 0.0 { e.tau / level } else { f64::NAN }
+}
+
+fn pre_fit(e: &Estimate, start: usize) -> f64 {
+    let ss: f64 = (0..start)
+        .map(|s| (e.treated[s] - e.counterfactual[s]).powi(2))
+        .sum();
+    (ss / start as f64).sqrt()
+}
+
+/// The last quarter before the start (three months, or one quarter) lies
+/// more than 1.5 standard deviations above the mean of the periods before
+/// it, and above all of them.
+fn chosen_after_spike(before: &[f64], periods_per_year: usize) -> bool {
+    let last = (periods_per_year / 4).max(1);
+    if before.len() < last + 4 {
+        return false;
+    }
+    let (history, recent) = before.split_at(before.len() - last);
+    let recent = recent.iter().sum::<f64>() / last as f64;
+    let mean = history.iter().sum::<f64>() / history.len() as f64;
+    let sd = sdid::sample_sd(history);
+    let highest = history.iter().cloned().fold(f64::MIN, f64::max);
+    recent > mean + 1.5 * sd && recent > highest
+}
+
+/// How an intervention stands against its goal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// The interval lies on the goal's side of 0 and the estimate reaches
+    /// the goal pro rata.
+    OnCourse,
+    /// The whole interval falls short of the goal pro rata.
+    NotOnCourse,
+    /// Neither: the figures cannot tell yet.
+    TooEarly,
+}
+
+/// Progress of `effect` against a goal of `goal` (relative, signed: −0.2
+/// for 20% fewer) to be reached `horizon` periods after the start, when
+/// `elapsed` periods have passed.
+pub fn progress(effect: &Interval, goal: f64, elapsed: usize, horizon: usize) -> Progress {
+    if elapsed < 2 || goal == 0.0 {
+        return Progress::TooEarly;
+    }
+    let due = goal * (elapsed as f64 / horizon.max(1) as f64).min(1.0);
+    // Work in the goal's direction: positive is toward the goal.
+    let sign = goal.signum();
+    let (estimate, low, high) = (
+        effect.estimate * sign,
+        effect.low.min(effect.high) * sign,
+        effect.high.max(effect.low) * sign,
+    );
+    let (low, high) = (low.min(high), low.max(high));
+    let due = due * sign;
+    if low > 0.0 && estimate >= due {
+        Progress::OnCourse
+    } else if high < due {
+        Progress::NotOnCourse
+    } else {
+        Progress::TooEarly
+    }
+}
