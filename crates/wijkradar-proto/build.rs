@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "wijkradar/v1/ingest.proto",
         "wijkradar/v1/query.proto",
         "wijkradar/v1/governance.proto",
+        "wijkradar/v1/intervention.proto",
     ];
     println!("cargo:rerun-if-changed={}", root.display());
 

@@ -12,6 +12,7 @@ pub mod area;
 pub mod catalogue;
 pub mod derived;
 pub mod hierarchy;
+pub mod intervention;
 pub mod month;
 pub mod pseudonym;
 pub mod signal;

@@ -41,6 +41,7 @@
 #![deny(rust_2018_idioms)]
 
 mod alert_status;
+mod interventions;
 mod shred;
 mod writer;
 
@@ -68,6 +69,8 @@ pub enum StoreError {
     KeyMismatch { stored: String, configured: String },
     #[error("the store is unavailable after a failed write; restart the server")]
     Unavailable,
+    #[error("that version was stored meanwhile")]
+    VersionTaken,
     #[error("the store holds a malformed record")]
     Corrupt,
     #[error("period keys {path}: {source}")]

@@ -528,3 +528,67 @@ async fn a_writer_on_a_full_store_takes_batches_at_once_and_still_deduplicates()
     drop(queue);
     writer.join();
 }
+
+#[tokio::test]
+async fn interventions_keep_every_version_and_never_overwrite_one() {
+    use wijkradar_domain::intervention::{Goal, Intervention, Plan};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), "k1").unwrap();
+    let (queue, writer) = IngestQueue::start(store.clone(), 8);
+    let g: wijkradar_domain::GemeenteCode = "GM0034".parse().unwrap();
+    let version = |id: u32, version: u32, name: &str| Intervention {
+        id,
+        version,
+        plan: Plan {
+            gemeente: g,
+            name: name.into(),
+            wijken: vec!["WK003403".parse().unwrap()],
+            start: "2026-01".parse().unwrap(),
+            measures: vec!["betalingsachterstand".into()],
+            reach: 0.3,
+            goal: Goal {
+                change: -0.2,
+                horizon_months: 24,
+            },
+        },
+        changed_by: "gemeente".into(),
+        changed_at: 1_700_000_000,
+    };
+    queue
+        .put_intervention(&version(1, 1, "eerste"))
+        .await
+        .unwrap();
+    queue
+        .put_intervention(&version(1, 2, "tweede"))
+        .await
+        .unwrap();
+    queue
+        .put_intervention(&version(2, 1, "ander"))
+        .await
+        .unwrap();
+    // A second writer of version 2 finds it taken; the first one stays.
+    let taken = queue.put_intervention(&version(1, 2, "verloren")).await;
+    assert!(matches!(taken, Err(StoreError::VersionTaken)), "{taken:?}");
+    drop(queue);
+    writer.join();
+    drop(store);
+    let store = Store::open(dir.path(), "k1").unwrap();
+    let latest = store.interventions(g).unwrap();
+    let names: Vec<(u32, u32, &str)> = latest
+        .iter()
+        .map(|i| (i.id, i.version, i.plan.name.as_str()))
+        .collect();
+    assert_eq!(names, [(1, 2, "tweede"), (2, 1, "ander")]);
+    assert_eq!(store.intervention_versions(g).unwrap().len(), 3);
+    assert_eq!(
+        store.intervention(g, 1).unwrap().unwrap().plan.name,
+        "tweede"
+    );
+    assert!(store.intervention(g, 3).unwrap().is_none());
+    assert!(
+        store
+            .interventions("GM0363".parse().unwrap())
+            .unwrap()
+            .is_empty()
+    );
+}

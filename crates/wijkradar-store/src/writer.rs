@@ -17,6 +17,7 @@ use fastbloom::BloomFilter;
 
 use tokio::sync::{mpsc, oneshot};
 
+use wijkradar_domain::intervention::Intervention;
 use wijkradar_domain::{CellTotal, Month, SignalTypeName};
 
 use crate::alert_status::{ALERT_STATUS, AlertRef, AlertStatusRecord};
@@ -190,9 +191,12 @@ enum Request {
         first_kept: HashMap<SignalTypeName, Month>,
         reply: oneshot::Sender<Result<Purged, StoreError>>,
     },
-    AlertStatus {
-        alert: AlertRef,
-        record: AlertStatusRecord,
+    /// One record, flushed on its own; with `if_absent`, only if its key
+    /// is still free.
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        if_absent: bool,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
 }
@@ -217,7 +221,7 @@ impl std::fmt::Debug for Request {
         match self {
             Request::Batch { batch, .. } => write!(f, "Batch({})", batch.id),
             Request::Purge { .. } => f.write_str("Purge"),
-            Request::AlertStatus { .. } => f.write_str("AlertStatus"),
+            Request::Put { .. } => f.write_str("Put"),
         }
     }
 }
@@ -268,11 +272,23 @@ impl IngestQueue {
         alert: AlertRef,
         record: AlertStatusRecord,
     ) -> Result<(), StoreError> {
+        self.put(alert.key(), record.encode(), false).await
+    }
+
+    /// Stores a new version of an intervention; returns once it is
+    /// flushed. [`StoreError::VersionTaken`] when that version exists.
+    pub async fn put_intervention(&self, i: &Intervention) -> Result<(), StoreError> {
+        let key = crate::interventions::key(i.plan.gemeente, i.id, i.version);
+        self.put(key, crate::interventions::encode(i), true).await
+    }
+
+    async fn put(&self, key: Vec<u8>, value: Vec<u8>, if_absent: bool) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Request::AlertStatus {
-                alert,
-                record,
+            .send(Request::Put {
+                key,
+                value,
+                if_absent,
                 reply,
             })
             .await
@@ -320,25 +336,27 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
     while let Some(first) = rx.blocking_recv() {
         let mut group = Vec::new();
         let mut purge = None;
-        let mut status = None;
+        let mut put = None;
         match first {
             Request::Batch { batch, reply } => group.push((batch, reply)),
             Request::Purge { first_kept, reply } => purge = Some((first_kept, reply)),
-            Request::AlertStatus {
-                alert,
-                record,
+            Request::Put {
+                key,
+                value,
+                if_absent,
                 reply,
-            } => status = Some((alert, record, reply)),
+            } => put = Some((key, value, if_absent, reply)),
         }
-        while purge.is_none() && status.is_none() && group.len() < MAX_GROUP {
+        while purge.is_none() && put.is_none() && group.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(Request::Batch { batch, reply }) => group.push((batch, reply)),
                 Ok(Request::Purge { first_kept, reply }) => purge = Some((first_kept, reply)),
-                Ok(Request::AlertStatus {
-                    alert,
-                    record,
+                Ok(Request::Put {
+                    key,
+                    value,
+                    if_absent,
                     reply,
-                }) => status = Some((alert, record, reply)),
+                }) => put = Some((key, value, if_absent, reply)),
                 Err(_) => break,
             }
         }
@@ -352,20 +370,33 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
             };
             let _ = reply.send(result);
         }
-        if let Some((alert, record, reply)) = status {
+        if let Some((key, value, if_absent, reply)) = put {
             let result = if poisoned {
                 Err(StoreError::Unavailable)
             } else {
-                store
-                    .db
-                    .insert(alert.key(), record.encode())
-                    .and_then(|_| store.db.flush())
-                    .map(|_| ())
-                    .map_err(StoreError::from)
+                put_record(&store, key, value, if_absent)
             };
             let _ = reply.send(result);
         }
     }
+}
+
+fn put_record(
+    store: &Store,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    if_absent: bool,
+) -> Result<(), StoreError> {
+    if if_absent {
+        store
+            .db
+            .compare_and_swap(key, None as Option<&[u8]>, Some(value))?
+            .map_err(|_| StoreError::VersionTaken)?;
+    } else {
+        store.db.insert(key, value)?;
+    }
+    store.db.flush()?;
+    Ok(())
 }
 
 type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
