@@ -108,8 +108,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .collect();
     wijk_sizes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let rising: Vec<WijkCode> = wijk_sizes.iter().take(2).map(|w| w.0).collect();
+    // An intervention in the next largest wijk, a year ago: 30% fewer
+    // payment arrears from its start.
+    let effect = wijkradar_sim::Effect {
+        wijk: wijk_sizes[2].0,
+        from: to.plus(-11),
+        factor: 0.7,
+    };
     // Three years of signals: early warning needs two years of history.
-    let signals = wijkradar_sim::signals(&municipality, to.plus(-35), to, &rising, 8, args.seed);
+    let signals = wijkradar_sim::signals(
+        &municipality,
+        to.plus(-35),
+        to,
+        &rising,
+        8,
+        Some(effect),
+        args.seed,
+    );
     let table_path = dir.join("pc6hnr_gwb.csv");
     std::fs::write(
         &table_path,
@@ -208,9 +223,53 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("\n5. Vroegsignalering over de laatste maand (alleen vrijgegeven cellen):\n");
     print!("{}", render::alerts(&alerts, &area_names, &descriptions));
 
-    // 6. Governance: another municipality's figures are refused; the
+    // 6. Did an intervention work? Registered as an analyst would, then
+    // judged on the released figures.
+    let treated_name = format!(
+        "{} ({})",
+        hierarchy.name(AreaCode::Wijk(effect.wijk)).unwrap_or("?"),
+        effect.wijk
+    );
+    println!(
+        "\n6. Werkt een aanpak? In {treated_name} is vanaf {} een aanpak van schulden ingebouwd: 30% minder betalingsachterstanden.\n",
+        effect.from
+    );
+    let plan = crate::interventions::PlanArgs {
+        gemeente: gemeente.to_string(),
+        name: "Schuldhulp aan huis".into(),
+        wijken: vec![effect.wijk.to_string()],
+        start: effect.from.to_string(),
+        measures: vec!["betalingsachterstand".into()],
+        reach: 30.0,
+        goal: -20.0,
+        horizon: 24,
+    };
+    let mut interventions = crate::interventions::client(&analyst).await?;
+    let registered = interventions
+        .register_intervention(pb::RegisterInterventionRequest {
+            plan: Some(plan.to_proto()),
+        })
+        .await
+        .map_err(crate::query::status_error)?
+        .into_inner();
+    for d in &registered.detectable {
+        println!("Bij registratie: {}", d.text);
+    }
+    let id = registered.intervention.as_ref().map_or(1, |i| i.id);
+    let report = interventions
+        .get_intervention_report(pb::GetInterventionReportRequest {
+            gemeente_code: gemeente.to_string(),
+            id,
+            placebo_draws: 0,
+        })
+        .await
+        .map_err(crate::query::status_error)?
+        .into_inner();
+    print!("{}", crate::interventions::report(&report));
+
+    // 7. Governance: another municipality's figures are refused; the
     // privacy officer verifies the audit log.
-    println!("\n6. Wie mag wat, en het auditlog:\n");
+    println!("\n7. Wie mag wat, en het auditlog:\n");
     let refused = client
         .get_table(pb::GetTableRequest {
             gemeente_code: "GM0995".into(),
@@ -281,6 +340,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  {exe} query table --type huurachterstand --per-1000");
         println!("  {exe} query table --level gemeente --csv > almere.csv");
         println!("  {exe} query alerts");
+        println!("  {exe} intervention list");
+        println!("  {exe} intervention report --id {id}");
         println!(
             "  grpcurl -cacert $WIJKRADAR_CA -cert $WIJKRADAR_CERT -key $WIJKRADAR_KEY {} list",
             server.addr

@@ -16,6 +16,7 @@ mod connection;
 mod demo;
 mod eval;
 mod governance;
+mod interventions;
 mod query;
 mod render;
 
@@ -56,6 +57,9 @@ enum Command {
     /// Query released figures as an analyst.
     #[command(subcommand)]
     Query(query::QueryCommand),
+    /// Interventions: register one, and see whether it works.
+    #[command(subcommand)]
+    Intervention(interventions::InterventionCommand),
     /// Run the whole chain on a real municipality (Almere) with simulated partners.
     Demo(demo::DemoArgs),
     /// The audit log: fetch (privacy officer), verify, export.
@@ -357,6 +361,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(cmd) => {
             init_logging("warn");
             query::run(cmd).await?;
+        }
+        Command::Intervention(cmd) => {
+            init_logging("warn");
+            interventions::run(cmd).await?;
         }
         Command::Audit(cmd) => {
             init_logging("warn");

@@ -182,7 +182,10 @@ impl Design {
             .map(|i| (0..t).map(|s| rate(i, s)).collect())
             .collect();
         rows.push(pooled(&counts[n_donors..], &households[n_donors..]));
-        let panel = Panel::new(rows, n_donors, self.start)?;
+        // With no period after the start (a design judged on its history
+        // only), the panel's last period stands in as "after"; only
+        // [`Design::detectable_effect`] uses such a panel.
+        let panel = Panel::new(rows, n_donors, self.start.min(t.saturating_sub(1)))?;
         let share = |areas: &[&AreaSeries]| {
             let cells = areas.len() * t;
             let hidden: usize = areas
@@ -210,6 +213,12 @@ impl Design {
 
     /// The whole analysis.
     pub fn analyse(&self) -> Result<Analysis, EffectError> {
+        if self.start >= self.periods() {
+            return Err(EffectError::Periods {
+                before: self.start,
+                after: 0,
+            });
+        }
         let p = self.prepare()?;
         let estimate = sdid::estimate(&p.panel, Estimator::SyntheticDid);
         let relative_of = |e: &Estimate| relative(e, p.panel.t0());
@@ -228,7 +237,8 @@ impl Design {
             .filter_map(|set| {
                 let panel = placebo_panel(&p, set, start).ok()?;
                 let e = sdid::estimate(&panel, Estimator::SyntheticDid);
-                Some((e.tau, pre_fit(&e, start)))
+                let scale = noise_scale(&p, set, start);
+                Some((e.tau * scale, pre_fit(&e, start) * scale))
             })
             .collect();
         let taus: Vec<f64> = placebos.iter().map(|p| p.0).collect();
@@ -333,14 +343,13 @@ impl Design {
                 ));
             }
             for set in &sets {
-                let Ok(full) = placebo_panel(&p, set, before) else {
+                let Ok(full) = placebo_panel(&p, set, p.panel.t0()) else {
                     continue;
                 };
                 if let Ok(panel) = Panel::new(cut(&full), full.n0(), start) {
-                    errors.push(relative(
-                        &sdid::estimate(&panel, Estimator::SyntheticDid),
-                        start,
-                    ));
+                    let e = sdid::estimate(&panel, Estimator::SyntheticDid);
+                    let level = treated_level(&p, start);
+                    errors.push(e.tau * noise_scale(&p, set, start) / level);
                 }
             }
         }
@@ -366,6 +375,33 @@ pub struct Detectable {
     pub window: usize,
     /// How many false-start estimates it rests on.
     pub backtests: usize,
+}
+
+/// The treated series' mean before period `start`.
+fn treated_level(p: &Prepared, start: usize) -> f64 {
+    let treated = p.panel.n() - 1;
+    (0..start).map(|s| p.panel.at(treated, s)).sum::<f64>() / start as f64
+}
+
+/// The factor that brings a placebo's estimate to the treated wijken's
+/// noise. A rate per 1,000 of Poisson-like counts varies with
+/// sqrt(rate / households): small wijken vary more. Without it, placebos
+/// of small comparison wijken make the interval of a large treated wijk
+/// too wide, and that of a small one too narrow.
+fn noise_scale(p: &Prepared, set: &[usize], start: usize) -> f64 {
+    let treated_households: f64 = p.households[p.n_donors..].iter().sum();
+    let set_households: f64 = set.iter().map(|&i| p.households[i]).sum();
+    let counts = |rows: &mut dyn Iterator<Item = &Vec<f64>>| -> f64 {
+        rows.map(|r| r[..start].iter().sum::<f64>()).sum()
+    };
+    let treated_rate = counts(&mut p.counts[p.n_donors..].iter()) / treated_households;
+    let set_rate = counts(&mut set.iter().map(|&i| &p.counts[i])) / set_households;
+    let scale = ((treated_rate / treated_households) / (set_rate / set_households)).sqrt();
+    if scale.is_finite() && scale > 0.0 {
+        scale
+    } else {
+        1.0
+    }
 }
 
 /// Counts over households, per 1,000, per period.

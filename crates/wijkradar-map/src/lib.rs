@@ -175,6 +175,31 @@ impl Atlas {
         Ok(Atlas { arcs, shapes })
     }
 
+    /// The areas that share a border with `code`: an arc of the topology,
+    /// sorted by code. Empty for an unknown code.
+    pub fn neighbours(&self, code: &str) -> Vec<String> {
+        let arcs_of = |shape: &Shape| -> std::collections::HashSet<i64> {
+            shape
+                .polygons
+                .iter()
+                .flatten()
+                .flatten()
+                .map(|&a| if a < 0 { !a } else { a })
+                .collect()
+        };
+        let Some(own) = self.shapes.get(code).map(arcs_of) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = self
+            .shapes
+            .iter()
+            .filter(|(c, shape)| *c != code && arcs_of(shape).iter().any(|a| own.contains(a)))
+            .map(|(c, _)| c.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The wijken of 2023, read and simplified once.
     pub fn wijken() -> &'static Atlas {
         static ATLAS: OnceLock<Atlas> = OnceLock::new();
@@ -419,6 +444,8 @@ mod tests {
         }
         // One degree of latitude is longer than one of longitude at 52.5°.
         assert!(d.height > 100.0 && d.height < 200.0, "{}", d.height);
+        assert_eq!(atlas.neighbours("WK000101"), ["WK000102"]);
+        assert!(atlas.neighbours("WK000199").is_empty());
     }
 
     #[test]
@@ -438,6 +465,14 @@ mod tests {
         assert!(wijken.len() > 3000);
         assert!(wijken.contains("WK003401"));
         assert!(Atlas::buurten().contains("BU00340101"));
+        // Almere Haven borders other wijken of Almere, and not itself.
+        let around = wijken.neighbours("WK003401");
+        assert!(!around.is_empty() && around.len() < 10, "{around:?}");
+        assert!(
+            around
+                .iter()
+                .all(|c| c.starts_with("WK") && c != "WK003401")
+        );
         let d = wijken.draw(["WK003401", "WK003402"], 800.0);
         assert!(d.missing.is_empty());
         assert!(d.height > 100.0);

@@ -4,7 +4,7 @@
 
 use wijkradar_domain::{
     AreaCode, AreaLevel, Batch, BatchId, BuurtCode, Catalogue, GemeenteCode, Hierarchy, Month,
-    PartnerPseudonym, PseudonymKeyId, Severity, Signal, SignalTypeName,
+    PartnerPseudonym, PseudonymKeyId, Severity, Signal, SignalTypeName, WijkCode,
 };
 use wijkradar_proto::v1 as pb;
 
@@ -445,5 +445,104 @@ pub fn table_query_from_proto(
             columns,
         }),
         _ => Err(ApiError::InvalidArgument(violations)),
+    }
+}
+
+impl Period {
+    pub fn to_proto(self) -> pb::Period {
+        match self {
+            Period::Month => pb::Period::Month,
+            Period::Quarter => pb::Period::Quarter,
+            Period::Year => pb::Period::Year,
+        }
+    }
+}
+
+/// An intervention plan from the API. Codes and the month must parse; the
+/// rest is checked by [`wijkradar_domain::intervention::Plan::check`].
+pub fn plan_from_proto(
+    plan: Option<pb::InterventionPlan>,
+    hierarchy: &Hierarchy,
+) -> Result<wijkradar_domain::intervention::Plan, ApiError> {
+    use wijkradar_domain::intervention::{Goal, Plan};
+    let p =
+        plan.ok_or_else(|| ApiError::InvalidArgument(vec![Violation::new("plan", "is required")]))?;
+    let mut faults = Vec::new();
+    let gemeente = match gemeente_from_proto(&p.gemeente_code, hierarchy) {
+        Ok(g) => Some(g),
+        Err(ApiError::InvalidArgument(vs)) => {
+            faults.extend(
+                vs.into_iter()
+                    .map(|v| Violation::new(format!("plan.{}", v.field), v.description)),
+            );
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let mut wijken = Vec::new();
+    for (i, w) in p.wijk_codes.iter().enumerate() {
+        match w.parse::<WijkCode>() {
+            Ok(w) => wijken.push(w),
+            Err(e) => faults.push(Violation::new(format!("plan.wijk_codes[{i}]"), e)),
+        }
+    }
+    let start = p
+        .start_month
+        .parse::<Month>()
+        .map_err(|e| faults.push(Violation::new("plan.start_month", e)))
+        .ok();
+    let sign = match p.goal.as_ref().map(|g| g.direction()) {
+        Some(pb::GoalDirection::Decrease) => -1.0,
+        Some(pb::GoalDirection::Increase) => 1.0,
+        _ => {
+            faults.push(Violation::new(
+                "plan.goal.direction",
+                "must be DECREASE or INCREASE",
+            ));
+            0.0
+        }
+    };
+    let goal = p.goal.unwrap_or_default();
+    match (gemeente, start) {
+        (Some(gemeente), Some(start)) if faults.is_empty() => Ok(Plan {
+            gemeente,
+            name: p.name.trim().to_owned(),
+            wijken,
+            start,
+            measures: p.measures,
+            reach: p.expected_reach_percent / 100.0,
+            goal: Goal {
+                change: sign * goal.percent / 100.0,
+                horizon_months: goal.horizon_months,
+            },
+        }),
+        _ => Err(ApiError::InvalidArgument(faults)),
+    }
+}
+
+pub fn intervention_to_proto(i: &wijkradar_domain::intervention::Intervention) -> pb::Intervention {
+    let p = &i.plan;
+    pb::Intervention {
+        id: i.id,
+        version: i.version,
+        plan: Some(pb::InterventionPlan {
+            gemeente_code: p.gemeente.to_string(),
+            name: p.name.clone(),
+            wijk_codes: p.wijken.iter().map(ToString::to_string).collect(),
+            start_month: p.start.to_string(),
+            measures: p.measures.clone(),
+            expected_reach_percent: p.reach * 100.0,
+            goal: Some(pb::Goal {
+                direction: if p.goal.change < 0.0 {
+                    pb::GoalDirection::Decrease
+                } else {
+                    pb::GoalDirection::Increase
+                } as i32,
+                percent: p.goal.change.abs() * 100.0,
+                horizon_months: p.goal.horizon_months,
+            }),
+        }),
+        changed_by: i.changed_by.clone(),
+        changed_at: i.changed_at,
     }
 }

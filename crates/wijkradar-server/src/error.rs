@@ -34,6 +34,12 @@ pub enum ApiError {
         "this certificate is not authorised for this aggregator: its organisation is not in the access configuration, or the certificate was revoked"
     )]
     NotAuthorised,
+    /// What the request names does not exist (or is not the caller's).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request was made against a state that has changed meanwhile.
+    #[error("{0}")]
+    Conflict(String),
     #[error("the store is unavailable; retry later")]
     Unavailable,
     #[error("internal error")]
@@ -92,6 +98,8 @@ impl From<ApiError> for Status {
                 bad_request(Code::PermissionDenied, message, std::slice::from_ref(&v))
             }
             ApiError::Unauthenticated | ApiError::NotAuthorised => Status::unauthenticated(message),
+            ApiError::NotFound(_) => Status::not_found(message),
+            ApiError::Conflict(_) => Status::failed_precondition(message),
             ApiError::Unavailable => Status::unavailable(message),
             ApiError::Internal => Status::internal(message),
         }
@@ -108,6 +116,8 @@ impl ApiError {
             ApiError::PermissionDenied(_) | ApiError::Forbidden(_) => "permission_denied",
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::NotAuthorised => "not_authorised",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
         }

@@ -21,6 +21,8 @@ pub mod dev;
 pub mod error;
 mod governance;
 mod ingest;
+mod intervention_text;
+mod interventions;
 mod limits;
 mod query;
 mod refusals;
@@ -38,7 +40,9 @@ use wijkradar_domain::hierarchy::Dwellings;
 use wijkradar_domain::{Catalogue, Hierarchy};
 use wijkradar_proto::v1::{
     admin_service_server::AdminServiceServer, audit_service_server::AuditServiceServer,
-    ingest_service_server::IngestServiceServer, query_service_server::QueryServiceServer,
+    ingest_service_server::IngestServiceServer,
+    intervention_service_server::InterventionServiceServer,
+    query_service_server::QueryServiceServer,
 };
 use wijkradar_pseudonym::{KeyError, ServerKey};
 use wijkradar_release::{Bases, PtableError, ReleasePolicy};
@@ -431,6 +435,14 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);
 
+    let interventions = InterventionServiceServer::new(interventions::Interventions {
+        query: query::Query {
+            state: state.clone(),
+        },
+    })
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit.max(2 << 20));
+
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<IngestServiceServer<ingest::Ingest>>()
@@ -443,6 +455,9 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         .await;
     health_reporter
         .set_serving::<AdminServiceServer<governance::Admin>>()
+        .await;
+    health_reporter
+        .set_serving::<InterventionServiceServer<interventions::Interventions>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(wijkradar_proto::FILE_DESCRIPTOR_SET)
@@ -486,7 +501,8 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         .add_service(ingest)
         .add_service(query)
         .add_service(audit_service)
-        .add_service(admin_service);
+        .add_service(admin_service)
+        .add_service(interventions);
     // Answers go out at once: without TCP_NODELAY, Nagle's algorithm and
     // delayed acknowledgements held some answers back by 40 ms (measured
     // with `wijkradar bench query`). tonic sets it only on listeners it binds.

@@ -177,15 +177,25 @@ fn dedupe_addresses(households: &mut [Household]) {
     }
 }
 
+/// An intervention's built-in effect: in `wijk`, from month `from` on, the
+/// payment-arrears types (rent and energy) happen `factor` times as often.
+#[derive(Debug, Clone, Copy)]
+pub struct Effect {
+    pub wijk: WijkCode,
+    pub from: Month,
+    pub factor: f64,
+}
+
 /// The monthly signal model: base rates per type, eight times higher for
-/// at-risk households, and in `rising` wijken a rise that doubles the rates
-/// over the last `rise_months` months.
+/// at-risk households, in `rising` wijken a rise that doubles the rates
+/// over the last `rise_months` months, and an intervention's `effect`.
 pub fn signals(
     m: &Municipality,
     from: Month,
     to: Month,
     rising: &[WijkCode],
     rise_months: u32,
+    effect: Option<Effect>,
     seed: u64,
 ) -> Vec<SimSignal> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5157_4e41);
@@ -202,9 +212,12 @@ pub fn signals(
                 1.0
             };
             let f = if h.at_risk { 8.0 } else { 0.35 } * rise;
+            let treated = effect
+                .filter(|e| e.wijk == h.buurt.wijk() && month >= e.from)
+                .map_or(1.0, |e| e.factor);
             let mut hit = |p: f64| rng.random_bool((p * f).min(1.0));
-            let rent = h.social_rent && hit(0.025);
-            let energy = hit(0.015);
+            let rent = h.social_rent && hit(0.025 * treated);
+            let energy = hit(0.015 * treated);
             let school = h.children && hit(0.015);
             let cut_off = energy && rng.random_bool(0.2);
             for (signal_type, happened) in [

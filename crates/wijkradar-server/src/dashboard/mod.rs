@@ -15,7 +15,7 @@
 //! carries the session's CSRF token.
 
 mod alerts;
-mod format;
+pub(crate) mod format;
 mod oidc;
 mod pages;
 mod session;
