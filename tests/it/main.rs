@@ -9,6 +9,7 @@ mod browser;
 mod dashboard;
 mod discovery;
 mod governance;
+mod interventions;
 mod oidc;
 mod pipeline;
 mod privacy;
