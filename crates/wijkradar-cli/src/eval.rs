@@ -18,7 +18,11 @@ use wijkradar_domain::hierarchy::Dwellings;
 use wijkradar_domain::{AreaCode, AreaLevel, GemeenteCode, Hierarchy};
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct EvalArgs {
+    /// What else to evaluate; without it, the detection methods.
+    #[command(subcommand)]
+    pub what: Option<EvalWhat>,
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
     /// False alarms allowed per 100 area-years.
@@ -52,6 +56,13 @@ pub struct EvalArgs {
     pub pool: EvalPool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum EvalWhat {
+    /// The intervention report: bias, coverage of its 90% interval, false
+    /// positives and power, on simulated interventions in real wijken.
+    Interventions(crate::eval_interventions::InterventionEvalArgs),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EvalPool {
     Gemeente,
@@ -74,6 +85,9 @@ const BANDS: [(f64, f64, &str); 5] = [
 ];
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    if let Some(EvalWhat::Interventions(a)) = args.what {
+        return crate::eval_interventions::run(a);
+    }
     anyhow::ensure!(
         args.area_sd.is_finite() && (0.0..=3.0).contains(&args.area_sd),
         "--area-sd: must be a number from 0 to 3 (the standard deviation on the log scale), got {}",

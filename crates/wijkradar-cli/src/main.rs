@@ -15,6 +15,7 @@ mod bench_release;
 mod connection;
 mod demo;
 mod eval;
+mod eval_interventions;
 mod governance;
 mod interventions;
 mod query;
@@ -78,7 +79,8 @@ enum Command {
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Measure the detection methods on simulated outbreaks over the real
-    /// wijken of the Netherlands, against a near-oracle.
+    /// wijken of the Netherlands, against a near-oracle; `eval
+    /// interventions` measures the intervention report.
     Eval(eval::EvalArgs),
 }
 

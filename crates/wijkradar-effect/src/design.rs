@@ -45,6 +45,59 @@ pub struct Design {
 
 /// Comparison wijken with more suppressed cells than this share are left out.
 pub const MAX_SUPPRESSED_DONOR: f64 = 0.5;
+/// Placebos an interval needs at least: with fewer, no p-value can fall
+/// below 0.10.
+pub const MIN_PLACEBOS: usize = 9;
+
+/// Above this share of suppressed monthly cells, quarters are used.
+pub const MONTHLY_SUPPRESSED_MAX: f64 = 0.3;
+
+/// Whether a design should use quarters: more than
+/// [`MONTHLY_SUPPRESSED_MAX`] of the monthly cells it would use are
+/// suppressed (the treated wijken's, and those of the comparison wijken
+/// not left out for having mostly suppressed cells).
+pub fn prefers_quarters<'a>(
+    treated: impl IntoIterator<Item = &'a [Option<f64>]>,
+    donors: impl IntoIterator<Item = &'a [Option<f64>]>,
+) -> bool {
+    let share = |row: &[Option<f64>]| {
+        row.iter().filter(|c| c.is_none()).count() as f64 / row.len().max(1) as f64
+    };
+    let kept = donors
+        .into_iter()
+        .filter(|row| share(row) <= MAX_SUPPRESSED_DONOR);
+    let rows: Vec<&[Option<f64>]> = treated.into_iter().chain(kept).collect();
+    let total: usize = rows.iter().map(|r| r.len()).sum();
+    let hidden: usize = rows
+        .iter()
+        .map(|r| r.iter().filter(|c| c.is_none()).count())
+        .sum();
+    total == 0 || hidden as f64 / total as f64 > MONTHLY_SUPPRESSED_MAX
+}
+
+/// The comparison wijken: `others` without the treated wijken's
+/// `neighbours` (they may feel the intervention too), unless that leaves
+/// fewer than max(8, 3 × treated): then all others, for without enough
+/// comparison wijken there is neither a fit nor a placebo distribution.
+/// Returns them and how many neighbours were left out.
+pub fn choose_donors<T: PartialEq + Copy>(
+    treated: usize,
+    others: &[T],
+    neighbours: &[T],
+) -> (Vec<T>, usize) {
+    let far: Vec<T> = others
+        .iter()
+        .copied()
+        .filter(|w| !neighbours.contains(w))
+        .collect();
+    if far.len() >= (3 * treated).max(8) {
+        let left_out = others.len() - far.len();
+        (far, left_out)
+    } else {
+        (others.to_vec(), 0)
+    }
+}
+
 /// z₀.₉₅ + z₀.₈₀: a two-sided 10% test with 80% power.
 const DETECTABLE_Z: f64 = 1.644_853_6 + 0.841_621_2;
 
@@ -106,7 +159,11 @@ pub struct Diagnostics {
 
 /// The pooled, imputed data: the panel and what it was made from.
 struct Prepared {
+    /// Rates relative to each series' own mean before the start.
     panel: Panel,
+    /// The treated series' mean rate before the start: normalised values
+    /// times this are rates per 1,000 households.
+    treated_scale: f64,
     /// Counts (imputed) per unit, donors first then treated.
     counts: Vec<Vec<f64>>,
     /// Released counts only, `None` where suppressed, same order.
@@ -177,11 +234,17 @@ impl Design {
                     .collect()
             })
             .collect();
-        let rate = |i: usize, s: usize| counts[i][s] / households[i] * 1000.0;
+        // Each series relative to its own mean before the start: a trend
+        // that multiplies every wijk's rate then moves every series alike,
+        // and the effect comes out as a relative change.
         let mut rows: Vec<Vec<f64>> = (0..n_donors)
-            .map(|i| (0..t).map(|s| rate(i, s)).collect())
+            .map(|i| normalised(pooled(&counts[i..=i], &households[i..=i]), self.start).0)
             .collect();
-        rows.push(pooled(&counts[n_donors..], &households[n_donors..]));
+        let (treated_row, treated_scale) = normalised(
+            pooled(&counts[n_donors..], &households[n_donors..]),
+            self.start,
+        );
+        rows.push(treated_row);
         // With no period after the start (a design judged on its history
         // only), the panel's last period stands in as "after"; only
         // [`Design::detectable_effect`] uses such a panel.
@@ -201,6 +264,7 @@ impl Design {
         let treated: Vec<&AreaSeries> = self.treated.iter().collect();
         Ok(Prepared {
             panel,
+            treated_scale,
             counts,
             released,
             households,
@@ -232,17 +296,27 @@ impl Design {
         .relative();
 
         let sets = placebo::draws(n_donors, self.treated.len(), self.draws, self.seed);
-        let placebos: Vec<(f64, f64)> = sets
+        let treated_sigma2 = series_noise(&p.panel, start);
+        // Each placebo: its estimate, its series' noise, and its fit before
+        // the start brought to the treated series' noise.
+        let placebos: Vec<(f64, f64, f64)> = sets
             .iter()
             .filter_map(|set| {
                 let panel = placebo_panel(&p, set, start).ok()?;
                 let e = sdid::estimate(&panel, Estimator::SyntheticDid);
-                let scale = noise_scale(&p, set, start);
-                Some((e.tau * scale, pre_fit(&e, start) * scale))
+                let sigma2 = series_noise(&panel, start);
+                let scale = (treated_sigma2 / sigma2).sqrt();
+                Some((e.tau, sigma2, pre_fit(&e, start) * scale))
             })
             .collect();
-        let taus: Vec<f64> = placebos.iter().map(|p| p.0).collect();
-        let inference = Inference::new(estimate.tau, &taus);
+        let pairs: Vec<(f64, f64)> = placebos.iter().map(|p| (p.0, p.1)).collect();
+        let inference = Inference::heteroskedastic(estimate.tau, treated_sigma2, &pairs);
+        if pairs.len() < MIN_PLACEBOS || inference.is_none() {
+            return Err(EffectError::TooFewComparisons {
+                donors: n_donors,
+                placebos: pairs.len(),
+            });
+        }
         let level = counterfactual_level(&estimate, start);
         let treated_households: f64 = self.treated.iter().map(|a| a.households).sum();
         let (low, high) = inference
@@ -254,7 +328,7 @@ impl Design {
             high: high * f,
         };
         let fit = pre_fit(&estimate, start);
-        let better = placebos.iter().filter(|p| p.1 < fit).count();
+        let better = placebos.iter().filter(|p| p.2 < fit).count();
         let omega_sq: f64 = estimate.omega.iter().map(|w| w * w).sum();
         let t = p.panel.t();
         let mean = |v: &[f64], r: std::ops::Range<usize>| {
@@ -285,15 +359,29 @@ impl Design {
             diff_in_diff,
             poisson,
             relative: scaled(1.0 / level),
-            households_per_period: scaled(treated_households / 1000.0),
+            households_per_period: scaled(p.treated_scale * treated_households / 1000.0),
             treated_rate: (
-                mean(&estimate.treated, 0..start),
-                mean(&estimate.treated, start..t),
+                mean(&estimate.treated, 0..start) * p.treated_scale,
+                mean(&estimate.treated, start..t) * p.treated_scale,
             ),
             comparison_rate: (mean(&comparison, 0..start), mean(&comparison, start..t)),
             inference,
             diagnostics,
-            estimate,
+            // In rates per 1,000 households again.
+            estimate: Estimate {
+                tau: estimate.tau * p.treated_scale,
+                counterfactual: estimate
+                    .counterfactual
+                    .iter()
+                    .map(|v| v * p.treated_scale)
+                    .collect(),
+                treated: estimate
+                    .treated
+                    .iter()
+                    .map(|v| v * p.treated_scale)
+                    .collect(),
+                ..estimate
+            },
         })
     }
 
@@ -328,7 +416,9 @@ impl Design {
             return Err(EffectError::Periods { before, after: 0 });
         }
         let sets = placebo::draws(p.n_donors, self.treated.len(), 40, self.seed);
-        let mut errors = Vec::new();
+        // At each false start: the treated wijken's own error, and the
+        // variance the placebos' model gives a series as noisy as theirs.
+        let mut variances = Vec::new();
         for start in first..=before - window {
             let end = start + window;
             let cut = |panel: &Panel| -> Vec<Vec<f64>> {
@@ -336,32 +426,38 @@ impl Design {
                     .map(|i| (0..end).map(|s| panel.at(i, s)).collect())
                     .collect()
             };
+            let level = treated_level(&p, start);
             if let Ok(panel) = Panel::new(cut(&p.panel), p.n_donors, start) {
-                errors.push(relative(
-                    &sdid::estimate(&panel, Estimator::SyntheticDid),
-                    start,
-                ));
+                let tau = sdid::estimate(&panel, Estimator::SyntheticDid).tau;
+                variances.push((tau / level).powi(2));
             }
-            for set in &sets {
-                let Ok(full) = placebo_panel(&p, set, p.panel.t0()) else {
-                    continue;
-                };
-                if let Ok(panel) = Panel::new(cut(&full), full.n0(), start) {
-                    let e = sdid::estimate(&panel, Estimator::SyntheticDid);
-                    let level = treated_level(&p, start);
-                    errors.push(e.tau * noise_scale(&p, set, start) / level);
+            let placebos: Vec<(f64, f64)> = sets
+                .iter()
+                .filter_map(|set| {
+                    let full = placebo_panel(&p, set, p.panel.t0()).ok()?;
+                    let panel = Panel::new(cut(&full), full.n0(), start).ok()?;
+                    let tau = sdid::estimate(&panel, Estimator::SyntheticDid).tau;
+                    Some((tau, series_noise(&panel, start)))
+                })
+                .collect();
+            if let Some(model) = placebo::VarianceModel::fit(&placebos) {
+                let own = Panel::new(cut(&p.panel), p.n_donors, start)
+                    .map(|panel| series_noise(&panel, start));
+                if let Ok(own) = own {
+                    variances.push(model.variance(own) / level.powi(2));
                 }
             }
         }
-        let errors: Vec<f64> = errors.into_iter().filter(|e| e.is_finite()).collect();
-        if errors.len() < 3 {
+        let variances: Vec<f64> = variances.into_iter().filter(|v| v.is_finite()).collect();
+        if variances.len() < 3 {
             return Err(EffectError::Periods { before, after: 0 });
         }
-        let rms = (errors.iter().map(|e| e * e).sum::<f64>() / errors.len() as f64).sqrt();
+        let rms = (variances.iter().sum::<f64>() / variances.len() as f64).sqrt();
+        let backtests = (before - window + 1 - first) * (1 + sets.len());
         Ok(Detectable {
             relative: DETECTABLE_Z * rms,
             window,
-            backtests: errors.len(),
+            backtests,
         })
     }
 }
@@ -383,24 +479,30 @@ fn treated_level(p: &Prepared, start: usize) -> f64 {
     (0..start).map(|s| p.panel.at(treated, s)).sum::<f64>() / start as f64
 }
 
-/// The factor that brings a placebo's estimate to the treated wijken's
-/// noise. A rate per 1,000 of Poisson-like counts varies with
-/// sqrt(rate / households): small wijken vary more. Without it, placebos
-/// of small comparison wijken make the interval of a large treated wijk
-/// too wide, and that of a small one too narrow.
-fn noise_scale(p: &Prepared, set: &[usize], start: usize) -> f64 {
-    let treated_households: f64 = p.households[p.n_donors..].iter().sum();
-    let set_households: f64 = set.iter().map(|&i| p.households[i]).sum();
-    let counts = |rows: &mut dyn Iterator<Item = &Vec<f64>>| -> f64 {
-        rows.map(|r| r[..start].iter().sum::<f64>()).sum()
-    };
-    let treated_rate = counts(&mut p.counts[p.n_donors..].iter()) / treated_households;
-    let set_rate = counts(&mut set.iter().map(|&i| &p.counts[i])) / set_households;
-    let scale = ((treated_rate / treated_households) / (set_rate / set_households)).sqrt();
-    if scale.is_finite() && scale > 0.0 {
-        scale
+/// The noise of a panel's treated series: the variance of its first
+/// differences before `start`, halved (the variance per period if the
+/// periods vary independently around a slow course). Measured, not
+/// modelled: it holds the counts' Poisson noise, their overdispersion, the
+/// cell key noise and the imputed cells alike. A small wijk's series is
+/// noisier; placebos of small comparison wijken would otherwise make the
+/// interval of a large treated wijk too wide, and that of a small one too
+/// narrow.
+fn series_noise(panel: &Panel, start: usize) -> f64 {
+    let treated = panel.n() - 1;
+    let diffs: Vec<f64> = (1..start.min(panel.t()))
+        .map(|s| panel.at(treated, s) - panel.at(treated, s - 1))
+        .collect();
+    (sdid::sample_sd(&diffs).powi(2) / 2.0).max(1e-12)
+}
+
+/// A series divided by its mean before `start`, and that mean; a series
+/// that is 0 throughout stays so.
+fn normalised(row: Vec<f64>, start: usize) -> (Vec<f64>, f64) {
+    let mean = row[..start.max(1).min(row.len())].iter().sum::<f64>() / start.max(1) as f64;
+    if mean > 0.0 {
+        (row.iter().map(|v| v / mean).collect(), mean)
     } else {
-        1.0
+        (row, 1.0)
     }
 }
 
@@ -423,7 +525,7 @@ fn placebo_panel(p: &Prepared, set: &[usize], start: usize) -> Result<Panel, Eff
     let n0 = rows.len();
     let counts: Vec<Vec<f64>> = set.iter().map(|&i| p.counts[i].clone()).collect();
     let households: Vec<f64> = set.iter().map(|&i| p.households[i]).collect();
-    rows.push(pooled(&counts, &households));
+    rows.push(normalised(pooled(&counts, &households), p.panel.t0()).0);
     Panel::new(rows, n0, start)
 }
 

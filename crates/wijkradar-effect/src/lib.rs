@@ -29,4 +29,9 @@ pub enum EffectError {
     Periods { before: usize, after: usize },
     #[error("a value is not a finite number")]
     NotFinite,
+    #[error(
+        "{donors} usable comparison units give {placebos} placebos; an interval needs at least {}",
+        crate::design::MIN_PLACEBOS
+    )]
+    TooFewComparisons { donors: usize, placebos: usize },
 }

@@ -96,6 +96,80 @@ impl Inference {
     }
 }
 
+/// The variance of placebo estimates as a function of the noise of their
+/// pseudo-treated series: τ² ≈ a·σ² + b, fitted by least squares with
+/// a, b ≥ 0 (else a = 0). `b` is what the comparison side adds whatever the treated
+/// series; `a·σ²` what a treated series of variance σ² adds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VarianceModel {
+    pub a: f64,
+    pub b: f64,
+}
+
+impl VarianceModel {
+    /// From placebos as (estimate, σ² of the pseudo-treated series).
+    pub fn fit(placebos: &[(f64, f64)]) -> Option<VarianceModel> {
+        let n = placebos.len() as f64;
+        if placebos.len() < 2 {
+            return None;
+        }
+        let mean_x = placebos.iter().map(|p| p.1).sum::<f64>() / n;
+        let mean_y = placebos.iter().map(|p| p.0 * p.0).sum::<f64>() / n;
+        let sxx: f64 = placebos.iter().map(|p| (p.1 - mean_x).powi(2)).sum();
+        let sxy: f64 = placebos
+            .iter()
+            .map(|p| (p.1 - mean_x) * (p.0 * p.0 - mean_y))
+            .sum();
+        let a = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+        let b = mean_y - a * mean_x;
+        // Where the fit says the comparison side adds nothing (b < 0) or
+        // noisier series vary less (a < 0), it is not trusted: every placebo
+        // counts alike, which errs toward a wider interval.
+        Some(if a <= 0.0 || b < 0.0 {
+            VarianceModel { a: 0.0, b: mean_y }
+        } else {
+            VarianceModel { a, b }
+        })
+    }
+
+    pub fn variance(&self, sigma2: f64) -> f64 {
+        self.a * sigma2 + self.b
+    }
+}
+
+impl Inference {
+    /// Placebos of pseudo-treated series that vary more or less than the
+    /// treated one: the interval from the variance the model gives the
+    /// treated series (`sigma2`), the p-value from estimates standardised
+    /// by each one's own modelled standard error.
+    pub fn heteroskedastic(
+        estimate: f64,
+        sigma2: f64,
+        placebos: &[(f64, f64)],
+    ) -> Option<Inference> {
+        let model = VarianceModel::fit(placebos)?;
+        let se = model.variance(sigma2).sqrt();
+        if !(se.is_finite() && se > 0.0) {
+            return None;
+        }
+        let z = estimate.abs() / se;
+        let extreme = placebos
+            .iter()
+            .filter(|(tau, s2)| {
+                let sd = model.variance(*s2).sqrt();
+                sd > 0.0 && tau.abs() / sd >= z
+            })
+            .count();
+        Some(Inference {
+            low: estimate - Z90 * se,
+            high: estimate + Z90 * se,
+            standard_error: se,
+            p_value: (1 + extreme) as f64 / (1 + placebos.len()) as f64,
+            placebos: placebos.len(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +189,27 @@ mod tests {
         let sets = draws(40, 3, 1000, 1);
         assert_eq!(sets.len(), 1000);
         assert_eq!(sets, draws(40, 3, 1000, 1), "seeded");
+    }
+
+    #[test]
+    fn the_variance_model_separates_the_two_sides() {
+        // τ² = 2σ² + 1 exactly, in pairs of ± so the mean is 0.
+        let placebos: Vec<(f64, f64)> = [0.5, 1.0, 2.0, 4.0]
+            .iter()
+            .flat_map(|&s2: &f64| {
+                let tau = (2.0 * s2 + 1.0_f64).sqrt();
+                [(tau, s2), (-tau, s2)]
+            })
+            .collect();
+        let m = VarianceModel::fit(&placebos).unwrap();
+        assert!(
+            (m.a - 2.0).abs() < 1e-9 && (m.b - 1.0).abs() < 1e-9,
+            "{m:?}"
+        );
+        // A treated series with little noise gets the comparison side's
+        // variance and a little more.
+        let inf = Inference::heteroskedastic(0.0, 0.1, &placebos).unwrap();
+        assert!((inf.standard_error - 1.2_f64.sqrt()).abs() < 1e-9);
     }
 
     #[test]

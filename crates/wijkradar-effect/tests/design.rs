@@ -5,7 +5,8 @@
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Poisson};
-use wijkradar_effect::design::{AreaSeries, Design, Interval, Progress, progress};
+use wijkradar_effect::EffectError;
+use wijkradar_effect::design::{AreaSeries, Design, Interval, MIN_PLACEBOS, Progress, progress};
 
 /// `donors` comparison wijken and `treated` treated ones, 36 months, start
 /// at month 24; the treated wijken's rate is multiplied by `1 + effect`
@@ -71,8 +72,20 @@ fn without_an_effect_the_interval_mostly_holds_zero() {
 }
 
 #[test]
-fn suppressed_cells_are_imputed_and_reported() {
+fn too_few_usable_comparison_wijken_give_no_estimate() {
+    // At 4 per 1,000 most comparison wijken have mostly suppressed cells.
     let design = simulate(3, 1, 0.0, 4.0, 10.0);
+    match design.analyse() {
+        Err(EffectError::TooFewComparisons { donors, placebos }) => {
+            assert!(donors < 9 && placebos < MIN_PLACEBOS, "{donors} {placebos}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn suppressed_cells_are_imputed_and_reported() {
+    let design = simulate(3, 1, 0.0, 6.0, 10.0);
     let hidden = design
         .donors
         .iter()

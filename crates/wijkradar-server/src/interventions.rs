@@ -24,8 +24,6 @@ use crate::query::Query;
 
 /// Months of figures before the start a report uses at most.
 const HISTORY_MONTHS: i32 = 36;
-/// Above this share of suppressed monthly cells, quarters are used.
-const MONTHLY_SUPPRESSED_MAX: f64 = 0.3;
 /// Placebo draws by default, and at most.
 const DEFAULT_DRAWS: u32 = 1000;
 const MAX_DRAWS: u32 = 5000;
@@ -156,15 +154,16 @@ impl Query {
     }
 }
 
-/// The comparison wijken: the gemeente's others, the treated wijken's
-/// neighbours left out while at least 3 remain. Returns them and how many
-/// neighbours were left out.
+/// The comparison wijken ([`wijkradar_effect::design::choose_donors`]):
+/// the gemeente's others with a household base, neighbours of the treated
+/// wijken left out while enough remain.
 fn comparison_wijken(query: &Query, plan: &Plan) -> (Vec<WijkCode>, usize) {
     let atlas = wijkradar_map::Atlas::wijken();
-    let neighbours: Vec<String> = plan
+    let neighbours: Vec<WijkCode> = plan
         .wijken
         .iter()
         .flat_map(|w| atlas.neighbours(&w.to_string()))
+        .filter_map(|c| c.parse().ok())
         .collect();
     let others: Vec<WijkCode> = query
         .state
@@ -172,17 +171,7 @@ fn comparison_wijken(query: &Query, plan: &Plan) -> (Vec<WijkCode>, usize) {
         .wijken_of(plan.gemeente)
         .filter(|w| !plan.wijken.contains(w) && query.households(*w).is_some())
         .collect();
-    let far: Vec<WijkCode> = others
-        .iter()
-        .copied()
-        .filter(|w| !neighbours.contains(&w.to_string()))
-        .collect();
-    if far.len() >= 3 {
-        let left_out = others.len() - far.len();
-        (far, left_out)
-    } else {
-        (others, 0)
-    }
+    wijkradar_effect::design::choose_donors(plan.wijken.len(), &others, &neighbours)
 }
 
 /// One measure's data, ready for the estimator.
@@ -213,34 +202,18 @@ fn prepare(
     let (donors, neighbours_left_out) = comparison_wijken(query, plan);
     let mut period = Period::Month;
     let mut released = query.released_wijk_series(g, measure, first, through, period)?;
-    // The share of suppressed monthly cells among the wijken the design
-    // would use: the treated ones, and comparison wijken that are not left
-    // out for having mostly suppressed cells.
-    let hidden = |r: &Released| {
-        let share = |row: &Vec<Option<f64>>| {
-            row.iter().filter(|c| c.is_none()).count() as f64 / row.len().max(1) as f64
-        };
-        let treated = plan
-            .wijken
+    let rows = |codes: &[WijkCode]| -> Vec<Vec<Option<f64>>> {
+        codes
             .iter()
-            .filter_map(|w| r.cells.get(&w.to_string()));
-        let kept = donors
-            .iter()
-            .filter_map(|w| r.cells.get(&w.to_string()))
-            .filter(|row| share(row) <= wijkradar_effect::design::MAX_SUPPRESSED_DONOR);
-        let rows: Vec<&Vec<Option<f64>>> = treated.chain(kept).collect();
-        let total: usize = rows.iter().map(|r| r.len()).sum();
-        let none: usize = rows
-            .iter()
-            .map(|r| r.iter().filter(|c| c.is_none()).count())
-            .sum();
-        if total == 0 {
-            1.0
-        } else {
-            none as f64 / total as f64
-        }
+            .filter_map(|w| released.cells.get(&w.to_string()).cloned())
+            .collect()
     };
-    if hidden(&released) > MONTHLY_SUPPRESSED_MAX {
+    let (treated_rows, donor_rows) = (rows(&plan.wijken), rows(&donors));
+    let quarters = wijkradar_effect::design::prefers_quarters(
+        treated_rows.iter().map(Vec::as_slice),
+        donor_rows.iter().map(Vec::as_slice),
+    );
+    if quarters {
         period = Period::Quarter;
         // Whole quarters only: the first must start at or after `first`,
         // the last must have ended by `through`.
@@ -606,7 +579,18 @@ impl Query {
         };
         let a = match p.design.analyse() {
             Ok(a) => a,
-            Err(e) => return Ok(not_estimated(format!("Geen schatting mogelijk: {e}."))),
+            Err(wijkradar_effect::EffectError::TooFewComparisons { donors, .. }) => {
+                return Ok(not_estimated(format!(
+                    "Geen schatting: er zijn {donors} bruikbare vergelijkingswijken, te weinig voor een eerlijk interval (er zijn minstens {} proefwijken nodig). Wijken waarvan meer dan de helft van de cellen onder {} blijft, tellen niet mee.",
+                    wijkradar_effect::design::MIN_PLACEBOS,
+                    self.state.policy.k()
+                )));
+            }
+            Err(_) => {
+                return Ok(not_estimated(
+                    "Geen schatting: te weinig perioden met vrijgegeven cijfers.".into(),
+                ));
+            }
         };
         let months = p.period.length();
         let start = p.design.start;
