@@ -361,7 +361,7 @@ pub(crate) fn audit_log(server: &TestServer) -> String {
     .unwrap()
 }
 
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     html.split("name=\"csrf\" value=\"")
         .nth(1)
         .and_then(|s| s.split('"').next())

@@ -55,11 +55,13 @@ pub struct Intervention {
     pub changed_at: i64,
 }
 
-/// A field of a plan at fault, and why.
+/// A field of a plan at fault, and why: in English for the API, in Dutch
+/// for the dashboard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanError {
     pub field: &'static str,
     pub reason: String,
+    pub dutch: String,
 }
 
 /// What a plan is checked against.
@@ -87,48 +89,72 @@ impl Plan {
     /// Every fault of the plan, in field order; empty when it is sound.
     pub fn check(&self, cx: &PlanContext<'_>) -> Vec<PlanError> {
         let mut faults = Vec::new();
-        let mut fault =
-            |field: &'static str, reason: String| faults.push(PlanError { field, reason });
+        let mut fault = |field: &'static str, reason: String, dutch: String| {
+            faults.push(PlanError {
+                field,
+                reason,
+                dutch,
+            })
+        };
         let name = self.name.trim();
         if name.is_empty() {
-            fault("name", "must not be empty".into());
+            fault("name", "must not be empty".into(), "vul een naam in".into());
         } else if name.chars().count() > MAX_NAME_CHARS {
-            fault("name", format!("at most {MAX_NAME_CHARS} characters"));
-        } else if name.chars().any(char::is_control) {
-            fault("name", "must not contain control characters".into());
-        }
-        if self.wijken.is_empty() || self.wijken.len() > MAX_WIJKEN {
             fault(
-                "wijk_codes",
-                format!("needs 1 to {MAX_WIJKEN} wijken, got {}", self.wijken.len()),
+                "name",
+                format!("at most {MAX_NAME_CHARS} characters"),
+                format!("hooguit {MAX_NAME_CHARS} tekens"),
+            );
+        } else if name.chars().any(char::is_control) {
+            fault(
+                "name",
+                "must not contain control characters".into(),
+                "bevat ongeldige tekens".into(),
             );
         }
-        let known: Vec<WijkCode> = cx.hierarchy.wijken_of(self.gemeente).collect();
+        let n = self.wijken.len();
+        if n == 0 || n > MAX_WIJKEN {
+            fault(
+                "wijk_codes",
+                format!("needs 1 to {MAX_WIJKEN} wijken, got {n}"),
+                format!("kies één tot {MAX_WIJKEN} wijken (nu {n})"),
+            );
+        }
+        let g = self.gemeente;
+        let known: Vec<WijkCode> = cx.hierarchy.wijken_of(g).collect();
         if known.is_empty() {
             fault(
                 "gemeente_code",
-                format!("{} has no wijken in the area codes", self.gemeente),
+                format!("{g} has no wijken in the area codes"),
+                format!("{g} heeft geen wijken in de gebiedsindeling"),
             );
         }
         for (i, w) in self.wijken.iter().enumerate() {
-            if w.gemeente() != self.gemeente {
+            if w.gemeente() != g {
                 fault(
                     "wijk_codes",
-                    format!("{w} lies in {}, not in {}", w.gemeente(), self.gemeente),
+                    format!("{w} lies in {}, not in {g}", w.gemeente()),
+                    format!("{w} ligt in {}, niet in {g}", w.gemeente()),
                 );
             } else if !known.contains(w) {
                 fault(
                     "wijk_codes",
-                    format!("{w} is not a wijk of {}", self.gemeente),
+                    format!("{w} is not a wijk of {g}"),
+                    format!("{w} is geen wijk van {g}"),
                 );
             } else if self.wijken[..i].contains(w) {
-                fault("wijk_codes", format!("{w} is named twice"));
+                fault(
+                    "wijk_codes",
+                    format!("{w} is named twice"),
+                    format!("{w} staat er twee keer in"),
+                );
             }
         }
-        if !known.is_empty() && self.wijken.len() >= known.len().saturating_sub(1) {
+        if !known.is_empty() && n >= known.len().saturating_sub(1) {
             fault(
                 "wijk_codes",
                 "leaves fewer than 2 wijken of the gemeente to compare with".into(),
+                "er blijven minder dan 2 wijken over om mee te vergelijken".into(),
             );
         }
         if self.start > cx.now.plus(MAX_MONTHS_AHEAD as i32) {
@@ -138,55 +164,70 @@ impl Plan {
                     "{} lies more than {MAX_MONTHS_AHEAD} months ahead",
                     self.start
                 ),
+                format!(
+                    "{} ligt meer dan {MAX_MONTHS_AHEAD} maanden vooruit",
+                    self.start
+                ),
             );
         }
-        let history = self.start.index() as i64 - cx.first_month.index() as i64;
+        let history = (self.start.index() as i64 - cx.first_month.index() as i64).max(0);
         if history < MIN_HISTORY_MONTHS as i64 {
             fault(
                 "start_month",
                 format!(
-                    "needs {MIN_HISTORY_MONTHS} months of figures before it; the aggregator keeps figures from {} ({} months before)",
-                    cx.first_month,
-                    history.max(0)
+                    "needs {MIN_HISTORY_MONTHS} months of figures before it; the aggregator keeps figures from {} ({history} months before)",
+                    cx.first_month
+                ),
+                format!(
+                    "er zijn {MIN_HISTORY_MONTHS} maanden cijfers vóór de start nodig; er zijn cijfers vanaf {} ({history} maanden ervoor)",
+                    cx.first_month
                 ),
             );
         }
-        if self.measures.is_empty() || self.measures.len() > MAX_MEASURES {
+        let m = self.measures.len();
+        if m == 0 || m > MAX_MEASURES {
             fault(
                 "measures",
-                format!(
-                    "needs 1 to {MAX_MEASURES} measures, got {}",
-                    self.measures.len()
-                ),
+                format!("needs 1 to {MAX_MEASURES} measures, got {m}"),
+                format!("kies één tot {MAX_MEASURES} onderwerpen (nu {m})"),
             );
         }
-        for (i, m) in self.measures.iter().enumerate() {
-            if !(cx.is_measure)(m) {
+        for (i, measure) in self.measures.iter().enumerate() {
+            if !(cx.is_measure)(measure) {
                 fault(
                     "measures",
-                    format!("`{m}` is not a signal type or derived indicator"),
+                    format!("`{measure}` is not a signal type or derived indicator"),
+                    format!("„{measure}” is geen onderwerp van Wijkradar"),
                 );
-            } else if self.measures[..i].contains(m) {
-                fault("measures", format!("`{m}` is named twice"));
+            } else if self.measures[..i].contains(measure) {
+                fault(
+                    "measures",
+                    format!("`{measure}` is named twice"),
+                    format!("„{measure}” staat er twee keer in"),
+                );
             }
         }
         if !(self.reach > 0.0 && self.reach <= 1.0) {
-            fault("expected_reach_percent", "must lie in (0, 100]".into());
+            fault(
+                "expected_reach_percent",
+                "must lie in (0, 100]".into(),
+                "een percentage boven 0 en tot en met 100".into(),
+            );
         }
-        if !(self.goal.change.is_finite()
-            && self.goal.change != 0.0
-            && self.goal.change.abs() <= 1.0)
-        {
-            fault("goal.percent", "must lie in (0, 100]".into());
+        let change = self.goal.change;
+        if !(change.is_finite() && change != 0.0 && change.abs() <= 1.0) {
+            fault(
+                "goal.percent",
+                "must lie in (0, 100]".into(),
+                "een percentage boven 0 en tot en met 100".into(),
+            );
         }
         if !HORIZON_MONTHS.contains(&self.goal.horizon_months) {
+            let (low, high) = (HORIZON_MONTHS.start(), HORIZON_MONTHS.end());
             fault(
                 "goal.horizon_months",
-                format!(
-                    "must lie in {} to {}",
-                    HORIZON_MONTHS.start(),
-                    HORIZON_MONTHS.end()
-                ),
+                format!("must lie in {low} to {high}"),
+                format!("{low} tot en met {high} maanden"),
             );
         }
         faults

@@ -52,10 +52,15 @@ pub const MIN_PLACEBOS: usize = 9;
 /// Above this share of suppressed monthly cells, quarters are used.
 pub const MONTHLY_SUPPRESSED_MAX: f64 = 0.3;
 
+/// Comparison wijken with mostly released monthly cells a design wants
+/// before it settles for months.
+pub const MONTHLY_DONORS_MIN: usize = 15;
+
 /// Whether a design should use quarters: more than
 /// [`MONTHLY_SUPPRESSED_MAX`] of the monthly cells it would use are
 /// suppressed (the treated wijken's, and those of the comparison wijken
-/// not left out for having mostly suppressed cells).
+/// not left out for having mostly suppressed cells), or fewer than
+/// [`MONTHLY_DONORS_MIN`] comparison wijken have mostly released months.
 pub fn prefers_quarters<'a>(
     treated: impl IntoIterator<Item = &'a [Option<f64>]>,
     donors: impl IntoIterator<Item = &'a [Option<f64>]>,
@@ -63,16 +68,18 @@ pub fn prefers_quarters<'a>(
     let share = |row: &[Option<f64>]| {
         row.iter().filter(|c| c.is_none()).count() as f64 / row.len().max(1) as f64
     };
-    let kept = donors
+    let kept: Vec<&[Option<f64>]> = donors
         .into_iter()
-        .filter(|row| share(row) <= MAX_SUPPRESSED_DONOR);
+        .filter(|row| share(row) <= MAX_SUPPRESSED_DONOR)
+        .collect();
+    let few = kept.len() < MONTHLY_DONORS_MIN;
     let rows: Vec<&[Option<f64>]> = treated.into_iter().chain(kept).collect();
     let total: usize = rows.iter().map(|r| r.len()).sum();
     let hidden: usize = rows
         .iter()
         .map(|r| r.iter().filter(|c| c.is_none()).count())
         .sum();
-    total == 0 || hidden as f64 / total as f64 > MONTHLY_SUPPRESSED_MAX
+    few || total == 0 || hidden as f64 / total as f64 > MONTHLY_SUPPRESSED_MAX
 }
 
 /// The comparison wijken: `others` without the treated wijken's
@@ -548,8 +555,8 @@ fn pre_fit(e: &Estimate, start: usize) -> f64 {
 }
 
 /// The last quarter before the start (three months, or one quarter) lies
-/// more than 1.5 standard deviations above the mean of the periods before
-/// it, and above all of them.
+/// significantly above the periods before it: a one-sided z-test at 5%,
+/// with the spread of single periods around their mean.
 fn chosen_after_spike(before: &[f64], periods_per_year: usize) -> bool {
     let last = (periods_per_year / 4).max(1);
     if before.len() < last + 4 {
@@ -559,8 +566,7 @@ fn chosen_after_spike(before: &[f64], periods_per_year: usize) -> bool {
     let recent = recent.iter().sum::<f64>() / last as f64;
     let mean = history.iter().sum::<f64>() / history.len() as f64;
     let sd = sdid::sample_sd(history);
-    let highest = history.iter().cloned().fold(f64::MIN, f64::max);
-    recent > mean + 1.5 * sd && recent > highest
+    sd > 0.0 && (recent - mean) / (sd / (last as f64).sqrt()) > 1.644_853_6
 }
 
 /// How an intervention stands against its goal.

@@ -76,7 +76,8 @@ pub(crate) fn paragraphs(
         households(r.effect_households_high),
     ));
     let toward_goal = r.effect_percent * plan.goal.change > 0.0;
-    let clear = r.effect_percent_low * r.effect_percent_high > 0.0;
+    // Clear only when the interval leaves 0 out and the placebos agree.
+    let clear = r.effect_percent_low * r.effect_percent_high > 0.0 && r.p_value < 0.10;
     out.push(if clear && toward_goal {
         format!(
             "Dit zijn eerste aanwijzingen dat de aanpak in deze wijken werkt (p = {}). Bewezen is het daarmee niet: het is één vergelijking, in deze wijken, met beschermde cijfers.",

@@ -133,7 +133,12 @@ impl Query {
         })
     }
 
-    fn check_plan(&self, plan: &Plan, now: Month) -> Result<(), ApiError> {
+    /// The plan's faults, each in English and Dutch.
+    pub(crate) fn plan_faults(
+        &self,
+        plan: &Plan,
+        now: Month,
+    ) -> Result<Vec<wijkradar_domain::intervention::PlanError>, ApiError> {
         let is_measure = |m: &str| self.is_measure(m);
         let cx = PlanContext {
             hierarchy: &self.state.hierarchy,
@@ -141,7 +146,11 @@ impl Query {
             now,
             first_month: self.first_month_of(plan.gemeente, now)?,
         };
-        let faults = plan.check(&cx);
+        Ok(plan.check(&cx))
+    }
+
+    fn check_plan(&self, plan: &Plan, now: Month) -> Result<(), ApiError> {
+        let faults = self.plan_faults(plan, now)?;
         if faults.is_empty() {
             return Ok(());
         }
@@ -155,9 +164,10 @@ impl Query {
 }
 
 /// The comparison wijken ([`wijkradar_effect::design::choose_donors`]):
-/// the gemeente's others with a household base, neighbours of the treated
-/// wijken left out while enough remain.
-fn comparison_wijken(query: &Query, plan: &Plan) -> (Vec<WijkCode>, usize) {
+/// the gemeente's others with a household base, except `busy` ones (with
+/// an intervention of their own), neighbours of the treated wijken left
+/// out while enough remain.
+fn comparison_wijken(query: &Query, plan: &Plan, busy: &[WijkCode]) -> (Vec<WijkCode>, usize) {
     let atlas = wijkradar_map::Atlas::wijken();
     let neighbours: Vec<WijkCode> = plan
         .wijken
@@ -169,7 +179,7 @@ fn comparison_wijken(query: &Query, plan: &Plan) -> (Vec<WijkCode>, usize) {
         .state
         .hierarchy
         .wijken_of(plan.gemeente)
-        .filter(|w| !plan.wijken.contains(w) && query.households(*w).is_some())
+        .filter(|w| !plan.wijken.contains(w) && !busy.contains(w) && query.households(*w).is_some())
         .collect();
     wijkradar_effect::design::choose_donors(plan.wijken.len(), &others, &neighbours)
 }
@@ -190,6 +200,7 @@ fn prepare(
     through: Month,
     draws: u32,
     history_only: bool,
+    busy: &[WijkCode],
 ) -> Result<Result<Prepared, String>, ApiError> {
     let g = plan.gemeente;
     let now = crate::ingest::current_month();
@@ -199,7 +210,7 @@ fn prepare(
     if through < first {
         return Ok(Err("Er zijn nog geen cijfers om mee te werken.".into()));
     }
-    let (donors, neighbours_left_out) = comparison_wijken(query, plan);
+    let (donors, neighbours_left_out) = comparison_wijken(query, plan, busy);
     let mut period = Period::Month;
     let mut released = query.released_wijk_series(g, measure, first, through, period)?;
     let rows = |codes: &[WijkCode]| -> Vec<Vec<Option<f64>>> {
@@ -289,14 +300,35 @@ fn prepare(
     }))
 }
 
+/// The wijken of the gemeente's other interventions (all but `own`): they
+/// do not compare, for their course is not the course without one.
+fn busy_wijken(
+    query: &Query,
+    g: GemeenteCode,
+    own: Option<u32>,
+) -> Result<Vec<WijkCode>, ApiError> {
+    Ok(query
+        .state
+        .store
+        .interventions(g)?
+        .into_iter()
+        .filter(|i| Some(i.id) != own)
+        .flat_map(|i| i.plan.wijken)
+        .collect())
+}
+
 /// The smallest effect the design can detect, from the figures before the
 /// start, per measure.
-fn detectable(query: &Query, plan: &Plan) -> Result<Vec<pb::Detectable>, ApiError> {
+fn detectable(
+    query: &Query,
+    plan: &Plan,
+    busy: &[WijkCode],
+) -> Result<Vec<pb::Detectable>, ApiError> {
     let now = crate::ingest::current_month();
     let through = now.plus(-1).min(plan.start.plus(-1));
     let mut out = Vec::new();
     for measure in &plan.measures {
-        let d = match prepare(query, plan, measure, through, 40, true)? {
+        let d = match prepare(query, plan, measure, through, 40, true, busy)? {
             Ok(p) => {
                 let horizon = (plan.goal.horizon_months / p.period.length()).max(1) as usize;
                 p.design
@@ -357,7 +389,7 @@ impl Interventions {
         Ok((analyst, g))
     }
 
-    fn audit(
+    pub(crate) fn audit(
         &self,
         who: &Organisation,
         call: &str,
@@ -373,7 +405,7 @@ impl Interventions {
     }
 
     /// Checks the plan, stores `version`, and tells what it can detect.
-    async fn store(
+    pub(crate) async fn store(
         &self,
         who: &Organisation,
         plan: Plan,
@@ -408,7 +440,8 @@ impl Interventions {
                     (id, current.version + 1)
                 }
             };
-            Ok((next_id, version, detectable(&query, &checked_plan)?))
+            let busy = busy_wijken(&query, g, Some(next_id))?;
+            Ok((next_id, version, detectable(&query, &checked_plan, &busy)?))
         })
         .await
         .map_err(|_| ApiError::Internal)??;
@@ -551,7 +584,14 @@ impl Query {
         let through = crate::ingest::current_month().plus(-1);
         let mut measures = Vec::new();
         for measure in &intervention.plan.measures {
-            measures.push(self.measure_report(&intervention.plan, measure, through, draws)?);
+            let busy = busy_wijken(self, g, Some(r.id))?;
+            measures.push(self.measure_report(
+                &intervention.plan,
+                measure,
+                through,
+                draws,
+                &busy,
+            )?);
         }
         Ok(pb::GetInterventionReportResponse {
             intervention: Some(intervention_to_proto(&intervention)),
@@ -566,6 +606,7 @@ impl Query {
         measure: &str,
         through: Month,
         draws: u32,
+        busy: &[WijkCode],
     ) -> Result<pb::EffectReport, ApiError> {
         let not_estimated = |text: String| pb::EffectReport {
             measure: measure.to_owned(),
@@ -573,7 +614,7 @@ impl Query {
             text: vec![text],
             ..Default::default()
         };
-        let p = match prepare(self, plan, measure, through, draws, false)? {
+        let p = match prepare(self, plan, measure, through, draws, false, busy)? {
             Ok(p) => p,
             Err(why) => return Ok(not_estimated(why)),
         };

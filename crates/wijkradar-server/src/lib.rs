@@ -22,7 +22,7 @@ pub mod error;
 mod governance;
 mod ingest;
 mod intervention_text;
-mod interventions;
+pub(crate) mod interventions;
 mod limits;
 mod query;
 mod refusals;

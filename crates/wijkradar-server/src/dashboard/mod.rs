@@ -16,6 +16,7 @@
 
 mod alerts;
 pub(crate) mod format;
+mod interventions;
 mod oidc;
 mod pages;
 mod session;
@@ -207,6 +208,11 @@ fn router(dashboard: Arc<Dashboard>) -> Router {
         .route("/wijk/{code}", get(pages::wijk))
         .route("/meldingen/{code}", get(alerts::page))
         .route("/meldingen/{code}/status", post(alerts::set_status))
+        .route(
+            "/interventies/{code}",
+            get(interventions::list).post(interventions::register),
+        )
+        .route("/interventie/{code}/{id}", get(interventions::report))
         .route("/export/{file}", get(pages::export))
         .route("/static/{file}", get(pages::asset))
         .fallback(pages::not_found)

@@ -50,10 +50,16 @@ impl From<ApiError> for Failure {
             ApiError::PermissionDenied(_) | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unauthenticated | ApiError::NotAuthorised => StatusCode::UNAUTHORIZED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let text = match status {
             StatusCode::FORBIDDEN => "U hebt geen toegang tot de cijfers van deze gemeente.".into(),
+            StatusCode::NOT_FOUND => "Dit bestaat niet (meer).".into(),
+            StatusCode::CONFLICT => {
+                "Iemand anders heeft dit intussen gewijzigd. Laad de pagina opnieuw.".into()
+            }
             StatusCode::BAD_REQUEST => format!("Deze vraag kan niet worden beantwoord: {e}"),
             _ => "Er ging iets mis. Probeer het later opnieuw.".into(),
         };
