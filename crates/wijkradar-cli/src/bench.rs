@@ -71,6 +71,23 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 0)]
         year_signals: usize,
     },
+    /// One intervention's analysis with 1,000 placebos on one core, against
+    /// a single SDID estimate on the same panel.
+    Intervention {
+        /// Treated wijken (1 to 5).
+        #[arg(long, default_value_t = 3)]
+        treated: usize,
+        /// Comparison wijken.
+        #[arg(long, default_value_t = 40)]
+        donors: usize,
+        #[arg(long, default_value_t = 36)]
+        months: usize,
+        #[arg(long, default_value_t = 1000)]
+        placebos: usize,
+        /// Repetitions; the best is reported.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// An alerts query for one gemeente on a store with 36 months of
     /// signals for all of the Netherlands: the first of the month (which
     /// computes what the pooled method borrows from every gemeente) and
@@ -155,6 +172,13 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             return crate::bench_release::run(signals, runs, year_signals).await;
         }
         BenchCommand::Detect { types, runs } => return crate::bench_detect::run(types, runs),
+        BenchCommand::Intervention {
+            treated,
+            donors,
+            months,
+            placebos,
+            runs,
+        } => return crate::bench_intervention::run(treated, donors, months, placebos, runs),
         BenchCommand::Alerts {
             signals,
             types,

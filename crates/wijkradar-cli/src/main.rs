@@ -11,6 +11,7 @@ mod bench_agent;
 mod bench_alerts;
 mod bench_dashboard;
 mod bench_detect;
+mod bench_intervention;
 mod bench_release;
 mod connection;
 mod demo;

@@ -243,23 +243,22 @@ fn frank_wolfe(
         if t >= 2 && previous - last <= min_decrease * min_decrease {
             break;
         }
-        // The half gradient AᵀAx − Aᵀb + ηx; the step goes toward the
-        // vertex of the simplex where it is smallest.
-        let grad: Vec<f64> = (0..cols).map(|c| gx[c] - atb[c] + eta * x[c]).collect();
-        let mut i = 0;
-        for c in 1..cols {
-            if grad[c] < grad[i] {
-                i = c;
+        // The half gradient g = AᵀAx − Aᵀb + ηx in one pass with gᵀx and
+        // the vertex of the simplex where g is smallest: the step goes there.
+        let (mut i, mut g_min, mut gtx) = (0, f64::INFINITY, 0.0);
+        for c in 0..cols {
+            let g = gx[c] - atb[c] + eta * x[c];
+            gtx += g * x[c];
+            if g < g_min {
+                (i, g_min) = (c, g);
             }
         }
-        let moves = x
-            .iter()
-            .enumerate()
-            .any(|(c, v)| if c == i { *v != 1.0 } else { *v != 0.0 });
-        if moves {
+        // On the simplex, x is the vertex e_i exactly when x_i = 1.
+        if x[i] != 1.0 {
             // d = e_i − x; the line search −gᵀd / (‖Ad‖² + η‖d‖²).
-            let num = dot(&grad, &x) - grad[i];
-            let ad2 = gram[i * cols + i] - 2.0 * gx[i] + axax;
+            let num = gtx - g_min;
+            let row = &gram[i * cols..(i + 1) * cols];
+            let ad2 = row[i] - 2.0 * gx[i] + axax;
             let dd = xx - 2.0 * x[i] + 1.0;
             let den = ad2 + eta * dd;
             let s = if den > 0.0 {
@@ -268,12 +267,13 @@ fn frank_wolfe(
                 0.0
             };
             let keep = 1.0 - s;
-            axax = keep * keep * axax + 2.0 * s * keep * gx[i] + s * s * gram[i * cols + i];
+            axax = keep * keep * axax + 2.0 * s * keep * gx[i] + s * s * row[i];
             xatb = keep * xatb + s * atb[i];
             xx = keep * keep * xx + 2.0 * s * keep * x[i] + s * s;
-            for c in 0..cols {
-                x[c] *= keep;
-                gx[c] = keep * gx[c] + s * gram[c * cols + i];
+            // AᵀA is symmetric: its column i is its row i.
+            for ((xc, gc), r) in x.iter_mut().zip(gx.iter_mut()).zip(row) {
+                *xc *= keep;
+                *gc = keep * *gc + s * r;
             }
             x[i] += s;
         }
