@@ -224,7 +224,7 @@ async fn an_analyst_logs_in_opens_the_map_clicks_a_wijk_and_prints_its_report() 
         let problems = accessibility_problems(&c).await?;
         assert!(problems.is_empty(), "the wijk page: {problems:#?}");
         let base = format!("{}://{}", url.scheme(), url.authority());
-        for page in ["/uitleg", "/meldingen/GM0034"] {
+        for page in ["/uitleg", "/meldingen/GM0034", "/interventies/GM0034"] {
             c.goto(&format!("{base}{page}")).await?;
             if page == "/uitleg" {
                 screenshot(&c, "dashboard-uitleg.png").await?;

@@ -15,7 +15,7 @@ use wijkradar_store::{AlertRef, AlertStatus, AlertStatusRecord};
 
 use super::Dashboard;
 use super::format::{decimal, period, whole};
-use super::pages::{Failure, Signed, catalogue, measures, render, require, same_token};
+use super::pages::{Failure, Signed, catalogue, measures, require, same_token, signed};
 use crate::access::Organisation;
 use crate::query::Query;
 
@@ -81,16 +81,8 @@ pub(super) async fn page(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    match alerts_page(&d, &org, &code, p.maand.unwrap_or_default(), &session.csrf).await {
-        Ok(mut page) => {
-            page.signed_in = Some(Signed {
-                organisation: org.name,
-                csrf: session.csrf,
-            });
-            render(&page)
-        }
-        Err(f) => f.into_response(),
-    }
+    let page = alerts_page(&d, &org, &code, p.maand.unwrap_or_default(), &session.csrf).await;
+    signed(page, |p| &mut p.signed_in, &org, &session.csrf)
 }
 
 async fn alerts_page(

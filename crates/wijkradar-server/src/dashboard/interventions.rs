@@ -15,7 +15,7 @@ use wijkradar_proto::v1 as pb;
 
 use super::Dashboard;
 use super::format::{decimal, esc, period, short_period};
-use super::pages::{Failure, Signed, catalogue, measures, render, require, same_token};
+use super::pages::{Failure, Signed, catalogue, measures, require, same_token, signed};
 use crate::access::Organisation;
 use crate::error::ApiError;
 use crate::interventions::Interventions;
@@ -265,16 +265,8 @@ async fn respond(
     form: RegisterForm,
     faults: Vec<String>,
 ) -> Response {
-    match list_page(d, org, code, csrf, registered, form, faults).await {
-        Ok(mut page) => {
-            page.signed_in = Some(Signed {
-                organisation: org.name.clone(),
-                csrf: csrf.to_owned(),
-            });
-            render(&page)
-        }
-        Err(f) => f.into_response(),
-    }
+    let page = list_page(d, org, code, csrf, registered, form, faults).await;
+    signed(page, |p| &mut p.signed_in, org, csrf)
 }
 
 async fn list_page(
@@ -397,16 +389,8 @@ pub(super) async fn report(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    match report_page(&d, &org, &code, id).await {
-        Ok(mut page) => {
-            page.signed_in = Some(Signed {
-                organisation: org.name,
-                csrf: session.csrf,
-            });
-            render(&page)
-        }
-        Err(f) => f.into_response(),
-    }
+    let page = report_page(&d, &org, &code, id).await;
+    signed(page, |p| &mut p.signed_in, &org, &session.csrf)
 }
 
 async fn report_page(

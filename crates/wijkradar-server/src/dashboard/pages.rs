@@ -103,6 +103,26 @@ pub(super) struct Signed {
     pub(super) csrf: String,
 }
 
+/// A page for a signed-in analyst: `slot` gets who is signed in (for the
+/// header's log-out form), then it is rendered; a failure is its own page.
+pub(super) fn signed<P: Template>(
+    page: Result<P, Failure>,
+    slot: fn(&mut P) -> &mut Option<Signed>,
+    org: &Organisation,
+    csrf: &str,
+) -> Response {
+    match page {
+        Ok(mut page) => {
+            *slot(&mut page) = Some(Signed {
+                organisation: org.name.clone(),
+                csrf: csrf.to_owned(),
+            });
+            render(&page)
+        }
+        Err(f) => f.into_response(),
+    }
+}
+
 /// The session of the request's cookie and its organisation.
 fn signed_in(d: &Dashboard, headers: &HeaderMap) -> Option<(String, Session, Organisation)> {
     let cookies = headers.get_all(header::COOKIE);
@@ -568,16 +588,8 @@ pub(super) async fn gemeente(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    match gemeente_page(&d, &org, &code, p).await {
-        Ok(mut page) => {
-            page.signed_in = Some(Signed {
-                organisation: org.name,
-                csrf: session.csrf,
-            });
-            render(&page)
-        }
-        Err(f) => f.into_response(),
-    }
+    let page = gemeente_page(&d, &org, &code, p).await;
+    signed(page, |p| &mut p.signed_in, &org, &session.csrf)
 }
 
 /// The cells of one measure and granularity over the page's months.
@@ -858,16 +870,8 @@ pub(super) async fn wijk(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    match wijk_page(&d, &org, &code, p.periode).await {
-        Ok(mut page) => {
-            page.signed_in = Some(Signed {
-                organisation: org.name,
-                csrf: session.csrf,
-            });
-            render(&page)
-        }
-        Err(f) => f.into_response(),
-    }
+    let page = wijk_page(&d, &org, &code, p.periode).await;
+    signed(page, |p| &mut p.signed_in, &org, &session.csrf)
 }
 
 async fn wijk_page(
