@@ -755,3 +755,98 @@ async fn a_month_within_the_waiting_days_is_pending_until_released() {
     .await;
     assert_eq!(q.get_table(table).await.unwrap().into_inner(), released);
 }
+
+/// The aggregator stops (crash, power) after a batch is stored and flushed
+/// but before its audit entry is written: the next start writes the entry,
+/// once, so the log accounts for every stored batch.
+#[tokio::test]
+async fn a_batch_stored_just_before_a_crash_gets_its_audit_entry_at_the_next_start() {
+    let mut server = TestServer::start().await;
+    let month = month_ago(2);
+    let sent = submit(
+        server.channel(wijkradar_tests::PARTNER_A).await,
+        vec![batch(
+            "ok-1",
+            "huurachterstand",
+            ALMERE_BUURT,
+            &month,
+            1,
+            12,
+        )],
+    )
+    .await;
+    assert!(sent.iter().all(Result::is_ok), "{sent:?}");
+    // Stored by the writer as the ingest service would, but the process
+    // "dies" before the audit entry.
+    server
+        .restart_after(|config| async move {
+            let key = ServerKey::load(&config.keys.server_key).unwrap();
+            let store = wijkradar_store::Store::open(&config.data_dir, key.id().as_str()).unwrap();
+            let (queue, writer) = wijkradar_store::IngestQueue::start(store.clone(), 4);
+            let signals = (0..3u8)
+                .map(|i| wijkradar_store::StoredSignal {
+                    pseudonym: wijkradar_domain::ServerPseudonym::from_bytes([i + 100; 32]),
+                    buurt: ALMERE_BUURT.parse().unwrap(),
+                    signal_type: "huurachterstand".parse().unwrap(),
+                    month: month.parse().unwrap(),
+                    severity: None,
+                    record_key: u32::from(i),
+                })
+                .collect();
+            let outcome = queue
+                .submit(wijkradar_store::IncomingBatch {
+                    partner: wijkradar_tests::PARTNER_A.into(),
+                    id: wijkradar_domain::BatchId::new("crashed-1").unwrap(),
+                    key_id: wijkradar_domain::PseudonymKeyId::new(KEY_ID).unwrap(),
+                    digest: [7; 32],
+                    signals,
+                })
+                .await;
+            assert!(outcome.is_ok(), "{outcome:?}");
+            drop(queue);
+            writer.join();
+        })
+        .await;
+    server.restart().await;
+    let log = std::fs::read(
+        server
+            .setup
+            .config
+            .data_dir
+            .join(wijkradar_audit::FILE_NAME),
+    )
+    .unwrap();
+    let report = wijkradar_audit::verify(&log, None);
+    assert!(report.is_intact(), "{report:?}");
+    let entries = |id: &str| -> Vec<(String, Option<String>)> {
+        report
+            .parsed
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::Batch {
+                    batch_id,
+                    outcome,
+                    reason,
+                    ..
+                } if batch_id == id => Some((outcome.clone(), reason.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let crashed = entries("crashed-1");
+    assert_eq!(crashed.len(), 1, "one entry over two starts: {crashed:?}");
+    assert_eq!(crashed[0].0, "stored");
+    assert!(
+        crashed[0]
+            .1
+            .as_deref()
+            .unwrap_or("")
+            .contains("recovered at start-up")
+    );
+    assert_eq!(
+        entries("ok-1"),
+        [("stored".to_owned(), None)],
+        "logged once, not recovered"
+    );
+    assert!(server.store().unaudited().unwrap().is_empty());
+}

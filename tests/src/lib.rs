@@ -88,12 +88,22 @@ impl TestServer {
 
     /// Stops the server, closing the store, and starts it again on the same data.
     pub async fn restart(&mut self) {
+        self.restart_after(|_| async {}).await;
+    }
+
+    /// Stops the server, runs `between` on its configuration (the data
+    /// directory is free then), and starts it again.
+    pub async fn restart_after<F: std::future::Future<Output = ()>>(
+        &mut self,
+        between: impl FnOnce(ServerConfig) -> F,
+    ) {
         self.server
             .take()
             .expect("server running")
             .shutdown()
             .await
             .expect("clean shutdown");
+        between(self.setup.config.clone()).await;
         self.server = Some(
             wijkradar_server::start(&self.setup.config)
                 .await

@@ -293,6 +293,7 @@ impl IngestService for Ingest {
                     Ok(_) => ("stored", None),
                     Err(s) => ("refused", Some(format!("{:?}: {}", s.code(), s.message()))),
                 };
+                let logged_id = batch_id.clone();
                 let event = Event::Batch {
                     batch_id,
                     outcome: outcome.to_owned(),
@@ -311,6 +312,9 @@ impl IngestService for Ingest {
                     tracing::error!(error = %e, "could not append to the audit log");
                     let _ = out_tx.send(Err(Status::from(ApiError::Unavailable))).await;
                     break;
+                } else if outcome == "stored" {
+                    // The entry is on disk: the batch's trace can go.
+                    state.queue.audited(&name, &logged_id).await;
                 }
                 if out_tx.send(answer).await.is_err() || failed {
                     break;

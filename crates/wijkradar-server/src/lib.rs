@@ -88,6 +88,70 @@ pub enum ServerError {
     Dashboard(String),
 }
 
+/// Writes the audit entries of batches stored just before a crash, whose
+/// entries never made it to the log (the store keeps a `U` record per
+/// batch until its entry is on disk). Reads the whole log only when there
+/// are such records: after a crash, not at a normal start.
+async fn recover_audit(
+    store: &Store,
+    queue: &IngestQueue,
+    audit: &AuditLog,
+    k: u64,
+) -> Result<usize, ServerError> {
+    let pending = store.unaudited().map_err(ServerError::Store)?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let log = std::fs::read(audit.path()).map_err(|source| ServerError::Read {
+        path: audit.path().to_owned(),
+        source,
+    })?;
+    let logged: std::collections::HashSet<(String, String)> = wijkradar_audit::verify(&log, None)
+        .parsed
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Event::Batch {
+                batch_id, outcome, ..
+            } if outcome == "stored" => Some((e.actor, batch_id)),
+            _ => None,
+        })
+        .collect();
+    let mut recovered = 0;
+    for p in &pending {
+        if logged.contains(&(p.partner.clone(), p.batch_id.clone())) {
+            continue;
+        }
+        let signals = p
+            .signals
+            .iter()
+            .map(|(t, &n)| (t.clone(), wijkradar_audit::Count::new(n, k)))
+            .collect();
+        let event = Event::Batch {
+            batch_id: p.batch_id.clone(),
+            outcome: "stored".into(),
+            reason: Some("entry recovered at start-up: the aggregator stopped between storing the batch and logging it".into()),
+            signals,
+        };
+        audit.append(&p.partner, event, true)?;
+        recovered += 1;
+    }
+    let done: Vec<(String, String)> = pending
+        .into_iter()
+        .map(|p| (p.partner, p.batch_id))
+        .collect();
+    queue
+        .forget_unaudited(&done)
+        .await
+        .map_err(ServerError::Store)?;
+    if recovered > 0 {
+        tracing::warn!(
+            batches = recovered,
+            "audit entries of stored batches recovered after a crash"
+        );
+    }
+    Ok(recovered)
+}
+
 /// Largest query answer sent.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
@@ -371,6 +435,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         },
         true,
     )?;
+    recover_audit(&store, &queue, &audit, u64::from(config.release.k.k())).await?;
     tracing::info!(
         organisations = access.organisations().len(),
         "access configuration loaded"

@@ -43,6 +43,7 @@
 mod alert_status;
 mod interventions;
 mod shred;
+mod unaudited;
 mod writer;
 
 use std::collections::HashMap;
@@ -55,6 +56,7 @@ use wijkradar_domain::{
 };
 
 pub use alert_status::{AlertRef, AlertStatus, AlertStatusRecord};
+pub use unaudited::Unaudited;
 pub use writer::{IngestQueue, Outcome, Pending, Purged, WriterThread};
 
 #[derive(Debug, thiserror::Error)]

@@ -592,3 +592,47 @@ async fn interventions_keep_every_version_and_never_overwrite_one() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_stored_batch_keeps_a_trace_until_its_audit_entry_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), "k1").unwrap();
+    let (queue, writer) = IngestQueue::start(store.clone(), 8);
+    let signals = vec![
+        signal(1, "BU00340101", "huurachterstand", "2024-01"),
+        signal(2, "BU00340101", "huurachterstand", "2024-01"),
+        signal(3, "BU00340101", "schoolverzuim", "2024-01"),
+    ];
+    queue.submit(batch("b1", signals.clone())).await.unwrap();
+    queue
+        .submit(batch("b2", signals[..1].to_vec()))
+        .await
+        .unwrap();
+    // Stored and flushed together with the batch: a crash now keeps them.
+    let pending = store.unaudited().unwrap();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(
+        (pending[0].partner.as_str(), pending[0].batch_id.as_str()),
+        ("corporatie", "b1")
+    );
+    let counts: Vec<(&str, u64)> = pending[0]
+        .signals
+        .iter()
+        .map(|(t, n)| (t.as_str(), *n))
+        .collect();
+    assert_eq!(counts, [("huurachterstand", 2), ("schoolverzuim", 1)]);
+    // Its entry written, b1's trace goes; b2's stays.
+    queue.audited("corporatie", "b1").await;
+    queue.forget_unaudited(&[]).await.unwrap();
+    drop(queue);
+    writer.join();
+    drop(store);
+    let store = Store::open(dir.path(), "k1").unwrap();
+    let left: Vec<String> = store
+        .unaudited()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.batch_id)
+        .collect();
+    assert_eq!(left, ["b2"]);
+}

@@ -191,12 +191,13 @@ enum Request {
         first_kept: HashMap<SignalTypeName, Month>,
         reply: oneshot::Sender<Result<Purged, StoreError>>,
     },
-    /// One record, flushed on its own; with `if_absent`, only if its key
-    /// is still free.
+    /// One record written (or with `value` None removed), flushed with
+    /// `flush`; with `if_absent`, only if its key is still free.
     Put {
         key: Vec<u8>,
-        value: Vec<u8>,
+        value: Option<Vec<u8>>,
         if_absent: bool,
+        flush: bool,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
 }
@@ -272,23 +273,60 @@ impl IngestQueue {
         alert: AlertRef,
         record: AlertStatusRecord,
     ) -> Result<(), StoreError> {
-        self.put(alert.key(), record.encode(), false).await
+        self.put(alert.key(), Some(record.encode()), false, true)
+            .await
+    }
+
+    /// Marks a stored batch as written to the audit log: its `U` record
+    /// goes. Not flushed: if the removal is lost in a crash, the start-up
+    /// finds the entry in the log and removes the record then.
+    pub async fn audited(&self, partner: &str, id: &str) {
+        let (reply, _answer) = oneshot::channel();
+        let key = crate::unaudited::key(partner, id);
+        let put = Request::Put {
+            key,
+            value: None,
+            if_absent: false,
+            flush: false,
+            reply,
+        };
+        let _ = self.tx.send(put).await;
+    }
+
+    /// Removes the `U` records of `batches` (partner, batch id) and flushes:
+    /// after the start-up recovered their audit entries.
+    pub async fn forget_unaudited(&self, batches: &[(String, String)]) -> Result<(), StoreError> {
+        for (partner, id) in batches {
+            self.put(crate::unaudited::key(partner, id), None, false, false)
+                .await?;
+        }
+        // One flush for all, and for earlier removals not yet flushed.
+        self.put(crate::unaudited::key("", ""), None, false, true)
+            .await
     }
 
     /// Stores a new version of an intervention; returns once it is
     /// flushed. [`StoreError::VersionTaken`] when that version exists.
     pub async fn put_intervention(&self, i: &Intervention) -> Result<(), StoreError> {
         let key = crate::interventions::key(i.plan.gemeente, i.id, i.version);
-        self.put(key, crate::interventions::encode(i), true).await
+        self.put(key, Some(crate::interventions::encode(i)), true, true)
+            .await
     }
 
-    async fn put(&self, key: Vec<u8>, value: Vec<u8>, if_absent: bool) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        if_absent: bool,
+        flush: bool,
+    ) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Request::Put {
                 key,
                 value,
                 if_absent,
+                flush,
                 reply,
             })
             .await
@@ -344,8 +382,9 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
                 key,
                 value,
                 if_absent,
+                flush,
                 reply,
-            } => put = Some((key, value, if_absent, reply)),
+            } => put = Some((key, value, if_absent, flush, reply)),
         }
         while purge.is_none() && put.is_none() && group.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -355,8 +394,9 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
                     key,
                     value,
                     if_absent,
+                    flush,
                     reply,
-                }) => put = Some((key, value, if_absent, reply)),
+                }) => put = Some((key, value, if_absent, flush, reply)),
                 Err(_) => break,
             }
         }
@@ -370,11 +410,11 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
             };
             let _ = reply.send(result);
         }
-        if let Some((key, value, if_absent, reply)) = put {
+        if let Some((key, value, if_absent, flush, reply)) = put {
             let result = if poisoned {
                 Err(StoreError::Unavailable)
             } else {
-                put_record(&store, key, value, if_absent)
+                put_record(&store, key, value, if_absent, flush)
             };
             let _ = reply.send(result);
         }
@@ -384,18 +424,27 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
 fn put_record(
     store: &Store,
     key: Vec<u8>,
-    value: Vec<u8>,
+    value: Option<Vec<u8>>,
     if_absent: bool,
+    flush: bool,
 ) -> Result<(), StoreError> {
-    if if_absent {
-        store
-            .db
-            .compare_and_swap(key, None as Option<&[u8]>, Some(value))?
-            .map_err(|_| StoreError::VersionTaken)?;
-    } else {
-        store.db.insert(key, value)?;
+    match value {
+        Some(value) if if_absent => {
+            store
+                .db
+                .compare_and_swap(key, None as Option<&[u8]>, Some(value))?
+                .map_err(|_| StoreError::VersionTaken)?;
+        }
+        Some(value) => {
+            store.db.insert(key, value)?;
+        }
+        None => {
+            store.db.remove(key)?;
+        }
     }
-    store.db.flush()?;
+    if flush {
+        store.db.flush()?;
+    }
     Ok(())
 }
 
@@ -630,6 +679,12 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
     writes.insert(key_id_key, &under_key.to_be_bytes()[..]);
     writes.insert(SIGNAL_TOTAL, &signal_total.to_be_bytes()[..]);
     writes.insert(bkey, &batch.digest[..]);
+    // Until its audit entry is written: so that a crash in between leaves a
+    // trace the start-up can finish.
+    writes.insert(
+        crate::unaudited::key(&batch.partner, batch.id.as_str()),
+        crate::unaudited::encode(&batch.signals),
+    );
     let t = std::time::Instant::now();
     db.apply_batch(writes)?;
     tracing::trace!(apply_batch = ?t.elapsed(), "apply_batch");
