@@ -362,6 +362,61 @@ impl WriterThread {
     }
 }
 
+type PutArgs = (
+    Vec<u8>,
+    Option<Vec<u8>>,
+    bool,
+    bool,
+    oneshot::Sender<Result<(), StoreError>>,
+);
+
+type PurgeArgs = (
+    HashMap<SignalTypeName, Month>,
+    oneshot::Sender<Result<Purged, StoreError>>,
+);
+
+/// What the writer takes in one round: batches up to a purge or a put that
+/// needs its own flush.
+#[derive(Default)]
+struct Next {
+    group: Vec<(IncomingBatch, Reply)>,
+    purge: Option<PurgeArgs>,
+    put: Option<PutArgs>,
+    /// Removals that need no flush of their own (batches' `U` records once
+    /// audited): they do not end a group, and ride on the next flush.
+    removals: Vec<Vec<u8>>,
+}
+
+impl Next {
+    fn open(&self) -> bool {
+        self.purge.is_none() && self.put.is_none() && self.group.len() < MAX_GROUP
+    }
+
+    fn take(&mut self, request: Request) {
+        match request {
+            Request::Batch { batch, reply } => self.group.push((batch, reply)),
+            Request::Purge { first_kept, reply } => self.purge = Some((first_kept, reply)),
+            Request::Put {
+                key,
+                value: None,
+                flush: false,
+                reply,
+                ..
+            } => {
+                self.removals.push(key);
+                let _ = reply.send(Ok(()));
+            }
+            Request::Put {
+                key,
+                value,
+                if_absent,
+                flush,
+                reply,
+            } => self.put = Some((key, value, if_absent, flush, reply)),
+        }
+    }
+}
+
 fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
     let mut state = match WriterState::load(store.clone()) {
         Ok(state) => Some(state),
@@ -372,36 +427,29 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
     };
     let mut poisoned = state.is_none();
     while let Some(first) = rx.blocking_recv() {
-        let mut group = Vec::new();
-        let mut purge = None;
-        let mut put = None;
-        match first {
-            Request::Batch { batch, reply } => group.push((batch, reply)),
-            Request::Purge { first_kept, reply } => purge = Some((first_kept, reply)),
-            Request::Put {
-                key,
-                value,
-                if_absent,
-                flush,
-                reply,
-            } => put = Some((key, value, if_absent, flush, reply)),
-        }
-        while purge.is_none() && put.is_none() && group.len() < MAX_GROUP {
+        let mut next = Next::default();
+        next.take(first);
+        while next.open() {
             match rx.try_recv() {
-                Ok(Request::Batch { batch, reply }) => group.push((batch, reply)),
-                Ok(Request::Purge { first_kept, reply }) => purge = Some((first_kept, reply)),
-                Ok(Request::Put {
-                    key,
-                    value,
-                    if_absent,
-                    flush,
-                    reply,
-                }) => put = Some((key, value, if_absent, flush, reply)),
+                Ok(request) => next.take(request),
                 Err(_) => break,
             }
         }
+        let Next {
+            group,
+            purge,
+            put,
+            removals,
+        } = next;
         if !group.is_empty() {
             poisoned = write_group(&store, &mut state, group, poisoned);
+        }
+        if !poisoned {
+            for key in removals {
+                if let Err(e) = store.db.remove(key) {
+                    tracing::warn!(error = %e, "could not remove a record; the next start retries");
+                }
+            }
         }
         if let Some((first_kept, reply)) = purge {
             let result = match state.as_mut() {
