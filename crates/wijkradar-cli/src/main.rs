@@ -53,6 +53,17 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Ask a running aggregator whether it serves (gRPC health, over mutual
+    /// TLS): exit 0 when it does, 1 otherwise. For container and systemd
+    /// health checks (the image has no curl).
+    Healthcheck {
+        /// A service name (for example wijkradar.v1.IngestService); empty
+        /// for the server as a whole.
+        #[arg(long, default_value = "")]
+        service: String,
+        #[command(flatten)]
+        connection: connection::Connection,
+    },
     /// Partner agent: pseudonymise an export and submit it.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
@@ -315,6 +326,30 @@ fn error_text(e: &anyhow::Error) -> String {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Healthcheck {
+            service,
+            connection,
+        } => {
+            init_logging("warn");
+            let channel =
+                tokio::time::timeout(std::time::Duration::from_secs(10), connection.connect())
+                    .await
+                    .map_err(|_| {
+                        anyhow::anyhow!("geen antwoord van {} binnen 10 s", connection.server)
+                    })??;
+            let answer = tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest { service })
+                .await
+                .map_err(crate::query::status_error)?
+                .into_inner();
+            let status = answer.status();
+            println!("{}", status.as_str_name());
+            anyhow::ensure!(
+                status == tonic_health::pb::health_check_response::ServingStatus::Serving,
+                "de aggregator dient niet ({})",
+                status.as_str_name()
+            );
+        }
         Command::Serve { config } => {
             init_logging("info");
             let config = ServerConfig::load(&config)?;

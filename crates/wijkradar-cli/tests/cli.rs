@@ -56,6 +56,15 @@ fn the_demo_runs_the_whole_chain_and_prints_a_protected_wijk_table() {
         !released.is_empty() && released.iter().all(|&v| v >= 10),
         "released values are at least k: {released:?}"
     );
+    // The intervention with its built-in fall: registered, and estimated
+    // as a fall against the course without it.
+    assert!(stdout.contains("Bij registratie: "), "{stdout}");
+    assert!(stdout.contains("== betalingsachterstand =="), "{stdout}");
+    assert!(stdout.contains("Geschat effect: -"), "{stdout}");
+    assert!(
+        stdout.contains("○ zonder interventie"),
+        "the text chart:\n{stdout}"
+    );
     assert!(
         stdout.contains("Wat nu?"),
         "tells the user what to try next"
@@ -265,4 +274,129 @@ fn sighup_reloads_the_access_file() {
     assert!(child.wait().unwrap().success(), "{rest:?}");
     let log = std::fs::read_to_string(setup.config.data_dir.join("audit.log")).unwrap();
     assert_eq!(log.matches("ReloadAccess").count(), 2, "{log}");
+}
+
+/// `wijkradar healthcheck`, what a container or systemd health check runs:
+/// exit 0 and SERVING while the server runs, a non-zero exit with a
+/// message when nothing answers.
+#[cfg(unix)]
+#[test]
+fn healthcheck_answers_serving_while_the_server_runs() {
+    use std::io::{BufRead, BufReader};
+    use wijkradar_server::access::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = wijkradar_server::dev::DevSetup::create(
+        dir.path(),
+        &[("beheer", "Beheer", Role::Operator)],
+    )
+    .unwrap();
+    let config = setup.write_config("127.0.0.1:0").unwrap();
+    let mut child = wijkradar()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find_map(|l| {
+            l.split("luistert op ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned)
+        })
+        .expect("the server's address");
+    let files = setup.client("beheer");
+    let check = |server: &str, service: &str| {
+        wijkradar()
+            .args([
+                "healthcheck",
+                "--server",
+                server,
+                "--service",
+                service,
+                "--ca",
+            ])
+            .arg(setup.pki_dir.join("ca.pem"))
+            .arg("--cert")
+            .arg(&files.cert)
+            .arg("--key")
+            .arg(&files.key)
+            .output()
+            .unwrap()
+    };
+    let up = check(&format!("https://{addr}"), "");
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&up.stdout).trim(), "SERVING");
+    let ingest = check(&format!("https://{addr}"), "wijkradar.v1.IngestService");
+    assert!(ingest.status.success());
+    let unknown = check(&format!("https://{addr}"), "wijkradar.v1.Nothing");
+    assert!(!unknown.status.success());
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = lines.count();
+    assert!(child.wait().unwrap().success());
+    let down = check(&format!("https://{addr}"), "");
+    assert!(!down.status.success());
+    assert!(!String::from_utf8_lossy(&down.stderr).is_empty());
+}
+
+/// The systemd unit of `deploy/systemd/` is valid and hardened:
+/// `systemd-analyze verify` accepts it and `security` rates its exposure
+/// at most 2 (of 10). Skipped where systemd-analyze is not installed.
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/systemd/wijkradar.service"
+    ))
+    .unwrap();
+    assert!(
+        unit.contains(
+            "ExecStart=/usr/local/bin/wijkradar serve --config /etc/wijkradar/server.toml"
+        )
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wijkradar.service");
+    // verify wants the executable to exist: point it at this build.
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/wijkradar", env!("CARGO_BIN_EXE_wijkradar")),
+    )
+    .unwrap();
+    let Ok(out) = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+    else {
+        eprintln!("systemd-analyze not found: the unit check is skipped");
+        return;
+    };
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=20"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let level: f64 = text
+        .split("Overall exposure level for wijkradar.service: ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("an exposure level");
+    assert!(level <= 2.0, "exposure {level}");
 }
