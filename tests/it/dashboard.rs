@@ -164,6 +164,7 @@ async fn the_map_and_table_show_the_api_s_figures_in_dutch_with_strict_headers()
             to_month: "2024-02".into(),
             period: pb::Period::Month.into(),
             layout: pb::TableLayout::Cells.into(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -93,6 +93,7 @@ async fn call(channel: Channel, op: Op, seq: usize) -> Result<(), tonic::Status>
         to_month: month.clone(),
         period: pb::Period::Month.into(),
         layout: pb::TableLayout::Cells.into(),
+        ..Default::default()
     };
     match op {
         Op::Submit(t, buurt) => {
@@ -490,6 +491,7 @@ async fn purged_signals_cannot_be_recovered_from_the_data_directory() {
         to_month: month.into(),
         period: pb::Period::Month.into(),
         layout: pb::TableLayout::Cells.into(),
+        ..Default::default()
     };
     let mut q = server.query("almere").await;
     let recent_before = q.get_table(table(&recent)).await.unwrap().into_inner();
@@ -717,6 +719,7 @@ async fn a_month_within_the_waiting_days_is_pending_until_released() {
         to_month: month.clone(),
         period: pb::Period::Month.into(),
         layout: pb::TableLayout::Cells.into(),
+        ..Default::default()
     };
     let mut q = server.query("almere").await;
     let pending = q.get_table(table.clone()).await.unwrap().into_inner();

@@ -11,6 +11,7 @@ mod discovery;
 mod governance;
 mod interventions;
 mod oidc;
+mod paging;
 mod pipeline;
 mod privacy;
 
@@ -48,6 +49,31 @@ pub fn cells(resp: &pb::GetTableResponse) -> Cells {
         .collect()
 }
 
+/// Every cell of a cells-layout table, page by page (20,000 cells each);
+/// also how many pages it took.
+pub(crate) async fn all_pages(
+    client: &mut wijkradar_proto::v1::query_service_client::QueryServiceClient<Channel>,
+    mut request: pb::GetTableRequest,
+) -> (Vec<pb::Cell>, usize) {
+    request.page_size = 20_000;
+    let mut cells = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = client
+            .get_table(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.cells.len() <= 20_000);
+        pages += 1;
+        cells.extend(page.cells);
+        if page.next_page_token.is_empty() {
+            return (cells, pages);
+        }
+        request.page_token = page.next_page_token;
+    }
+}
+
 pub fn table_request(
     level: pb::AreaLevel,
     types: &[&str],
@@ -62,6 +88,7 @@ pub fn table_request(
         to_month: to.into(),
         period: pb::Period::Month.into(),
         layout: pb::TableLayout::Cells.into(),
+        ..Default::default()
     }
 }
 

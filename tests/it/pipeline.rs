@@ -465,18 +465,15 @@ async fn the_columns_layout_holds_exactly_the_cells_of_the_cells_layout() {
         ] {
             let mut request = table_request(level, &types, "2024-04", &now);
             request.period = period.into();
-            let cells = q.get_table(request.clone()).await.unwrap().into_inner();
+            // The cells layout in pages: a whole answer this large is refused.
+            let (cells, _) = crate::all_pages(&mut q, request.clone()).await;
             request.layout = pb::TableLayout::Columns.into();
             let columns = q.get_table(request).await.unwrap().into_inner();
             assert!(columns.cells.is_empty());
             let expanded = columns.columns.as_ref().unwrap().cells();
-            with_rates += cells
-                .cells
-                .iter()
-                .filter(|c| c.rate_per_1000.is_some())
-                .count();
-            with_values += cells.cells.iter().filter(|c| c.value.is_some()).count();
-            assert_eq!(expanded, cells.cells, "{level:?} {types:?} {period:?}");
+            with_rates += cells.iter().filter(|c| c.rate_per_1000.is_some()).count();
+            with_values += cells.iter().filter(|c| c.value.is_some()).count();
+            assert_eq!(expanded, cells, "{level:?} {types:?} {period:?}");
         }
     }
     // Which cells the audit releases depends on the keys; the gemeente's

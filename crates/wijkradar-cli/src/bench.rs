@@ -326,6 +326,7 @@ async fn query(n: usize, queries: usize) -> anyhow::Result<()> {
         to_month: to.to_string(),
         period: pb::Period::Month.into(),
         layout: layout.into(),
+        ..Default::default()
     };
     // One layout after the other: taking turns, the cells answers' few MB
     // of allocations showed in the columns answers' tail.

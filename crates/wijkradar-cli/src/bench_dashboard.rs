@@ -103,6 +103,7 @@ pub async fn run(n: usize, g: GemeenteCode, pages: usize) -> anyhow::Result<()> 
         to_month: months[months.len() - 1].to_string(),
         period: pb::Period::Month.into(),
         layout: pb::TableLayout::Cells.into(),
+        ..Default::default()
     };
     let mut table_ms = Vec::new();
     for i in 0..pages + 3 {

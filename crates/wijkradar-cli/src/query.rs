@@ -148,6 +148,7 @@ pub async fn fetch_table(
         period: period.into(),
         // Compact on the wire; the same cells once here.
         layout: pb::TableLayout::Columns.into(),
+        ..Default::default()
     };
     let mut table = client
         .get_table(req)

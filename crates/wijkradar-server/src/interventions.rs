@@ -75,6 +75,7 @@ impl Query {
                 to_month: last.to_string(),
                 period: period.to_proto() as i32,
                 layout: pb::TableLayout::Cells as i32,
+                ..Default::default()
             })?;
             let mut by_period: HashMap<&str, Vec<&pb::Cell>> = HashMap::new();
             for cell in &answer.cells {

@@ -15,7 +15,7 @@ use crate::State;
 use crate::answer::Answer;
 use crate::auth::authorize;
 use crate::convert::{Period, gemeente_from_proto, level_to_proto, table_query_from_proto};
-use crate::error::ApiError;
+use crate::error::{ApiError, Violation};
 use crate::tables::{Measure, Tables};
 
 /// A table's release version and every cell of it, in node order.
@@ -112,7 +112,50 @@ impl Query {
             max_noise: state.policy.max_noise(),
             rate_floor: state.bases.floor,
             household_base_measure: state.base_measure.clone(),
+            next_page_token: String::new(),
         })
+    }
+
+    /// [`Query::table`] for gRPC clients: pages of the cells layout, and a
+    /// whole cells answer over [`MAX_WHOLE_ANSWER`] refused with what to do
+    /// instead.
+    pub(crate) fn table_paged(
+        &self,
+        req: pb::GetTableRequest,
+    ) -> Result<pb::GetTableResponse, ApiError> {
+        let page = page_of(&req)?;
+        let mut answer = self.table(req)?;
+        if answer.columns.is_some() {
+            return Ok(answer);
+        }
+        match page {
+            Some((size, offset, fingerprint)) => {
+                let total = answer.cells.len();
+                if offset > total {
+                    return Err(bad_token());
+                }
+                let end = (offset + size).min(total);
+                answer.cells = answer.cells.drain(offset..end).collect();
+                if end < total {
+                    answer.next_page_token = format!("{end}.{fingerprint}");
+                }
+                Ok(answer)
+            }
+            None => {
+                let bytes = prost::Message::encoded_len(&answer);
+                if bytes > MAX_WHOLE_ANSWER {
+                    return Err(ApiError::TooLarge(Violation::new(
+                        "page_size",
+                        format!(
+                            "the answer has {} cells ({:.1} MB), more than the 4 MiB a gRPC client takes by default: set page_size (at most {MAX_PAGE_CELLS} cells) and follow next_page_token, or ask TABLE_LAYOUT_COLUMNS",
+                            answer.cells.len(),
+                            bytes as f64 / 1e6
+                        ),
+                    )));
+                }
+                Ok(answer)
+            }
+        }
     }
 
     /// The earliest month any signal type still keeps.
@@ -300,6 +343,62 @@ impl Query {
 }
 
 /// What the audit log says a table request asked for.
+/// A whole cells answer over gRPC at most this large: the default limit of
+/// gRPC clients.
+pub const MAX_WHOLE_ANSWER: usize = 4 << 20;
+/// Cells per page at most.
+pub const MAX_PAGE_CELLS: usize = 20_000;
+
+fn bad_token() -> ApiError {
+    ApiError::InvalidArgument(vec![Violation::new(
+        "page_token",
+        "not a token of this request: repeat the request's other fields and page_size exactly",
+    )])
+}
+
+/// The page a request asks: (size, first cell, fingerprint of the request),
+/// or `None` for the whole table. The fingerprint ties a token to the
+/// request it came from.
+fn page_of(r: &pb::GetTableRequest) -> Result<Option<(usize, usize, String)>, ApiError> {
+    if r.page_size == 0 {
+        if !r.page_token.is_empty() {
+            return Err(ApiError::InvalidArgument(vec![Violation::new(
+                "page_size",
+                "must be set with page_token",
+            )]));
+        }
+        return Ok(None);
+    }
+    let size = usize::try_from(r.page_size)
+        .ok()
+        .filter(|s| (1..=MAX_PAGE_CELLS).contains(s))
+        .ok_or_else(|| {
+            ApiError::InvalidArgument(vec![Violation::new(
+                "page_size",
+                format!("must lie in 0 to {MAX_PAGE_CELLS}"),
+            )])
+        })?;
+    let request = format!(
+        "{}|{}|{}|{}",
+        crate::convert::printable(&r.gemeente_code),
+        describe_table(r),
+        r.layout,
+        r.page_size
+    );
+    let digest = ring::digest::digest(&ring::digest::SHA256, request.as_bytes());
+    let fingerprint = hex::encode(&digest.as_ref()[..8]);
+    let offset = if r.page_token.is_empty() {
+        0
+    } else {
+        let (offset, mark) = r.page_token.split_once('.').ok_or_else(bad_token)?;
+        if mark != fingerprint {
+            return Err(bad_token());
+        }
+        offset.parse().map_err(|_| bad_token())?
+    };
+    Ok(Some((size, offset, fingerprint)))
+}
+
 pub(crate) fn describe_table(r: &pb::GetTableRequest) -> String {
     format!(
         "level={} types={} months={}..{} period={}",
@@ -413,7 +512,7 @@ impl QueryService for Query {
             request,
             |r| &r.gemeente_code,
             describe_table,
-            Query::table,
+            Query::table_paged,
         )
         .await
     }

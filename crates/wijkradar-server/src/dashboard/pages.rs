@@ -621,6 +621,7 @@ async fn figures(
         to_month: to,
         period: granularity.proto().into(),
         layout: pb::TableLayout::Cells.into(),
+        ..Default::default()
     };
     let answer = table(d, org, req).await?;
     Ok(Figures {
