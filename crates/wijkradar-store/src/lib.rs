@@ -73,6 +73,10 @@ pub enum StoreError {
     Unavailable,
     #[error("that version was stored meanwhile")]
     VersionTaken,
+    #[error(
+        "the data directory has on-disk format {found}, newer than the {supported} this Wijkradar reads: run the version that wrote it, or restore a backup made with this one"
+    )]
+    NewerFormat { found: u32, supported: u32 },
     #[error("the store holds a malformed record")]
     Corrupt,
     #[error("period keys {path}: {source}")]
@@ -113,6 +117,34 @@ const COUNT: u8 = b'C';
 const BATCH: u8 = b'B';
 const TYPE: u8 = b'T';
 const KEY_ID: &[u8] = b"K";
+/// The on-disk format of the store: its key layout and record encodings.
+const FORMAT_KEY: &[u8] = b"F";
+/// The format this code reads and writes. A change of layout raises it,
+/// with an explicit upgrade of older stores.
+pub const FORMAT: u32 = 1;
+
+/// Refuses a store of a newer format; marks a store without a format
+/// record (new, or written before formats were recorded, which is the
+/// layout of format 1) as format 1.
+fn check_format(db: &sled::Db) -> Result<(), StoreError> {
+    match db.get(FORMAT_KEY)? {
+        Some(v) => {
+            let found = u32::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?);
+            if found > FORMAT {
+                return Err(StoreError::NewerFormat {
+                    found,
+                    supported: FORMAT,
+                });
+            }
+            Ok(())
+        }
+        None => {
+            db.insert(FORMAT_KEY, &FORMAT.to_be_bytes()[..])?;
+            db.flush()?;
+            Ok(())
+        }
+    }
+}
 const SIGNAL_TOTAL: &[u8] = b"N";
 const TABLE_STATE: u8 = b'V';
 const RELEASE: u8 = b'R';
@@ -425,6 +457,7 @@ impl Store {
                 db.flush()?;
             }
         }
+        check_format(&db)?;
         let mut types = HashMap::new();
         for kv in db.scan_prefix([TYPE]) {
             let (k, v) = kv?;

@@ -636,3 +636,36 @@ async fn a_stored_batch_keeps_a_trace_until_its_audit_entry_is_written() {
         .collect();
     assert_eq!(left, ["b2"]);
 }
+
+#[test]
+fn a_store_of_a_newer_format_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), "k1").unwrap();
+    assert_eq!(
+        store.db.get(b"F").unwrap().unwrap().as_ref(),
+        crate::FORMAT.to_be_bytes()
+    );
+    store
+        .db
+        .insert(b"F", &(crate::FORMAT + 1).to_be_bytes()[..])
+        .unwrap();
+    store.db.flush().unwrap();
+    drop(store);
+    let refused = Store::open(dir.path(), "k1").err().expect("refused");
+    assert!(
+        matches!(
+            refused,
+            StoreError::NewerFormat {
+                found: 2,
+                supported: 1
+            }
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .to_string()
+            .contains("run the version that wrote it"),
+        "{refused}"
+    );
+}
