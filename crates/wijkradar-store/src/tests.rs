@@ -651,7 +651,7 @@ fn a_store_of_a_newer_format_is_refused_with_what_to_do() {
         .unwrap();
     store.db.flush().unwrap();
     drop(store);
-    let refused = Store::open(dir.path(), "k1").err().expect("refused");
+    let refused = Store::open(dir.path(), "k1").expect_err("refused");
     assert!(
         matches!(
             refused,
