@@ -272,7 +272,7 @@ pub fn chart(m: &pb::EffectReport) -> String {
             .clamp(0.0, (WIDTH - 1) as f64) as usize
     };
     let mut out = format!(
-        "{:<9} ● behandelde wijken   ○ zonder interventie (geschat), per 1.000 huishoudens\n",
+        "{:<9} ● behandelde wijken (◐ met een geschatte cel)   ○ zonder interventie (geschat), per 1.000 huishoudens\n",
         ""
     );
     let start = m.periods_before as usize;
@@ -283,7 +283,8 @@ pub fn chart(m: &pb::EffectReport) -> String {
         let (t, c) = (m.treated[i], m.counterfactual[i]);
         let mut row = vec![' '; WIDTH];
         row[col(c)] = '○';
-        row[col(t)] = '●';
+        let imputed = m.treated_imputed.get(i).copied().unwrap_or(false);
+        row[col(t)] = if imputed { '◐' } else { '●' };
         out.push_str(&format!(
             "{label:<9} {}  {:>6} {:>6}\n",
             row.into_iter().collect::<String>(),

@@ -127,6 +127,9 @@ pub struct Analysis {
     pub households_per_period: Interval,
     /// Rates per 1,000 households, mean before and after the start.
     pub treated_rate: (f64, f64),
+    /// Per period: a treated wijk's cell was suppressed, so the treated
+    /// course there holds an imputed value.
+    pub treated_imputed: Vec<bool>,
     pub comparison_rate: (f64, f64),
     pub diagnostics: Diagnostics,
 }
@@ -372,6 +375,9 @@ impl Design {
                 mean(&estimate.treated, start..t) * p.treated_scale,
             ),
             comparison_rate: (mean(&comparison, 0..start), mean(&comparison, start..t)),
+            treated_imputed: (0..t)
+                .map(|s| self.treated.iter().any(|a| a.cells[s].is_none()))
+                .collect(),
             inference,
             diagnostics,
             // In rates per 1,000 households again.

@@ -95,6 +95,13 @@ fn suppressed_cells_are_imputed_and_reported() {
     assert!(hidden > 0, "the simulation should hide cells");
     let a = design.analyse().unwrap();
     assert!(a.diagnostics.suppressed_treated > 0.0);
+    // The periods whose treated value is imputed are the suppressed ones.
+    let hidden: Vec<bool> = design.treated[0]
+        .cells
+        .iter()
+        .map(Option::is_none)
+        .collect();
+    assert_eq!(a.treated_imputed, hidden);
     assert!(a.diagnostics.suppressed_donors > 0.0);
     assert!(a.diagnostics.donors_left_out > 0, "{:?}", a.diagnostics);
     assert!(a.relative.estimate.is_finite());

@@ -703,6 +703,7 @@ impl Query {
             periods: p.labels.clone(),
             treated: a.estimate.treated.clone(),
             counterfactual: a.estimate.counterfactual.clone(),
+            treated_imputed: a.treated_imputed.clone(),
             text: Vec::new(),
         };
         let names: Vec<String> = plan

@@ -456,11 +456,21 @@ async fn report_page(
                 .get(&m.measure)
                 .cloned()
                 .unwrap_or_else(|| m.measure.clone());
+            let k = cat.k;
             let rows = m
                 .periods
                 .iter()
                 .zip(m.treated.iter().zip(&m.counterfactual))
-                .map(|(p, (t, c))| (period(p), decimal(*t), decimal(*c)))
+                .enumerate()
+                .map(|(i, (p, (t, c)))| {
+                    let imputed = m.treated_imputed.get(i).copied().unwrap_or(false);
+                    let shown = if imputed {
+                        format!("{} (geschat: een wijk onder {k})", decimal(*t))
+                    } else {
+                        decimal(*t)
+                    };
+                    (period(p), shown, decimal(*c))
+                })
                 .collect();
             let checks = m.diagnostics.as_ref().map(checks).unwrap_or_default();
             let weights = m
@@ -623,6 +633,19 @@ fn effect_svg(label: &str, m: &pb::EffectReport) -> String {
         path(&m.counterfactual)
     );
     let _ = write!(s, r#"<path d="{}" class="lijn-wijk"/>"#, path(&m.treated));
+    // Periods where a treated wijk's cell was suppressed: an open point,
+    // for the value there is the imputation model's.
+    for (i, v) in m.treated.iter().enumerate() {
+        if m.treated_imputed.get(i).copied().unwrap_or(false) {
+            let _ = write!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" class="punt-onderdrukt"><title>{}: geschat</title></circle>"#,
+                x(i),
+                y(*v),
+                esc(&period(&m.periods[i]))
+            );
+        }
+    }
     s.push_str("</svg>");
     s
 }
