@@ -117,14 +117,24 @@ fn an_operator_sets_up_and_the_server_refuses_a_k_below_five() {
     );
 }
 
-/// SIGTERM, what systemd, Docker and Kubernetes send, stops the server
-/// gracefully, as Ctrl-C does: exit 0, with the store closed.
+/// A `wijkradar serve` of a fresh development setup with `clients`, running
+/// until it is sent SIGTERM: its address, its log so far, and the rest.
 #[cfg(unix)]
-#[test]
-fn sigterm_stops_the_server_gracefully() {
+struct Served {
+    _dir: tempfile::TempDir,
+    setup: wijkradar_server::dev::DevSetup,
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    addr: String,
+    /// The log lines up to the one with the address.
+    seen: String,
+}
+
+#[cfg(unix)]
+fn serve(clients: &[(&str, &str, wijkradar_server::access::Role)]) -> Served {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let setup = wijkradar_server::dev::DevSetup::create(dir.path(), &[]).unwrap();
+    let setup = wijkradar_server::dev::DevSetup::create(dir.path(), clients).unwrap();
     let config = setup.write_config("127.0.0.1:0").unwrap();
     let mut child = wijkradar()
         .args(["serve", "--config"])
@@ -134,14 +144,72 @@ fn sigterm_stops_the_server_gracefully() {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = String::new();
+    let mut addr = String::new();
     for line in lines.by_ref() {
         let line = line.unwrap();
         seen.push_str(&line);
         seen.push('\n');
-        if line.contains("luistert op") {
+        if let Some(rest) = line.split("luistert op ").nth(1) {
+            addr = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
             break;
         }
     }
+    assert!(!addr.is_empty(), "{seen}");
+    Served {
+        _dir: dir,
+        setup,
+        child,
+        lines,
+        addr,
+        seen,
+    }
+}
+
+#[cfg(unix)]
+impl Served {
+    /// `wijkradar` with `args`, connecting to this server as client `name`.
+    fn run_as(&self, name: &str, args: &[&str]) -> std::process::Output {
+        let files = self.setup.client(name);
+        wijkradar()
+            .args(args)
+            .arg("--server")
+            .arg(format!("https://{}", self.addr))
+            .arg("--ca")
+            .arg(self.setup.pki_dir.join("ca.pem"))
+            .arg("--cert")
+            .arg(&files.cert)
+            .arg("--key")
+            .arg(&files.key)
+            .output()
+            .unwrap()
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+}
+
+/// SIGTERM, what systemd, Docker and Kubernetes send, stops the server
+/// gracefully, as Ctrl-C does: exit 0, with the store closed.
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_the_server_gracefully() {
+    let Served {
+        setup,
+        mut child,
+        lines,
+        seen,
+        _dir,
+        ..
+    } = serve(&[]);
     assert!(seen.contains("luistert op"), "{seen}");
     let started = std::time::Instant::now();
     let killed = Command::new("kill")
@@ -186,72 +254,27 @@ fn sigterm_stops_the_server_gracefully() {
 #[cfg(unix)]
 #[test]
 fn sighup_reloads_the_access_file() {
-    use std::io::{BufRead, BufReader};
     use wijkradar_server::access::Role;
-    let dir = tempfile::tempdir().unwrap();
-    let setup = wijkradar_server::dev::DevSetup::create(
-        dir.path(),
-        &[("analist", "Gemeente", Role::Analyst)],
-    )
-    .unwrap();
-    let config = setup.write_config("127.0.0.1:0").unwrap();
-    let mut child = wijkradar()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("WIJKRADAR_LOG_FORMAT", "json")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut addr = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("luistert op ").nth(1) {
-            addr = rest.split_whitespace().next().unwrap().to_owned();
-            break;
-        }
-    }
-    assert!(!addr.is_empty());
-    let files = setup.client("analist");
-    let catalogue = || {
-        wijkradar()
-            .args(["query", "catalogue", "--gemeente", "GM0034", "--server"])
-            .arg(format!("https://{addr}"))
-            .arg("--ca")
-            .arg(setup.pki_dir.join("ca.pem"))
-            .arg("--cert")
-            .arg(&files.cert)
-            .arg("--key")
-            .arg(&files.key)
-            .output()
-            .unwrap()
-    };
-    let hup = |pid: u32| {
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid.to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    let wait_for = |lines: &mut std::io::Lines<BufReader<std::process::ChildStderr>>,
-                    what: &str| {
-        for line in lines.by_ref() {
+    let mut served = serve(&[("analist", "Gemeente", Role::Analyst)]);
+    let catalogue =
+        |served: &Served| served.run_as("analist", &["query", "catalogue", "--gemeente", "GM0034"]);
+    let wait_for = |served: &mut Served, what: &str| {
+        for line in served.lines.by_ref() {
             if line.unwrap().contains(what) {
                 return;
             }
         }
         panic!("no line with {what}");
     };
-    assert!(catalogue().status.success(), "the analyst may ask");
+    assert!(catalogue(&served).status.success(), "the analyst may ask");
+    let access = served.setup.config.access.clone();
 
     // A file that does not load: refused, the old one stays.
-    let good = std::fs::read_to_string(&setup.config.access).unwrap();
-    std::fs::write(&setup.config.access, "[[organisation]]\nname = 5\n").unwrap();
-    hup(child.id());
-    wait_for(&mut lines, "NIET overgenomen");
-    assert!(catalogue().status.success(), "the file in use stays");
+    let good = std::fs::read_to_string(&access).unwrap();
+    std::fs::write(&access, "[[organisation]]\nname = 5\n").unwrap();
+    served.signal("-HUP");
+    wait_for(&mut served, "NIET overgenomen");
+    assert!(catalogue(&served).status.success(), "the file in use stays");
 
     // The analyst taken out: refused from now on.
     let without: String = good
@@ -259,20 +282,18 @@ fn sighup_reloads_the_access_file() {
         .filter(|entry| !entry.contains("\"analist\""))
         .collect::<Vec<_>>()
         .join("[[organisation]]");
-    std::fs::write(&setup.config.access, without).unwrap();
-    hup(child.id());
-    wait_for(&mut lines, "opnieuw gelezen");
-    let refused = catalogue();
+    std::fs::write(&access, without).unwrap();
+    served.signal("-HUP");
+    wait_for(&mut served, "opnieuw gelezen");
+    let refused = catalogue(&served);
     assert!(!refused.status.success());
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(message.contains("not authorised"), "{message}");
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
-    assert!(child.wait().unwrap().success(), "{rest:?}");
-    let log = std::fs::read_to_string(setup.config.data_dir.join("audit.log")).unwrap();
+    served.signal("-TERM");
+    let rest: Vec<String> = served.lines.by_ref().map(|l| l.unwrap()).collect();
+    assert!(served.child.wait().unwrap().success(), "{rest:?}");
+    let log = std::fs::read_to_string(served.setup.config.data_dir.join("audit.log")).unwrap();
     assert_eq!(log.matches("ReloadAccess").count(), 2, "{log}");
 }
 
@@ -282,69 +303,28 @@ fn sighup_reloads_the_access_file() {
 #[cfg(unix)]
 #[test]
 fn healthcheck_answers_serving_while_the_server_runs() {
-    use std::io::{BufRead, BufReader};
     use wijkradar_server::access::Role;
-    let dir = tempfile::tempdir().unwrap();
-    let setup = wijkradar_server::dev::DevSetup::create(
-        dir.path(),
-        &[("beheer", "Beheer", Role::Operator)],
-    )
-    .unwrap();
-    let config = setup.write_config("127.0.0.1:0").unwrap();
-    let mut child = wijkradar()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map(Result::unwrap)
-        .find_map(|l| {
-            l.split("luistert op ")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(str::to_owned)
-        })
-        .expect("the server's address");
-    let files = setup.client("beheer");
-    let check = |server: &str, service: &str| {
-        wijkradar()
-            .args([
-                "healthcheck",
-                "--server",
-                server,
-                "--service",
-                service,
-                "--ca",
-            ])
-            .arg(setup.pki_dir.join("ca.pem"))
-            .arg("--cert")
-            .arg(&files.cert)
-            .arg("--key")
-            .arg(&files.key)
-            .output()
-            .unwrap()
+    let mut served = serve(&[("beheer", "Beheer", Role::Operator)]);
+    let check = |served: &Served, service: &str| {
+        served.run_as("beheer", &["healthcheck", "--service", service])
     };
-    let up = check(&format!("https://{addr}"), "");
+    let up = check(&served, "");
     assert!(
         up.status.success(),
         "{}",
         String::from_utf8_lossy(&up.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&up.stdout).trim(), "SERVING");
-    let ingest = check(&format!("https://{addr}"), "wijkradar.v1.IngestService");
-    assert!(ingest.status.success());
-    let unknown = check(&format!("https://{addr}"), "wijkradar.v1.Nothing");
-    assert!(!unknown.status.success());
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let _ = lines.count();
-    assert!(child.wait().unwrap().success());
-    let down = check(&format!("https://{addr}"), "");
+    assert!(
+        check(&served, "wijkradar.v1.IngestService")
+            .status
+            .success()
+    );
+    assert!(!check(&served, "wijkradar.v1.Nothing").status.success());
+    served.signal("-TERM");
+    let _ = served.lines.by_ref().count();
+    assert!(served.child.wait().unwrap().success());
+    let down = check(&served, "");
     assert!(!down.status.success());
     assert!(!String::from_utf8_lossy(&down.stderr).is_empty());
 }
