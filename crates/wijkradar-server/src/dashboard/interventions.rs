@@ -14,7 +14,8 @@ use serde::Deserialize;
 use wijkradar_proto::v1 as pb;
 
 use super::Dashboard;
-use super::format::{decimal, esc, period, short_period};
+use super::chart::{Frame, TOP};
+use super::format::{decimal, esc, period};
 use super::pages::{Failure, Signed, catalogue, measures, require, same_token, signed};
 use crate::access::Organisation;
 use crate::error::ApiError;
@@ -565,58 +566,25 @@ fn checks(d: &pb::Diagnostics) -> Vec<(String, String)> {
 /// The treated wijken's rate (solid) against the estimated course without
 /// the intervention (dashed), with the start marked.
 fn effect_svg(label: &str, m: &pb::EffectReport) -> String {
-    const W: f64 = 560.0;
-    const H: f64 = 220.0;
-    const LEFT: f64 = 44.0;
-    const BOTTOM: f64 = 28.0;
-    const TOP: f64 = 10.0;
-    let n = m.periods.len().max(1);
-    let top = m
+    let max = m
         .treated
         .iter()
         .chain(&m.counterfactual)
         .cloned()
-        .fold(1.0_f64, f64::max)
-        * 1.15;
-    let x = |i: usize| LEFT + (W - LEFT - 8.0) * (i as f64 + 0.5) / n as f64;
-    let y = |v: f64| TOP + (H - TOP - BOTTOM) * (1.0 - v / top);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" class="trend" role="img" aria-label="{}">"#,
-        esc(&format!(
+        .fold(1.0_f64, f64::max);
+    let frame = Frame::new(220.0, m.periods.len(), max);
+    let (x, y) = (|i| frame.x(i), |v| frame.y(v));
+    let mut s = frame.open(
+        &format!(
             "{label} per 1.000 huishoudens in de behandelde wijken, doorgetrokken, tegen de geschatte loop zonder de interventie, gestippeld"
-        ))
+        ),
+        m.periods.iter().map(String::as_str),
     );
-    for step in 0..=3 {
-        let v = top / 1.15 * f64::from(step) / 3.0;
-        let _ = write!(
-            s,
-            r#"<line x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" class="raster"/><text x="{}" y="{:.1}" class="as">{}</text>"#,
-            W - 8.0,
-            LEFT - 4.0,
-            y(v) + 4.0,
-            decimal(v),
-            y = y(v),
-        );
-    }
-    let every = n.div_ceil(8);
-    for (i, p) in m.periods.iter().enumerate() {
-        if i % every == 0 {
-            let _ = write!(
-                s,
-                r#"<text x="{:.1}" y="{}" class="as midden">{}</text>"#,
-                x(i),
-                H - 8.0,
-                esc(&short_period(p))
-            );
-        }
-    }
-    let start = x(m.periods_before as usize) - (W - LEFT - 8.0) / n as f64 / 2.0;
+    let start = x(m.periods_before as usize) - frame.slot() / 2.0;
     let _ = write!(
         s,
         r#"<line x1="{start:.1}" x2="{start:.1}" y1="{TOP}" y2="{}" class="start"/><text x="{:.1}" y="{}" class="as">start</text>"#,
-        H - BOTTOM,
+        frame.floor(),
         start + 3.0,
         TOP + 10.0
     );

@@ -15,6 +15,7 @@
 //! carries the session's CSRF token.
 
 mod alerts;
+mod chart;
 pub(crate) mod format;
 mod interventions;
 mod oidc;

@@ -15,7 +15,7 @@ use wijkradar_map::Atlas;
 use wijkradar_proto::v1 as pb;
 
 use super::Dashboard;
-use super::format::{csv_safe, decimal, esc, period, short_period, whole};
+use super::format::{csv_safe, decimal, esc, period, whole};
 use super::session::{COOKIE, Session};
 use crate::access::Organisation;
 use crate::error::ApiError;
@@ -1033,11 +1033,6 @@ async fn wijk_page(
 /// rate dashed beside it; a suppressed period is a hollow grey point on
 /// the axis marked `<k`, and breaks the line.
 fn trend_svg(label: &str, own: &[pb::Cell], gemeente: &[pb::Cell], k: u32) -> String {
-    const W: f64 = 560.0;
-    const H: f64 = 200.0;
-    const LEFT: f64 = 44.0;
-    const BOTTOM: f64 = 28.0;
-    const TOP: f64 = 10.0;
     let value = |c: &pb::Cell| -> Option<f64> {
         if c.status() != pb::CellStatus::Released {
             return None;
@@ -1047,53 +1042,24 @@ fn trend_svg(label: &str, own: &[pb::Cell], gemeente: &[pb::Cell], k: u32) -> St
     let uses_rate = own.iter().any(|c| c.rate_per_1000.is_some());
     let gem_value =
         |c: &pb::Cell| -> Option<f64> { if uses_rate { c.rate_per_1000 } else { None } };
-    let top = own
+    let max = own
         .iter()
         .filter_map(value)
         .chain(gemeente.iter().filter_map(gem_value))
-        .fold(1.0f64, f64::max)
-        * 1.15;
-    let n = own.len().max(1);
-    let x = |i: usize| LEFT + (W - LEFT - 8.0) * (i as f64 + 0.5) / n as f64;
-    let y = |v: f64| TOP + (H - TOP - BOTTOM) * (1.0 - v / top);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" class="trend" role="img" aria-label="{}">"#,
-        esc(&format!(
+        .fold(1.0f64, f64::max);
+    let frame = super::chart::Frame::new(200.0, own.len(), max);
+    let (x, y) = (|i| frame.x(i), |v| frame.y(v));
+    let mut s = frame.open(
+        &format!(
             "Trend van {label} in de wijk{}",
             if uses_rate {
                 ", per 1.000 huishoudens, met de gemeente ter vergelijking"
             } else {
                 ""
             }
-        ))
+        ),
+        own.iter().map(|c| c.month.as_str()),
     );
-    // Axis and three grid lines with their values.
-    for step in 0..=3 {
-        let v = top / 1.15 * f64::from(step) / 3.0;
-        let _ = write!(
-            s,
-            r#"<line x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" class="raster"/><text x="{}" y="{:.1}" class="as">{}</text>"#,
-            W - 8.0,
-            LEFT - 4.0,
-            y(v) + 4.0,
-            decimal(v),
-            y = y(v),
-        );
-    }
-    let every = n.div_ceil(8);
-    for (i, c) in own.iter().enumerate() {
-        if i % every == 0 {
-            let _ = write!(
-                s,
-                r#"<text x="{:.1}" y="{}" class="as midden">{}</text>"#,
-                x(i),
-                H - 8.0,
-                esc(&short_period(&c.month))
-            );
-        }
-    }
     let line = |s: &mut String, points: &[(usize, Option<f64>)], class: &str| {
         let mut d = String::new();
         let mut pen_down = false;
