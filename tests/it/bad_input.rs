@@ -3,7 +3,6 @@
 
 use tokio_stream::StreamExt;
 use tonic::Code;
-use tonic_types::StatusExt;
 use wijkradar_proto::v1 as pb;
 use wijkradar_tests::{PARTNER_A, TestServer};
 
@@ -54,13 +53,6 @@ async fn send(
         }
     }
     (acks, None)
-}
-
-fn fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -183,7 +175,7 @@ async fn each_bad_input_gets_its_status_and_field_and_stores_nothing() {
         assert!(acks.is_empty(), "{name}");
         assert_eq!(status.code(), code, "{name}: {}", status.message());
         assert_eq!(
-            fields(&status).first(),
+            crate::bad_fields(&status).first(),
             Some(&want_field),
             "{name}: {}",
             status.message()
@@ -201,7 +193,7 @@ async fn each_bad_input_gets_its_status_and_field_and_stores_nothing() {
     b.signals[2].signal_type = "onbekend".into();
     let (_, end) = send(&server, vec![pb::SubmitRequest { batch: Some(b) }]).await;
     assert_eq!(
-        fields(&end.unwrap()),
+        crate::bad_fields(&end.unwrap()),
         ["batch.signals[1].month", "batch.signals[2].signal_type"]
     );
 
@@ -374,16 +366,7 @@ async fn refusals_are_logged_once_per_window_and_then_summed_up() {
     )
     .await;
     assert_eq!(acks.len(), 1);
-    let log = || {
-        std::fs::read_to_string(
-            server
-                .setup
-                .config
-                .data_dir
-                .join(wijkradar_audit::FILE_NAME),
-        )
-        .unwrap()
-    };
+    let log = || crate::audit_log(&server);
     let refused = |text: &str| {
         text.lines()
             .filter(|l| l.contains("\"outcome\":\"refused\"") && l.contains("b-1"))

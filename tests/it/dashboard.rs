@@ -21,15 +21,7 @@ pub(crate) fn browser_of(server: &TestServer) -> Web {
 /// huurachterstand in Almere in the first quarter of 2024: many households
 /// in three buurten of one wijk, a few in others.
 pub(crate) async fn server_with_figures() -> TestServer {
-    let server = TestServer::start_with(|c| {
-        c.dashboard = Some(wijkradar_server::config::DashboardConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            local_login: Some(ANALYST.into()),
-            session_minutes: 30,
-            oidc: None,
-        });
-    })
-    .await;
+    let server = TestServer::start_with(crate::local_dashboard).await;
     let mut batches = Vec::new();
     for (i, (buurt, n)) in [
         ("BU00340101", 30),
@@ -339,28 +331,10 @@ async fn an_analyst_sees_only_its_gemeenten_and_exports_csv_for_excel() {
 
 /// A server with the dashboard and no signals yet.
 async fn server_with_dashboard() -> TestServer {
-    TestServer::start_with(|c| {
-        c.dashboard = Some(wijkradar_server::config::DashboardConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            local_login: Some(ANALYST.into()),
-            session_minutes: 30,
-            oidc: None,
-        });
-    })
-    .await
+    TestServer::start_with(crate::local_dashboard).await
 }
 
-/// The server's audit log as it is on disk.
-pub(crate) fn audit_log(server: &TestServer) -> String {
-    std::fs::read_to_string(
-        server
-            .setup
-            .config
-            .data_dir
-            .join(wijkradar_audit::FILE_NAME),
-    )
-    .unwrap()
-}
+pub(crate) use crate::audit_log;
 
 pub(crate) fn csrf_of(html: &str) -> String {
     html.split("name=\"csrf\" value=\"")

@@ -811,15 +811,8 @@ async fn a_batch_stored_just_before_a_crash_gets_its_audit_entry_at_the_next_sta
         })
         .await;
     server.restart().await;
-    let log = std::fs::read(
-        server
-            .setup
-            .config
-            .data_dir
-            .join(wijkradar_audit::FILE_NAME),
-    )
-    .unwrap();
-    let report = wijkradar_audit::verify(&log, None);
+    let log = crate::audit_log(&server);
+    let report = wijkradar_audit::verify(log.as_bytes(), None);
     assert!(report.is_intact(), "{report:?}");
     let entries = |id: &str| -> Vec<(String, Option<String>)> {
         report

@@ -3,7 +3,6 @@
 //! and a built-in fall found in the released figures.
 
 use tonic::Code;
-use tonic_types::StatusExt;
 use wijkradar_domain::{Hierarchy, Month};
 use wijkradar_proto::v1 as pb;
 use wijkradar_proto::v1::intervention_service_client::InterventionServiceClient;
@@ -22,12 +21,7 @@ const START_BACK: i32 = 10;
 async fn server_with_history(dashboard: bool) -> TestServer {
     let server = TestServer::start_with(|c| {
         if dashboard {
-            c.dashboard = Some(wijkradar_server::config::DashboardConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                local_login: Some(ANALYST.into()),
-                session_minutes: 30,
-                oidc: None,
-            });
+            crate::local_dashboard(c);
         }
     })
     .await;
@@ -91,14 +85,6 @@ async fn client(
     InterventionServiceClient::new(server.channel(name).await)
 }
 
-/// The fields a refusal names in its details.
-fn fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn an_intervention_is_checked_versioned_kept_audited_and_its_effect_found() {
     let mut server = server_with_history(false).await;
@@ -112,7 +98,7 @@ async fn an_intervention_is_checked_versioned_kept_audited_and_its_effect_found(
         .await
         .unwrap_err();
     assert_eq!(other.code(), Code::InvalidArgument);
-    assert_eq!(fields(&other), ["plan.wijk_codes"]);
+    assert_eq!(crate::bad_fields(&other), ["plan.wijk_codes"]);
     assert!(
         other.message().contains("WK036301 lies in GM0363"),
         "{}",
@@ -122,12 +108,12 @@ async fn an_intervention_is_checked_versioned_kept_audited_and_its_effect_found(
         .register_intervention(register(plan(&[TREATED], current_month().plus(14))))
         .await
         .unwrap_err();
-    assert_eq!(fields(&ahead), ["plan.start_month"]);
+    assert_eq!(crate::bad_fields(&ahead), ["plan.start_month"]);
     let short = c
         .register_intervention(register(plan(&[TREATED], current_month().plus(-20))))
         .await
         .unwrap_err();
-    assert_eq!(fields(&short), ["plan.start_month"]);
+    assert_eq!(crate::bad_fields(&short), ["plan.start_month"]);
     assert!(
         short.message().contains("needs 24 months"),
         "{}",
@@ -139,7 +125,7 @@ async fn an_intervention_is_checked_versioned_kept_audited_and_its_effect_found(
         .register_intervention(register(no_goal))
         .await
         .unwrap_err();
-    assert_eq!(fields(&no_goal), ["plan.goal.direction"]);
+    assert_eq!(crate::bad_fields(&no_goal), ["plan.goal.direction"]);
     // Another gemeente's analysts only; a partner not at all.
     let mut elsewhere = plan(&["WK036301"], start);
     elsewhere.gemeente_code = "GM0363".into();

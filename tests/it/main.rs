@@ -49,6 +49,37 @@ pub fn cells(resp: &pb::GetTableResponse) -> Cells {
         .collect()
 }
 
+/// The server's audit log as it is on disk.
+pub(crate) fn audit_log(server: &wijkradar_tests::TestServer) -> String {
+    std::fs::read_to_string(
+        server
+            .setup
+            .config
+            .data_dir
+            .join(wijkradar_audit::FILE_NAME),
+    )
+    .unwrap()
+}
+
+/// The fields a refusal names in its `google.rpc.BadRequest` details.
+pub(crate) fn bad_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// The dashboard on `127.0.0.1:0` with a one-time login for the analyst.
+pub(crate) fn local_dashboard(c: &mut wijkradar_server::ServerConfig) {
+    c.dashboard = Some(wijkradar_server::config::DashboardConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        local_login: Some(wijkradar_tests::ANALYST.into()),
+        session_minutes: 30,
+        oidc: None,
+    });
+}
+
 /// Every cell of a cells-layout table, page by page (20,000 cells each);
 /// also how many pages it took.
 pub(crate) async fn all_pages(

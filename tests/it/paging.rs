@@ -3,7 +3,6 @@
 //! each fit, follow each other by token, and together are the table.
 
 use tonic::Code;
-use tonic_types::StatusExt;
 use wijkradar_proto::v1 as pb;
 use wijkradar_proto::v1::query_service_client::QueryServiceClient;
 use wijkradar_tests::{ANALYST, PARTNER_A, TestServer, current_month};
@@ -41,11 +40,7 @@ async fn a_large_cells_table_comes_in_pages_of_at_most_four_mib() {
     let mut client = QueryServiceClient::new(server.channel(ANALYST).await);
     let whole = client.get_table(request()).await.unwrap_err();
     assert_eq!(whole.code(), Code::ResourceExhausted, "{whole:?}");
-    let fields: Vec<String> = whole
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default();
-    assert_eq!(fields, ["page_size"]);
+    assert_eq!(crate::bad_fields(&whole), ["page_size"]);
     assert!(
         whole.message().contains("TABLE_LAYOUT_COLUMNS"),
         "{}",

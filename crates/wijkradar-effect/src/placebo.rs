@@ -10,7 +10,6 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::index::sample;
 
-use crate::sdid::sample_sd;
 
 /// The draws of pseudo-treated sets: every set when there are at most
 /// `draws` of them, else `draws` random sets (seeded, so a report repeats).
@@ -58,13 +57,14 @@ fn all_sets(n: usize, k: usize) -> Vec<Vec<usize>> {
 /// An estimate's interval and p-value from its placebos.
 #[derive(Debug, Clone)]
 pub struct Inference {
-    /// The 90% interval: the estimate ± 1.645 placebo standard errors.
+    /// The 90% interval: the estimate ± 1.645 standard errors.
     pub low: f64,
     pub high: f64,
-    /// The placebo standard error.
+    /// The standard error the placebos' variance model gives the treated
+    /// series ([`VarianceModel`]).
     pub standard_error: f64,
-    /// Two-sided permutation p-value: (1 + placebos at least as far from
-    /// 0) / (1 + placebos).
+    /// Two-sided permutation p-value: (1 + placebos whose standardised
+    /// estimate is at least as far from 0) / (1 + placebos).
     pub p_value: f64,
     /// How many placebos there were.
     pub placebos: usize,
@@ -72,29 +72,6 @@ pub struct Inference {
 
 /// z for a two-sided 90% interval.
 pub const Z90: f64 = 1.644_853_626_951_472_2;
-
-impl Inference {
-    /// `None` with fewer than 2 placebos: no interval can be given.
-    pub fn new(estimate: f64, placebos: &[f64]) -> Option<Inference> {
-        if placebos.len() < 2 {
-            return None;
-        }
-        // As synthdid's placebo variance: sqrt((r − 1)/r) · sd.
-        let r = placebos.len() as f64;
-        let se = ((r - 1.0) / r).sqrt() * sample_sd(placebos);
-        let extreme = placebos
-            .iter()
-            .filter(|p| p.abs() >= estimate.abs())
-            .count();
-        Some(Inference {
-            low: estimate - Z90 * se,
-            high: estimate + Z90 * se,
-            standard_error: se,
-            p_value: (1 + extreme) as f64 / (1.0 + r),
-            placebos: placebos.len(),
-        })
-    }
-}
 
 /// The variance of placebo estimates as a function of the noise of their
 /// pseudo-treated series: τ² ≈ a·σ² + b, fitted by least squares with
@@ -214,8 +191,9 @@ mod tests {
 
     #[test]
     fn p_value_counts_placebos_as_extreme() {
-        let placebos = [-3.0, -1.0, 0.5, 2.0];
-        let inf = Inference::new(2.0, &placebos).unwrap();
+        // Alike in noise: each placebo counts as its own distance from 0.
+        let placebos = [(-3.0, 1.0), (-1.0, 1.0), (0.5, 1.0), (2.0, 1.0)];
+        let inf = Inference::heteroskedastic(2.0, 1.0, &placebos).unwrap();
         assert!((inf.p_value - 3.0 / 5.0).abs() < 1e-12);
         assert!(inf.low < 2.0 && inf.high > 2.0);
     }

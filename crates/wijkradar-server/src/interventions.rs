@@ -583,9 +583,9 @@ impl Query {
             .intervention(g, r.id)?
             .ok_or_else(|| ApiError::NotFound(format!("{g} has no intervention {}", r.id)))?;
         let through = crate::ingest::current_month().plus(-1);
+        let busy = busy_wijken(self, g, Some(r.id))?;
         let mut measures = Vec::new();
         for measure in &intervention.plan.measures {
-            let busy = busy_wijken(self, g, Some(r.id))?;
             measures.push(self.measure_report(
                 &intervention.plan,
                 measure,

@@ -15,7 +15,7 @@ use wijkradar_store::{AlertRef, AlertStatus, AlertStatusRecord};
 
 use super::Dashboard;
 use super::format::{decimal, period, whole};
-use super::pages::{Failure, Signed, catalogue, measures, require, same_token, signed};
+use super::pages::{Failure, Signed, catalogue, measures, require, require_form, signed};
 use crate::access::Organisation;
 use crate::query::Query;
 
@@ -192,13 +192,10 @@ pub(super) async fn set_status(
     Path(code): Path<String>,
     axum::Form(form): axum::Form<StatusForm>,
 ) -> Response {
-    let (session, org) = match require(&d, &headers) {
+    let (_, org) = match require_form(&d, &headers, &form.csrf) {
         Ok(x) => x,
         Err(r) => return *r,
     };
-    if !same_token(&session.csrf, &form.csrf) {
-        return Failure(StatusCode::FORBIDDEN, "Ongeldig formulier.".into()).into_response();
-    }
     match store_status(&d, &org, &code, &form).await {
         Ok(()) => Redirect::to(&format!("/meldingen/{code}?maand={}", form.maand)).into_response(),
         Err(f) => f.into_response(),

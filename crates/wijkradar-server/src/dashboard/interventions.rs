@@ -16,7 +16,7 @@ use wijkradar_proto::v1 as pb;
 use super::Dashboard;
 use super::chart::{Frame, TOP};
 use super::format::{decimal, esc, period};
-use super::pages::{Failure, Signed, catalogue, measures, require, same_token, signed};
+use super::pages::{Failure, Signed, catalogue, measures, require, require_form, signed};
 use crate::access::Organisation;
 use crate::error::ApiError;
 use crate::interventions::Interventions;
@@ -193,13 +193,10 @@ pub(super) async fn register(
     Path(code): Path<String>,
     axum::Form(form): axum::Form<RegisterForm>,
 ) -> Response {
-    let (session, org) = match require(&d, &headers) {
+    let (session, org) = match require_form(&d, &headers, &form.csrf) {
         Ok(x) => x,
         Err(r) => return *r,
     };
-    if !same_token(&session.csrf, &form.csrf) {
-        return Failure(StatusCode::FORBIDDEN, "Ongeldig formulier.".into()).into_response();
-    }
     if let Err(e) = d.query.may_query(&org, REGISTER_CALL, &code) {
         return Failure::from(e).into_response();
     }

@@ -162,6 +162,21 @@ pub(super) fn require(
     }
 }
 
+/// [`require`] for a form: also the session's CSRF token, else 403.
+pub(super) fn require_form(
+    d: &Dashboard,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<(Session, Organisation), Box<Response>> {
+    let (session, org) = require(d, headers)?;
+    if !same_token(&session.csrf, csrf) {
+        return Err(Box::new(
+            Failure(StatusCode::FORBIDDEN, "Ongeldig formulier.".into()).into_response(),
+        ));
+    }
+    Ok((session, org))
+}
+
 #[derive(Template)]
 #[template(path = "inloggen.html")]
 struct LoginPage<'a> {
