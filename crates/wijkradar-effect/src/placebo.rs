@@ -10,7 +10,6 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::index::sample;
 
-
 /// The draws of pseudo-treated sets: every set when there are at most
 /// `draws` of them, else `draws` random sets (seeded, so a report repeats).
 pub fn draws(donors: usize, treated: usize, draws: usize, seed: u64) -> Vec<Vec<usize>> {

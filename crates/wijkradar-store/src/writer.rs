@@ -191,6 +191,9 @@ enum Request {
         first_kept: HashMap<SignalTypeName, Month>,
         reply: oneshot::Sender<Result<Purged, StoreError>>,
     },
+    /// A record removed without a flush of its own (a batch's `U` record
+    /// once audited): it does not end a group, and rides on the next flush.
+    Forget { key: Vec<u8> },
     /// One record written (or with `value` None removed), flushed with
     /// `flush`; with `if_absent`, only if its key is still free.
     Put {
@@ -223,6 +226,7 @@ impl std::fmt::Debug for Request {
             Request::Batch { batch, .. } => write!(f, "Batch({})", batch.id),
             Request::Purge { .. } => f.write_str("Purge"),
             Request::Put { .. } => f.write_str("Put"),
+            Request::Forget { .. } => f.write_str("Forget"),
         }
     }
 }
@@ -281,26 +285,19 @@ impl IngestQueue {
     /// goes. Not flushed: if the removal is lost in a crash, the start-up
     /// finds the entry in the log and removes the record then.
     pub async fn audited(&self, partner: &str, id: &str) {
-        let (reply, _answer) = oneshot::channel();
         let key = crate::unaudited::key(partner, id);
-        let put = Request::Put {
-            key,
-            value: None,
-            if_absent: false,
-            flush: false,
-            reply,
-        };
-        let _ = self.tx.send(put).await;
+        let _ = self.tx.send(Request::Forget { key }).await;
     }
 
-    /// Removes the `U` records of `batches` (partner, batch id) and flushes:
-    /// after the start-up recovered their audit entries.
+    /// Removes the `U` records of `batches` (partner, batch id), then
+    /// flushes, with every removal before it: after the start-up recovered
+    /// their audit entries. With none, only the flush.
     pub async fn forget_unaudited(&self, batches: &[(String, String)]) -> Result<(), StoreError> {
         for (partner, id) in batches {
-            self.put(crate::unaudited::key(partner, id), None, false, false)
-                .await?;
+            self.audited(partner, id).await;
         }
-        // One flush for all, and for earlier removals not yet flushed.
+        // The flush rides on a removal of a key no batch has (an empty
+        // partner name cannot come from a certificate).
         self.put(crate::unaudited::key("", ""), None, false, true)
             .await
     }
@@ -382,8 +379,7 @@ struct Next {
     group: Vec<(IncomingBatch, Reply)>,
     purge: Option<PurgeArgs>,
     put: Option<PutArgs>,
-    /// Removals that need no flush of their own (batches' `U` records once
-    /// audited): they do not end a group, and ride on the next flush.
+    /// [`Request::Forget`]s: they do not end a group.
     removals: Vec<Vec<u8>>,
 }
 
@@ -396,16 +392,7 @@ impl Next {
         match request {
             Request::Batch { batch, reply } => self.group.push((batch, reply)),
             Request::Purge { first_kept, reply } => self.purge = Some((first_kept, reply)),
-            Request::Put {
-                key,
-                value: None,
-                flush: false,
-                reply,
-                ..
-            } => {
-                self.removals.push(key);
-                let _ = reply.send(Ok(()));
-            }
+            Request::Forget { key } => self.removals.push(key),
             Request::Put {
                 key,
                 value,
