@@ -86,27 +86,13 @@ async fn a_rising_wijk_is_alerted_with_its_released_value_only() {
             assert_eq!(a.area_code, rising.to_string(), "{a:?}");
         }
     }
-    // Every alert is a released cell of the month, with the table's value.
-    for level in [pb::AreaLevel::Wijk, pb::AreaLevel::Buurt] {
-        let table = cells(
-            &q.get_table(table_request(
-                level,
-                &["huurachterstand"],
-                &last.to_string(),
-                &last.to_string(),
-            ))
-            .await
-            .unwrap()
-            .into_inner(),
+    // Every alert is a released cell of its window, with the table's value.
+    for a in &answer.alerts {
+        assert_eq!(
+            window_value(&mut q, a).await,
+            Some(a.released_value),
+            "{a:?}"
         );
-        for a in answer.alerts.iter().filter(|a| a.level == level as i32) {
-            let key = (a.area_code.clone(), a.signal_type.clone(), a.month.clone());
-            assert_eq!(
-                table.get(&key),
-                Some(&Some(a.released_value)),
-                "alert {a:?} against the table"
-            );
-        }
     }
 
     // The derived indicator: households with several problems rose there.
@@ -181,6 +167,120 @@ async fn a_rising_wijk_is_alerted_with_its_released_value_only() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+/// The value GetTable gives the cell an alert shows: its area, measure and
+/// window ending with its month.
+async fn window_value(
+    q: &mut pb::query_service_client::QueryServiceClient<tonic::transport::Channel>,
+    a: &pb::Alert,
+) -> Option<u64> {
+    let period = match a.window_months {
+        1 => pb::Period::Month,
+        2 => pb::Period::Last2Months,
+        3 => pb::Period::Last3Months,
+        6 => pb::Period::Last6Months,
+        n => panic!("a window of {n} months"),
+    };
+    let mut request = table_request(a.level(), &[&a.signal_type], &a.month, &a.month);
+    request.period = period.into();
+    let answer = q.get_table(request).await.unwrap().into_inner();
+    let label = if a.window_months == 1 {
+        a.month.clone()
+    } else {
+        format!("{}..{}", a.window_first_month, a.month)
+    };
+    let table = cells(&answer);
+    assert_eq!(table.len(), answer.cells.len(), "one cell per area");
+    *table
+        .get(&(a.area_code.clone(), a.signal_type.clone(), label))
+        .expect("the alert's cell")
+}
+
+/// A wijk whose rent arrears go from about 1 household a month to 5 for
+/// six months: every month's cell stays below k = 10 (5 + D = 9), but the
+/// six months together are 30 households against about 6. The alert names
+/// the wijk with the released value of a window, the same value GetTable
+/// gives for that window, and the window's release was audited with its
+/// months.
+#[tokio::test]
+async fn a_rise_of_small_monthly_counts_is_shown_on_its_window() {
+    let server = TestServer::start().await;
+    let hierarchy = Hierarchy::netherlands_2023();
+    let last = current_month().plus(-1);
+    let months: Vec<Month> = last.plus(-29).through(last).collect();
+    // Only each wijk's first buurt, so the wijk's month is that buurt's.
+    let signals = signals_of(
+        "huurachterstand",
+        &hierarchy,
+        "GM0034",
+        12,
+        &months,
+        |m, w, b| match b {
+            0 if w == 2 && m >= 24 => 0..5,
+            0 => 0..(m * 7 + w) % 3,
+            _ => 0..0,
+        },
+    );
+    wijkradar_agent::submit(
+        server.channel(PARTNER_A).await,
+        signals,
+        "GM0034.2026.0011223344556699",
+        5000,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let rising = hierarchy
+        .wijken_of("GM0034".parse().unwrap())
+        .nth(2)
+        .unwrap();
+    let mut q = server.query(ANALYST).await;
+    let answer = almere_rent_alerts(&mut q).await;
+    let alert = answer
+        .alerts
+        .iter()
+        .find(|a| a.area_code == rising.to_string())
+        .unwrap_or_else(|| panic!("the rising wijk is alerted: {answer:?}"));
+    assert!(alert.window_months > 1, "{alert:?}");
+    let first = last.plus(1 - alert.window_months as i32);
+    assert_eq!(alert.window_first_month, first.to_string());
+    // About 1 a month expected, 5 a month seen (±D).
+    let w = f64::from(alert.window_months);
+    assert!((0.5 * w..2.0 * w).contains(&alert.expected), "{alert:?}");
+    assert!(alert.released_value as f64 >= 5.0 * w - 4.0, "{alert:?}");
+    assert!(
+        alert.threshold < alert.released_value as f64 + 4.0,
+        "{alert:?}"
+    );
+    assert_eq!(
+        window_value(&mut q, alert).await,
+        Some(alert.released_value)
+    );
+    // No month of the window is released for the wijk.
+    let table = cells(
+        &q.get_table(table_request(
+            pb::AreaLevel::Wijk,
+            &["huurachterstand"],
+            &first.to_string(),
+            &last.to_string(),
+        ))
+        .await
+        .unwrap()
+        .into_inner(),
+    );
+    for m in first.through(last) {
+        let key = (rising.to_string(), "huurachterstand".into(), m.to_string());
+        assert_eq!(table.get(&key), Some(&None), "{m} is suppressed");
+    }
+    // The window was released once and audited with each of its months.
+    let label = format!("{first}..{last}");
+    let releases = crate::pipeline::released_with(&server, "huurachterstand");
+    let with = releases
+        .get(&(label.clone(), 1))
+        .unwrap_or_else(|| panic!("{label} v1 in {releases:?}"));
+    let months: Vec<String> = first.through(last).map(|m| format!("{m} v1")).collect();
+    assert_eq!(with, &months);
 }
 
 /// Almere's alerts of rent arrears for the last ended month.

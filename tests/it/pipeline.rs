@@ -1018,7 +1018,10 @@ async fn period_tables_are_versioned_and_audited_with_their_months() {
 
 /// From the server's audit log: per (period, version) of a measure's
 /// releases, the releases it was audited together with.
-fn released_with(server: &TestServer, measure: &str) -> BTreeMap<(String, u32), Vec<String>> {
+pub(crate) fn released_with(
+    server: &TestServer,
+    measure: &str,
+) -> BTreeMap<(String, u32), Vec<String>> {
     let log = std::fs::read(server.setup.config.data_dir.join("audit.log")).unwrap();
     let report = wijkradar_audit::verify(&log, None);
     assert!(report.is_intact(), "{:?}", report.problems);

@@ -64,7 +64,9 @@ pub struct TableArgs {
     #[arg(long = "per-1000")]
     pub per_1000: bool,
     /// One column per month, quarter or year (distinct households in the
-    /// period); quarters and years cover --from..--to whole.
+    /// period); quarters and years cover --from..--to whole. `last2`,
+    /// `last3`, `last6`: per month, the distinct households over the 2, 3
+    /// or 6 months ending with it (the windows alerts show).
     #[arg(long, value_enum, default_value = "month")]
     pub period: PeriodArg,
     #[command(flatten)]
@@ -76,6 +78,9 @@ pub enum PeriodArg {
     Month,
     Quarter,
     Year,
+    Last2,
+    Last3,
+    Last6,
 }
 
 impl From<PeriodArg> for pb::Period {
@@ -84,6 +89,9 @@ impl From<PeriodArg> for pb::Period {
             PeriodArg::Month => pb::Period::Month,
             PeriodArg::Quarter => pb::Period::Quarter,
             PeriodArg::Year => pb::Period::Year,
+            PeriodArg::Last2 => pb::Period::Last2Months,
+            PeriodArg::Last3 => pb::Period::Last3Months,
+            PeriodArg::Last6 => pb::Period::Last6Months,
         }
     }
 }

@@ -273,8 +273,8 @@ pub fn alerts(
     }
     let _ = writeln!(
         out,
-        "{:<3} {:<11} {:<24} {:<28} {:>8} {:>8} {:>9} {:>7}  methode",
-        "#", "code", "gebied", "signaal", "gemeten", "verwacht", "grens", "q"
+        "{:<3} {:<11} {:<24} {:<28} {:<17} {:>8} {:>8} {:>9} {:>7}  methode",
+        "#", "code", "gebied", "signaal", "periode", "gemeten", "verwacht", "grens", "q"
     );
     for (i, alert) in a.alerts.iter().enumerate() {
         let name: String = names
@@ -291,11 +291,12 @@ pub fn alerts(
             .collect();
         let _ = writeln!(
             out,
-            "{:<3} {:<11} {:<24} {:<28} {:>8} {:>8.1} {:>9.1} {:>7.4}  {}",
+            "{:<3} {:<11} {:<24} {:<28} {:<17} {:>8} {:>8.1} {:>9.1} {:>7.4}  {}",
             i + 1,
             alert.area_code,
             name,
             what,
+            window_text(&alert.window_first_month, &alert.month),
             alert.released_value,
             alert.expected,
             alert.threshold,
@@ -305,10 +306,20 @@ pub fn alerts(
     }
     let _ = writeln!(
         out,
-        "gemeten = vrijgegeven aantal huishoudens (wijkt hooguit {} af van de werkelijke telling); alleen gebieden waarvan de cel is vrijgegeven (k = {}).",
+        "periode = de maanden die samen zijn geteld (een stijging van kleine aantallen valt vaak pas over enkele maanden op).\ngemeten = vrijgegeven aantal verschillende huishoudens in die periode (wijkt hooguit {} af van de werkelijke telling); alleen gebieden waarvan de cel is vrijgegeven (k = {}).",
         a.max_noise, a.k
     );
     out
+}
+
+/// The months of an alert's window: `2026-07` for one month, else
+/// `2026-02 t/m 2026-07`.
+fn window_text(first: &str, last: &str) -> String {
+    if first == last || first.is_empty() {
+        last.to_owned()
+    } else {
+        format!("{first} t/m {last}")
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ pub fn test(counts: &[u64], households: f64, t: usize, config: &Config) -> Optio
         observed,
         p_value: None,
         score: s,
+        windows: [None; 4],
     })
 }
 

@@ -75,6 +75,7 @@ pub fn test(counts: &[u64], t: usize, variant: Variant, config: &Config) -> Opti
         observed: counts[t],
         p_value: Some(1.0 - Normal::standard().cdf(score)),
         score,
+        windows: [None; 4],
     })
 }
 

@@ -512,6 +512,7 @@ mod tests {
                 observed: 0,
                 p_value: None,
                 score,
+                windows: [None; 4],
             })
         };
         // Area 0: an alarm before the outbreak (false), then in its 2nd

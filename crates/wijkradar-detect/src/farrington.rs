@@ -13,7 +13,7 @@
 //! the last 4 months.
 
 use crate::glm::{self, P};
-use crate::{Test, upper_quantile, upper_tail};
+use crate::{Test, Window, upper_quantile, upper_tail};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
@@ -303,30 +303,15 @@ pub fn test_windows(counts: &[u64], households: f64, t: usize, config: &Config) 
     let longest = WINDOWS[WINDOWS.len() - 1];
     let last_fit = (t + 1).checked_sub(longest + 1)?;
     let b = baseline(counts, households, t, last_fit, config)?;
-    let mut best = 1.0f64;
-    let mut best_bound = (b.mean(t), f64::INFINITY);
-    for w in WINDOWS {
+    let windows = WINDOWS.map(|w| {
         let start = t + 1 - w;
         let y: u64 = counts[start..=t].iter().sum();
         let mu: f64 = (start..=t).map(|i| b.mean(i)).sum();
         let eta_var = (start..=t).map(|i| b.eta_variance(i)).sum::<f64>() / w as f64;
         let variance = b.phi * mu + mu * mu * eta_var;
-        best = best.min(upper_tail(y, mu, variance));
-        if w == 1 {
-            best_bound = (mu, upper_quantile(config.alpha, mu, variance));
-        }
-    }
-    // The smallest of four windows' p-values, corrected for the four looks
-    // (Bonferroni), so that it is a p-value again.
-    let p = (best * WINDOWS.len() as f64).min(1.0);
-    Some(Test::gated(
-        counts,
-        t,
-        config.min_cases,
-        best_bound.0,
-        best_bound.1,
-        p,
-    ))
+        Window::of(w, y, mu, variance, config.alpha)
+    });
+    Some(Test::of_windows(counts, t, config.min_cases, windows))
 }
 
 #[cfg(test)]
@@ -351,6 +336,21 @@ mod window_tests {
         assert!(
             smallest < 0.02 && smallest > upper_tail(45, 30.0, 30.0),
             "{smallest}"
+        );
+        // The window that raised it is the three months together (45
+        // against 30); the month alone would not have.
+        let raising = windows.windows_within(windows.p_value.unwrap());
+        assert_eq!(raising.len(), 1, "{raising:?}");
+        let w = raising[0];
+        assert_eq!((w.months, w.observed), (3, 45), "{w:?}");
+        assert!(
+            (w.expected - 30.0).abs() < 1e-6 && w.threshold < 45.0,
+            "{w:?}"
+        );
+        assert!(
+            windows
+                .windows_within(0.5 * windows.p_value.unwrap())
+                .is_empty()
         );
     }
 }

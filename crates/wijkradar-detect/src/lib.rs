@@ -39,6 +39,23 @@ pub struct Test {
     /// The method's statistic, larger = more alarming; what an evaluation
     /// calibrates to a false-alarm budget.
     pub score: f64,
+    /// The windows of months tested together, shortest first, by a method
+    /// that tests sums of the last 1, 2, 3 and 6 months; none for a method
+    /// that tests the month alone.
+    pub windows: [Option<Window>; 4],
+}
+
+/// The sum of the last `months` months against the baseline's sum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    /// Months summed, the tested month the last.
+    pub months: usize,
+    pub observed: u64,
+    pub expected: f64,
+    /// The window's upper bound at the method's α.
+    pub threshold: f64,
+    /// P(sum ≥ observed) under the baseline, for this window alone.
+    pub p_value: f64,
 }
 
 impl Test {
@@ -54,7 +71,43 @@ impl Test {
             observed,
             p_value: Some(p),
             score: -p.max(1e-300).log10(),
+            windows: [None; 4],
         }
+    }
+
+    /// The windows whose own evidence reaches `cutoff`, a p-value after the
+    /// same correction for the number of windows as the test's: each would
+    /// have raised the alarm alone. Strongest first. A method that tests the
+    /// month alone gives the month.
+    pub fn windows_within(&self, cutoff: f64) -> Vec<Window> {
+        // Not the test itself (the minimum-cases rule, for one).
+        if self.p_value.is_none_or(|p| p > cutoff) {
+            return Vec::new();
+        }
+        let looks = self.windows.iter().flatten().count();
+        if looks == 0 {
+            let month = Window {
+                months: 1,
+                observed: self.observed,
+                expected: self.expected,
+                threshold: self.threshold,
+                p_value: self.p_value.unwrap_or(1.0),
+            };
+            return if month.p_value <= cutoff {
+                vec![month]
+            } else {
+                Vec::new()
+            };
+        }
+        let mut within: Vec<Window> = self
+            .windows
+            .iter()
+            .flatten()
+            .filter(|w| w.p_value * looks as f64 <= cutoff)
+            .copied()
+            .collect();
+        within.sort_by(|a, b| a.p_value.total_cmp(&b.p_value));
+        within
     }
 
     /// The same with the minimum-cases rule: fewer than `min_cases` over the
@@ -73,6 +126,40 @@ impl Test {
         } else {
             Test::from_p(expected, f64::INFINITY, counts[t], 1.0)
         }
+    }
+}
+
+impl Window {
+    /// A window of `months` months summing to `observed`, against a
+    /// baseline sum of mean `mean` and variance `variance`.
+    pub(crate) fn of(months: usize, observed: u64, mean: f64, variance: f64, alpha: f64) -> Window {
+        Window {
+            months,
+            observed,
+            expected: mean,
+            threshold: upper_quantile(alpha, mean, variance),
+            p_value: upper_tail(observed, mean, variance),
+        }
+    }
+}
+
+impl Test {
+    /// The test of month `t` by its windows: the smallest window p-value,
+    /// corrected for the looks (Bonferroni) so that it is a p-value again;
+    /// the month's own expectation and bound; the minimum-cases rule.
+    pub(crate) fn of_windows(
+        counts: &[u64],
+        t: usize,
+        min_cases: u64,
+        windows: [Window; 4],
+    ) -> Test {
+        let best = windows.iter().map(|w| w.p_value).fold(1.0, f64::min);
+        let p = (best * windows.len() as f64).min(1.0);
+        let month = windows[0];
+        debug_assert_eq!(month.months, 1);
+        let mut test = Test::gated(counts, t, min_cases, month.expected, month.threshold, p);
+        test.windows = windows.map(Some);
+        test
     }
 }
 

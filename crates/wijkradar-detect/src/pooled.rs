@@ -22,7 +22,7 @@
 
 use crate::farrington::{self, WINDOWS};
 use crate::glm::{self, P};
-use crate::{Test, upper_quantile, upper_tail};
+use crate::{Test, Window};
 
 /// The pooled curve for testing month `t`: fitted on months up to the
 /// one before the longest window.
@@ -519,9 +519,7 @@ pub fn test_level(
             .sum::<f64>()
             / fitted.max(0.5).powi(2)
     });
-    let mut best = 1.0f64;
-    let mut one = (0.0, f64::INFINITY);
-    for w in WINDOWS {
+    let windows = WINDOWS.map(|w| {
         let start = t + 1 - w;
         let y: u64 = counts[start..=t].iter().sum();
         let mus = (start..=t).map(|i| level * curve.per_household(i) * households);
@@ -529,15 +527,9 @@ pub fn test_level(
         let own: f64 = mus.map(month_variance).sum();
         let curve_var = (start..=t).map(|i| curve.log_variance(i)).sum::<f64>() / w as f64;
         let variance = own + mu * mu * (log_level_var + curve_var);
-        best = best.min(upper_tail(y, mu, variance));
-        if w == 1 {
-            one = (mu, upper_quantile(config.alpha, mu, variance));
-        }
-    }
-    // The smallest of four windows' p-values, corrected for the four looks
-    // (Bonferroni), so that it is a p-value again.
-    let p = (best * WINDOWS.len() as f64).min(1.0);
-    Some(Test::gated(counts, t, config.min_cases, one.0, one.1, p))
+        Window::of(w, y, mu, variance, config.alpha)
+    });
+    Some(Test::of_windows(counts, t, config.min_cases, windows))
 }
 
 #[cfg(test)]

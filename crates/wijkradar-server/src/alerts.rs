@@ -2,10 +2,14 @@
 //! gemeente's wijken and buurten, every signal type, with the false
 //! discovery rate controlled over all of the month's tests of a level
 //! (`wijkradar_detect::monitor::run_month`), on the true series inside the
-//! aggregator. What leaves is filtered by the
-//! release rules: an alert names an area only when that area's cell of the
-//! month is released in the audited table, and shows only its released
-//! value; a suppressed cell never becomes an alert. The derived indicators
+//! aggregator. What leaves is filtered by the release rules. A rise is
+//! often found in the sum of the last 2, 3 or 6 months, where each month
+//! alone is small. An alert shows one window whose own evidence raised it:
+//! the strongest whose cell of the area is released in its audited table.
+//! It names the area only then, and shows only that released value. A
+//! window's table is released like a quarter: cell keys over its distinct
+//! households, the threshold, and the audit against its released months.
+//! A rise whose every window is suppressed never becomes an alert. The derived indicators
 //! (several problems, signalled again) are tested beside the signal types;
 //! their month's cells are released by the same rules (cell keys from the
 //! households' record keys, perturbation, threshold, audit), materialised
@@ -105,40 +109,84 @@ impl Query {
         }
         let findings = monitor::run_month(&groups, FALSE_DISCOVERY_RATE);
         answer.series_tested = findings.len() as u32;
-        let mut releases: HashMap<usize, Option<ReleasedCells>> = HashMap::new();
+        let level_of = |f: &monitor::GroupFinding| groups[f.group].series[f.finding.series].level;
+        // Per level, the largest p-value the run found: a window whose own
+        // (corrected) p-value is at most this would have been found alone.
+        let cutoff = |level: Level| {
+            findings
+                .iter()
+                .filter(|f| f.finding.discovery && level_of(f) == level)
+                .filter_map(|f| f.finding.test.p_value)
+                .fold(0.0, f64::max)
+        };
+        let cutoffs = [
+            (Level::Wijk, cutoff(Level::Wijk)),
+            (Level::Buurt, cutoff(Level::Buurt)),
+        ];
+        // Per measure and window length, the window's release.
+        let mut releases: HashMap<(usize, usize), Option<ReleasedCells>> = HashMap::new();
+        let mut ratios: HashMap<(usize, usize), f64> = HashMap::new();
         let mut alerts = Vec::new();
         for f in findings.iter().filter(|f| f.finding.discovery) {
             let measure = sources[f.group].0;
-            // Only what the month's audited release shows.
-            let release = match releases.get(&f.group) {
-                Some(r) => r,
-                None => {
-                    let r = tables
-                        .release(measure, &[q.month])?
-                        .ok()
-                        .map(|(v, cells)| (v, cells.into_iter().collect()));
-                    releases.entry(f.group).or_insert(r)
-                }
-            };
-            let Some((version, released)) = release else {
-                continue;
-            };
             let area = areas[f.finding.series];
-            let Some(Released::Value(value)) = released.get(&area) else {
-                continue;
-            };
-            alerts.push(pb::Alert {
-                area_code: area.to_string(),
-                level: crate::convert::level_to_proto(area.level()).into(),
-                signal_type: measure.name().to_owned(),
-                month: q.month.to_string(),
-                method: f.finding.method.name().to_owned(),
-                expected: round1(f.finding.test.expected),
-                threshold: round1(f.finding.test.threshold),
-                released_value: *value,
-                q_value: f.finding.q_value,
-                release_version: *version,
-            });
+            let level = level_of(f);
+            let (_, cutoff) = cutoffs
+                .iter()
+                .find(|(l, _)| *l == level)
+                .expect("both levels");
+            // Only what an audited release shows: the strongest window that
+            // raised the alert and whose cell of this area is released.
+            for window in f.finding.test.windows_within(*cutoff) {
+                let Some(covered) = months
+                    .len()
+                    .checked_sub(window.months)
+                    .map(|i| &months[i..])
+                else {
+                    continue;
+                };
+                let release = match releases.get(&(f.group, window.months)) {
+                    Some(r) => r,
+                    None => {
+                        let r = tables
+                            .release(measure, covered)?
+                            .ok()
+                            .map(|(v, cells)| (v, cells.into_iter().collect()));
+                        releases.entry((f.group, window.months)).or_insert(r)
+                    }
+                };
+                let Some((version, released)) = release else {
+                    continue;
+                };
+                let Some(Released::Value(value)) = released.get(&area) else {
+                    continue;
+                };
+                let key = (f.group, window.months);
+                let per_count = match ratios.get(&key) {
+                    Some(&r) => r,
+                    None => {
+                        let total = &groups[f.group].total;
+                        let r =
+                            households_per_count(&tables, measure, &months, total, window.months)?;
+                        *ratios.entry(key).or_insert(r)
+                    }
+                };
+                alerts.push(pb::Alert {
+                    area_code: area.to_string(),
+                    level: crate::convert::level_to_proto(area.level()).into(),
+                    signal_type: measure.name().to_owned(),
+                    month: q.month.to_string(),
+                    method: f.finding.method.name().to_owned(),
+                    window_months: window.months as u32,
+                    window_first_month: covered[0].to_string(),
+                    expected: round1(window.expected * per_count),
+                    threshold: round1(window.threshold * per_count),
+                    released_value: *value,
+                    q_value: f.finding.q_value,
+                    release_version: *version,
+                });
+                break;
+            }
         }
         // Wijken first, then by strength of evidence.
         alerts.sort_by(|a, b| {
@@ -276,6 +324,46 @@ impl Query {
         state.shared.put(key, signals, shared.clone());
         Ok(Some(shared))
     }
+}
+
+/// Months before the tested one that the baseline leaves out of its fit
+/// (the longest window and one more).
+const HELD_OUT: usize = 7;
+
+/// Distinct households over a window of `w` months per household-month of
+/// the gemeente's monthly counts (`total`, over `months`), in the windows
+/// before the held-out months, at most two years of them. A household
+/// signalled in two months of a window counts twice in the sum the
+/// detection tests but once in the window's released cell: this ratio puts
+/// the window's expected sum and bound in households, as its cell counts.
+fn households_per_count(
+    tables: &Tables<'_>,
+    measure: Measure<'_>,
+    months: &[Month],
+    total: &[u64],
+    w: usize,
+) -> Result<f64, ApiError> {
+    if w == 1 {
+        return Ok(1.0);
+    }
+    let end = months.len().saturating_sub(HELD_OUT);
+    let (mut distinct, mut sum) = (0u64, 0u64);
+    let mut stop = end;
+    while stop >= w && end - stop < 24 {
+        let window = &months[stop - w..stop];
+        sum += total[stop - w..stop].iter().sum::<u64>();
+        distinct += tables
+            .totals(measure, window)?
+            .iter()
+            .map(|(_, t)| t.households)
+            .sum::<u64>();
+        stop -= w;
+    }
+    Ok(if sum == 0 {
+        1.0
+    } else {
+        distinct as f64 / sum as f64
+    })
 }
 
 /// A series of zeros over `months` months per buurt.

@@ -190,6 +190,9 @@ pub enum Period {
     Month,
     Quarter,
     Year,
+    /// The last 2, 3 or 6 months, ending with each month: an alert's
+    /// window.
+    Window(u32),
 }
 
 impl Period {
@@ -199,10 +202,11 @@ impl Period {
             Period::Month => 1,
             Period::Quarter => 3,
             Period::Year => 12,
+            Period::Window(n) => n,
         }
     }
 
-    /// The period `length` months long (1, 3 or 12).
+    /// The calendar period `length` months long (1, 3 or 12).
     pub fn of_length(length: usize) -> Period {
         match length {
             1 => Period::Month,
@@ -211,19 +215,42 @@ impl Period {
         }
     }
 
-    /// The label of the period holding month `m`: `2026-03`, `2026-Q1`, `2026`.
+    /// The label of the period holding month `m`: `2026-03`, `2026-Q1`,
+    /// `2026`; of a window, the one ending with `m`: `2026-01..2026-03`.
     pub fn label(self, m: Month) -> String {
         match self {
             Period::Month => m.to_string(),
             Period::Quarter => format!("{}-Q{}", m.year(), (m.month() - 1) / 3 + 1),
             Period::Year => m.year().to_string(),
+            Period::Window(n) => format!("{}..{m}", m.plus(1 - n as i32)),
         }
     }
 
-    /// The whole quarters or years that overlap `from..=to`, each with its
-    /// label (`2026-Q1`, `2026`) and its months.
+    /// The label of the period of `months` (consecutive): a calendar month,
+    /// quarter or year by its own label, any other run of months as a
+    /// window.
+    pub fn label_of(months: &[Month]) -> String {
+        let (first, last) = (months[0], months[months.len() - 1]);
+        let calendar = Period::of_length(months.len());
+        let aligned = (first.month() - 1) % calendar.length() == 0;
+        if matches!(months.len(), 1 | 3 | 12) && aligned {
+            calendar.label(first)
+        } else {
+            Period::Window(months.len() as u32).label(last)
+        }
+    }
+
+    /// The periods that overlap `from..=to`, each with its label and its
+    /// months: whole quarters or years (`2026-Q1`, `2026`), or the window
+    /// ending with each month.
     pub fn covering(self, from: Month, to: Month) -> Vec<(String, Vec<Month>)> {
         let length = self.length();
+        if let Period::Window(n) = self {
+            return from
+                .through(to)
+                .map(|m| (self.label(m), m.plus(1 - n as i32).through(m).collect()))
+                .collect();
+        }
         let mut out: Vec<(String, Vec<Month>)> = Vec::new();
         for m in from.through(to) {
             let first = Month::new(m.year(), (m.month() - 1) / length * length + 1)
@@ -394,10 +421,13 @@ pub fn table_query_from_proto(
         Ok(pb::Period::Unspecified | pb::Period::Month) => Period::Month,
         Ok(pb::Period::Quarter) => Period::Quarter,
         Ok(pb::Period::Year) => Period::Year,
+        Ok(pb::Period::Last2Months) => Period::Window(2),
+        Ok(pb::Period::Last3Months) => Period::Window(3),
+        Ok(pb::Period::Last6Months) => Period::Window(6),
         Err(_) => {
             violations.push(Violation::new(
                 "period",
-                "must be PERIOD_MONTH, PERIOD_QUARTER or PERIOD_YEAR",
+                "must be PERIOD_MONTH, PERIOD_QUARTER, PERIOD_YEAR or PERIOD_LAST_2_MONTHS, _3_ or _6_",
             ));
             Period::Month
         }
@@ -454,6 +484,9 @@ impl Period {
             Period::Month => pb::Period::Month,
             Period::Quarter => pb::Period::Quarter,
             Period::Year => pb::Period::Year,
+            Period::Window(2) => pb::Period::Last2Months,
+            Period::Window(3) => pb::Period::Last3Months,
+            Period::Window(_) => pb::Period::Last6Months,
         }
     }
 }

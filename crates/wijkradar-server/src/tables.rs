@@ -138,8 +138,9 @@ impl<'q> Tables<'q> {
         })
     }
 
-    /// The release of `measure` over the period of `months` (consecutive;
-    /// one, three or twelve): pending until the period has ended, purged
+    /// The release of `measure` over the period of `months` (consecutive: a
+    /// month, quarter or year, or an alert's window of 2, 3 or 6 months
+    /// ending anywhere, tied to its months like a quarter): pending until the period has ended, purged
     /// when part of it is past retention (a partial count would read as a
     /// fall), else the materialised release, made or renewed here when
     /// needed.
@@ -328,7 +329,7 @@ impl<'q> Tables<'q> {
                 self.durable,
             )?,
         );
-        let period = Period::of_length(months.len()).label(first);
+        let period = Period::label_of(months);
         tracing::debug!(gemeente = %self.gemeente, measure = measure.name(), %period, version = stored.version, "release materialised");
         state.audit.record(
             "aggregator",
@@ -435,7 +436,7 @@ impl<'q> Tables<'q> {
     /// The true totals per buurt: a (type, month) table's from the counts
     /// kept at write time; every other one's from the households, each
     /// counted once in the buurt of its latest month that counts.
-    fn totals(
+    pub(crate) fn totals(
         &self,
         measure: Measure<'_>,
         months: &[Month],
@@ -543,8 +544,5 @@ fn released(cells: &[Option<u64>]) -> Vec<Released> {
 /// A release as the audit log names it: its period and version
 /// (`2024-01 v1`, `2024-Q1 v2`).
 fn release_name(months: &[Month], version: u32) -> String {
-    format!(
-        "{} v{version}",
-        Period::of_length(months.len()).label(months[0])
-    )
+    format!("{} v{version}", Period::label_of(months))
 }

@@ -43,6 +43,8 @@ struct Row {
     level: &'static str,
     measure: String,
     measure_label: String,
+    /// The months counted together (`feb t/m jul 2026`).
+    window: String,
     seen: String,
     expected: String,
     bound: String,
@@ -151,6 +153,7 @@ async fn alerts_page(
                     .get(&a.signal_type)
                     .cloned()
                     .unwrap_or_else(|| a.signal_type.clone()),
+                window: super::format::window(&a.window_first_month, &a.month),
                 seen: whole(a.released_value),
                 expected: decimal(a.expected),
                 bound: decimal(a.threshold),

@@ -51,6 +51,31 @@ pub(crate) fn period(label: &str) -> String {
     }
 }
 
+/// The months an alert counts together, from `first` to `last` (both
+/// `YYYY-MM`): `juli 2026` for one month, `feb t/m jul 2026` or
+/// `nov 2025 t/m jan 2026` for a window.
+pub(crate) fn window(first: &str, last: &str) -> String {
+    if first == last {
+        return period(last);
+    }
+    let parts = |label: &str| -> Option<(String, usize)> {
+        let (year, m) = label.split_once('-')?;
+        let m: usize = m.parse().ok().filter(|m| (1..=12).contains(m))?;
+        Some((year.to_owned(), m))
+    };
+    match (parts(first), parts(last)) {
+        (Some((y1, m1)), Some((y2, m2))) if y1 == y2 => {
+            format!("{} t/m {} {y2}", SHORT_MONTHS[m1 - 1], SHORT_MONTHS[m2 - 1])
+        }
+        (Some((y1, m1)), Some((y2, m2))) => format!(
+            "{} {y1} t/m {} {y2}",
+            SHORT_MONTHS[m1 - 1],
+            SHORT_MONTHS[m2 - 1]
+        ),
+        _ => format!("{first} t/m {last}"),
+    }
+}
+
 /// Dutch short month names.
 const SHORT_MONTHS: [&str; 12] = [
     "jan", "feb", "mrt", "apr", "mei", "jun", "jul", "aug", "sep", "okt", "nov", "dec",

@@ -871,7 +871,7 @@ struct WijkPage {
     risks: Vec<Chart>,
     chances: Vec<Chart>,
     derived: Vec<Chart>,
-    alerts: Vec<(String, String, String, String, String)>,
+    alerts: Vec<(String, String, String, String, String, String)>,
     alerts_month: String,
     k: u32,
 }
@@ -1020,6 +1020,7 @@ async fn wijk_page(
             (
                 area_name(&a.area_code),
                 label_of(&a.signal_type),
+                super::format::window(&a.window_first_month, &a.month),
                 whole(a.released_value),
                 decimal(a.expected),
                 decimal(a.threshold),
