@@ -9,13 +9,15 @@ use std::fmt::Write as _;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use wijkradar_detect::Method;
+use wijkradar_detect::{Method, Test};
 use wijkradar_detect::eval::{
     self, Detector, OutbreakKind, Outcome, Scenario, calibrate, choose_outbreaks, evaluate,
     simulate,
 };
 use wijkradar_domain::hierarchy::Dwellings;
-use wijkradar_domain::{AreaCode, AreaLevel, GemeenteCode, Hierarchy};
+use wijkradar_detect::eval::Simulated;
+use wijkradar_domain::{AreaCode, AreaLevel, CellTotal, GemeenteCode, Hierarchy};
+use wijkradar_release::{ReleasePolicy, Released, Threshold};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -182,6 +184,25 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     print!("{}", report(&results, args.budget));
+    // What the user sees of the default method's alarms, at its cutoff.
+    let policy = ReleasePolicy::new(Threshold::new(10)?, 4, 2.0)?;
+    let pooled = results.iter().find(|r| r.0 == Detector::Pooled);
+    if let Some((_, cutoff, all, _)) = pooled {
+        let tests = eval::score(Detector::Pooled, &sim, &scenario, &pools);
+        let mut rows = vec![("alle alarmen (niet alles mag getoond)", all.clone())];
+        for (name, rule) in [
+            ("getoond: alleen met een vrijgegeven maandcel", Shown::MonthCell),
+            ("getoond: met het vrijgegeven venster", Shown::Window),
+        ] {
+            let shown = shown(&tests, &sim, &scenario, *cutoff, &policy, rule, args.seed);
+            rows.push((name, evaluate(&shown, &sim, &scenario, Some(*cutoff))));
+        }
+        let oracle = results
+            .iter()
+            .find(|r| r.0 == Detector::Oracle)
+            .map_or(f64::NAN, |r| r.2.sensitivity());
+        print!("{}", report_shown(&rows, oracle));
+    }
     println!(
         "Klaar in {:.1} s. Opnieuw: wijkradar eval --seed {} --budget {} --level {area} --min-dwellings {} --area-sd {} --pool {}",
         started.elapsed().as_secs_f64(),
@@ -295,6 +316,118 @@ fn report(results: &[(Detector, f64, Outcome, Outcome)], budget: f64) -> String 
             format!("{:.3}", o.sensitivity()),
             lag_text(o),
         ];
+        row(&mut s, &cells);
+    }
+    s
+}
+
+/// Which of a detector's alarms the API shows.
+#[derive(Debug, Clone, Copy)]
+enum Shown {
+    /// Only where the month's cell is released (the rule before windows).
+    MonthCell,
+    /// Where a window whose own evidence reaches the cutoff has a released
+    /// cell (what `GetAlerts` does).
+    Window,
+}
+
+/// The tests with every alarm the API would not show taken out (score
+/// −∞). A cell is released when its count, perturbed by the cell-key
+/// method with a random key, is at least k; the audit's further
+/// suppressions are not simulated. A window counts the sum of its months,
+/// as if every household were signalled once.
+fn shown(
+    tests: &[Vec<Option<Test>>],
+    sim: &Simulated,
+    s: &Scenario,
+    cutoff: f64,
+    policy: &ReleasePolicy,
+    rule: Shown,
+    seed: u64,
+) -> Vec<Vec<Option<Test>>> {
+    let evidence = 10f64.powf(-cutoff);
+    let released = |a: usize, t: usize, w: usize| {
+        let Some(start) = (t + 1).checked_sub(w) else {
+            return false;
+        };
+        let households: u64 = sim.counts[a][start..=t].iter().sum();
+        let cell_key = mix(seed ^ ((a as u64) << 24) ^ ((t as u64) << 8) ^ w as u64) as u32;
+        let total = CellTotal {
+            households,
+            cell_key,
+        };
+        matches!(policy.release(total), Released::Value(_))
+    };
+    tests
+        .iter()
+        .enumerate()
+        .map(|(a, row)| {
+            row.iter()
+                .enumerate()
+                .map(|(j, test)| {
+                    let test = (*test)?;
+                    let t = s.first_test + j;
+                    if test.score <= cutoff {
+                        return Some(test);
+                    }
+                    let visible = match rule {
+                        Shown::MonthCell => released(a, t, 1),
+                        Shown::Window => test
+                            .windows_within(evidence)
+                            .iter()
+                            .any(|w| released(a, t, w.months)),
+                    };
+                    Some(if visible {
+                        test
+                    } else {
+                        Test {
+                            score: f64::NEG_INFINITY,
+                            ..test
+                        }
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// SplitMix64's finaliser: a well-spread key from a counter.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The default method's alarms as the user sees them, against all of them.
+fn report_shown(rows: &[(&str, Outcome)], oracle: f64) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\nWat de gebruiker ziet van pooled (zelfde drempel; k = 10, D = 4; een cel is vrijgegeven als haar verstoorde waarde ten minste k is):\n"
+    );
+    let mut columns: Vec<String> = [
+        "alarmen",
+        "vals alarm / 100 gebiedsjaren",
+        "sensitiviteit",
+        "t.o.v. near-oracle",
+    ]
+    .map(String::from)
+    .into();
+    columns.extend(per_kind(|k| k.name().to_owned()));
+    columns.push("mediane vertraging (mnd)".to_owned());
+    header(&mut s, &columns);
+    for (name, o) in rows {
+        let mut cells = vec![
+            (*name).to_owned(),
+            format!("{:.2}", o.false_alarms_per_100_area_years()),
+            format!("{:.3}", o.sensitivity()),
+            format!("{:.2}", o.sensitivity() / oracle),
+        ];
+        cells.extend(per_kind(|k| {
+            format!("{:.2}", o.sensitivity_where(|kk, _| kk == k).1)
+        }));
+        cells.push(lag_text(o));
         row(&mut s, &cells);
     }
     s
