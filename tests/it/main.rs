@@ -10,6 +10,7 @@ mod dashboard;
 mod discovery;
 mod governance;
 mod interventions;
+mod metrics;
 mod oidc;
 mod paging;
 mod pipeline;

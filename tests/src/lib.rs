@@ -116,6 +116,11 @@ impl TestServer {
         self.running().dashboard.as_ref()
     }
 
+    /// The running metrics listener, when the config turned it on.
+    pub fn metrics(&self) -> Option<&wijkradar_server::MetricsHandle> {
+        self.running().metrics.as_ref()
+    }
+
     /// The running server's store, for checks without the API.
     pub fn store(&self) -> &wijkradar_store::Store {
         self.running().store()

@@ -9,13 +9,13 @@ use std::fmt::Write as _;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use wijkradar_detect::{Method, Test};
+use wijkradar_detect::eval::Simulated;
 use wijkradar_detect::eval::{
     self, Detector, OutbreakKind, Outcome, Scenario, calibrate, choose_outbreaks, evaluate,
     simulate,
 };
+use wijkradar_detect::{Method, Test};
 use wijkradar_domain::hierarchy::Dwellings;
-use wijkradar_detect::eval::Simulated;
 use wijkradar_domain::{AreaCode, AreaLevel, CellTotal, GemeenteCode, Hierarchy};
 use wijkradar_release::{ReleasePolicy, Released, Threshold};
 
@@ -191,7 +191,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         let tests = eval::score(Detector::Pooled, &sim, &scenario, &pools);
         let mut rows = vec![("alle alarmen (niet alles mag getoond)", all.clone())];
         for (name, rule) in [
-            ("getoond: alleen met een vrijgegeven maandcel", Shown::MonthCell),
+            (
+                "getoond: alleen met een vrijgegeven maandcel",
+                Shown::MonthCell,
+            ),
             ("getoond: met het vrijgegeven venster", Shown::Window),
         ] {
             let shown = shown(&tests, &sim, &scenario, *cutoff, &policy, rule, args.seed);

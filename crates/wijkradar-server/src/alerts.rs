@@ -51,6 +51,13 @@ impl Query {
         &self,
         req: pb::GetAlertsRequest,
     ) -> Result<pb::GetAlertsResponse, ApiError> {
+        let started = std::time::Instant::now();
+        let answer = self.alerts_run(req);
+        self.state.metrics.alerts_run(started.elapsed());
+        answer
+    }
+
+    fn alerts_run(&self, req: pb::GetAlertsRequest) -> Result<pb::GetAlertsResponse, ApiError> {
         let state = &self.state;
         let now = crate::ingest::current_month();
         let q = alerts_query_from_proto(req, &state.hierarchy, &state.catalogue, now)?;

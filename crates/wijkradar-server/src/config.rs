@@ -51,6 +51,19 @@ pub struct ServerConfig {
     /// The web dashboard; off when absent.
     #[serde(default)]
     pub dashboard: Option<DashboardConfig>,
+    /// Metrics in the Prometheus format; off when absent.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// The metrics listener: plain HTTP, `GET /metrics`. Bind it to an address
+/// only the scraper reaches (localhost, or the cluster network behind a
+/// NetworkPolicy): the figures are aggregator-wide, but not for everyone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
 }
 
 /// The web dashboard: its own HTTPS listener, with the server's

@@ -106,6 +106,7 @@ impl DevSetup {
             },
             signal_types: None,
             dashboard: None,
+            metrics: None,
         };
         Ok(DevSetup {
             dir: dir.to_owned(),

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::access::{Organisation, Role};
 use tokio::sync::mpsc;
@@ -30,11 +31,13 @@ enum Step {
         batch_id: String,
         signals: Tally,
         pending: Pending,
+        received: Instant,
     },
     Refused {
         batch_id: String,
         signals: Tally,
         status: Status,
+        received: Instant,
     },
 }
 
@@ -218,7 +221,9 @@ impl IngestService for Ingest {
         let name = partner.name.clone();
         tokio::spawn(async move {
             loop {
-                let step = match inbound.message().await {
+                let message = inbound.message().await;
+                let received = Instant::now();
+                let step = match message {
                     Ok(Some(req)) => {
                         let (batch_id, signals) = describe(&req, &this.state.catalogue);
                         match this.enqueue(&partner, req).await {
@@ -226,11 +231,13 @@ impl IngestService for Ingest {
                                 batch_id,
                                 signals,
                                 pending,
+                                received,
                             },
                             Err(e) => Step::Refused {
                                 batch_id,
                                 signals,
                                 status: e.into(),
+                                received,
                             },
                         }
                     }
@@ -239,6 +246,7 @@ impl IngestService for Ingest {
                         batch_id: String::new(),
                         signals: Tally::new(),
                         status: receive_error(status, limit),
+                        received,
                     },
                 };
                 let refused = matches!(step, Step::Refused { .. });
@@ -254,11 +262,12 @@ impl IngestService for Ingest {
         tokio::spawn(async move {
             let k = u64::from(state.policy.k());
             while let Some(step) = steps_rx.recv().await {
-                let (batch_id, signals, answer) = match step {
+                let (batch_id, signals, answer, received) = match step {
                     Step::Queued {
                         batch_id,
                         signals,
                         pending,
+                        received,
                     } => {
                         let answer = match pending.durable().await {
                             Ok(outcome) => {
@@ -274,13 +283,14 @@ impl IngestService for Ingest {
                             }
                             Err(e) => Err(Status::from(ApiError::from(e))),
                         };
-                        (batch_id, signals, answer)
+                        (batch_id, signals, answer, received)
                     }
                     Step::Refused {
                         batch_id,
                         signals,
                         status,
-                    } => (batch_id, signals, Err(status)),
+                        received,
+                    } => (batch_id, signals, Err(status), received),
                 };
                 let failed = answer.is_err();
                 if let Err(status) = &answer {
@@ -294,6 +304,7 @@ impl IngestService for Ingest {
                     Err(s) => ("refused", Some(format!("{:?}: {}", s.code(), s.message()))),
                 };
                 let logged_id = batch_id.clone();
+                let signal_total: u64 = signals.values().sum();
                 let event = Event::Batch {
                     batch_id,
                     outcome: outcome.to_owned(),
@@ -307,15 +318,32 @@ impl IngestService for Ingest {
                     // Refusals are summed up per kind, not fsynced one by one.
                     let kind = format!("Submit {:?}", status.code());
                     state.refusals.record(&state.audit, &name, &kind, event);
-                } else if let Err(e) = state.audit.append(&name, event, true) {
-                    // Acknowledged means durable, in the store and in the log.
-                    tracing::error!(error = %e, "could not append to the audit log");
-                    let _ = out_tx.send(Err(Status::from(ApiError::Unavailable))).await;
-                    break;
-                } else if outcome == "stored" {
-                    // The entry is on disk: the batch's trace can go.
-                    state.queue.audited(&name, &logged_id).await;
+                } else {
+                    let started = Instant::now();
+                    let appended = state.audit.append(&name, event, true);
+                    state.metrics.audit_append(started.elapsed());
+                    if let Err(e) = appended {
+                        // Acknowledged means durable, in the store and in the log.
+                        tracing::error!(error = %e, "could not append to the audit log");
+                        let _ = out_tx.send(Err(Status::from(ApiError::Unavailable))).await;
+                        break;
+                    }
+                    if outcome == "stored" {
+                        // The entry is on disk: the batch's trace can go.
+                        state.queue.audited(&name, &logged_id).await;
+                    }
                 }
+                state.metrics.batch(
+                    crate::metrics::Outcome {
+                        outcome,
+                        code: match &answer {
+                            Err(s) => format!("{:?}", s.code()),
+                            Ok(_) => String::new(),
+                        },
+                    },
+                    signal_total,
+                    received.elapsed(),
+                );
                 if out_tx.send(answer).await.is_err() || failed {
                     break;
                 }

@@ -24,6 +24,7 @@ mod ingest;
 mod intervention_text;
 pub(crate) mod interventions;
 mod limits;
+mod metrics;
 mod query;
 mod refusals;
 mod tables;
@@ -50,6 +51,7 @@ use wijkradar_store::{IngestQueue, Store, StoreError, WriterThread};
 
 pub use config::{ConfigError, Limits, RetentionConfig, ServerConfig};
 pub use dashboard::DashboardHandle;
+pub use metrics::MetricsHandle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -183,6 +185,9 @@ pub(crate) struct State {
     shared: alerts::SharedCache,
     /// Days after its end a period is released (`release.materialise_after_days`).
     materialise_after_days: u32,
+    metrics: metrics::Metrics,
+    /// The audit log's file, for its size.
+    audit_path: std::path::PathBuf,
 }
 
 impl State {
@@ -284,6 +289,8 @@ pub struct RunningServer {
     schedules: Vec<JoinHandle<()>>,
     /// The web dashboard, when configured.
     pub dashboard: Option<dashboard::DashboardHandle>,
+    /// The metrics listener, when configured.
+    pub metrics: Option<MetricsHandle>,
 }
 
 impl RunningServer {
@@ -309,11 +316,15 @@ impl RunningServer {
             store,
             schedules,
             dashboard,
+            metrics,
             state,
             ..
         } = self;
         if let Some(d) = dashboard {
             d.task.abort();
+        }
+        if let Some(m) = metrics {
+            m.task.abort();
         }
         // The state holds the ingest queue: the writer ends only once every
         // handle of it is gone.
@@ -462,6 +473,8 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         releases: tables::ReleaseCache::default(),
         shared: alerts::SharedCache::default(),
         materialise_after_days: config.release.materialise_after_days,
+        metrics: metrics::Metrics::default(),
+        audit_path: config.data_dir.join(wijkradar_audit::FILE_NAME),
     });
 
     let tls = ServerTlsConfig::new()
@@ -629,6 +642,10 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         Some(d) => Some(dashboard::start(state.clone(), d, &config.tls).await?),
         None => None,
     };
+    let metrics = match &config.metrics {
+        Some(m) => Some(metrics::start(state.clone(), m.listen).await?),
+        None => None,
+    };
     Ok(RunningServer {
         addr,
         store: state.store.clone(),
@@ -638,5 +655,6 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         writer,
         schedules,
         dashboard,
+        metrics,
     })
 }

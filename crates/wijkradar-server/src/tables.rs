@@ -214,6 +214,7 @@ impl<'q> Tables<'q> {
         if last >= self.closed_before {
             return Ok(Err(pb::CellStatus::Pending));
         }
+        let started = std::time::Instant::now();
         let totals = self.totals(measure, months)?;
         // Households only come in, except when retention erases a month: a
         // derived table whose window reaches an erased month may have lost
@@ -343,6 +344,7 @@ impl<'q> Tables<'q> {
             self.durable,
         );
         self.new_versions.set(self.new_versions.get() + 1);
+        state.metrics.release(started.elapsed());
         Ok(Ok((
             (stored.version, self.cells_of(&stored)),
             stored.state == state_of,

@@ -626,6 +626,11 @@ impl Store {
         }))
     }
 
+    /// The store's files on disk, in bytes (sled's own estimate).
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
     /// Number of distinct stored signals, kept at write time.
     pub fn signal_count(&self) -> Result<u64, StoreError> {
         read_counter(&self.db, SIGNAL_TOTAL)

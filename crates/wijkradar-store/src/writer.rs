@@ -232,6 +232,11 @@ impl std::fmt::Debug for Request {
 }
 
 impl IngestQueue {
+    /// Requests waiting for the writer now (for the queue-depth metric).
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Starts the writer thread; it ends when every queue handle is dropped,
     /// which [`WriterThread::join`] waits for.
     pub fn start(store: Store, depth: usize) -> (IngestQueue, WriterThread) {
