@@ -12,12 +12,11 @@ use wijkradar_tests::{ANALYST, PARTNER_A, TestServer, current_month};
 
 use crate::{batch, pseudonym, submit};
 
-/// `GET /metrics` over plain HTTP/1.1: the status line and the body.
-async fn scrape(addr: std::net::SocketAddr) -> (String, String) {
+/// `GET path` over plain HTTP/1.1: the status line and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tcp.read_to_end(&mut raw).await.unwrap();
     let text = String::from_utf8(raw).unwrap();
@@ -71,7 +70,7 @@ async fn a_scrape_counts_batches_refusals_and_runs_without_naming_anyone() {
     .await
     .unwrap();
 
-    let (status, body) = scrape(addr).await;
+    let (status, body) = http_get(addr, "/metrics").await;
     assert!(status.contains("200"), "{status}");
     let s = samples(&body);
     let get = |name: &str| {
@@ -117,13 +116,8 @@ async fn a_scrape_counts_batches_refusals_and_runs_without_naming_anyone() {
         assert!(!body.contains(&p[..12]), "a pseudonym in the scrape");
     }
     // Only /metrics is served.
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut raw = Vec::new();
-    tcp.read_to_end(&mut raw).await.unwrap();
-    assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 404"));
+    let (status, _) = http_get(addr, "/").await;
+    assert!(status.contains("404"), "{status}");
 }
 
 /// The example configuration turns the listener on, on localhost.

@@ -248,17 +248,7 @@ fn report(results: &[(Detector, f64, Outcome, Outcome)], budget: f64) -> String 
     columns.push("mediane vertraging (mnd)".to_owned());
     header(&mut s, &columns);
     for (d, _, o, _) in results {
-        let mut cells = vec![
-            d.name().to_owned(),
-            format!("{:.2}", o.false_alarms_per_100_area_years()),
-            format!("{:.3}", o.sensitivity()),
-            format!("{:.2}", o.sensitivity() / oracle),
-        ];
-        cells.extend(per_kind(|k| {
-            format!("{:.2}", o.sensitivity_where(|kk, _| kk == k).1)
-        }));
-        cells.push(lag_text(o));
-        row(&mut s, &cells);
+        row(&mut s, &outcome_cells(d.name(), o, oracle));
     }
     let _ = writeln!(
         s,
@@ -421,19 +411,25 @@ fn report_shown(rows: &[(&str, Outcome)], oracle: f64) -> String {
     columns.push("mediane vertraging (mnd)".to_owned());
     header(&mut s, &columns);
     for (name, o) in rows {
-        let mut cells = vec![
-            (*name).to_owned(),
-            format!("{:.2}", o.false_alarms_per_100_area_years()),
-            format!("{:.3}", o.sensitivity()),
-            format!("{:.2}", o.sensitivity() / oracle),
-        ];
-        cells.extend(per_kind(|k| {
-            format!("{:.2}", o.sensitivity_where(|kk, _| kk == k).1)
-        }));
-        cells.push(lag_text(o));
-        row(&mut s, &cells);
+        row(&mut s, &outcome_cells(name, o, oracle));
     }
     s
+}
+
+/// A calibrated outcome's row: false alarms, sensitivity, against the
+/// near-oracle, per kind of rise, median lag.
+fn outcome_cells(name: &str, o: &Outcome, oracle: f64) -> Vec<String> {
+    let mut cells = vec![
+        name.to_owned(),
+        format!("{:.2}", o.false_alarms_per_100_area_years()),
+        format!("{:.3}", o.sensitivity()),
+        format!("{:.2}", o.sensitivity() / oracle),
+    ];
+    cells.extend(per_kind(|k| {
+        format!("{:.2}", o.sensitivity_where(|kk, _| kk == k).1)
+    }));
+    cells.push(lag_text(o));
+    cells
 }
 
 /// A row of a Markdown table.
