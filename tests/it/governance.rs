@@ -64,7 +64,7 @@ fn access_file(oins: &[wijkradar_pki::Oin]) -> String {
     .concat()
 }
 
-async fn start(adjust: impl FnOnce(&mut wijkradar_server::ServerConfig)) -> TestServer {
+pub(crate) async fn start(adjust: impl FnOnce(&mut wijkradar_server::ServerConfig)) -> TestServer {
     TestServer::start_for(&ORGANISATIONS, |oins| Some(access_file(oins)), adjust).await
 }
 
@@ -77,6 +77,7 @@ enum Op {
     ExportAudit,
     Purge,
     Materialise,
+    Backup,
 }
 
 fn month_ago(n: i32) -> String {
@@ -137,6 +138,10 @@ async fn call(channel: Channel, op: Op, seq: usize) -> Result<(), tonic::Status>
             })
             .await
             .map(|_| ()),
+        Op::Backup => AdminServiceClient::new(channel)
+            .backup(pb::BackupRequest {})
+            .await
+            .map(|_| ()),
     }
 }
 
@@ -150,7 +155,7 @@ fn expected(org: &str, op: Op) -> Code {
         ("almere", Table("GM0034") | Alerts("GM0034") | Catalogue("GM0034")) => true,
         ("lelystad", Table("GM0995") | Alerts("GM0995") | Catalogue("GM0995")) => true,
         ("fg", ExportAudit) => true,
-        ("beheer", Purge | Materialise) => true,
+        ("beheer", Purge | Materialise | Backup) => true,
         _ => false,
     };
     if allowed {
@@ -160,7 +165,7 @@ fn expected(org: &str, op: Op) -> Code {
     }
 }
 
-const OPS: [Op; 17] = [
+const OPS: [Op; 18] = [
     Op::Submit("huurachterstand", ALMERE_BUURT),
     Op::Submit("huurachterstand", LELYSTAD_BUURT),
     Op::Submit("energieachterstand", ALMERE_BUURT),
@@ -178,6 +183,7 @@ const OPS: [Op; 17] = [
     Op::ExportAudit,
     Op::Purge,
     Op::Materialise,
+    Op::Backup,
 ];
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 mod access;
 pub(crate) mod alerts;
 mod attacks;
+mod backup;
 mod bad_input;
 mod browser;
 mod dashboard;

@@ -60,6 +60,25 @@ pub enum AdminCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Back up the store, its period keys and the audit log while the
+    /// server runs (operator): a new directory under the server's backup
+    /// directory, on the server's machine.
+    Backup {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Restore a backup into a new data directory (on the machine that
+    /// will run the server; the server is not running there yet). Every
+    /// file is checked against the backup's manifest and the audit log's
+    /// chain first.
+    Restore {
+        /// The backup directory (`wijkradar-20261202T194105Z`).
+        #[arg(long)]
+        from: PathBuf,
+        /// The new data directory: the server configuration's `data_dir`.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 /// Verifies `bytes` and prints the outcome; an error if it is not intact.
@@ -174,6 +193,51 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
                 .map_err(status_error)?
                 .into_inner();
             println!("{} tabellen gepubliceerd.", answer.tables_released);
+        }
+        AdminCommand::Backup { connection } => {
+            let mut client = AdminServiceClient::new(connection.connect().await?);
+            let answer = client
+                .backup(pb::BackupRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!(
+                "Reservekopie gemaakt op de server: {}\n  {} records ({:.1} MB), manifest SHA-256 {}",
+                answer.directory,
+                answer.records,
+                answer.bytes as f64 / 1e6,
+                answer.manifest_sha256
+            );
+            println!(
+                "Kopieer de map naar een andere plek; bewaar haar niet langer dan de bewaartermijn toelaat."
+            );
+        }
+        AdminCommand::Restore { from, data_dir } => {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "terugzetten [{bar:30}] {bytes}/{total_bytes} {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            let restored = tokio::task::spawn_blocking(move || {
+                wijkradar_server::backup::restore(&from, &data_dir, |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })
+                .map(|r| (r, data_dir))
+            })
+            .await?;
+            let (restored, data_dir) = restored?;
+            println!(
+                "Teruggezet: {} records van de reservekopie van {} in {}.\nStart de server met data_dir = {} en de serversleutel met id {}.",
+                restored.records,
+                restored.created,
+                data_dir.display(),
+                data_dir.display(),
+                restored.server_key_id
+            );
         }
     }
     Ok(())

@@ -54,6 +54,28 @@ pub struct ServerConfig {
     /// Metrics in the Prometheus format; off when absent.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    #[serde(default)]
+    pub backup: BackupConfig,
+}
+
+/// Where `wijkradar admin backup` writes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Each backup is a new directory in here; default `data_dir/backups`.
+    /// Copy backups off the machine: a disk that fails takes both along.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    /// The directory backups go into.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("backups"))
+    }
 }
 
 /// The metrics listener: plain HTTP, `GET /metrics`. Bind it to an address
@@ -315,6 +337,7 @@ impl ServerConfig {
             None => Vec::new(),
         };
         let base_file = config.release.household_base.as_mut();
+        let backup_dir = config.backup.dir.as_mut();
         for p in [
             &mut config.data_dir,
             &mut config.tls.client_ca,
@@ -325,6 +348,7 @@ impl ServerConfig {
         ]
         .into_iter()
         .chain(base_file)
+        .chain(backup_dir)
         .chain(oidc_files)
         {
             if p.is_relative() {

@@ -107,6 +107,7 @@ impl DevSetup {
             signal_types: None,
             dashboard: None,
             metrics: None,
+            backup: Default::default(),
         };
         Ok(DevSetup {
             dir: dir.to_owned(),

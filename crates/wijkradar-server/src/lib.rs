@@ -13,6 +13,7 @@ pub mod access;
 pub mod alerts;
 mod answer;
 mod auth;
+pub mod backup;
 pub mod config;
 mod conns;
 pub mod convert;
@@ -88,6 +89,8 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("{0}")]
     Dashboard(String),
+    #[error("backup: {0}")]
+    Backup(String),
 }
 
 /// Writes the audit entries of batches stored just before a crash, whose
@@ -186,8 +189,10 @@ pub(crate) struct State {
     /// Days after its end a period is released (`release.materialise_after_days`).
     materialise_after_days: u32,
     metrics: metrics::Metrics,
-    /// The audit log's file, for its size.
+    /// The audit log's file, for its size and for backups.
     audit_path: std::path::PathBuf,
+    /// Where backups go.
+    backup_dir: std::path::PathBuf,
 }
 
 impl State {
@@ -475,6 +480,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         materialise_after_days: config.release.materialise_after_days,
         metrics: metrics::Metrics::default(),
         audit_path: config.data_dir.join(wijkradar_audit::FILE_NAME),
+        backup_dir: config.backup_dir(),
     });
 
     let tls = ServerTlsConfig::new()

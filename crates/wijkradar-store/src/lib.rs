@@ -41,6 +41,7 @@
 #![deny(rust_2018_idioms)]
 
 mod alert_status;
+pub mod backup;
 mod interventions;
 mod shred;
 mod unaudited;
@@ -84,6 +85,13 @@ pub enum StoreError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("backup {path}: {source}")]
+    Backup {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("backup: {0}")]
+    BackupFormat(String),
 }
 
 /// One signal as the store keeps it.

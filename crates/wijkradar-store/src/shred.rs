@@ -114,6 +114,11 @@ pub(crate) struct PeriodKeys {
 }
 
 impl PeriodKeys {
+    /// The file of the secrets.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub(crate) fn open(path: &Path) -> Result<PeriodKeys, StoreError> {
         let io = |source| StoreError::Keys {
             path: path.to_owned(),

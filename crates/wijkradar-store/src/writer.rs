@@ -203,6 +203,11 @@ enum Request {
         flush: bool,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// A copy of the store into a directory ([`crate::backup`]).
+    Backup {
+        dir: std::path::PathBuf,
+        reply: oneshot::Sender<Result<crate::backup::Copied, StoreError>>,
+    },
 }
 
 /// What a purge removed.
@@ -227,6 +232,7 @@ impl std::fmt::Debug for Request {
             Request::Purge { .. } => f.write_str("Purge"),
             Request::Put { .. } => f.write_str("Put"),
             Request::Forget { .. } => f.write_str("Forget"),
+            Request::Backup { .. } => f.write_str("Backup"),
         }
     }
 }
@@ -305,6 +311,21 @@ impl IngestQueue {
         // partner name cannot come from a certificate).
         self.put(crate::unaudited::key("", ""), None, false, true)
             .await
+    }
+
+    /// Copies the store into the existing, empty directory `dir` between
+    /// two of the writer's rounds: whole batches only. Writes wait
+    /// meanwhile (about a second per million signals).
+    pub async fn backup(
+        &self,
+        dir: std::path::PathBuf,
+    ) -> Result<crate::backup::Copied, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Request::Backup { dir, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
+        answer.await.map_err(|_| StoreError::Unavailable)?
     }
 
     /// Stores a new version of an intervention; returns once it is
@@ -386,11 +407,20 @@ struct Next {
     put: Option<PutArgs>,
     /// [`Request::Forget`]s: they do not end a group.
     removals: Vec<Vec<u8>>,
+    backup: Option<BackupArgs>,
 }
+
+type BackupArgs = (
+    std::path::PathBuf,
+    oneshot::Sender<Result<crate::backup::Copied, StoreError>>,
+);
 
 impl Next {
     fn open(&self) -> bool {
-        self.purge.is_none() && self.put.is_none() && self.group.len() < MAX_GROUP
+        self.purge.is_none()
+            && self.put.is_none()
+            && self.backup.is_none()
+            && self.group.len() < MAX_GROUP
     }
 
     fn take(&mut self, request: Request) {
@@ -398,6 +428,7 @@ impl Next {
             Request::Batch { batch, reply } => self.group.push((batch, reply)),
             Request::Purge { first_kept, reply } => self.purge = Some((first_kept, reply)),
             Request::Forget { key } => self.removals.push(key),
+            Request::Backup { dir, reply } => self.backup = Some((dir, reply)),
             Request::Put {
                 key,
                 value,
@@ -432,6 +463,7 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
             purge,
             put,
             removals,
+            backup,
         } = next;
         if !group.is_empty() {
             poisoned = write_group(&store, &mut state, group, poisoned);
@@ -455,6 +487,14 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
                 Err(StoreError::Unavailable)
             } else {
                 put_record(&store, key, value, if_absent, flush)
+            };
+            let _ = reply.send(result);
+        }
+        if let Some((dir, reply)) = backup {
+            let result = if poisoned {
+                Err(StoreError::Unavailable)
+            } else {
+                crate::backup::dump(&store, &dir)
             };
             let _ = reply.send(result);
         }
