@@ -151,3 +151,65 @@ async fn clients_without_a_valid_certificate_from_the_ca_are_refused() {
         "an expired certificate"
     );
 }
+
+/// After a key rotation's overlap, the operator retires the old key id for
+/// a partner in the access file and reloads it (SIGHUP): batches under that
+/// key are refused, naming `batch.key_id`, and nothing of them is stored;
+/// the partner's batches under its current key are still taken.
+#[tokio::test]
+async fn batches_under_a_retired_key_are_refused_after_a_reload() {
+    let server = TestServer::start().await;
+    let month = wijkradar_tests::current_month().plus(-1).to_string();
+    let old_key = crate::KEY_ID;
+    let accepted = crate::submit(
+        server.channel(PARTNER_A).await,
+        vec![crate::batch(
+            "before",
+            "huurachterstand",
+            "BU00340101",
+            &month,
+            1,
+            3,
+        )],
+    )
+    .await;
+    assert!(accepted[0].is_ok(), "{accepted:?}");
+
+    let path = &server.setup.config.access;
+    let text = std::fs::read_to_string(path).unwrap();
+    // partner-a is the file's first organisation, and its only partner
+    // grant before partner-b's.
+    let retired = text.replacen(
+        "partner = { ",
+        &format!("partner = {{ retired_key_ids = [\"{old_key}\"], "),
+        1,
+    );
+    assert_ne!(retired, text);
+    std::fs::write(path, &retired).unwrap();
+    server.reload_access();
+
+    let stored = server.store().signal_count().unwrap();
+    let refused = crate::submit(
+        server.channel(PARTNER_A).await,
+        vec![crate::batch(
+            "after",
+            "huurachterstand",
+            "BU00340101",
+            &month,
+            2,
+            3,
+        )],
+    )
+    .await;
+    let status = refused[0].as_ref().unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(crate::bad_fields(status), vec!["batch.key_id"]);
+    assert!(status.message().contains("retired"), "{}", status.message());
+    assert_eq!(server.store().signal_count().unwrap(), stored);
+
+    // Under the current key the same signals are taken.
+    let mut current = crate::batch("current", "huurachterstand", "BU00340101", &month, 2, 3);
+    current.key_id = "GM0034.2027.0011223344556677".into();
+    let accepted = crate::submit(server.channel(PARTNER_A).await, vec![current]).await;
+    assert!(accepted[0].is_ok(), "{accepted:?}");
+}

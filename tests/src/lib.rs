@@ -116,6 +116,14 @@ impl TestServer {
         self.running().dashboard.as_ref()
     }
 
+    /// Reads the access file again, as SIGHUP does; how many organisations
+    /// it names.
+    pub fn reload_access(&self) -> usize {
+        self.running()
+            .reload_access()
+            .expect("the access file loads")
+    }
+
     /// The running metrics listener, when the config turned it on.
     pub fn metrics(&self) -> Option<&wijkradar_server::MetricsHandle> {
         self.running().metrics.as_ref()

@@ -15,7 +15,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use wijkradar_domain::{AreaCode, Catalogue, GemeenteCode, Hierarchy, SignalTypeName};
+use wijkradar_domain::{
+    AreaCode, Catalogue, GemeenteCode, Hierarchy, PseudonymKeyId, SignalTypeName,
+};
 use wijkradar_pki::{Identity, Oin};
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,10 @@ struct EntryFile {
 struct PartnerFile {
     signal_types: Vec<String>,
     municipalities: Vec<String>,
+    /// Pseudonymisation key ids (epochs) no longer accepted from this
+    /// partner, after a key rotation's overlap has ended.
+    #[serde(default)]
+    retired_key_ids: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +133,8 @@ pub struct Organisation {
 pub struct PartnerGrant {
     pub signal_types: BTreeSet<SignalTypeName>,
     pub municipalities: BTreeSet<GemeenteCode>,
+    /// Key ids whose batches are refused.
+    pub retired_key_ids: BTreeSet<PseudonymKeyId>,
 }
 
 impl Organisation {
@@ -284,9 +292,19 @@ impl AccessPolicy {
                             "partner: name at least one signal type and municipality".into(),
                         ));
                     }
+                    let retired_key_ids = p
+                        .retired_key_ids
+                        .iter()
+                        .map(|k| {
+                            PseudonymKeyId::new(k).map_err(|e| {
+                                problem(format!("partner.retired_key_ids: `{k}`: {e}"))
+                            })
+                        })
+                        .collect::<Result<BTreeSet<_>, _>>()?;
                     Some(PartnerGrant {
                         signal_types,
                         municipalities,
+                        retired_key_ids,
                     })
                 }
             };

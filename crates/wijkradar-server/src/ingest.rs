@@ -76,7 +76,7 @@ impl Ingest {
             now: current_month(),
         };
         let checked = batch_from_proto(req, &rules)?;
-        check_grant(partner, &checked.batch.signals)?;
+        check_grant(partner, &checked.batch.key_id, &checked.batch.signals)?;
         check_retention(&checked.batch.signals, &state.retention, rules.now)?;
         state
             .limiter
@@ -111,15 +111,25 @@ impl Ingest {
     }
 }
 
-/// Refuses the whole batch if any signal is of a type or municipality the
+/// Refuses the whole batch if its key is retired for the partner, or if any signal is of a type or municipality the
 /// partner is not granted; the partner learns which of its own signals.
 fn check_grant(
     partner: &Organisation,
+    key_id: &wijkradar_domain::PseudonymKeyId,
     signals: &[wijkradar_domain::Signal],
 ) -> Result<(), ApiError> {
     let Some(grant) = &partner.partner else {
         return Err(ApiError::Internal);
     };
+    if grant.retired_key_ids.contains(key_id) {
+        return Err(ApiError::Forbidden(Violation::new(
+            "batch.key_id",
+            format!(
+                "pseudonymisation key {key_id} is retired for organisation `{}`: pseudonymise with the current key (`wijkradar keys derive`) and send again",
+                partner.name
+            ),
+        )));
+    }
     for (i, s) in signals.iter().enumerate() {
         if !grant.signal_types.contains(&s.signal_type) {
             return Err(ApiError::Forbidden(Violation::new(
