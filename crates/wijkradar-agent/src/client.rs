@@ -117,6 +117,53 @@ pub fn make_batches(signals: Vec<pb::Signal>, key_id: &str, batch_size: usize) -
 /// Sends `batches` on one stream, keeping several in flight. `on_ack` is
 /// called once per acknowledged batch, in order, with the batch's index and
 /// whether it was new; only then may the caller forget the batch.
+/// What the aggregator accepts from this partner (`GetIngestPolicy`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestPolicy {
+    /// Per granted signal type, the first month kept.
+    pub first_kept: std::collections::BTreeMap<String, wijkradar_domain::Month>,
+    pub current_month: Option<wijkradar_domain::Month>,
+}
+
+/// Asks the aggregator what it accepts from this partner.
+pub async fn ingest_policy(channel: Channel) -> Result<IngestPolicy, ClientError> {
+    let answer = IngestServiceClient::new(channel)
+        .get_ingest_policy(pb::GetIngestPolicyRequest {})
+        .await
+        .map_err(ClientError::Refused)?
+        .into_inner();
+    Ok(IngestPolicy {
+        first_kept: answer
+            .signal_types
+            .into_iter()
+            .filter_map(|t| Some((t.signal_type, t.first_month.parse().ok()?)))
+            .collect(),
+        current_month: answer.current_month.parse().ok(),
+    })
+}
+
+/// Whether a refusal concerns the batch itself, so that sending it again
+/// would be refused again: a field of the batch at fault, a batch id
+/// reused with other content, a batch too large. Not: an outage, the rate
+/// limit, or a certificate or grant that refuses every batch.
+pub fn refuses_the_batch(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    use tonic_types::StatusExt;
+    let names_the_batch = status.get_details_bad_request().is_some_and(|b| {
+        b.field_violations
+            .iter()
+            .any(|v| v.field.starts_with("batch"))
+    });
+    match status.code() {
+        Code::AlreadyExists => true,
+        Code::InvalidArgument | Code::PermissionDenied | Code::FailedPrecondition => {
+            names_the_batch
+        }
+        Code::ResourceExhausted => retry_after(status).is_none() && names_the_batch,
+        _ => false,
+    }
+}
+
 /// How long the aggregator asks to wait, when it refused a batch because
 /// the partner is over its rate limit ("… retry in N ms").
 pub fn retry_after(status: &tonic::Status) -> Option<std::time::Duration> {

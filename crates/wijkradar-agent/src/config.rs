@@ -283,6 +283,7 @@ impl PartnerConfig {
             pc6,
             key,
             now,
+            first_kept: Default::default(),
         }
     }
 

@@ -98,6 +98,10 @@ pub struct ExportRules<'a> {
     pub key: &'a PartnerKey,
     /// The current month: later months are rejected.
     pub now: Month,
+    /// Per signal type, the first month the aggregator keeps (its
+    /// retention, from `GetIngestPolicy`): a signal of an earlier month is
+    /// rejected here, not refused there. Empty when not known.
+    pub first_kept: BTreeMap<String, Month>,
 }
 
 /// Column positions, resolved from the header once.
@@ -415,14 +419,21 @@ pub fn read_export(
         })();
         match signal {
             Ok((pseudonym, buurt, month)) => {
-                let month = month.to_string();
+                let label = month.to_string();
                 for &r in &types {
+                    let signal_type = rules.signals[r].signal_type.as_str();
+                    if let Some(first) = rules.first_kept.get(signal_type).filter(|&&f| month < f) {
+                        reject(Cow::Owned(format!(
+                            "{signal_type}: maand valt buiten de bewaartermijn van de aggregator (bewaard vanaf {first})"
+                        )));
+                        continue;
+                    }
                     per_rule[r] += 1;
                     sink(pb::Signal {
                         pseudonym: pseudonym.clone(),
                         buurt_code: buurt.clone(),
-                        signal_type: rules.signals[r].signal_type.to_string(),
-                        month: month.clone(),
+                        signal_type: signal_type.to_owned(),
+                        month: label.clone(),
                         severity: None,
                     });
                 }

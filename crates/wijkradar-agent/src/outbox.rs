@@ -13,6 +13,7 @@
 //! | key | value |
 //! |---|---|
 //! | `Q` · sequence (u64) | a pending batch (protobuf `wijkradar.v1.Batch`) |
+//! | `R` · sequence (u64) | a batch the aggregator refused for good, set aside: see [`SetAside`] |
 //! | `I` · SHA-256 of the export file | the import record, see [`Import`] |
 //! | `N` | the next sequence number (u64) |
 
@@ -30,6 +31,13 @@ pub enum OutboxError {
     Sled(#[from] sled::Error),
     #[error("outbox: a record is damaged ({0})")]
     Corrupt(&'static str),
+    #[error("no batch number {0} is set aside (`wijkradar agent status` lists them)")]
+    NotSetAside(u64),
+    #[error("{path}: {source}")]
+    Trail {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// One export as it was imported.
@@ -93,6 +101,46 @@ pub struct Status {
     pub per_month: BTreeMap<String, u64>,
     /// Every export imported so far, oldest first.
     pub imports: Vec<Import>,
+    /// Batches the aggregator refused for good, not sent again.
+    pub set_aside: Vec<SetAside>,
+}
+
+/// A batch the aggregator refused for good (a field of it at fault, not an
+/// outage): kept apart so that it blocks nothing and is not sent again,
+/// until someone discards it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    pub seq: u64,
+    pub batch_id: String,
+    pub key_id: String,
+    pub signals: u64,
+    pub per_type: BTreeMap<String, u64>,
+    pub months: Vec<String>,
+    /// The aggregator's answer, as a person reads it.
+    pub reason: String,
+    /// When, in seconds since 1970 (UTC).
+    pub at: u64,
+}
+
+impl SetAside {
+    fn of(seq: u64, batch: &pb::Batch, reason: String, at: u64) -> SetAside {
+        let mut per_type = BTreeMap::new();
+        let mut months = std::collections::BTreeSet::new();
+        for s in &batch.signals {
+            *per_type.entry(s.signal_type.clone()).or_default() += 1;
+            months.insert(s.month.clone());
+        }
+        SetAside {
+            seq,
+            batch_id: batch.batch_id.clone(),
+            key_id: batch.key_id.clone(),
+            signals: batch.signals.len() as u64,
+            per_type,
+            months: months.into_iter().collect(),
+            reason,
+            at,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +149,7 @@ pub struct Outbox {
 }
 
 const QUEUE: u8 = b'Q';
+const SET_ASIDE: u8 = b'R';
 const IMPORT: u8 = b'I';
 const NEXT: &[u8] = b"N";
 
@@ -186,6 +235,97 @@ impl Outbox {
         Ok(())
     }
 
+    /// Moves pending batch `seq` aside, with the aggregator's reason, and
+    /// flushes: it is not sent again.
+    pub fn set_aside(&self, seq: u64, reason: &str, at: u64) -> Result<(), OutboxError> {
+        let Some(batch) = self.db.get(queue_key(seq))? else {
+            return Ok(());
+        };
+        let mut value = Vec::with_capacity(12 + reason.len() + batch.len());
+        value.extend_from_slice(&at.to_be_bytes());
+        value.extend_from_slice(&(reason.len() as u32).to_be_bytes());
+        value.extend_from_slice(reason.as_bytes());
+        value.extend_from_slice(&batch);
+        let mut writes = sled::Batch::default();
+        writes.remove(&queue_key(seq)[..]);
+        writes.insert(&set_aside_key(seq)[..], value);
+        self.db.apply_batch(writes)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Every batch set aside, oldest first.
+    pub fn set_aside_batches(&self) -> Result<Vec<SetAside>, OutboxError> {
+        let corrupt = || OutboxError::Corrupt("set-aside batch");
+        let mut out = Vec::new();
+        for entry in self.db.scan_prefix([SET_ASIDE]) {
+            let (k, v) = entry?;
+            let seq = u64::from_be_bytes(
+                k.get(1..9)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(corrupt)?,
+            );
+            let at = u64::from_be_bytes(
+                v.get(..8)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(corrupt)?,
+            );
+            let len = u32::from_be_bytes(
+                v.get(8..12)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(corrupt)?,
+            ) as usize;
+            let reason = String::from_utf8(v.get(12..12 + len).ok_or_else(corrupt)?.to_vec())
+                .map_err(|_| corrupt())?;
+            let batch =
+                pb::Batch::decode(v.get(12 + len..).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+            out.push(SetAside::of(seq, &batch, reason, at));
+        }
+        Ok(out)
+    }
+
+    /// Discards a batch set aside: first a line in the trail file `trail`
+    /// (JSON: when, who, the batch's id, key, signals per type, months and
+    /// the aggregator's reason; no pseudonym), flushed, then the batch.
+    pub fn discard(
+        &self,
+        seq: u64,
+        trail: &Path,
+        by: &str,
+        at: u64,
+    ) -> Result<SetAside, OutboxError> {
+        let Some(found) = self.set_aside_batches()?.into_iter().find(|b| b.seq == seq) else {
+            return Err(OutboxError::NotSetAside(seq));
+        };
+        let line = serde_json::json!({
+            "discarded_at": at,
+            "by": by,
+            "batch_id": found.batch_id,
+            "key_id": found.key_id,
+            "signals": found.signals,
+            "per_type": found.per_type,
+            "months": found.months,
+            "set_aside_at": found.at,
+            "reason": found.reason,
+        });
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let trail_error = |source| OutboxError::Trail {
+            path: trail.display().to_string(),
+            source,
+        };
+        let mut file = options.open(trail).map_err(trail_error)?;
+        use std::io::Write as _;
+        writeln!(file, "{line}")
+            .and_then(|()| file.sync_all())
+            .map_err(trail_error)?;
+        self.db.remove(set_aside_key(seq))?;
+        self.db.flush()?;
+        Ok(found)
+    }
+
     pub fn status(&self) -> Result<Status, OutboxError> {
         let mut s = Status::default();
         for (_, batch) in self.pending()? {
@@ -202,12 +342,19 @@ impl Outbox {
                 .push(Import::decode(&v).ok_or(OutboxError::Corrupt("import record"))?);
         }
         s.imports.sort_by_key(|i| i.at);
+        s.set_aside = self.set_aside_batches()?;
         Ok(s)
     }
 }
 
 fn queue_key(seq: u64) -> [u8; 9] {
     let mut k = [QUEUE; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn set_aside_key(seq: u64) -> [u8; 9] {
+    let mut k = [SET_ASIDE; 9];
     k[1..].copy_from_slice(&seq.to_be_bytes());
     k
 }

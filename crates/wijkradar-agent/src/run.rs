@@ -158,6 +158,8 @@ pub struct SendReport {
     pub signals: u64,
     pub stored: usize,
     pub already_stored: usize,
+    /// Batches the aggregator refused for good, set aside in the outbox.
+    pub set_aside: usize,
 }
 
 /// Longest wait the agent accepts when the aggregator says the partner is
@@ -167,8 +169,11 @@ const MAX_RATE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 /// Sends every pending batch of the outbox. `on_ack` is told the signals
 /// acknowledged so far, before the batch is removed from the outbox. When
 /// the aggregator refuses a batch because the partner is over its rate
-/// limit, waits as long as it says and sends the rest. On another error,
-/// whatever was not acknowledged stays in the outbox.
+/// limit, waits as long as it says and sends the rest. A batch refused for
+/// good ([`client::refuses_the_batch`]: a field of it at fault) is set
+/// aside with the reason, and the rest is sent. On another error (an
+/// outage, a certificate refused), whatever was not acknowledged stays in
+/// the outbox for the next run.
 pub async fn send_pending(
     outbox: &Outbox,
     channel: Channel,
@@ -178,22 +183,31 @@ pub async fn send_pending(
     loop {
         let done = total.signals;
         let result = send_pending_once(outbox, channel.clone(), |n| on_ack(done + n)).await;
-        let (report, error) = match result {
+        let (report, error, failed) = match result {
             Ok(report) => return Ok(total.add(report)),
-            Err((report, error)) => (report, error),
+            Err(e) => e,
         };
         total = total.add(report);
-        match &error {
-            RunError::Client(ClientError::Refused(status)) => match client::retry_after(status) {
-                Some(wait) if wait <= MAX_RATE_WAIT => {
-                    tracing::info!(
-                        wait_ms = wait.as_millis() as u64,
-                        "over the rate limit; waiting"
-                    );
-                    tokio::time::sleep(wait).await;
+        match (&error, failed) {
+            (RunError::Client(ClientError::Refused(status)), Some(seq))
+                if client::refuses_the_batch(status) =>
+            {
+                tracing::warn!(code = ?status.code(), "a batch was refused for good; set aside");
+                outbox.set_aside(seq, &client::describe_status(status), unix_now())?;
+                total.set_aside += 1;
+            }
+            (RunError::Client(ClientError::Refused(status)), _) => {
+                match client::retry_after(status) {
+                    Some(wait) if wait <= MAX_RATE_WAIT => {
+                        tracing::info!(
+                            wait_ms = wait.as_millis() as u64,
+                            "over the rate limit; waiting"
+                        );
+                        tokio::time::sleep(wait).await;
+                    }
+                    _ => return Err(error),
                 }
-                _ => return Err(error),
-            },
+            }
             _ => return Err(error),
         }
     }
@@ -206,17 +220,26 @@ impl SendReport {
             signals: self.signals + other.signals,
             stored: self.stored + other.stored,
             already_stored: self.already_stored + other.already_stored,
+            set_aside: self.set_aside + other.set_aside,
         }
     }
 }
 
-/// One stream of [`send_pending`]; on an error, also what it acknowledged.
+/// Seconds since 1970 (UTC).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One stream of [`send_pending`]; on an error, also what it acknowledged
+/// and the sequence number of the batch it failed on, if any.
 async fn send_pending_once(
     outbox: &Outbox,
     channel: Channel,
     mut on_ack: impl FnMut(u64),
-) -> Result<SendReport, (SendReport, RunError)> {
-    let fail = |e: RunError| (SendReport::default(), e);
+) -> Result<SendReport, (SendReport, RunError, Option<u64>)> {
+    let fail = |e: RunError| (SendReport::default(), e, None);
     let pending = outbox.pending().map_err(|e| fail(e.into()))?;
     if pending.is_empty() {
         return Ok(SendReport::default());
@@ -257,6 +280,7 @@ async fn send_pending_once(
             signals,
             stored,
             already_stored,
+            set_aside: 0,
         }),
         Err(e) => Err((
             SendReport {
@@ -264,8 +288,11 @@ async fn send_pending_once(
                 signals,
                 stored,
                 already_stored,
+                set_aside: 0,
             },
             e.into(),
+            // Batches are answered in order: the first unanswered failed.
+            seqs.get(stored + already_stored).map(|&(seq, _)| seq),
         )),
     }
 }

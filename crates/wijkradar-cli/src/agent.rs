@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use wijkradar_agent::client::IngestPolicy;
 use wijkradar_agent::export::ExportSummary;
 use wijkradar_agent::outbox::Import;
 use wijkradar_agent::run::{Prepared, SendReport, prepare, send_pending};
@@ -27,10 +28,24 @@ pub enum AgentCommand {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Show what the outbox holds and which exports were imported.
+    /// Show what the outbox holds, which exports were imported, and the
+    /// batches the aggregator refused for good (set aside).
     Status {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Discard batches the aggregator refused for good, after reading why
+    /// (`agent status`): each is written first to the trail file beside
+    /// the outbox (`<outbox>.weggegooid.jsonl`), without pseudonyms.
+    Discard {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The batch's number as `agent status` shows it; repeatable.
+        #[arg(long = "batch", required_unless_present = "all")]
+        batches: Vec<u64>,
+        /// Every batch set aside.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -106,11 +121,45 @@ impl Partner {
         Ok(Partner { config, key, pc6 })
     }
 
-    fn rules(&self) -> ExportRules<'_> {
-        self.config.rules(&self.pc6, &self.key, current_month())
+    /// The rows' rules, with what the aggregator accepts when it told.
+    fn rules(&self, policy: Option<&IngestPolicy>) -> ExportRules<'_> {
+        let mut rules = self.config.rules(&self.pc6, &self.key, current_month());
+        if let Some(p) = policy {
+            rules.first_kept = p.first_kept.clone();
+        }
+        rules
     }
 
-    fn prepare(&self, export: &Path) -> anyhow::Result<Prepared> {
+    /// Asks the aggregator what it accepts, so that rows past its
+    /// retention are rejected here. Without an answer the rows are kept,
+    /// and the aggregator refuses their batches later (set aside).
+    async fn policy(&self) -> Option<IngestPolicy> {
+        let ask = async {
+            let channel = wijkradar_agent::connect(
+                &self.config.aggregator.url,
+                &self.config.aggregator.tls(),
+            )
+            .await?;
+            wijkradar_agent::client::ingest_policy(channel).await
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(15), ask).await {
+            Ok(Ok(p)) => Some(p),
+            Ok(Err(e)) => {
+                eprintln!(
+                    "let op: het beleid van de aggregator is niet op te halen ({e}); regels van vóór de bewaartermijn worden pas bij het versturen geweigerd"
+                );
+                None
+            }
+            Err(_) => {
+                eprintln!(
+                    "let op: de aggregator antwoordt niet binnen 15 s; regels van vóór de bewaartermijn worden pas bij het versturen geweigerd"
+                );
+                None
+            }
+        }
+    }
+
+    fn prepare(&self, export: &Path, policy: Option<&IngestPolicy>) -> anyhow::Result<Prepared> {
         let size = std::fs::metadata(export)
             .with_context(|| format!("{}", export.display()))?
             .len();
@@ -118,9 +167,12 @@ impl Partner {
             size,
             "lezen en pseudonimiseren [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",
         );
-        let prepared = prepare(export, &self.rules(), self.config.agent.batch_size, |n| {
-            reading.set_position(n)
-        });
+        let prepared = prepare(
+            export,
+            &self.rules(policy),
+            self.config.agent.batch_size,
+            |n| reading.set_position(n),
+        );
         reading.finish_and_clear();
         Ok(prepared?)
     }
@@ -131,7 +183,8 @@ impl Partner {
 pub async fn run_export(partner: &Partner, export: &Path) -> anyhow::Result<Outcome> {
     let config = &partner.config;
     let outbox = Outbox::open(&config.agent.outbox)?;
-    let prepared = partner.prepare(export)?;
+    let policy = partner.policy().await;
+    let prepared = partner.prepare(export, policy.as_ref())?;
     let earlier = outbox.imported(&prepared.digest)?;
     let mut outcome = Outcome {
         export: ExportSummary::default(),
@@ -264,6 +317,13 @@ pub fn summary_text(o: &Outcome) -> String {
         o.sent.already_stored,
         dutch(o.still_pending)
     );
+    if o.sent.set_aside > 0 {
+        let _ = writeln!(
+            s,
+            "  apart gezet: {} batches die de aggregator blijvend weigert; `wijkradar agent status` zegt waarom",
+            o.sent.set_aside
+        );
+    }
     if let Some(path) = &o.reject_report {
         let _ = writeln!(
             s,
@@ -324,7 +384,8 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
             let config = PartnerConfig::load(&args.config)?;
             let partner = Partner::load(config)?;
             if args.dry_run {
-                let prepared = partner.prepare(&args.export)?;
+                let policy = partner.policy().await;
+                let prepared = partner.prepare(&args.export, policy.as_ref())?;
                 if let Some(path) = reject_report(&partner.config, &args.export, &prepared.summary)?
                 {
                     println!("Afgewezen regels: {}", path.display());
@@ -349,6 +410,12 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
                 sent.already_stored,
                 dutch(pending)
             );
+            if sent.set_aside > 0 {
+                println!(
+                    "apart gezet: {} batches die de aggregator blijvend weigert; `wijkradar agent status` zegt waarom",
+                    sent.set_aside
+                );
+            }
         }
         AgentCommand::Status { config } => {
             let config = PartnerConfig::load(&config)?;
@@ -366,6 +433,30 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
             for (m, n) in &status.per_month {
                 println!("  maand {m}: {}", dutch(*n));
             }
+            if !status.set_aside.is_empty() {
+                println!(
+                    "Apart gezet (de aggregator weigert ze blijvend; niet opnieuw verstuurd):"
+                );
+                for b in &status.set_aside {
+                    println!(
+                        "  batch {}: {} signalen ({}), maanden {}, sleutel {}, apart gezet {}\n    {}",
+                        b.seq,
+                        dutch(b.signals),
+                        b.per_type
+                            .iter()
+                            .map(|(t, n)| format!("{t} {n}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        b.months.join(" "),
+                        b.key_id,
+                        time_text(b.at),
+                        b.reason.replace('\n', "\n    ")
+                    );
+                }
+                println!(
+                    "  Herstel de oorzaak en lees de export opnieuw in, of gooi ze weg: wijkradar agent discard --config … --batch N"
+                );
+            }
             if !status.imports.is_empty() {
                 println!("Ingelezen exports:");
                 for i in &status.imports {
@@ -380,8 +471,42 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
                 }
             }
         }
+        AgentCommand::Discard {
+            config,
+            batches,
+            all,
+        } => {
+            let config = PartnerConfig::load(&config)?;
+            let outbox = Outbox::open(&config.agent.outbox)?;
+            let trail = discard_trail(&config);
+            let seqs: Vec<u64> = if all {
+                outbox.set_aside_batches()?.iter().map(|b| b.seq).collect()
+            } else {
+                batches
+            };
+            let by = std::env::var("USER").unwrap_or_else(|_| "onbekend".into());
+            for seq in seqs {
+                let b = outbox.discard(seq, &trail, &by, wijkradar_agent::run::unix_now())?;
+                println!(
+                    "batch {seq} weggegooid: {} signalen ({})",
+                    dutch(b.signals),
+                    b.batch_id
+                );
+            }
+            println!("Vastgelegd in {}", trail.display());
+        }
     }
     Ok(())
+}
+
+/// The trail of discarded batches, beside the outbox.
+pub fn discard_trail(config: &PartnerConfig) -> PathBuf {
+    let outbox = &config.agent.outbox;
+    let name = outbox
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "outbox".into());
+    outbox.with_file_name(format!("{name}.weggegooid.jsonl"))
 }
 
 fn time_text(unix: u64) -> String {

@@ -329,7 +329,8 @@ fn the_outbox_survives_a_killed_aggregator_and_a_killed_agent_and_counts_end_exa
 #[test]
 fn a_dry_run_shows_what_would_go_out_and_keeps_and_sends_nothing() {
     let site = Site::new();
-    // No aggregator runs: a dry run never connects.
+    // No aggregator runs: a dry run sends nothing (it asks the aggregator
+    // what it accepts, here in vain, and goes on).
     let out = site.ok(&[&RUN_EXPORT[..], &["--dry-run"]].concat());
     assert!(out.contains("niets verstuurd"), "{out}");
     assert!(
@@ -449,4 +450,110 @@ fn malformed_exports_give_a_clear_message_and_nothing_is_kept_or_sent() {
     assert_eq!(site.pending(), 0);
     let status = site.ok(&STATUS);
     assert!(!status.contains("Ingelezen exports"), "{status}");
+}
+
+/// The aggregator keeps 12 months. Rows of an older month are rejected at
+/// the partner once the agent knows that (`GetIngestPolicy`), and listed in
+/// the reject report with the reason. Batches that were already in the
+/// outbox when the aggregator could not be asked are refused for good:
+/// they are set aside, the rest is sent, `agent status` says why, and
+/// `agent discard` removes them with a trail at the partner.
+#[test]
+fn rows_past_retention_are_rejected_at_the_partner_and_refused_batches_are_set_aside() {
+    let site = Site::new();
+    std::fs::write(
+        site.path("server.toml"),
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\naccess = \"access.toml\"\n[retention]\ndefault_months = 12\n[tls]\nclient_ca = \"pki/ca.pem\"\ncert = \"pki/server.pem\"\nkey = \"pki/server.key\"\n[keys]\nserver_key = \"server.key\"\n",
+    )
+    .unwrap();
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let last = wijkradar_domain::Month::from_unix_seconds(secs as i64).plus(-1);
+    let recent = format!("15-{:02}-{}", last.month(), last.year());
+    let old = "15-03-2024";
+    // Four old rows, then four recent ones: batches of two.
+    let export = |first: u32| {
+        let mut text = String::from(
+            "Huurcontract;Postcode;Huisnummer;Toevoeging;Peildatum;Achterstand maanden\r\n",
+        );
+        for n in first..first + 8 {
+            let date = if n < first + 4 { old } else { recent.as_str() };
+            text.push_str(&format!("HC-{n};1316XA;{n};;{date};3\r\n"));
+        }
+        text
+    };
+    std::fs::write(site.path("export.csv"), export(1)).unwrap();
+    // The aggregator cannot be asked: every row goes into the outbox.
+    let out = site.run(&RUN_EXPORT);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("beleid van de aggregator"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(site.pending(), 8);
+
+    let server = Server::start(&site);
+    site.configure(&format!("https://{}", server.addr));
+    let out = site.ok(&["agent", "send", "--config", "partner.toml"]);
+    assert!(out.contains("apart gezet: 2 batches"), "{out}");
+    assert!(out.contains("verstuurd: 4 signalen"), "{out}");
+    assert_eq!(site.pending(), 0);
+    let status = site.ok(&STATUS);
+    assert!(status.contains("Apart gezet"), "{status}");
+    assert!(status.contains("batch.signals[0].month"), "{status}");
+    assert!(status.contains("retention"), "{status}");
+    assert!(status.contains("2024-03"), "{status}");
+    // Sending again sends nothing of them.
+    let out = site.ok(&["agent", "send", "--config", "partner.toml"]);
+    assert!(!out.contains("apart gezet"), "{out}");
+
+    let out = site.ok(&["agent", "discard", "--config", "partner.toml", "--all"]);
+    assert!(out.contains("weggegooid"), "{out}");
+    let trail = std::fs::read_to_string(site.path("outbox.weggegooid.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{trail}");
+    for l in &lines {
+        assert_eq!(l["signals"], 2);
+        assert_eq!(l["months"][0], "2024-03");
+        assert!(l["reason"].as_str().unwrap().contains("retention"), "{l}");
+        assert!(!l["by"].as_str().unwrap().is_empty());
+    }
+    assert!(!trail.contains("1316"), "no address in the trail");
+    let status = site.ok(&STATUS);
+    assert!(!status.contains("Apart gezet"), "{status}");
+    assert!(
+        site.fails(&[
+            "agent",
+            "discard",
+            "--config",
+            "partner.toml",
+            "--batch",
+            "0"
+        ])
+        .contains("no batch number 0")
+    );
+
+    // Now the agent asks first: old rows are rejected at the partner.
+    std::fs::write(site.path("export2.csv"), export(101)).unwrap();
+    let out = site.ok(&[
+        "agent",
+        "run",
+        "--config",
+        "partner.toml",
+        "--export",
+        "export2.csv",
+    ]);
+    assert!(out.contains("afgewezen: 4"), "{out}");
+    assert!(out.contains("buiten de bewaartermijn"), "{out}");
+    assert!(out.contains("verstuurd: 4 signalen"), "{out}");
+    assert!(!out.contains("apart gezet"), "{out}");
+    let report = std::fs::read_to_string(site.path("export2.afgewezen.csv")).unwrap();
+    assert_eq!(report.matches("bewaartermijn").count(), 4, "{report}");
+    server.stop();
 }

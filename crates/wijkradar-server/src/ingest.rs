@@ -214,6 +214,32 @@ fn receive_error(status: Status, limit: usize) -> Status {
 impl IngestService for Ingest {
     type SubmitStream = ReceiverStream<Result<pb::SubmitResponse, Status>>;
 
+    async fn get_ingest_policy(
+        &self,
+        request: Request<pb::GetIngestPolicyRequest>,
+    ) -> Result<Response<pb::GetIngestPolicyResponse>, Status> {
+        let state = &self.state;
+        let partner = authorize(state, &request, Role::Partner, "GetIngestPolicy")?;
+        let Some(grant) = &partner.partner else {
+            return Err(ApiError::Internal.into());
+        };
+        let now = current_month();
+        Ok(Response::new(pb::GetIngestPolicyResponse {
+            signal_types: grant
+                .signal_types
+                .iter()
+                .map(|t| pb::SignalTypePolicy {
+                    signal_type: t.to_string(),
+                    first_month: state.retention.first_kept(t, now).to_string(),
+                    retention_months: state.retention.months_for(t),
+                })
+                .collect(),
+            municipalities: grant.municipalities.iter().map(|g| g.to_string()).collect(),
+            current_month: now.to_string(),
+            max_batch_signals: state.limits.max_batch_signals as u32,
+        }))
+    }
+
     async fn submit(
         &self,
         request: Request<Streaming<pb::SubmitRequest>>,
