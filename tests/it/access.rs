@@ -45,6 +45,7 @@ async fn a_partner_cannot_query_and_an_analyst_cannot_submit() {
             signal_type: "huurachterstand".into(),
             month: "2024-01".into(),
             severity: None,
+            household_pseudonym: Vec::new(),
         }],
     };
     let checksum = server.store_checksum();

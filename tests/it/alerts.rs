@@ -327,6 +327,7 @@ fn signals_of(
                         signal_type: signal_type.into(),
                         month: month.to_string(),
                         severity: None,
+                        household_pseudonym: Vec::new(),
                     });
                 }
             }

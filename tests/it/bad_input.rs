@@ -16,6 +16,7 @@ fn good(i: u8) -> pb::Signal {
         signal_type: "huurachterstand".into(),
         month: "2024-03".into(),
         severity: Some(2),
+        household_pseudonym: Vec::new(),
     }
 }
 

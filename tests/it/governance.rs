@@ -800,6 +800,7 @@ async fn a_batch_stored_just_before_a_crash_gets_its_audit_entry_at_the_next_sta
                     month: month.parse().unwrap(),
                     severity: None,
                     record_key: u32::from(i),
+                    household: None,
                 })
                 .collect();
             let outcome = queue

@@ -11,6 +11,7 @@ mod dashboard;
 mod discovery;
 mod governance;
 mod interventions;
+mod linking;
 mod metrics;
 mod oidc;
 mod paging;
@@ -154,6 +155,7 @@ pub(crate) fn batch(
                 signal_type: signal_type.into(),
                 month: month.into(),
                 severity: None,
+                household_pseudonym: Vec::new(),
             })
             .collect(),
     }

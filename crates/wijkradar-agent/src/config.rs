@@ -102,7 +102,17 @@ pub struct ExportLayout {
     pub encoding: Encoding,
     pub date_format: DateFormat,
     pub identifier: Identifier,
+    /// With `identifier = "bsn"`: send each person's household pseudonym
+    /// (of the address) beside it, so that the derived indicators link the
+    /// person's signals with its household's (default). `false` sends the
+    /// BSN pseudonym only: those signals link with the same person's only.
+    #[serde(default = "yes")]
+    pub link_households: bool,
     pub columns: Columns,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Header names of the columns the agent needs, as they appear in the

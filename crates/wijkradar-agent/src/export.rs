@@ -104,6 +104,10 @@ pub struct ExportRules<'a> {
     pub first_kept: BTreeMap<String, Month>,
 }
 
+/// A row's pseudonym, its household's (a person's row only), buurt and
+/// month.
+type Pseudonymised = (Vec<u8>, Vec<u8>, String, Month);
+
 /// Column positions, resolved from the header once.
 struct Positions {
     postcode: usize,
@@ -376,7 +380,7 @@ pub fn read_export(
             continue;
         }
 
-        let signal = (|| -> Result<(Vec<u8>, String, Month), Cow<'static, str>> {
+        let signal = (|| -> Result<Pseudonymised, Cow<'static, str>> {
             let err = |e: normalise::AddressError| Cow::Owned(e.to_string());
             let pc = normalise::postcode(&field(at.postcode)).map_err(err)?;
             let number = normalise::house_number(&field(at.house_number)).map_err(err)?;
@@ -404,21 +408,31 @@ pub fn read_export(
             month
                 .not_after(rules.now)
                 .map_err(|_| "datum ligt in een toekomstige maand")?;
-            let pseudonym = match at.bsn {
+            let household = rules
+                .key
+                .pseudonymise(normalise::household_key(&pc, number, &addition).as_bytes());
+            // A person's signal carries its household's pseudonym too, so
+            // that the derived indicators link it with the household's
+            // other signals; a household's signal is the household's.
+            let (pseudonym, household) = match at.bsn {
                 Some(i) => {
                     let bsn = normalise::bsn(&field(i)).map_err(err)?;
-                    rules
+                    let person = rules
                         .key
-                        .pseudonymise(normalise::person_key(&bsn).as_bytes())
+                        .pseudonymise(normalise::person_key(&bsn).as_bytes());
+                    let household = if rules.layout.link_households {
+                        household.as_bytes().to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    (person.as_bytes().to_vec(), household)
                 }
-                None => rules
-                    .key
-                    .pseudonymise(normalise::household_key(&pc, number, &addition).as_bytes()),
+                None => (household.as_bytes().to_vec(), Vec::new()),
             };
-            Ok((pseudonym.as_bytes().to_vec(), buurt.to_string(), month))
+            Ok((pseudonym, household, buurt.to_string(), month))
         })();
         match signal {
-            Ok((pseudonym, buurt, month)) => {
+            Ok((pseudonym, household, buurt, month)) => {
                 let label = month.to_string();
                 for &r in &types {
                     let signal_type = rules.signals[r].signal_type.as_str();
@@ -435,6 +449,7 @@ pub fn read_export(
                         signal_type: signal_type.to_owned(),
                         month: label.clone(),
                         severity: None,
+                        household_pseudonym: household.clone(),
                     });
                 }
             }
@@ -509,9 +524,18 @@ key = "k"
     }
 
     fn read(config: &str, input: &[u8]) -> Result<(ExportSummary, Vec<pb::Signal>), ExportError> {
+        read_with(config, input, &key())
+    }
+
+    /// [`read`] under a given key, to compare two exports' pseudonyms.
+    fn read_with(
+        config: &str,
+        input: &[u8],
+        key: &PartnerKey,
+    ) -> Result<(ExportSummary, Vec<pb::Signal>), ExportError> {
         let config = PartnerConfig::parse(config, Path::new("t.toml")).unwrap();
-        let (key, pc6) = (key(), table());
-        let rules = config.rules(&pc6, &key, Month::new(2026, 6).unwrap());
+        let pc6 = table();
+        let rules = config.rules(&pc6, key, Month::new(2026, 6).unwrap());
         let mut signals = Vec::new();
         let summary = read_export(input, &rules, |s| signals.push(s))?;
         Ok((summary, signals))
@@ -579,7 +603,8 @@ key = "k"
                      12345678;1315AB;12;;01-03-2026;2\n\
                      123456789;1315AB;14;;01-03-2026;2\n\
                      1234 56 782;1315AB;14;;01-03-2026;2\n";
-        let (summary, signals) = read(&config, input.as_bytes()).unwrap();
+        let key = key();
+        let (summary, signals) = read_with(&config, input.as_bytes(), &key).unwrap();
         assert_eq!(
             reasons(&summary),
             [
@@ -590,6 +615,28 @@ key = "k"
         // One person at two addresses: one pseudonym.
         assert_eq!(signals.len(), 2);
         assert_eq!(signals[0].pseudonym, signals[1].pseudonym);
+        // Each carries its household's pseudonym: the address's, as an
+        // address export makes it.
+        let (_, by_address) = read_with(
+            CONFIG,
+            b"Huurcontract;Postcode;Huisnummer;Toevoeging;Peildatum;Achterstand maanden\n\
+              1;1315AB;12;;01-03-2026;2\n1;1315AB;14;;01-03-2026;2\n",
+            &key,
+        )
+        .unwrap();
+        assert_eq!(by_address.len(), 2);
+        assert!(by_address.iter().all(|s| s.household_pseudonym.is_empty()));
+        assert_eq!(signals[0].household_pseudonym, by_address[0].pseudonym);
+        assert_eq!(signals[1].household_pseudonym, by_address[1].pseudonym);
+        // Without the link: the BSN's pseudonym only.
+        let bsn_only = config.replace(
+            "identifier = \"bsn\"",
+            "identifier = \"bsn\"\nlink_households = false",
+        );
+        let (_, alone) = read_with(&bsn_only, input.as_bytes(), &key).unwrap();
+        assert_eq!(alone.len(), 2);
+        assert!(alone.iter().all(|s| s.household_pseudonym.is_empty()));
+        assert_eq!(alone[0].pseudonym, signals[0].pseudonym);
     }
 
     #[test]

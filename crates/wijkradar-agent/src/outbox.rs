@@ -373,6 +373,7 @@ mod tests {
                 signal_type: "huurachterstand".into(),
                 month: "2026-01".into(),
                 severity: None,
+                household_pseudonym: Vec::new(),
             }],
         }
     }

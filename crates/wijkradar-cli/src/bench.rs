@@ -216,6 +216,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             signal_type: signal_type.to_string(),
             month: month.to_string(),
             severity: None,
+            household_pseudonym: Vec::new(),
         })
         .collect();
 
@@ -399,6 +400,7 @@ fn measure_raw(signals: &[pb::Signal], batch_size: usize) -> anyhow::Result<f64>
             severity: None,
             // The raw baseline writes only the signal records, no cell keys.
             record_key: 0,
+            household: None,
         })
         .collect();
     Ok(
@@ -564,5 +566,6 @@ pub fn random_signal(
         signal_type: types[rng.random_range(0..types.len())].clone(),
         month: months[rng.random_range(0..months.len())],
         severity: None,
+        household: None,
     }
 }

@@ -353,6 +353,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config } => {
             init_logging("info");
             let config = ServerConfig::load(&config)?;
+            let mut signals = Signals::listen()?;
             let server = wijkradar_server::start(&config).await?;
             eprintln!(
                 "Wijkradar luistert op {} (mutual TLS). Stoppen met Ctrl-C.",
@@ -367,7 +368,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             let signal = loop {
-                match next_signal().await? {
+                match signals.next().await? {
                     Signal::Reload => match server.reload_access() {
                         Ok(n) => eprintln!(
                             "SIGHUP: het toegangsbestand is opnieuw gelezen ({n} organisaties)."
@@ -473,24 +474,49 @@ enum Signal {
     Stop(&'static str),
 }
 
-/// Waits for the next signal the server acts on.
-async fn next_signal() -> anyhow::Result<Signal> {
+/// The signals the server acts on, listened for from before it starts:
+/// one that arrives while it starts, or between two signals, is not lost
+/// (and does not kill the process by its default action).
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-        let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C").map(|_| Signal::Stop("SIGINT")),
-            _ = term.recv() => Ok(Signal::Stop("SIGTERM")),
-            _ = hup.recv() => Ok(Signal::Reload),
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+                term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+                hup: signal(SignalKind::hangup()).context("listening for SIGHUP")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
-        Ok(Signal::Stop("Ctrl-C"))
+
+    /// Waits for the next signal.
+    async fn next(&mut self) -> anyhow::Result<Signal> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.int.recv() => Ok(Signal::Stop("SIGINT")),
+                _ = self.term.recv() => Ok(Signal::Stop("SIGTERM")),
+                _ = self.hup.recv() => Ok(Signal::Reload),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
+            Ok(Signal::Stop("Ctrl-C"))
+        }
     }
 }

@@ -24,6 +24,9 @@ pub struct Signal {
     pub signal_type: SignalTypeName,
     pub month: Month,
     pub severity: Option<Severity>,
+    /// For a signal about a person: the pseudonym of its household, through
+    /// which the derived indicators link.
+    pub household: Option<PartnerPseudonym>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -88,7 +88,7 @@ impl Query {
         // The derived indicators, with their cell keys for the release.
         if !q.derived.is_empty() {
             let households =
-                tables.households(months[0].plus(-(derived::WINDOW_MONTHS as i32)), q.month)?;
+                tables.linked(months[0].plus(-(derived::WINDOW_MONTHS as i32)), q.month)?;
             let joins = state.joins();
             for &d in &q.derived {
                 let keyed = households.iter().map(|(k, s)| (*k, s.as_slice()));

@@ -93,6 +93,13 @@ pub fn batch_from_proto(
             .parse::<Month>()
             .and_then(|m| m.not_after(rules.now))
             .map_err(|e| Violation::new(field("month"), e));
+        let household = if s.household_pseudonym.is_empty() {
+            Ok(None)
+        } else {
+            PartnerPseudonym::try_from(s.household_pseudonym.as_slice())
+                .map(Some)
+                .map_err(|e| Violation::new(field("household_pseudonym"), e))
+        };
         let severity = match s.severity {
             None => Ok(None),
             Some(v) => u32::try_from(v)
@@ -101,8 +108,8 @@ pub fn batch_from_proto(
                 .map(Some)
                 .ok_or_else(|| Violation::new(field("severity"), "must be 1, 2 or 3")),
         };
-        match (pseudonym, buurt, signal_type, month, severity) {
-            (Ok(pseudonym), Ok(buurt), Ok(signal_type), Ok(month), Ok(severity)) => {
+        match (pseudonym, buurt, signal_type, month, severity, household) {
+            (Ok(pseudonym), Ok(buurt), Ok(signal_type), Ok(month), Ok(severity), Ok(household)) => {
                 update_digest(
                     &mut digest,
                     &pseudonym,
@@ -111,17 +118,24 @@ pub fn batch_from_proto(
                     month,
                     severity,
                 );
+                // A batch without household pseudonyms digests as before,
+                // so resending an older agent's batch is recognised.
+                if let Some(h) = &household {
+                    digest.update(b"H");
+                    digest.update(h.as_bytes());
+                }
                 signals.push(Signal {
                     pseudonym,
                     buurt,
                     signal_type,
                     month,
                     severity,
+                    household,
                 });
             }
-            (a, b, c, d, e) => {
+            (a, b, c, d, e, f) => {
                 violations.extend(
-                    [a.err(), b.err(), c.err(), d.err(), e.err()]
+                    [a.err(), b.err(), c.err(), d.err(), e.err(), f.err()]
                         .into_iter()
                         .flatten(),
                 );

@@ -97,6 +97,7 @@ impl Ingest {
                     signal_type: s.signal_type,
                     month: s.month,
                     severity: s.severity,
+                    household: s.household.as_ref().map(|h| state.server_key.rekey(h)),
                 }
             })
             .collect();

@@ -18,7 +18,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use wijkradar_domain::derived::{self, Derived, HouseholdSignal};
-use wijkradar_domain::{AreaCode, BuurtCode, CellTotal, GemeenteCode, Month, SignalTypeName};
+use wijkradar_domain::{
+    AreaCode, BuurtCode, CellTotal, GemeenteCode, Month, ServerPseudonym, SignalTypeName,
+};
 use wijkradar_proto::v1 as pb;
 use wijkradar_release::{GemeenteTable, Link, Released};
 use wijkradar_store::{ReleaseSnapshot, Store, TableRef};
@@ -65,11 +67,14 @@ impl ReleaseCache {
 /// Households, each with its record key and its signals.
 pub(crate) type Households = std::rc::Rc<Vec<(u32, Vec<HouseholdSignal>)>>;
 
-/// Households with their signals of the months `from..=to`.
+/// Households with their signals of the months `from..=to`: grouped by
+/// each signal's own pseudonym (a person's signals apart), and linked
+/// (a person's signals with its household's).
 struct HouseholdsRead {
     from: Month,
     to: Month,
     households: Households,
+    linked: Households,
 }
 
 /// What a table counts.
@@ -452,7 +457,11 @@ impl<'q> Tables<'q> {
             Measure::Type(_) => months[0],
             Measure::Derived(_) => months[0].plus(-(derived::WINDOW_MONTHS as i32)),
         };
-        let households = self.households(from, months[months.len() - 1])?;
+        let to = months[months.len() - 1];
+        let households = match measure {
+            Measure::Type(_) => self.households(from, to)?,
+            Measure::Derived(_) => self.linked(from, to)?,
+        };
         let keyed = households.iter().map(|(k, s)| (*k, s.as_slice()));
         let totals = match measure {
             Measure::Type(t) => {
@@ -474,11 +483,22 @@ impl<'q> Tables<'q> {
     /// at the same time, in place of what was read before): every count
     /// here looks only at months it names, so more months change nothing.
     pub(crate) fn households(&self, from: Month, to: Month) -> Result<Households, ApiError> {
+        Ok(self.read(from, to)?.0)
+    }
+
+    /// [`Tables::households`] with each person's signals joined to its
+    /// household's, where the partner sent the household's pseudonym: what
+    /// the derived indicators count.
+    pub(crate) fn linked(&self, from: Month, to: Month) -> Result<Households, ApiError> {
+        Ok(self.read(from, to)?.1)
+    }
+
+    fn read(&self, from: Month, to: Month) -> Result<(Households, Households), ApiError> {
         if let Some(read) = self.households.borrow().as_ref()
             && read.from <= from
             && to <= read.to
         {
-            return Ok(read.households.clone());
+            return Ok((read.households.clone(), read.linked.clone()));
         }
         // What was read before goes: memory holds one range at a time.
         let (mut from, mut to) = (from, to);
@@ -486,19 +506,40 @@ impl<'q> Tables<'q> {
             (from, to) = (from.min(a), to.max(b));
         }
         let state = &self.query.state;
-        let keyed: Vec<_> = state
-            .store
-            .households_between(self.gemeente, from, to)?
-            .into_iter()
-            .map(|(p, signals)| (state.server_key.record_key(&p), signals))
-            .collect();
-        let households = std::rc::Rc::new(keyed);
+        let (own, links) = state.store.signals_between(self.gemeente, from, to)?;
+        let mut joined: HashMap<ServerPseudonym, Vec<HouseholdSignal>> = HashMap::new();
+        if !links.is_empty() {
+            for (p, signals) in &own {
+                let household = links.get(p).unwrap_or(p);
+                joined.entry(*household).or_default().extend(signals);
+            }
+        }
+        let keyed = |groups: Vec<(ServerPseudonym, Vec<HouseholdSignal>)>| {
+            std::rc::Rc::new(
+                groups
+                    .into_iter()
+                    .map(|(p, signals)| (state.server_key.record_key(&p), signals))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let households = keyed(own);
+        let linked = if joined.is_empty() {
+            households.clone()
+        } else {
+            let mut groups: Vec<_> = joined.into_iter().collect();
+            groups.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            for (_, signals) in &mut groups {
+                signals.sort_unstable_by_key(|s| (s.month, s.signal_type));
+            }
+            keyed(groups)
+        };
         *self.households.borrow_mut() = Some(HouseholdsRead {
             from,
             to,
             households: households.clone(),
+            linked: linked.clone(),
         });
-        Ok(households)
+        Ok((households, linked))
     }
 }
 

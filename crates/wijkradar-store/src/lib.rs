@@ -6,7 +6,7 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `S` | gemeente (4) · type id (u16) · month (u32) · household tag (32) | buurt (8) · severity (1) · sealed server pseudonym (48) |
+//! | `S` | gemeente (4) · type id (u16) · month (u32) · household tag (32) | buurt (8) · severity (1) · sealed server pseudonym (48) [· for a person, its household's sealed pseudonym (48)] |
 //! | `C` | type id (u16) · month (u32) · buurt (8) | distinct households (u64) · cell key (u32) |
 //! | `B` | partner name length (u8) · partner name · batch id | content digest (32) |
 //! | `T` | signal type name | type id (u16) |
@@ -105,6 +105,9 @@ pub struct StoredSignal {
     /// The household's secret record key (cell-key perturbation); added to
     /// the cell's key, never stored on its own.
     pub record_key: u32,
+    /// For a signal about a person: its household's server pseudonym,
+    /// sealed beside the person's. The derived indicators link by it.
+    pub household: Option<ServerPseudonym>,
 }
 
 /// A validated batch, ready to store.
@@ -353,8 +356,15 @@ fn signal_period(k: &[u8]) -> Result<(u16, Month), StoreError> {
     Ok((u16::from_be_bytes([k[5], k[6]]), month))
 }
 
-/// Length of an `S` value: buurt · severity · sealed pseudonym.
+/// Length of an `S` value: buurt · severity · sealed pseudonym; a person's
+/// signal with its household has the household's sealed pseudonym after it.
 const SIGNAL_VALUE: usize = 9 + shred::SEALED;
+
+/// A person's household, by the person's server pseudonym.
+pub type Links = HashMap<ServerPseudonym, ServerPseudonym>;
+
+/// Signals grouped by their own server pseudonym.
+pub type Grouped = Vec<(ServerPseudonym, Vec<HouseholdSignal>)>;
 
 fn encode_total(t: CellTotal) -> [u8; 12] {
     let mut v = [0u8; 12];
@@ -683,7 +693,21 @@ impl Store {
         from: Month,
         to: Month,
     ) -> Result<Vec<(ServerPseudonym, Vec<HouseholdSignal>)>, StoreError> {
+        Ok(self.signals_between(g, from, to)?.0)
+    }
+
+    /// [`Store::households_between`], and for every person whose signals
+    /// carry a household pseudonym, that household (of its latest month in
+    /// the range): through it the derived indicators link a person's
+    /// signals with its household's.
+    pub fn signals_between(
+        &self,
+        g: GemeenteCode,
+        from: Month,
+        to: Month,
+    ) -> Result<(Grouped, Links), StoreError> {
         let mut by_household: HashMap<ServerPseudonym, Vec<HouseholdSignal>> = HashMap::new();
+        let mut links: HashMap<ServerPseudonym, (Month, ServerPseudonym)> = HashMap::new();
         let digits = g.body();
         // The key of the (type, month) being read: records come per period.
         type Period = ((u16, Month), Option<Arc<shred::PeriodKey>>);
@@ -703,7 +727,8 @@ impl Store {
         };
         for kv in type_ids.into_iter().flat_map(range_of) {
             let (k, v) = kv?;
-            if v.len() != SIGNAL_VALUE || &v[..4] != digits {
+            let linked = v.len() == SIGNAL_VALUE + shred::SEALED;
+            if !(v.len() == SIGNAL_VALUE || linked) || &v[..4] != digits {
                 return Err(StoreError::Corrupt);
             }
             let (type_id, month) = signal_period(&k)?;
@@ -715,7 +740,21 @@ impl Store {
                 continue;
             };
             let tag: &[u8; 32] = k[11..].try_into().map_err(|_| StoreError::Corrupt)?;
-            let pseudonym = key.open(tag, &v[9..]).ok_or(StoreError::Corrupt)?;
+            let pseudonym = key
+                .open(tag, &v[9..SIGNAL_VALUE])
+                .ok_or(StoreError::Corrupt)?;
+            if linked {
+                let household = key
+                    .open_household(tag, &v[SIGNAL_VALUE..])
+                    .ok_or(StoreError::Corrupt)?;
+                match links.get_mut(&pseudonym) {
+                    Some((m, h)) if *m <= month => (*m, *h) = (month, household),
+                    Some(_) => {}
+                    None => {
+                        links.insert(pseudonym, (month, household));
+                    }
+                }
+            }
             let signal = HouseholdSignal {
                 signal_type: type_id,
                 month,
@@ -729,7 +768,8 @@ impl Store {
         for (_, signals) in &mut out {
             signals.sort_unstable_by_key(|s| (s.month, s.signal_type));
         }
-        Ok(out)
+        let links = links.into_iter().map(|(p, (_, h))| (p, h)).collect();
+        Ok((out, links))
     }
 
     /// Every partner key id signals were stored under, with how many new

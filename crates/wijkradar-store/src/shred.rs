@@ -84,6 +84,38 @@ impl PeriodKey {
         buf.try_into().expect("48 bytes")
     }
 
+    /// A person's household pseudonym sealed beside the person's: a nonce
+    /// from the other half of the tag and its own associated data, so that
+    /// no nonce repeats under this key.
+    pub(crate) fn seal_household(&self, tag: &[u8; 32], p: &ServerPseudonym) -> [u8; SEALED] {
+        let mut buf = p.as_bytes().to_vec();
+        self.seal
+            .seal_in_place_append_tag(
+                Self::household_nonce(tag),
+                aead::Aad::from(household_aad(tag)),
+                &mut buf,
+            )
+            .expect("sealing 32 bytes");
+        buf.try_into().expect("48 bytes")
+    }
+
+    pub(crate) fn open_household(&self, tag: &[u8; 32], sealed: &[u8]) -> Option<ServerPseudonym> {
+        let mut buf = sealed.to_vec();
+        let plain = self
+            .seal
+            .open_in_place(
+                Self::household_nonce(tag),
+                aead::Aad::from(household_aad(tag)),
+                &mut buf,
+            )
+            .ok()?;
+        Some(ServerPseudonym::from_bytes(plain.try_into().ok()?))
+    }
+
+    fn household_nonce(tag: &[u8; 32]) -> aead::Nonce {
+        aead::Nonce::assume_unique_for_key(tag[12..24].try_into().expect("12 bytes"))
+    }
+
     pub(crate) fn open(&self, tag: &[u8; 32], sealed: &[u8]) -> Option<ServerPseudonym> {
         let mut buf = sealed.to_vec();
         let plain = self
@@ -92,6 +124,13 @@ impl PeriodKey {
             .ok()?;
         Some(ServerPseudonym::from_bytes(plain.try_into().ok()?))
     }
+}
+
+/// The associated data of a household seal: the tag and a mark.
+fn household_aad(tag: &[u8; 32]) -> [u8; 33] {
+    let mut aad = [b'H'; 33];
+    aad[..32].copy_from_slice(tag);
+    aad
 }
 
 /// [`PeriodKey::tag`] from the secret itself (for [`crate::forensic`]).

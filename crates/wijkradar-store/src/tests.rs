@@ -9,6 +9,7 @@ fn signal(p: u8, buurt: &str, t: &str, month: &str) -> StoredSignal {
         month: month.parse().unwrap(),
         severity: None,
         record_key: u32::from(p) * 1000,
+        household: None,
     }
 }
 
@@ -492,6 +493,7 @@ async fn a_writer_on_a_full_store_takes_batches_at_once_and_still_deduplicates()
         month: "2024-01".parse().unwrap(),
         severity: None,
         record_key: i,
+        household: None,
     };
     let n: u32 = std::env::var("WIJKRADAR_STORE_SIGNALS").map_or(50_000, |v| v.parse().unwrap());
     {

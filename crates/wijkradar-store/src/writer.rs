@@ -713,11 +713,14 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
         if state.is_stored(&key)? {
             continue;
         }
-        let mut value = [0u8; SIGNAL_VALUE];
-        value[..8].copy_from_slice(s.buurt.body());
-        value[8] = s.severity.map_or(0, |v| v.get());
-        value[9..].copy_from_slice(&period_key.seal(&tag, &s.pseudonym));
-        writes.insert(&key[..], &value[..]);
+        let mut value = Vec::with_capacity(SIGNAL_VALUE + crate::shred::SEALED);
+        value.extend_from_slice(s.buurt.body());
+        value.push(s.severity.map_or(0, |v| v.get()));
+        value.extend_from_slice(&period_key.seal(&tag, &s.pseudonym));
+        if let Some(h) = &s.household {
+            value.extend_from_slice(&period_key.seal_household(&tag, h));
+        }
+        writes.insert(&key[..], value);
         new_keys.push(key);
         let delta = deltas
             .entry(count_key(type_id, s.month, &s.buurt))
