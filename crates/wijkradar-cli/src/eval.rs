@@ -236,17 +236,7 @@ fn report(results: &[(Detector, f64, Outcome, Outcome)], budget: f64) -> String 
         s,
         "\nGekalibreerd op {budget} vals alarm per 100 gebiedsjaren (op data zonder uitbraken, andere seed):\n"
     );
-    let mut columns: Vec<String> = [
-        "methode",
-        "vals alarm / 100 gebiedsjaren",
-        "sensitiviteit",
-        "t.o.v. near-oracle",
-    ]
-    .map(String::from)
-    .into();
-    columns.extend(per_kind(|k| k.name().to_owned()));
-    columns.push("mediane vertraging (mnd)".to_owned());
-    header(&mut s, &columns);
+    header(&mut s, &outcome_columns("methode"));
     for (d, _, o, _) in results {
         row(&mut s, &outcome_cells(d.name(), o, oracle));
     }
@@ -399,8 +389,17 @@ fn report_shown(rows: &[(&str, Outcome)], oracle: f64) -> String {
         s,
         "\nWat de gebruiker ziet van pooled (zelfde drempel; k = 10, D = 4; een cel is vrijgegeven als haar verstoorde waarde ten minste k is):\n"
     );
+    header(&mut s, &outcome_columns("alarmen"));
+    for (name, o) in rows {
+        row(&mut s, &outcome_cells(name, o, oracle));
+    }
+    s
+}
+
+/// The header of [`outcome_cells`]' rows, the first column named `first`.
+fn outcome_columns(first: &str) -> Vec<String> {
     let mut columns: Vec<String> = [
-        "alarmen",
+        first,
         "vals alarm / 100 gebiedsjaren",
         "sensitiviteit",
         "t.o.v. near-oracle",
@@ -409,11 +408,7 @@ fn report_shown(rows: &[(&str, Outcome)], oracle: f64) -> String {
     .into();
     columns.extend(per_kind(|k| k.name().to_owned()));
     columns.push("mediane vertraging (mnd)".to_owned());
-    header(&mut s, &columns);
-    for (name, o) in rows {
-        row(&mut s, &outcome_cells(name, o, oracle));
-    }
-    s
+    columns
 }
 
 /// A calibrated outcome's row: false alarms, sensitivity, against the
