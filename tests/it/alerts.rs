@@ -281,6 +281,45 @@ async fn a_rise_of_small_monthly_counts_is_shown_on_its_window() {
         .unwrap_or_else(|| panic!("{label} v1 in {releases:?}"));
     let months: Vec<String> = first.through(last).map(|m| format!("{m} v1")).collect();
     assert_eq!(with, &months);
+
+    // Asked again, the month's answer is the same (read from the run's
+    // cache). After late signals in the wijk it is computed anew: the
+    // window's new version counts them.
+    assert_eq!(almere_rent_alerts(&mut q).await, answer);
+    let buurt = hierarchy.buurten_of_wijk(rising).next().unwrap();
+    let late: Vec<pb::Signal> = (0..12u64)
+        .map(|i| pb::Signal {
+            pseudonym: crate::pseudonym(77, i),
+            buurt_code: buurt.to_string(),
+            signal_type: "huurachterstand".into(),
+            month: last.to_string(),
+            severity: None,
+            household_pseudonym: Vec::new(),
+        })
+        .collect();
+    wijkradar_agent::submit(
+        server.channel(PARTNER_A).await,
+        late,
+        crate::KEY_ID,
+        100,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let again = almere_rent_alerts(&mut q).await;
+    let renewed = again
+        .alerts
+        .iter()
+        .find(|a| a.area_code == rising.to_string())
+        .expect("still alerted");
+    assert!(
+        renewed.release_version > alert.release_version,
+        "{renewed:?}"
+    );
+    assert!(
+        renewed.released_value > alert.released_value,
+        "{renewed:?} after {alert:?}"
+    );
 }
 
 /// Almere's alerts of rent arrears for the last ended month.

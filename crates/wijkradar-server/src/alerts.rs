@@ -76,6 +76,19 @@ impl Query {
         }
         let start = first.max(q.month.plus(1 - HISTORY_MONTHS));
         let months: Vec<Month> = start.through(q.month).collect();
+        // The month's run, done before with the same data: its answer.
+        let asked: Vec<String> = q
+            .signal_types
+            .iter()
+            .map(|t| t.to_string())
+            .chain(q.derived.iter().map(|d| d.name().to_owned()))
+            .collect();
+        let key = (q.gemeente, q.month, state.closed_before(), asked);
+        if let Some(fingerprint) = self.alerts_fingerprint(&q, &months)?
+            && let Some(answer) = state.alerts.get(&key, &fingerprint)
+        {
+            return Ok(answer);
+        }
         let buurten: Vec<BuurtCode> = state.hierarchy.buurten_of(q.gemeente).collect();
         let wijken: Vec<WijkCode> = state.hierarchy.wijken_of(q.gemeente).collect();
         let tables = Tables::new(self, q.gemeente, true, None)?;
@@ -202,7 +215,43 @@ impl Query {
                 .then(a.q_value.total_cmp(&b.q_value))
         });
         answer.alerts = alerts;
+        // The run computed the shared baselines it used, if they were
+        // missing: the fingerprint after it names them.
+        if let Some(fingerprint) = self.alerts_fingerprint(&q, &months)? {
+            state.alerts.put(key, fingerprint, answer.clone());
+        }
         Ok(answer)
+    }
+
+    /// What a month's alerts answer of `q` was computed from: the change
+    /// counts of the gemeente's tables, and per signal type the store's
+    /// size when the shared baseline used was computed. `None` when a
+    /// baseline the run needs is missing or would be computed again.
+    fn alerts_fingerprint(
+        &self,
+        q: &crate::convert::AlertsQuery,
+        months: &[Month],
+    ) -> Result<Option<Fingerprint>, ApiError> {
+        let state = &self.state;
+        let states = state.store.table_states_of(q.gemeente)?;
+        let mut shared = Vec::new();
+        let pooled =
+            monitor::Chosen::for_history(months.len() - 1) == Some(monitor::Chosen::Pooled);
+        if pooled {
+            let (first, last) = (months[0], months[months.len() - 1]);
+            let signals = state.store.signal_count()?;
+            for t in &q.signal_types {
+                match state.shared.get(&(t.clone(), first, last)) {
+                    Some((at, _)) if signals <= at + at / 100 => shared.push(at),
+                    _ => return Ok(None),
+                }
+            }
+        }
+        Ok(Some(Fingerprint {
+            tables: states.len(),
+            changes: states.values().sum(),
+            shared,
+        }))
     }
 
     /// Computes what the pooled method borrows from every gemeente for the
@@ -218,6 +267,26 @@ impl Query {
             self.shared(&t.name, &months)?;
         }
         Ok(())
+    }
+
+    /// Runs the last ended month's alerts of every gemeente with signals,
+    /// as the dashboard and `query alerts` ask them (every measure), so that
+    /// their queries read the answer; a gemeente whose answer is current
+    /// costs one read of its table states. Returns the gemeenten run.
+    pub(crate) fn prepare_alert_answers(&self) -> Result<usize, ApiError> {
+        let mut run = 0;
+        let gemeenten: Vec<GemeenteCode> = self.state.hierarchy.gemeenten().collect();
+        for g in gemeenten {
+            if self.state.store.month_range_of(g)?.is_none() {
+                continue;
+            }
+            self.alerts(pb::GetAlertsRequest {
+                gemeente_code: g.to_string(),
+                ..Default::default()
+            })?;
+            run += 1;
+        }
+        Ok(run)
     }
 
     /// The monthly count of households per buurt of gemeente `g` with a
@@ -376,6 +445,50 @@ fn households_per_count(
 /// A series of zeros over `months` months per buurt.
 fn zeros(buurten: impl Iterator<Item = BuurtCode>, months: usize) -> HashMap<BuurtCode, Vec<u64>> {
     buurten.map(|b| (b, vec![0; months])).collect()
+}
+
+/// What an alerts answer was computed from ([`Query::alerts_fingerprint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    tables: usize,
+    /// The sum of the gemeente's table change counts: each only grows, so
+    /// a late signal changes it (a purge clears the cache).
+    changes: u64,
+    shared: Vec<u64>,
+}
+
+/// A gemeente, the month tested, the first month not yet closed for
+/// release (a window may be pending), and the measures tested.
+type AlertsKey = (GemeenteCode, Month, Month, Vec<String>);
+
+/// The month's alerts answers, kept while what they were computed from is
+/// unchanged: the scheduled job computes them after the month's releases,
+/// so that an analyst's query reads them. A purge clears them.
+#[derive(Debug, Default)]
+pub(crate) struct AlertsCache {
+    map: Mutex<HashMap<AlertsKey, (Fingerprint, pb::GetAlertsResponse)>>,
+}
+
+impl AlertsCache {
+    fn get(&self, key: &AlertsKey, fingerprint: &Fingerprint) -> Option<pb::GetAlertsResponse> {
+        let map = self.map.lock().expect("alerts cache lock");
+        map.get(key)
+            .filter(|(f, _)| f == fingerprint)
+            .map(|(_, answer)| answer.clone())
+    }
+
+    fn put(&self, key: AlertsKey, fingerprint: Fingerprint, answer: pb::GetAlertsResponse) {
+        let mut map = self.map.lock().expect("alerts cache lock");
+        // One entry per gemeente, month and set of measures asked.
+        if map.len() >= 4096 {
+            map.clear();
+        }
+        map.insert(key, (fingerprint, answer));
+    }
+
+    pub(crate) fn clear(&self) {
+        self.map.lock().expect("alerts cache lock").clear();
+    }
 }
 
 /// The [`Shared`] baselines computed, per signal type and months, with the

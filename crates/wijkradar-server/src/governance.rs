@@ -45,6 +45,7 @@ pub(crate) async fn purge(
         // The store dropped the releases of the erased periods.
         state.releases.clear();
         state.shared.clear();
+        state.alerts.clear();
     }
     let k = u64::from(state.policy.k());
     if purged.periods > 0 {

@@ -186,6 +186,8 @@ pub(crate) struct State {
     releases: tables::ReleaseCache,
     /// The detection's baselines shared by every gemeente.
     shared: alerts::SharedCache,
+    /// The month's alerts answers per gemeente.
+    alerts: alerts::AlertsCache,
     /// Days after its end a period is released (`release.materialise_after_days`).
     materialise_after_days: u32,
     metrics: metrics::Metrics,
@@ -373,6 +375,14 @@ async fn materialise_on_schedule(query: query::Query, every: std::time::Duration
             Ok(Err(e)) => tracing::warn!(error = %e, "preparing the detection failed"),
             Err(_) => return,
         }
+        // Then the month's alerts of every gemeente, so that a query reads
+        // the answer (only those whose data changed are run again).
+        let q = query.clone();
+        match tokio::task::spawn_blocking(move || q.prepare_alert_answers()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "preparing the month's alerts failed"),
+            Err(_) => return,
+        }
     }
 }
 
@@ -477,6 +487,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         limits: config.limits.clone(),
         releases: tables::ReleaseCache::default(),
         shared: alerts::SharedCache::default(),
+        alerts: alerts::AlertsCache::default(),
         materialise_after_days: config.release.materialise_after_days,
         metrics: metrics::Metrics::default(),
         audit_path: config.data_dir.join(wijkradar_audit::FILE_NAME),
