@@ -275,7 +275,7 @@ async fn a_rise_of_small_monthly_counts_is_shown_on_its_window() {
     }
     // The window was released once and audited with each of its months.
     let label = format!("{first}..{last}");
-    let releases = crate::pipeline::released_with(&server, "huurachterstand");
+    let releases = crate::releases::released_with(&server, "huurachterstand");
     let with = releases
         .get(&(label.clone(), 1))
         .unwrap_or_else(|| panic!("{label} v1 in {releases:?}"));

@@ -3,6 +3,7 @@
 
 mod access;
 pub(crate) mod alerts;
+mod answers;
 mod attacks;
 mod backup;
 mod bad_input;
@@ -17,6 +18,7 @@ mod oidc;
 mod paging;
 mod pipeline;
 mod privacy;
+mod releases;
 
 use std::collections::BTreeMap;
 use std::io::Write;
