@@ -465,3 +465,47 @@ async fn connections_per_client_are_capped() {
     .await;
     assert_eq!((acks.len(), end.map(|s| s.code())), (1, None));
 }
+
+/// The server reads the date from one clock (`ServerConfig::clock`): fixed
+/// at 15 July 2025, it refuses August 2025 as a future month and December
+/// 2023 as past its 18 months' retention (kept from January 2024), takes
+/// June 2025, and tells the agent so, whatever day the test runs.
+#[tokio::test]
+async fn the_servers_clock_decides_which_months_are_taken() {
+    let server = TestServer::start_with(|c| {
+        c.clock = wijkradar_server::clock::Clock::Fixed(1_752_537_600);
+        c.retention.default_months = 18;
+    })
+    .await;
+    let at = |month: &str, i: u8| pb::Signal {
+        month: month.into(),
+        ..good(i)
+    };
+    for (month, field) in [("2025-08", "month"), ("2023-12", "month")] {
+        let refused = crate::submit(
+            server.channel(PARTNER_A).await,
+            vec![batch(&format!("b-{month}"), vec![at(month, 1)])],
+        )
+        .await;
+        let status = refused[0]
+            .as_ref()
+            .expect_err(&format!("{month} is refused"));
+        assert_eq!(status.code(), Code::InvalidArgument, "{month}: {status:?}");
+        assert_eq!(
+            crate::bad_fields(status),
+            vec![format!("batch.signals[0].{field}")],
+            "{month}"
+        );
+    }
+    let taken = crate::submit(
+        server.channel(PARTNER_A).await,
+        vec![batch("b-2025-06", vec![at("2025-06", 2)])],
+    )
+    .await;
+    assert!(taken[0].is_ok(), "{taken:?}");
+    let policy = wijkradar_agent::client::ingest_policy(server.channel(PARTNER_A).await)
+        .await
+        .unwrap();
+    assert_eq!(policy.current_month.unwrap().to_string(), "2025-07");
+    assert_eq!(policy.first_kept["huurachterstand"].to_string(), "2024-01");
+}

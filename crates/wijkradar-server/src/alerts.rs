@@ -59,7 +59,7 @@ impl Query {
 
     fn alerts_run(&self, req: pb::GetAlertsRequest) -> Result<pb::GetAlertsResponse, ApiError> {
         let state = &self.state;
-        let now = crate::ingest::current_month();
+        let now = state.month();
         let q = alerts_query_from_proto(req, &state.hierarchy, &state.catalogue, now)?;
         let mut answer = pb::GetAlertsResponse {
             month: q.month.to_string(),
@@ -261,7 +261,7 @@ impl Query {
     /// gemeente whose history is shorter than 36 months asks for a shorter
     /// history and computes its own on its first query.
     pub(crate) fn prepare_alerts(&self) -> Result<(), ApiError> {
-        let last = crate::ingest::current_month().plus(-1);
+        let last = self.state.month().plus(-1);
         let months: Vec<Month> = last.plus(1 - HISTORY_MONTHS).through(last).collect();
         for t in self.state.catalogue.types() {
             self.shared(&t.name, &months)?;

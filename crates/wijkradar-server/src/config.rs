@@ -56,6 +56,10 @@ pub struct ServerConfig {
     pub metrics: Option<MetricsConfig>,
     #[serde(default)]
     pub backup: BackupConfig,
+    /// The clock the server reads the date from: the system's, or for tests
+    /// a fixed moment. Not in the configuration file.
+    #[serde(skip)]
+    pub clock: crate::clock::Clock,
 }
 
 /// Where `wijkradar admin backup` writes.

@@ -29,7 +29,7 @@ pub(crate) async fn purge(
     actor: &str,
     scheduled: bool,
 ) -> Result<(u64, BTreeMap<String, String>), ApiError> {
-    let now = crate::ingest::current_month();
+    let now = state.month();
     let first_kept: HashMap<_, _> = state
         .catalogue
         .types()
@@ -169,7 +169,7 @@ impl AdminService for Admin {
         let query = crate::query::Query {
             state: state.clone(),
         };
-        let now = crate::ingest::current_month();
+        let now = state.month();
         let month = &request.get_ref().month;
         let only = if month.is_empty() {
             None

@@ -73,7 +73,7 @@ impl Ingest {
             hierarchy: &state.hierarchy,
             catalogue: &state.catalogue,
             max_batch_signals: state.limits.max_batch_signals,
-            now: current_month(),
+            now: state.month(),
         };
         let checked = batch_from_proto(req, &rules)?;
         check_grant(partner, &checked.batch.key_id, &checked.batch.signals)?;
@@ -187,17 +187,6 @@ fn check_retention(
     }
 }
 
-pub(crate) fn current_month() -> Month {
-    Month::from_unix_seconds(unix_seconds())
-}
-
-/// The clock, read in one place: seconds since 1970 (UTC).
-pub(crate) fn unix_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// A transport error while reading the stream, as the client should see it.
 fn receive_error(status: Status, limit: usize) -> Status {
     if status.code() == Code::OutOfRange && status.message().contains("too large") {
@@ -224,7 +213,7 @@ impl IngestService for Ingest {
         let Some(grant) = &partner.partner else {
             return Err(ApiError::Internal.into());
         };
-        let now = current_month();
+        let now = state.month();
         Ok(Response::new(pb::GetIngestPolicyResponse {
             signal_types: grant
                 .signal_types

@@ -204,7 +204,7 @@ fn prepare(
     busy: &[WijkCode],
 ) -> Result<Result<Prepared, String>, ApiError> {
     let g = plan.gemeente;
-    let now = crate::ingest::current_month();
+    let now = query.state.month();
     let first = query
         .first_month_of(g, now)?
         .max(plan.start.plus(-HISTORY_MONTHS));
@@ -325,7 +325,7 @@ fn detectable(
     plan: &Plan,
     busy: &[WijkCode],
 ) -> Result<Vec<pb::Detectable>, ApiError> {
-    let now = crate::ingest::current_month();
+    let now = query.state.month();
     let through = now.plus(-1).min(plan.start.plus(-1));
     let mut out = Vec::new();
     for measure in &plan.measures {
@@ -418,7 +418,7 @@ impl Interventions {
         };
         let checked_plan = plan.clone();
         let (next_id, version, detectable) = tokio::task::spawn_blocking(move || {
-            let now = crate::ingest::current_month();
+            let now = query.state.month();
             query.check_plan(&checked_plan, now)?;
             let g = checked_plan.gemeente;
             let (next_id, version) = match id {
@@ -451,7 +451,7 @@ impl Interventions {
             version,
             plan,
             changed_by: who.name.clone(),
-            changed_at: crate::ingest::unix_seconds(),
+            changed_at: self.query.state.clock.unix_seconds(),
         };
         match self.query.state.queue.put_intervention(&intervention).await {
             Ok(()) => Ok((intervention, detectable)),
@@ -582,7 +582,7 @@ impl Query {
             .store
             .intervention(g, r.id)?
             .ok_or_else(|| ApiError::NotFound(format!("{g} has no intervention {}", r.id)))?;
-        let through = crate::ingest::current_month().plus(-1);
+        let through = self.state.month().plus(-1);
         let busy = busy_wijken(self, g, Some(r.id))?;
         let mut measures = Vec::new();
         for measure in &intervention.plan.measures {

@@ -14,6 +14,7 @@ pub mod alerts;
 mod answer;
 mod auth;
 pub mod backup;
+pub mod clock;
 pub mod config;
 mod conns;
 pub mod convert;
@@ -195,6 +196,7 @@ pub(crate) struct State {
     audit_path: std::path::PathBuf,
     /// Where backups go.
     backup_dir: std::path::PathBuf,
+    clock: clock::Clock,
 }
 
 impl State {
@@ -255,15 +257,13 @@ impl State {
     /// schedule or the first query. A month ended fewer than
     /// `materialise_after_days` ago is not, so that its exports are in.
     pub(crate) fn closed_before(&self) -> wijkradar_domain::Month {
-        closed_before(self.materialise_after_days)
+        self.clock.closed_before(self.materialise_after_days)
     }
-}
 
-/// The first month not yet closed, `after_days` after months end.
-fn closed_before(after_days: u32) -> wijkradar_domain::Month {
-    wijkradar_domain::Month::from_unix_seconds(
-        crate::ingest::unix_seconds() - i64::from(after_days) * 86_400,
-    )
+    /// The current month, by the server's clock.
+    pub(crate) fn month(&self) -> wijkradar_domain::Month {
+        self.clock.month()
+    }
 }
 
 /// An audit entry for a call: what was asked (never a count) and, if it was
@@ -358,7 +358,7 @@ async fn materialise_on_schedule(query: query::Query, every: std::time::Duration
     loop {
         ticks.tick().await;
         let q = query.clone();
-        let closed_before = closed_before(after_days);
+        let closed_before = query.state.clock.closed_before(after_days);
         let done =
             tokio::task::spawn_blocking(move || q.materialise_ended(closed_before, None)).await;
         match done {
@@ -492,6 +492,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         metrics: metrics::Metrics::default(),
         audit_path: config.data_dir.join(wijkradar_audit::FILE_NAME),
         backup_dir: config.backup_dir(),
+        clock: config.clock,
     });
 
     let tls = ServerTlsConfig::new()

@@ -126,7 +126,7 @@ impl<'q> Tables<'q> {
         closed_before: Option<Month>,
     ) -> Result<Tables<'q>, ApiError> {
         let state = &query.state;
-        let now = crate::ingest::current_month();
+        let now = state.month();
         Ok(Tables {
             query,
             table: GemeenteTable::new(&state.hierarchy, gemeente),

@@ -247,7 +247,7 @@ async fn store_status(
     let record = AlertStatusRecord {
         status,
         by: org.name.clone(),
-        at: crate::ingest::unix_seconds(),
+        at: d.query.state.clock.unix_seconds(),
     };
     state
         .queue

@@ -208,7 +208,7 @@ pub(super) async fn register(
     let plan = crate::convert::plan_from_proto(Some(form.plan(&code)), &d.query.state.hierarchy);
     // The faults in Dutch for the form; the audit gets the API's words.
     let dutch: Vec<String> = match &plan {
-        Ok(plan) => match d.query.plan_faults(plan, crate::ingest::current_month()) {
+        Ok(plan) => match d.query.plan_faults(plan, d.query.state.month()) {
             Ok(faults) => faults
                 .iter()
                 .map(|f| format!("{}: {}", field_label(f.field), f.dutch))
