@@ -136,6 +136,17 @@ async fn no_identifier_or_pseudonym_reaches_the_store_files_or_the_logs() {
         contains(&logged, b"batch acknowledged"),
         "the logs were captured"
     );
+    // Every audited event is in the log too, with the fields the BIO
+    // expects: who, what, on what, with what result (the line has the time).
+    let text = String::from_utf8_lossy(&logged);
+    assert!(
+        text.lines().any(|l| l.contains("audited")
+            && l.contains(&format!("who={PARTNER_A}"))
+            && l.contains("what=\"Submit\"")
+            && l.contains("result=\"stored\"")
+            && l.contains("object=batch ")),
+        "a BIO line for a stored batch"
+    );
     for (what, bytes) in identifying.iter().chain(&server_side) {
         assert!(!contains(&logged, bytes), "a log line holds the {what}");
     }

@@ -129,6 +129,37 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// What the BIO asks of a log line besides who and when: what was done,
+    /// to what, with what result. No count: those stay in the audit log.
+    pub fn bio(&self) -> (&str, String, &str) {
+        match self {
+            Event::Start { .. } => ("Start", String::new(), "ok"),
+            Event::Batch {
+                batch_id, outcome, ..
+            } => ("Submit", format!("batch {batch_id}"), outcome),
+            Event::Call {
+                call,
+                gemeente,
+                outcome,
+                ..
+            } => (call, gemeente.clone(), outcome),
+            Event::Release {
+                gemeente,
+                signal_type,
+                month,
+                version,
+                ..
+            } => (
+                "Release",
+                format!("{gemeente} {signal_type} {month} v{version}"),
+                "ok",
+            ),
+            Event::Purge { .. } => ("Purge", String::new(), "ok"),
+        }
+    }
+}
+
 /// One entry, as chained.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -271,6 +302,18 @@ impl AuditLog {
         }
         a.next_seq += 1;
         a.last_hash = hash;
+        // The same event in the server's log, with the fields the BIO
+        // expects (who, what, object, result; the line has the time).
+        let (what, object, result) = entry.event.bio();
+        tracing::info!(
+            target: "wijkradar::audit",
+            who = %entry.actor,
+            what,
+            object = %object,
+            result,
+            seq = entry.seq,
+            "audited"
+        );
         Ok(())
     }
 
