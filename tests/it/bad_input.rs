@@ -509,3 +509,44 @@ async fn the_servers_clock_decides_which_months_are_taken() {
     assert_eq!(policy.current_month.unwrap().to_string(), "2025-07");
     assert_eq!(policy.first_kept["huurachterstand"].to_string(), "2024-01");
 }
+
+/// A connection that stays open, answering pings, is still closed once it
+/// is `limits.max_connection_age_seconds` old (and the grace of
+/// `request_timeout_seconds` has passed). With one connection allowed
+/// per client, a second one is closed at once while the first lives, and
+/// kept (waiting for its TLS handshake) once the first has aged out.
+#[tokio::test]
+async fn an_idle_connection_is_closed_when_it_is_old() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start_with(|c| {
+        c.limits.max_connections_per_client = 1;
+        c.limits.max_connection_age_seconds = 2;
+        c.limits.keepalive_seconds = 1;
+        // The grace after the server asks to close: the client keeps an
+        // idle connection open until the server cuts it then.
+        c.limits.request_timeout_seconds = 1;
+    })
+    .await;
+    let addr = server.url().trim_start_matches("https://").to_owned();
+    let channel = server.channel(PARTNER_A).await;
+    let ok = crate::submit(channel.clone(), vec![batch("young", vec![good(1)])]).await;
+    assert!(ok[0].is_ok(), "{ok:?}");
+    // Closed at once: the client's one connection is in use.
+    let closed_at_once = |mut tcp: tokio::net::TcpStream| async move {
+        let mut buf = [0u8; 16];
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(1), tcp.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    };
+    let second = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert!(closed_at_once(second).await, "one connection per client");
+    // Idle but answering pings, the first connection ages out.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let third = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert!(
+        !closed_at_once(third).await,
+        "the old connection was closed"
+    );
+    drop(channel);
+}

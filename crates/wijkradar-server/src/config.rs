@@ -212,6 +212,11 @@ pub struct Limits {
     /// Connections one client address may hold open at once; one more is
     /// closed before TLS.
     pub max_connections_per_client: usize,
+    /// Seconds a connection may live, busy or idle (answering pings keeps
+    /// an idle one alive otherwise); then it is asked to close, and its
+    /// open calls get `request_timeout_seconds` to finish, after which it
+    /// is cut (0: no limit). Clients reconnect on their next call.
+    pub max_connection_age_seconds: u64,
 }
 
 impl Default for Limits {
@@ -228,6 +233,7 @@ impl Default for Limits {
             tls_handshake_seconds: 10,
             keepalive_seconds: 60,
             max_connections_per_client: 64,
+            max_connection_age_seconds: 1800,
         }
     }
 }

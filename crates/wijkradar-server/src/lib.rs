@@ -575,7 +575,16 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         source,
     })?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let router = Server::builder()
+    let mut builder = Server::builder();
+    if let seconds @ 1.. = config.limits.max_connection_age_seconds {
+        // An idle connection that answers pings would stay open for ever.
+        builder = builder
+            .max_connection_age(std::time::Duration::from_secs(seconds))
+            .max_connection_age_grace(std::time::Duration::from_secs(
+                config.limits.request_timeout_seconds,
+            ));
+    }
+    let router = builder
         .timeout(std::time::Duration::from_secs(
             config.limits.request_timeout_seconds,
         ))
