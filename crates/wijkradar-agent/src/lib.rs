@@ -16,6 +16,7 @@ pub mod client;
 pub mod config;
 mod csv_input;
 pub mod export;
+pub mod flow;
 pub mod normalise;
 pub mod outbox;
 pub mod pc6;

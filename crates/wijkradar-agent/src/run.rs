@@ -28,6 +28,23 @@ pub enum RunError {
     Outbox(#[from] OutboxError),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Key(#[from] wijkradar_pseudonym::KeyError),
+    #[error("{path}: {source}")]
+    Pc6 {
+        path: PathBuf,
+        source: crate::pc6::Pc6Error,
+    },
+    #[error("reject report {path}: {source}")]
+    Report { path: PathBuf, source: csv::Error },
+    #[error(
+        "sending to {url}: {pending} signals stay in the outbox; `wijkradar agent send` sends them later"
+    )]
+    Send {
+        url: String,
+        pending: u64,
+        source: Box<RunError>,
+    },
 }
 
 /// An export read and pseudonymised, not yet in the outbox.

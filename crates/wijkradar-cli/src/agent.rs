@@ -5,16 +5,12 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use wijkradar_agent::client::IngestPolicy;
-use wijkradar_agent::export::ExportSummary;
-use wijkradar_agent::outbox::Import;
-use wijkradar_agent::run::{Prepared, SendReport, prepare, send_pending};
-use wijkradar_agent::{ExportRules, Outbox, PartnerConfig, Pc6Table};
+use wijkradar_agent::flow::{self, Outcome, Partner, Progress};
+use wijkradar_agent::run::Prepared;
+use wijkradar_agent::{Outbox, PartnerConfig, Pc6Table};
 use wijkradar_domain::Month;
-use wijkradar_pseudonym::PartnerKey;
 
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
@@ -71,8 +67,7 @@ pub fn current_month() -> Month {
 }
 
 pub fn load_postcode_table(path: &Path) -> anyhow::Result<Pc6Table> {
-    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-    Pc6Table::from_reader(file).with_context(|| format!("{}", path.display()))
+    Ok(flow::load_postcode_table(path)?)
 }
 
 fn bar(len: u64, template: &str) -> ProgressBar {
@@ -85,188 +80,48 @@ fn bar(len: u64, template: &str) -> ProgressBar {
     bar
 }
 
-/// What one run did, for the summary.
-#[derive(Debug)]
-pub struct Outcome {
-    pub export: ExportSummary,
-    /// False when the same file was imported before.
-    pub imported: bool,
-    pub earlier: Option<Import>,
-    pub sent: SendReport,
-    pub still_pending: u64,
-    pub reject_report: Option<PathBuf>,
+/// A run's progress as bars on the terminal, warnings on standard error.
+#[derive(Default)]
+struct Bars {
+    bar: Option<ProgressBar>,
 }
 
-fn write_reject_report(path: &Path, export: &ExportSummary) -> anyhow::Result<()> {
-    let mut w = csv::Writer::from_path(path).with_context(|| format!("{}", path.display()))?;
-    w.write_record(["regel", "reden"])?;
-    for r in &export.rejects {
-        w.write_record([r.line.to_string(), r.reason.to_string()])?;
-    }
-    w.flush()?;
-    Ok(())
-}
-
-/// The partner's key and postcode table, loaded once per run.
-pub struct Partner {
-    pub config: PartnerConfig,
-    pub key: PartnerKey,
-    pub pc6: Pc6Table,
-}
-
-impl Partner {
-    pub fn load(config: PartnerConfig) -> anyhow::Result<Partner> {
-        let key = PartnerKey::load(&config.agent.pseudonym_key)?;
-        let pc6 = load_postcode_table(&config.agent.postcode_table)?;
-        Ok(Partner { config, key, pc6 })
-    }
-
-    /// The rows' rules, with what the aggregator accepts when it told.
-    fn rules(&self, policy: Option<&IngestPolicy>) -> ExportRules<'_> {
-        let mut rules = self.config.rules(&self.pc6, &self.key, current_month());
-        if let Some(p) = policy {
-            rules.first_kept = p.first_kept.clone();
-        }
-        rules
-    }
-
-    /// Asks the aggregator what it accepts, so that rows past its
-    /// retention are rejected here. Without an answer the rows are kept,
-    /// and the aggregator refuses their batches later (set aside).
-    async fn policy(&self) -> Option<IngestPolicy> {
-        let ask = async {
-            let channel = wijkradar_agent::connect(
-                &self.config.aggregator.url,
-                &self.config.aggregator.tls(),
-            )
-            .await?;
-            wijkradar_agent::client::ingest_policy(channel).await
-        };
-        match tokio::time::timeout(std::time::Duration::from_secs(15), ask).await {
-            Ok(Ok(p)) => Some(p),
-            Ok(Err(e)) => {
-                eprintln!(
-                    "let op: het beleid van de aggregator is niet op te halen ({e}); regels van vóór de bewaartermijn worden pas bij het versturen geweigerd"
-                );
-                None
-            }
-            Err(_) => {
-                eprintln!(
-                    "let op: de aggregator antwoordt niet binnen 15 s; regels van vóór de bewaartermijn worden pas bij het versturen geweigerd"
-                );
-                None
-            }
-        }
-    }
-
-    fn prepare(&self, export: &Path, policy: Option<&IngestPolicy>) -> anyhow::Result<Prepared> {
-        let size = std::fs::metadata(export)
-            .with_context(|| format!("{}", export.display()))?
-            .len();
-        let reading = bar(
-            size,
+impl Progress for Bars {
+    fn reading(&mut self, bytes: u64) {
+        self.bar = Some(bar(
+            bytes,
             "lezen en pseudonimiseren [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",
-        );
-        let prepared = prepare(
-            export,
-            &self.rules(policy),
-            self.config.agent.batch_size,
-            |n| reading.set_position(n),
-        );
-        reading.finish_and_clear();
-        Ok(prepared?)
+        ));
+    }
+    fn read(&mut self, bytes: u64) {
+        if let Some(b) = &self.bar {
+            b.set_position(bytes);
+        }
+    }
+    fn sending(&mut self, signals: u64) {
+        self.bar = Some(bar(
+            signals,
+            "versturen [{bar:30}] {pos}/{len} signalen ({per_sec})",
+        ));
+    }
+    fn sent(&mut self, signals: u64) {
+        self.read(signals);
+    }
+    fn done(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+    fn warn(&mut self, message: &str) {
+        eprintln!("{message}");
     }
 }
 
 /// Reads an export into the outbox (once per file) and sends everything
-/// pending. The demo runs its partners through this same path.
+/// pending, with progress bars. The demo runs its partners through this
+/// same path.
 pub async fn run_export(partner: &Partner, export: &Path) -> anyhow::Result<Outcome> {
-    let config = &partner.config;
-    let outbox = Outbox::open(&config.agent.outbox)?;
-    let policy = partner.policy().await;
-    let prepared = partner.prepare(export, policy.as_ref())?;
-    let earlier = outbox.imported(&prepared.digest)?;
-    let mut outcome = Outcome {
-        export: ExportSummary::default(),
-        imported: false,
-        earlier: earlier.clone(),
-        sent: SendReport::default(),
-        still_pending: 0,
-        reject_report: None,
-    };
-    if earlier.is_none() {
-        outcome.reject_report = reject_report(config, export, &prepared.summary)?;
-        let record = Import {
-            at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            file_name: export
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            rows: prepared.summary.rows,
-            signals: prepared.summary.signals(),
-            batches: prepared.batches.len() as u64,
-            key_id: partner.key.id().to_string(),
-        };
-        outbox.import(&prepared.digest, &record, &prepared.batches)?;
-        outcome.export = prepared.summary;
-        outcome.imported = true;
-    }
-    let (sent, pending) = send(&outbox, config).await;
-    outcome.still_pending = pending;
-    outcome.sent = sent.with_context(|| {
-        format!(
-            "sending to {}: {pending} signals stay in the outbox; `wijkradar agent send` sends them later",
-            config.aggregator.url
-        )
-    })?;
-    Ok(outcome)
-}
-
-fn reject_report(
-    config: &PartnerConfig,
-    export: &Path,
-    summary: &ExportSummary,
-) -> anyhow::Result<Option<PathBuf>> {
-    if summary.rejects.is_empty() {
-        return Ok(None);
-    }
-    let name = export.with_extension("afgewezen.csv");
-    let path = match &config.agent.reject_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
-            dir.join(name.file_name().unwrap_or_default())
-        }
-        None => name,
-    };
-    write_reject_report(&path, summary)?;
-    Ok(Some(path))
-}
-
-/// Sends what the outbox holds; returns the result and what is still pending.
-async fn send(outbox: &Outbox, config: &PartnerConfig) -> (anyhow::Result<SendReport>, u64) {
-    let total = match outbox.status() {
-        Ok(s) => s.signals,
-        Err(e) => return (Err(e.into()), 0),
-    };
-    if total == 0 {
-        return (Ok(SendReport::default()), 0);
-    }
-    let result = async {
-        let channel =
-            wijkradar_agent::connect(&config.aggregator.url, &config.aggregator.tls()).await?;
-        let sending = bar(
-            total,
-            "versturen [{bar:30}] {pos}/{len} signalen ({per_sec})",
-        );
-        let report = send_pending(outbox, channel, |n| sending.set_position(n)).await;
-        sending.finish_and_clear();
-        Ok(report?)
-    }
-    .await;
-    let pending = outbox.status().map_or(total, |s| s.signals);
-    (result, pending)
+    Ok(flow::run_export(partner, export, current_month(), &mut Bars::default()).await?)
 }
 
 /// Thousands with a dot, as Dutch readers expect.
@@ -384,9 +239,12 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
             let config = PartnerConfig::load(&args.config)?;
             let partner = Partner::load(config)?;
             if args.dry_run {
-                let policy = partner.policy().await;
-                let prepared = partner.prepare(&args.export, policy.as_ref())?;
-                if let Some(path) = reject_report(&partner.config, &args.export, &prepared.summary)?
+                let mut bars = Bars::default();
+                let policy = partner.policy(&mut bars).await;
+                let prepared =
+                    partner.prepare(&args.export, current_month(), policy.as_ref(), &mut bars)?;
+                if let Some(path) =
+                    flow::reject_report(&partner.config, &args.export, &prepared.summary)?
                 {
                     println!("Afgewezen regels: {}", path.display());
                 }
@@ -400,7 +258,7 @@ pub async fn run(cmd: AgentCommand) -> anyhow::Result<()> {
         AgentCommand::Send { config } => {
             let config = PartnerConfig::load(&config)?;
             let outbox = Outbox::open(&config.agent.outbox)?;
-            let (sent, pending) = send(&outbox, &config).await;
+            let (sent, pending) = flow::send_outbox(&outbox, &config, &mut Bars::default()).await;
             let sent = sent?;
             println!(
                 "verstuurd: {} signalen in {} batches ({} nieuw opgeslagen, {} al eerder ontvangen); nog in de outbox: {}",

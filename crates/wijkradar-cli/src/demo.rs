@@ -16,10 +16,11 @@ use wijkradar_server::access::Role;
 use wijkradar_server::dev::DevSetup;
 use wijkradar_sim::{Layout, PARTNERS};
 
-use crate::agent::{Partner, current_month, load_postcode_table, run_export, summary_text};
+use crate::agent::{current_month, load_postcode_table, run_export, summary_text};
 use crate::connection::Connection;
 use crate::query::{fetch_alerts, fetch_table, names};
 use crate::render;
+use wijkradar_agent::flow::Partner;
 
 const ANALYST: &str = "gemeente-almere";
 const PRIVACY_OFFICER: &str = "fg";
