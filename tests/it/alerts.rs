@@ -55,15 +55,7 @@ pub(crate) async fn send_a_rising_wijk(server: &TestServer) -> (wijkradar_domain
             if w == 2 && m >= 27 { n / 2..n } else { 0..0 }
         },
     ));
-    wijkradar_agent::submit(
-        server.channel(PARTNER_A).await,
-        signals,
-        "GM0034.2026.0011223344556677",
-        5000,
-        |_| {},
-    )
-    .await
-    .unwrap();
+    send_as_partner_a(server, signals).await;
     (rising, last)
 }
 
@@ -222,19 +214,8 @@ async fn a_rise_of_small_monthly_counts_is_shown_on_its_window() {
             _ => 0..0,
         },
     );
-    wijkradar_agent::submit(
-        server.channel(PARTNER_A).await,
-        signals,
-        "GM0034.2026.0011223344556699",
-        5000,
-        |_| {},
-    )
-    .await
-    .unwrap();
-    let rising = hierarchy
-        .wijken_of("GM0034".parse().unwrap())
-        .nth(2)
-        .unwrap();
+    send_as_partner_a(&server, signals).await;
+    let rising = third_wijk(&hierarchy);
     let mut q = server.query(ANALYST).await;
     let answer = almere_rent_alerts(&mut q).await;
     let alert = answer
@@ -297,15 +278,7 @@ async fn a_rise_of_small_monthly_counts_is_shown_on_its_window() {
             household_pseudonym: Vec::new(),
         })
         .collect();
-    wijkradar_agent::submit(
-        server.channel(PARTNER_A).await,
-        late,
-        crate::KEY_ID,
-        100,
-        |_| {},
-    )
-    .await
-    .unwrap();
+    send_as_partner_a(&server, late).await;
     let again = almere_rent_alerts(&mut q).await;
     let renewed = again
         .alerts
@@ -320,6 +293,27 @@ async fn a_rise_of_small_monthly_counts_is_shown_on_its_window() {
         renewed.released_value > alert.released_value,
         "{renewed:?} after {alert:?}"
     );
+}
+
+/// Sends `signals` as partner A, in batches of 5,000.
+async fn send_as_partner_a(server: &TestServer, signals: Vec<pb::Signal>) {
+    wijkradar_agent::submit(
+        server.channel(PARTNER_A).await,
+        signals,
+        crate::KEY_ID,
+        5000,
+        |_| {},
+    )
+    .await
+    .unwrap();
+}
+
+/// Almere's third wijk, the one the tests make rise.
+fn third_wijk(hierarchy: &Hierarchy) -> wijkradar_domain::WijkCode {
+    hierarchy
+        .wijken_of("GM0034".parse().unwrap())
+        .nth(2)
+        .unwrap()
 }
 
 /// Almere's alerts of rent arrears for the last ended month.
@@ -435,19 +429,8 @@ async fn a_gemeente_that_joined_later_does_not_bend_the_curve() {
         &months,
         |_, _, b| 0..1 + b % 2,
     ));
-    wijkradar_agent::submit(
-        server.channel(PARTNER_A).await,
-        signals,
-        "GM0034.2026.0011223344556688",
-        5000,
-        |_| {},
-    )
-    .await
-    .unwrap();
-    let rising = hierarchy
-        .wijken_of("GM0034".parse().unwrap())
-        .nth(2)
-        .unwrap();
+    send_as_partner_a(&server, signals).await;
+    let rising = third_wijk(&hierarchy);
     let answer = almere_rent_alerts(&mut server.query(ANALYST).await).await;
     let first = answer.alerts.first().expect("the rising wijk is alerted");
     assert_eq!(first.area_code, rising.to_string(), "{answer:?}");

@@ -92,6 +92,13 @@ impl Query {
         let buurten: Vec<BuurtCode> = state.hierarchy.buurten_of(q.gemeente).collect();
         let wijken: Vec<WijkCode> = state.hierarchy.wijken_of(q.gemeente).collect();
         let tables = Tables::new(self, q.gemeente, true, None)?;
+        // Every read of households here (the derived indicators, the
+        // windows' releases, their households-per-count ratios) falls in
+        // these months: read them once.
+        tables.household_months.set(Some((
+            months[0].plus(-(derived::WINDOW_MONTHS as i32)),
+            q.month,
+        )));
         // Per measure: the monthly count of households per buurt.
         let mut sources: Vec<(Measure<'_>, HashMap<BuurtCode, Vec<u64>>)> = Vec::new();
         for signal_type in &q.signal_types {
@@ -139,10 +146,7 @@ impl Query {
                 .filter_map(|f| f.finding.test.p_value)
                 .fold(0.0, f64::max)
         };
-        let cutoffs = [
-            (Level::Wijk, cutoff(Level::Wijk)),
-            (Level::Buurt, cutoff(Level::Buurt)),
-        ];
+        let (wijk_cutoff, buurt_cutoff) = (cutoff(Level::Wijk), cutoff(Level::Buurt));
         // Per measure and window length, the window's release.
         let mut releases: HashMap<(usize, usize), Option<ReleasedCells>> = HashMap::new();
         let mut ratios: HashMap<(usize, usize), f64> = HashMap::new();
@@ -150,14 +154,13 @@ impl Query {
         for f in findings.iter().filter(|f| f.finding.discovery) {
             let measure = sources[f.group].0;
             let area = areas[f.finding.series];
-            let level = level_of(f);
-            let (_, cutoff) = cutoffs
-                .iter()
-                .find(|(l, _)| *l == level)
-                .expect("both levels");
+            let cutoff = match level_of(f) {
+                Level::Wijk => wijk_cutoff,
+                Level::Buurt => buurt_cutoff,
+            };
             // Only what an audited release shows: the strongest window that
             // raised the alert and whose cell of this area is released.
-            for window in f.finding.test.windows_within(*cutoff) {
+            for window in f.finding.test.windows_within(cutoff) {
                 let Some(covered) = months
                     .len()
                     .checked_sub(window.months)
@@ -404,7 +407,10 @@ impl Query {
 
 /// Months before the tested one that the baseline leaves out of its fit
 /// (the longest window and one more).
-const HELD_OUT: usize = 7;
+const HELD_OUT: usize = {
+    use wijkradar_detect::farrington::WINDOWS;
+    WINDOWS[WINDOWS.len() - 1] + 1
+};
 
 /// Distinct households over a window of `w` months per household-month of
 /// the gemeente's monthly counts (`total`, over `months`), in the windows

@@ -81,9 +81,7 @@ pub(crate) async fn make(state: &crate::State, root: &Path) -> Result<Made, Serv
     }
     let copied = state.queue.backup(dir.clone()).await?;
     // The audit log after the store: up to its last whole entry.
-    let log = std::fs::read(&state.audit_path).map_err(|e| failed("read", &state.audit_path, e))?;
-    let whole = log.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    write_private(&dir.join(AUDIT_FILE), &log[..whole])?;
+    copy_whole_lines(&state.audit_path, &dir.join(AUDIT_FILE))?;
     let mut files = std::collections::BTreeMap::new();
     for name in [RECORDS_FILE, KEYS_FILE, AUDIT_FILE] {
         files.insert(name.to_owned(), file_sha256(&dir.join(name))?);
@@ -174,16 +172,52 @@ pub fn restore(
     })
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
-    use std::io::Write as _;
+/// A new file only the server's user can read.
+fn create_private(path: &Path) -> Result<std::fs::File, ServerError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(|e| failed("create", path, e))?;
+    options.open(path).map_err(|e| failed("create", path, e))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
+    use std::io::Write as _;
+    let mut file = create_private(path)?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| failed("write", path, e))
+}
+
+/// Copies `from` up to its last newline into the new file `to`, in pieces
+/// (a log of years is large), while entries may still be appended.
+fn copy_whole_lines(from: &Path, to: &Path) -> Result<(), ServerError> {
+    use std::io::{Seek, SeekFrom};
+    let read_error = |e| failed("read", from, e);
+    let mut file = std::fs::File::open(from).map_err(read_error)?;
+    let mut end = file.metadata().map_err(read_error)?.len();
+    // Back from the end, a piece at a time, to the last newline.
+    let mut piece = vec![0u8; 64 << 10];
+    let whole = loop {
+        if end == 0 {
+            break 0;
+        }
+        let start = end.saturating_sub(piece.len() as u64);
+        let part = &mut piece[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))
+            .and_then(|_| file.read_exact(part))
+            .map_err(read_error)?;
+        if let Some(i) = part.iter().rposition(|&b| b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        end = start;
+    };
+    file.seek(SeekFrom::Start(0)).map_err(read_error)?;
+    let mut out = create_private(to)?;
+    std::io::copy(&mut file.take(whole), &mut out)
+        .and_then(|_| out.sync_all())
+        .map_err(|e| failed("write", to, e))?;
+    Ok(())
 }
 
 /// SHA-256 of a file, hex, read in pieces (a store's records run to
@@ -202,4 +236,26 @@ fn file_sha256(path: &Path) -> Result<String, ServerError> {
         context.update(&buffer[..n]);
     }
     Ok(hex::encode(context.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_is_copied_up_to_its_last_whole_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("log"), dir.path().join("copy"));
+        // A half-written last line longer than one piece read back.
+        let mut log = b"{\"a\":1}\n{\"b\":2}\n".to_vec();
+        log.extend(std::iter::repeat_n(b'x', 100_000));
+        std::fs::write(&from, &log).unwrap();
+        copy_whole_lines(&from, &to).unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), b"{\"a\":1}\n{\"b\":2}\n");
+        // No whole line: an empty copy.
+        std::fs::write(&from, b"half").unwrap();
+        let empty = dir.path().join("empty");
+        copy_whole_lines(&from, &empty).unwrap();
+        assert!(std::fs::read(&empty).unwrap().is_empty());
+    }
 }

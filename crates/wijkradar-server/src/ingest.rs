@@ -126,7 +126,7 @@ fn check_grant(
         return Err(ApiError::Forbidden(Violation::new(
             "batch.key_id",
             format!(
-                "pseudonymisation key {key_id} is retired for organisation `{}`: pseudonymise with the current key (`wijkradar keys derive`) and send again",
+                "pseudonymisation key {key_id} is retired for organisation `{}`: pseudonymise with the current key (`wijkradar keys rotate` derives it) and send again",
                 partner.name
             ),
         )));

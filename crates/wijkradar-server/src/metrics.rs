@@ -20,7 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use tokio::task::JoinHandle;
 
 use crate::ServerError;
@@ -66,95 +66,90 @@ pub(crate) struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("wijkradar");
-        let batches = Family::<Outcome, Counter>::default();
-        registry.register(
-            "batches",
-            "Batches answered, by outcome and refusal code",
-            batches.clone(),
-        );
-        let signals = Family::<Outcome, Counter>::default();
-        registry.register(
-            "signals",
-            "Signals in the batches answered, by outcome and refusal code",
-            signals.clone(),
-        );
-        let ingest_seconds = Histogram::new(INGEST_BUCKETS);
-        registry.register(
-            "ingest_seconds",
-            "Seconds from a batch's arrival to its answer (stored, fsynced and audited, or refused)",
-            ingest_seconds.clone(),
-        );
-        let audit_append_seconds = Histogram::new(AUDIT_BUCKETS);
-        registry.register(
-            "audit_append_seconds",
-            "Seconds of an fsynced audit-log append of a stored batch",
-            audit_append_seconds.clone(),
-        );
-        let releases = Counter::default();
-        registry.register(
-            "releases",
-            "Table releases made (new versions), audit included",
-            releases.clone(),
-        );
-        let release_seconds = Histogram::new(WORK_BUCKETS);
-        registry.register(
-            "release_seconds",
-            "Seconds to compute, audit and store one table release",
-            release_seconds.clone(),
-        );
-        let alerts_runs = Counter::default();
-        registry.register(
-            "alerts_runs",
-            "Early-warning runs (GetAlerts calls answered)",
-            alerts_runs.clone(),
-        );
-        let alerts_seconds = Histogram::new(WORK_BUCKETS);
-        registry.register(
-            "alerts_seconds",
-            "Seconds of an early-warning run",
-            alerts_seconds.clone(),
-        );
-        let queue_depth = Gauge::default();
-        registry.register(
-            "ingest_queue_depth",
-            "Requests waiting for the store's writer",
-            queue_depth.clone(),
-        );
-        let store_bytes = Gauge::default();
-        registry.register(
-            "store_bytes",
-            "The store's size on disk",
-            store_bytes.clone(),
-        );
-        let signals_stored = Gauge::default();
-        registry.register(
-            "signals_stored",
-            "Distinct signals in the store",
-            signals_stored.clone(),
-        );
-        let audit_log_bytes = Gauge::default();
-        registry.register(
-            "audit_log_bytes",
-            "The audit log's size on disk",
-            audit_log_bytes.clone(),
-        );
+        let mut r = Registry::with_prefix("wijkradar");
         Metrics {
-            registry,
-            batches,
-            signals,
-            ingest_seconds,
-            audit_append_seconds,
-            releases,
-            release_seconds,
-            alerts_runs,
-            alerts_seconds,
-            queue_depth,
-            store_bytes,
-            signals_stored,
-            audit_log_bytes,
+            batches: add(
+                &mut r,
+                "batches",
+                "Batches answered, by outcome and refusal code",
+                Family::default(),
+            ),
+            signals: add(
+                &mut r,
+                "signals",
+                "Signals in the batches answered, by outcome and refusal code",
+                Family::default(),
+            ),
+            ingest_seconds: add(
+                &mut r,
+                "ingest_seconds",
+                "Seconds from a batch's arrival to its answer (stored, fsynced and audited, or refused)",
+                Histogram::new(INGEST_BUCKETS),
+            ),
+            audit_append_seconds: add(
+                &mut r,
+                "audit_append_seconds",
+                "Seconds of an fsynced audit-log append of a stored batch",
+                Histogram::new(AUDIT_BUCKETS),
+            ),
+            releases: add(
+                &mut r,
+                "releases",
+                "Table releases made (new versions), audit included",
+                Counter::default(),
+            ),
+            release_seconds: add(
+                &mut r,
+                "release_seconds",
+                "Seconds to compute, audit and store one table release",
+                Histogram::new(WORK_BUCKETS),
+            ),
+            alerts_runs: add(
+                &mut r,
+                "alerts_runs",
+                "Early-warning answers given, to queries and to the scheduled job",
+                Counter::default(),
+            ),
+            alerts_seconds: add(
+                &mut r,
+                "alerts_seconds",
+                "Seconds of an early-warning answer",
+                Histogram::new(WORK_BUCKETS),
+            ),
+            queue_depth: add(
+                &mut r,
+                "ingest_queue_depth",
+                "Requests waiting for the store's writer",
+                Gauge::default(),
+            ),
+            store_bytes: add(
+                &mut r,
+                "store_bytes",
+                "The store's size on disk",
+                Gauge::default(),
+            ),
+            signals_stored: add(
+                &mut r,
+                "signals_stored",
+                "Distinct signals in the store",
+                Gauge::default(),
+            ),
+            audit_log_bytes: add(
+                &mut r,
+                "audit_log_bytes",
+                "The audit log's size on disk",
+                Gauge::default(),
+            ),
+            registry: r,
         }
     }
+}
+
+/// Registers `metric` under `name` and returns it: the registry keeps a
+/// handle that reads the same values.
+fn add<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Metrics {
