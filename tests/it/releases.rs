@@ -173,7 +173,7 @@ async fn quarters_and_years_count_each_household_once() {
 }
 
 /// Waits for version `wanted` of March 2024's rent-arrears release of Almere.
-async fn materialised(server: &TestServer, wanted: u32) -> wijkradar_store::ReleaseSnapshot {
+async fn materialised(server: &TestServer, wanted: u32) -> wijkradar_release::Snapshot {
     let store = server.store();
     let t = store.type_id(&"huurachterstand".parse().unwrap()).unwrap();
     let table = wijkradar_store::TableRef {

@@ -10,7 +10,8 @@
 //! Every cell of a gemeente's table is released together and audited
 //! ([`audit`]), and rates per 1,000 households come from released values
 //! only ([`rates`]). A table tied to earlier releases (its period's parts,
-//! its earlier versions) is audited against them too ([`linked`]).
+//! its earlier versions) is audited against them too ([`linked`]). When a
+//! period is released, and with what, is the [`lifecycle`].
 //!
 //! Architecture invariant: no IO; a [`Released`] value has no way to carry the
 //! true count of a suppressed cell.
@@ -19,13 +20,17 @@
 #![deny(rust_2018_idioms)]
 
 pub mod audit;
+pub mod lifecycle;
 pub mod linked;
+mod period;
 mod ptable;
 pub mod rates;
 
 use std::collections::BTreeMap;
 
+pub use lifecycle::{Lifecycle, NotReleased, Release, Snapshot};
 pub use linked::Link;
+pub use period::{Period, PeriodKind};
 pub use ptable::{PerturbationTable, PtableError};
 pub use rates::{Bases, Rate};
 

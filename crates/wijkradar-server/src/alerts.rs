@@ -22,7 +22,7 @@ use wijkradar_detect::monitor::{self, Group, Level, Series, Shared};
 use wijkradar_domain::derived;
 use wijkradar_domain::{AreaCode, BuurtCode, GemeenteCode, Month, SignalTypeName, WijkCode};
 use wijkradar_proto::v1 as pb;
-use wijkradar_release::Released;
+use wijkradar_release::{Period, Released};
 
 use crate::convert::alerts_query_from_proto;
 use crate::error::ApiError;
@@ -171,8 +171,9 @@ impl Query {
                 let release = match releases.get(&(f.group, window.months)) {
                     Some(r) => r,
                     None => {
+                        let period = Period::new(covered[0], covered.len() as u32);
                         let r = tables
-                            .release(measure, covered)?
+                            .release(measure, period)?
                             .ok()
                             .map(|(v, cells)| (v, cells.into_iter().collect()));
                         releases.entry((f.group, window.months)).or_insert(r)
@@ -435,7 +436,7 @@ fn households_per_count(
         let window = &months[stop - w..stop];
         sum += total[stop - w..stop].iter().sum::<u64>();
         distinct += tables
-            .totals(measure, window)?
+            .totals(measure, Period::new(window[0], w as u32))?
             .iter()
             .map(|(_, t)| t.households)
             .sum::<u64>();

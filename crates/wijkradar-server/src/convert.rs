@@ -7,6 +7,7 @@ use wijkradar_domain::{
     PartnerPseudonym, PseudonymKeyId, Severity, Signal, SignalTypeName, WijkCode,
 };
 use wijkradar_proto::v1 as pb;
+use wijkradar_release::{NotReleased, PeriodKind};
 
 use crate::error::{ApiError, Violation};
 
@@ -193,92 +194,9 @@ pub struct TableQuery {
     pub derived: Vec<wijkradar_domain::derived::Derived>,
     pub from: Month,
     pub to: Month,
-    pub period: Period,
+    pub period: PeriodKind,
     /// Answer in the compact columns form.
     pub columns: bool,
-}
-
-/// The period of a table's cells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Period {
-    Month,
-    Quarter,
-    Year,
-    /// The last 2, 3 or 6 months, ending with each month: an alert's
-    /// window.
-    Window(u32),
-}
-
-impl Period {
-    /// Months in one period.
-    pub fn length(self) -> u32 {
-        match self {
-            Period::Month => 1,
-            Period::Quarter => 3,
-            Period::Year => 12,
-            Period::Window(n) => n,
-        }
-    }
-
-    /// The calendar period `length` months long (1, 3 or 12).
-    pub fn of_length(length: usize) -> Period {
-        match length {
-            1 => Period::Month,
-            3 => Period::Quarter,
-            _ => Period::Year,
-        }
-    }
-
-    /// The label of the period holding month `m`: `2026-03`, `2026-Q1`,
-    /// `2026`; of a window, the one ending with `m`: `2026-01..2026-03`.
-    pub fn label(self, m: Month) -> String {
-        match self {
-            Period::Month => m.to_string(),
-            Period::Quarter => format!("{}-Q{}", m.year(), (m.month() - 1) / 3 + 1),
-            Period::Year => m.year().to_string(),
-            Period::Window(n) => format!("{}..{m}", m.plus(1 - n as i32)),
-        }
-    }
-
-    /// The label of the period of `months` (consecutive): a calendar month,
-    /// quarter or year by its own label, any other run of months as a
-    /// window.
-    pub fn label_of(months: &[Month]) -> String {
-        let (first, last) = (months[0], months[months.len() - 1]);
-        let calendar = Period::of_length(months.len());
-        let aligned = (first.month() - 1) % calendar.length() == 0;
-        if matches!(months.len(), 1 | 3 | 12) && aligned {
-            calendar.label(first)
-        } else {
-            Period::Window(months.len() as u32).label(last)
-        }
-    }
-
-    /// The periods that overlap `from..=to`, each with its label and its
-    /// months: whole quarters or years (`2026-Q1`, `2026`), or the window
-    /// ending with each month.
-    pub fn covering(self, from: Month, to: Month) -> Vec<(String, Vec<Month>)> {
-        let length = self.length();
-        if let Period::Window(n) = self {
-            return from
-                .through(to)
-                .map(|m| (self.label(m), m.plus(1 - n as i32).through(m).collect()))
-                .collect();
-        }
-        let mut out: Vec<(String, Vec<Month>)> = Vec::new();
-        for m in from.through(to) {
-            let first = Month::new(m.year(), (m.month() - 1) / length * length + 1)
-                .expect("a valid first month");
-            let label = self.label(m);
-            if out.last().is_none_or(|(l, _)| *l != label) {
-                out.push((
-                    label,
-                    first.through(first.plus(length as i32 - 1)).collect(),
-                ));
-            }
-        }
-        out
-    }
 }
 
 /// Longest month range one table may span.
@@ -432,18 +350,18 @@ pub fn table_query_from_proto(
     let (derived, signal_types) =
         types_and_derived_from_proto(&req.signal_types, catalogue, &mut violations);
     let period = match pb::Period::try_from(req.period) {
-        Ok(pb::Period::Unspecified | pb::Period::Month) => Period::Month,
-        Ok(pb::Period::Quarter) => Period::Quarter,
-        Ok(pb::Period::Year) => Period::Year,
-        Ok(pb::Period::Last2Months) => Period::Window(2),
-        Ok(pb::Period::Last3Months) => Period::Window(3),
-        Ok(pb::Period::Last6Months) => Period::Window(6),
+        Ok(pb::Period::Unspecified | pb::Period::Month) => PeriodKind::Month,
+        Ok(pb::Period::Quarter) => PeriodKind::Quarter,
+        Ok(pb::Period::Year) => PeriodKind::Year,
+        Ok(pb::Period::Last2Months) => PeriodKind::Window(2),
+        Ok(pb::Period::Last3Months) => PeriodKind::Window(3),
+        Ok(pb::Period::Last6Months) => PeriodKind::Window(6),
         Err(_) => {
             violations.push(Violation::new(
                 "period",
                 "must be PERIOD_MONTH, PERIOD_QUARTER, PERIOD_YEAR or PERIOD_LAST_2_MONTHS, _3_ or _6_",
             ));
-            Period::Month
+            PeriodKind::Month
         }
     };
     let columns = match pb::TableLayout::try_from(req.layout) {
@@ -492,16 +410,22 @@ pub fn table_query_from_proto(
     }
 }
 
-impl Period {
-    pub fn to_proto(self) -> pb::Period {
-        match self {
-            Period::Month => pb::Period::Month,
-            Period::Quarter => pb::Period::Quarter,
-            Period::Year => pb::Period::Year,
-            Period::Window(2) => pb::Period::Last2Months,
-            Period::Window(3) => pb::Period::Last3Months,
-            Period::Window(_) => pb::Period::Last6Months,
-        }
+pub fn period_to_proto(kind: PeriodKind) -> pb::Period {
+    match kind {
+        PeriodKind::Month => pb::Period::Month,
+        PeriodKind::Quarter => pb::Period::Quarter,
+        PeriodKind::Year => pb::Period::Year,
+        PeriodKind::Window(2) => pb::Period::Last2Months,
+        PeriodKind::Window(3) => pb::Period::Last3Months,
+        PeriodKind::Window(_) => pb::Period::Last6Months,
+    }
+}
+
+/// A period that has no release, as the API marks its cells.
+pub fn not_released_to_proto(not: NotReleased) -> pb::CellStatus {
+    match not {
+        NotReleased::Purged => pb::CellStatus::Purged,
+        NotReleased::Pending => pb::CellStatus::Pending,
     }
 }
 

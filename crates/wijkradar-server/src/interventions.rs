@@ -15,10 +15,11 @@ use wijkradar_domain::{AreaCode, GemeenteCode, Month, WijkCode};
 use wijkradar_effect::design::{AreaSeries, Design, Progress};
 use wijkradar_proto::v1 as pb;
 use wijkradar_proto::v1::intervention_service_server::InterventionService;
+use wijkradar_release::PeriodKind;
 
 use crate::access::{Organisation, Role};
 use crate::auth::authorize;
-use crate::convert::{Period, intervention_to_proto, plan_from_proto};
+use crate::convert::{intervention_to_proto, period_to_proto, plan_from_proto};
 use crate::error::{ApiError, Violation};
 use crate::query::Query;
 
@@ -51,7 +52,7 @@ impl Query {
         measure: &str,
         from: Month,
         to: Month,
-        period: Period,
+        period: PeriodKind,
     ) -> Result<Released, ApiError> {
         let periods = period.covering(from, to);
         let mut out = Released {
@@ -63,17 +64,14 @@ impl Query {
         // whole periods.
         let per_chunk = (crate::convert::MAX_TABLE_MONTHS / period.length()) as usize;
         for chunk in periods.chunks(per_chunk.max(1)) {
-            let (first, last) = (
-                chunk[0].1[0],
-                *chunk[chunk.len() - 1].1.last().expect("months"),
-            );
+            let (first, last) = (chunk[0].first(), chunk[chunk.len() - 1].last());
             let answer = self.table(pb::GetTableRequest {
                 gemeente_code: g.to_string(),
                 level: pb::AreaLevel::Wijk as i32,
                 signal_types: vec![measure.to_owned()],
                 from_month: first.to_string(),
                 to_month: last.to_string(),
-                period: period.to_proto() as i32,
+                period: period_to_proto(period) as i32,
                 layout: pb::TableLayout::Cells as i32,
                 ..Default::default()
             })?;
@@ -81,7 +79,8 @@ impl Query {
             for cell in &answer.cells {
                 by_period.entry(cell.month.as_str()).or_default().push(cell);
             }
-            for (label, months) in chunk {
+            for p in chunk {
+                let label = p.to_string();
                 let Some(cells) = by_period.get(label.as_str()) else {
                     continue;
                 };
@@ -95,8 +94,8 @@ impl Query {
                     continue;
                 }
                 let index = out.labels.len();
-                out.labels.push(label.clone());
-                out.months.push(months.clone());
+                out.labels.push(label);
+                out.months.push(p.months().collect());
                 for c in cells {
                     let row = out.cells.entry(c.area_code.clone()).or_default();
                     row.resize(index, None);
@@ -191,7 +190,7 @@ struct Prepared {
     labels: Vec<String>,
     donors: Vec<WijkCode>,
     neighbours_left_out: usize,
-    period: Period,
+    period: PeriodKind,
 }
 
 fn prepare(
@@ -212,7 +211,7 @@ fn prepare(
         return Ok(Err("Er zijn nog geen cijfers om mee te werken.".into()));
     }
     let (donors, neighbours_left_out) = comparison_wijken(query, plan, busy);
-    let mut period = Period::Month;
+    let mut period = PeriodKind::Month;
     let mut released = query.released_wijk_series(g, measure, first, through, period)?;
     let rows = |codes: &[WijkCode]| -> Vec<Vec<Option<f64>>> {
         codes
@@ -226,15 +225,15 @@ fn prepare(
         donor_rows.iter().map(Vec::as_slice),
     );
     if quarters {
-        period = Period::Quarter;
+        period = PeriodKind::Quarter;
         // Whole quarters only: the first must start at or after `first`,
         // the last must have ended by `through`.
-        let quarter_of = |m: Month| Period::Quarter.covering(m, m).remove(0).1;
-        let from = match quarter_of(first)[0] {
+        let quarter_of = |m: Month| PeriodKind::Quarter.covering(m, m)[0];
+        let from = match quarter_of(first).first() {
             q if q < first => q.plus(3),
             q => q,
         };
-        let to = match quarter_of(through)[2] {
+        let to = match quarter_of(through).last() {
             q if q > through => q.plus(-3),
             q => q,
         };

@@ -9,12 +9,14 @@ use crate::access::{Organisation, Role};
 use wijkradar_domain::derived::{self, Derived};
 use wijkradar_domain::{AreaCode, GemeenteCode, Month, SignalTypeName};
 use wijkradar_proto::v1::{self as pb, query_service_server::QueryService};
-use wijkradar_release::Released;
+use wijkradar_release::{Period, PeriodKind, Released};
 
 use crate::State;
 use crate::answer::Answer;
 use crate::auth::authorize;
-use crate::convert::{Period, gemeente_from_proto, level_to_proto, table_query_from_proto};
+use crate::convert::{
+    gemeente_from_proto, level_to_proto, not_released_to_proto, table_query_from_proto,
+};
 use crate::error::{ApiError, Violation};
 use crate::tables::{Measure, Tables};
 
@@ -88,10 +90,10 @@ impl Query {
         let tables = Tables::new(self, q.gemeente, true, None)?;
         let mut answer = Answer::new(&state.bases, &tables.table, q.level, q.columns);
         let periods = q.period.covering(q.from, q.to);
-        if let (Some((_, first)), Some((_, last))) = (periods.first(), periods.last()) {
+        if let (Some(first), Some(last)) = (periods.first(), periods.last()) {
             tables.household_months.set(Some((
-                first[0].plus(-(derived::WINDOW_MONTHS as i32)),
-                last[last.len() - 1],
+                first.first().plus(-(derived::WINDOW_MONTHS as i32)),
+                last.last(),
             )));
         }
         let measures = q
@@ -100,8 +102,10 @@ impl Query {
             .map(Measure::Type)
             .chain(q.derived.iter().map(|&d| Measure::Derived(d)));
         for measure in measures {
-            for (label, months) in &periods {
-                answer.part(measure.name(), label, tables.release(measure, months)?);
+            for &period in &periods {
+                let release = tables.release(measure, period)?;
+                let release = release.map_err(not_released_to_proto);
+                answer.part(measure.name(), &period.to_string(), release);
             }
         }
         let (cells, columns) = answer.finish();
@@ -243,10 +247,10 @@ impl Query {
         if let Some(m) = only {
             tables.household_months.set(Some((m.plus(-window), m)));
             for (signal_type, _) in tables_of_g.iter().filter(|(_, month)| *month == m) {
-                let _ = tables.release(Measure::Type(signal_type), &[m])?;
+                let _ = tables.release(Measure::Type(signal_type), Period::month(m))?;
             }
             for d in Derived::ALL {
-                let _ = tables.release(Measure::Derived(d), &[m])?;
+                let _ = tables.release(Measure::Derived(d), Period::month(m))?;
             }
             return Ok(tables.new_versions.get());
         }
@@ -264,7 +268,7 @@ impl Query {
         let types: BTreeSet<&SignalTypeName> = tables_of_g.iter().map(|(t, _)| t).collect();
         for (signal_type, month) in tables_of_g {
             if ended(*month) {
-                let _ = tables.release(Measure::Type(signal_type), &[*month])?;
+                let _ = tables.release(Measure::Type(signal_type), Period::month(*month))?;
             }
         }
         let derived_last = last.plus(window);
@@ -276,25 +280,22 @@ impl Query {
         // A year at a time: the derived months, quarters and the year read
         // the households of that year (and the window before it) once, and
         // only one year's are in memory.
-        for (_, year) in Period::Year.covering(first, derived_last) {
-            let from = year[0].max(first);
-            let to = year[year.len() - 1].min(derived_last);
+        for year in PeriodKind::Year.covering(first, derived_last) {
+            let from = year.first().max(first);
+            let to = year.last().min(derived_last);
             tables.household_months.set(Some((from.plus(-window), to)));
             for d in Derived::ALL {
                 for m in from.through(to).filter(|&m| ended(m)) {
-                    let _ = tables.release(Measure::Derived(d), &[m])?;
+                    let _ = tables.release(Measure::Derived(d), Period::month(m))?;
                 }
             }
-            let periods = Period::Quarter
-                .covering(from, to)
-                .into_iter()
-                .map(|(_, q)| q);
-            for months in periods.chain([year.clone()]) {
-                if !months.last().is_some_and(|&m| ended(m)) {
+            let periods = PeriodKind::Quarter.covering(from, to);
+            for period in periods.into_iter().chain([year]) {
+                if !ended(period.last()) {
                     continue;
                 }
                 for &measure in &measures {
-                    let _ = tables.release(measure, &months)?;
+                    let _ = tables.release(measure, period)?;
                 }
             }
         }

@@ -1,17 +1,13 @@
 //! Materialised, versioned releases of one gemeente's tables (docs/privacy.md
-//! "What leaves the aggregator", points 5 and 6): every measure (a signal type or a derived
-//! indicator) over every period (month, quarter, year) is computed once,
-//! audited, stored with its version and the state it was computed from, and
-//! read back from then on. A table's state is the sum of the change counts
-//! of the (type, month) tables it counts from, which the writer bumps in the
-//! same atomic batch as the signals: a late signal changes it, and the next
-//! release stores a new version, up to `max_versions`, after which the last
-//! version stays.
+//! "What leaves the aggregator", points 5 and 6). When a period is released,
+//! when it gets a new version and what its audit takes in is
+//! `wijkradar_release::lifecycle`; this module reads and writes for it.
 //!
-//! The audit of a new release takes in what was released before: a
-//! quarter's cells are tied to its months' released cells, a year's to its
-//! quarters' and their months', and a new version's to every version
-//! before (see `wijkradar_release::linked`).
+//! A table's state is the sum of the change counts of the (type, month)
+//! tables it counts from, which the writer bumps in the same atomic batch
+//! as the signals. A release is stored with its state and read back from
+//! then on; every new version is written to the audit log with the
+//! releases its audit took in.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -21,11 +17,12 @@ use wijkradar_domain::derived::{self, Derived, HouseholdSignal};
 use wijkradar_domain::{
     AreaCode, BuurtCode, CellTotal, GemeenteCode, Month, ServerPseudonym, SignalTypeName,
 };
-use wijkradar_proto::v1 as pb;
-use wijkradar_release::{GemeenteTable, Link, Released};
-use wijkradar_store::{ReleaseSnapshot, Store, TableRef};
+use wijkradar_release::lifecycle::{
+    Counts, Lifecycle, NewRelease, NotReleased, Releases, Snapshot,
+};
+use wijkradar_release::{GemeenteTable, Period, Released};
+use wijkradar_store::{Store, TableRef};
 
-use crate::convert::Period;
 use crate::error::ApiError;
 use crate::query::{Query, VersionedRelease};
 
@@ -34,7 +31,7 @@ use crate::query::{Query, VersionedRelease};
 /// Only this process writes releases; a purge clears it.
 #[derive(Debug, Default)]
 pub(crate) struct ReleaseCache {
-    map: RwLock<HashMap<TableRef, Arc<ReleaseSnapshot>>>,
+    map: RwLock<HashMap<TableRef, Arc<Snapshot>>>,
 }
 
 /// Releases kept in memory at most (each a few bytes per area); past this
@@ -42,14 +39,14 @@ pub(crate) struct ReleaseCache {
 const CACHED_RELEASES: usize = 400_000;
 
 impl ReleaseCache {
-    fn get(&self, store: &Store, key: &TableRef) -> Result<Option<Arc<ReleaseSnapshot>>, ApiError> {
+    fn get(&self, store: &Store, key: &TableRef) -> Result<Option<Arc<Snapshot>>, ApiError> {
         if let Some(s) = self.map.read().expect("release cache lock").get(key) {
             return Ok(Some(s.clone()));
         }
         Ok(store.release_snapshot(key)?.map(|s| self.put(*key, s)))
     }
 
-    fn put(&self, key: TableRef, s: ReleaseSnapshot) -> Arc<ReleaseSnapshot> {
+    fn put(&self, key: TableRef, s: Snapshot) -> Arc<Snapshot> {
         let s = Arc::new(s);
         let mut map = self.map.write().expect("release cache lock");
         if map.len() >= CACHED_RELEASES {
@@ -143,279 +140,63 @@ impl<'q> Tables<'q> {
         })
     }
 
-    /// The release of `measure` over the period of `months` (consecutive: a
-    /// month, quarter or year, or an alert's window of 2, 3 or 6 months
-    /// ending anywhere, tied to its months like a quarter): pending until the period has ended, purged
-    /// when part of it is past retention (a partial count would read as a
-    /// fall), else the materialised release, made or renewed here when
-    /// needed.
+    /// The release of `measure` over `period` (see
+    /// [`wijkradar_release::lifecycle`]): pending, purged, or the
+    /// materialised release, made or renewed here when needed.
     pub(crate) fn release(
         &self,
         measure: Measure<'_>,
-        months: &[Month],
-    ) -> Result<Result<VersionedRelease, pb::CellStatus>, ApiError> {
-        Ok(self.release_tracked(measure, months)?.map(|(r, _)| r))
+        period: Period,
+    ) -> Result<Result<VersionedRelease, NotReleased>, ApiError> {
+        let lifecycle = self.lifecycle(measure);
+        let Some(stored) = self.stored_measure(measure) else {
+            // No signal of this type was ever stored: nothing to keep.
+            let empty = self.table.release(&self.query.state.policy, &[], &[]);
+            return Ok(lifecycle.status(period).map(|()| (1, empty)));
+        };
+        let releases = StoredReleases {
+            tables: self,
+            measure,
+            stored,
+        };
+        Ok(lifecycle
+            .release(&releases, period)?
+            .map(|r| (r.version(), self.cells_of(&r.snapshot))))
     }
 
-    /// [`Tables::release`], and whether the release counts the signals
-    /// stored now (not when it is an earlier version kept by the version cap
-    /// or the waiting days).
-    fn release_tracked(
-        &self,
-        measure: Measure<'_>,
-        months: &[Month],
-    ) -> Result<Result<(VersionedRelease, bool), pb::CellStatus>, ApiError> {
+    /// The release rules of `measure` in this gemeente now.
+    fn lifecycle(&self, measure: Measure<'_>) -> Lifecycle<'_> {
         let state = &self.query.state;
-        let (first, last) = (months[0], months[months.len() - 1]);
-        let first_kept = match measure {
-            Measure::Type(t) => state.retention.first_kept(t, self.now),
-            // A derived indicator counts every type: it is purged from the
-            // month the type kept longest is.
-            Measure::Derived(_) => self.query.first_kept_of_all(self.now),
-        };
-        if first < first_kept {
-            return Ok(Err(pb::CellStatus::Purged));
-        }
-        if last >= self.now {
-            return Ok(Err(pb::CellStatus::Pending));
-        }
-        let Some(stored_measure) = self.stored_measure(measure) else {
-            // No signal of this type was ever stored: nothing to keep.
-            return Ok(Ok(((1, self.table.release(&state.policy, &[], &[])), true)));
-        };
-        let state_of: u64 = match stored_measure {
-            wijkradar_store::Measure::Type(id) => months
-                .iter()
-                .map(|&m| self.states.get(&(id, m)).copied().unwrap_or(0))
-                .sum(),
-            // Its households count by their signals of every type over the
-            // window before each month.
-            wijkradar_store::Measure::Derived(_) => {
-                let from = first.plus(-(derived::WINDOW_MONTHS as i32));
-                self.states
-                    .iter()
-                    .filter(|((_, m), _)| *m >= from && *m <= last)
-                    .map(|(_, c)| c)
-                    .sum()
+        let (counts, first_kept, all_kept_from) = match measure {
+            Measure::Type(t) => {
+                let first_kept = state.retention.first_kept(t, self.now);
+                (Counts::Type, first_kept, first_kept)
             }
-        };
-        let key = TableRef {
-            gemeente: self.gemeente,
-            measure: stored_measure,
-            months: months.len() as u8,
-            first,
-        };
-        let previous = state.releases.get(&state.store, &key)?;
-        let fits = |s: &ReleaseSnapshot| s.cells.len() == self.table.codes().len();
-        if let Some(s) = previous.as_ref().filter(|s| fits(s))
-            && (s.state == state_of
-                || s.version >= state.max_versions
-                || last >= self.closed_before)
-        {
-            return Ok(Ok(((s.version, self.cells_of(s)), s.state == state_of)));
-        }
-        // Ended, but not closed yet: late exports may still come in, and a
-        // version spent on half a month would stay.
-        if last >= self.closed_before {
-            return Ok(Err(pb::CellStatus::Pending));
-        }
-        let started = std::time::Instant::now();
-        let totals = self.totals(measure, months)?;
-        // Households only come in, except when retention erases a month: a
-        // derived table whose window reaches an erased month may have lost
-        // some, and the relations that rest on gaining hold no longer.
-        let only_gains = match measure {
-            Measure::Type(_) => true,
+            // A derived indicator counts every type: it is purged from the
+            // month the type kept longest is, and whole from the month the
+            // type kept shortest is.
             Measure::Derived(_) => {
-                let window_start = first.plus(-(derived::WINDOW_MONTHS as i32));
-                state
+                let first_kept = self.query.first_kept_of_all(self.now);
+                let all_kept_from = state
                     .catalogue
                     .types()
                     .iter()
-                    .all(|t| state.retention.first_kept(&t.name, self.now) <= window_start)
+                    .map(|t| state.retention.first_kept(&t.name, self.now))
+                    .max()
+                    .unwrap_or(first_kept);
+                (Counts::Derived, first_kept, all_kept_from)
             }
         };
-        // What was released before and is tied to this table: the parts of
-        // a longer period, and the earlier versions.
-        let mut links = Vec::new();
-        // The same, named for the audit log: `2024-01 v1`.
-        let mut audited_with = Vec::new();
-        if months.len() > 1 {
-            // A quarter is tied to its months, a year to its quarters (each
-            // quarter was audited against its months).
-            let length = if months.len() == 12 { 3 } else { 1 };
-            let Parts {
-                cells: parts,
-                mut names,
-                current,
-            } = self.parts_of(measure, months, length)?;
-            // Every part of an ended, kept period is released.
-            if parts.len() == months.len() / length {
-                // The linked tables by the number the audit gives them (this
-                // table is 0), for their earlier versions.
-                let mut linked: Vec<(&[Month], usize)> = months.chunks(length).zip(1..).collect();
-                if current && length == 3 {
-                    // A year is audited with its quarters and their months
-                    // in one system: together they can narrow a cell that
-                    // neither the year with its quarters nor a quarter with
-                    // its months narrows. A quarter with a month kept at its
-                    // version cap gets none of its months (their sum no
-                    // longer bounds it).
-                    let mut theirs = Vec::with_capacity(parts.len());
-                    // The audit numbers the months after the quarters.
-                    let mut next = 1 + parts.len();
-                    for quarter in months.chunks(3) {
-                        let months = self.parts_of(measure, quarter, 1)?;
-                        if months.cells.len() == 3 && months.current {
-                            linked.extend(quarter.chunks(1).zip(next..));
-                            next += 3;
-                            names.extend(months.names);
-                            theirs.push(months.cells);
-                        } else {
-                            theirs.push(Vec::new());
-                        }
-                    }
-                    links.push(Link::NestedParts { parts, theirs });
-                    audited_with = names;
-                } else if current {
-                    links.push(Link::Parts(parts));
-                    audited_with = names;
-                } else if only_gains {
-                    // A part kept at its version cap counts fewer households
-                    // than it holds now. Per cell only a (type, month) table
-                    // only gains (in a quarter a late signal can move one).
-                    links.push(Link::StaleParts {
-                        parts,
-                        per_cell: matches!(measure, Measure::Type(_)) && length == 1,
-                    });
-                    audited_with = names
-                        .into_iter()
-                        .map(|n| n + wijkradar_audit::STALE)
-                        .collect();
-                }
-                // Each part's earlier versions count at most what it counts,
-                // stale or not.
-                if !links.is_empty() {
-                    self.link_earlier_versions(measure, &linked, &mut links, &mut audited_with)?;
-                }
-            }
+        Lifecycle {
+            table: &self.table,
+            policy: &state.policy,
+            counts,
+            now: self.now,
+            closed_before: self.closed_before,
+            max_versions: state.max_versions,
+            first_kept,
+            all_kept_from,
         }
-        // Every version released before, oldest first: an analyst may hold
-        // them all, and the first can narrow the last through the ones
-        // between.
-        let earlier: Vec<Vec<Option<u64>>> = previous
-            .as_ref()
-            .filter(|s| fits(s))
-            .map(|s| s.earlier.iter().chain([&s.cells]).cloned().collect())
-            .unwrap_or_default();
-        if let Some(s) = previous.as_ref().filter(|s| fits(s) && only_gains) {
-            let (link, names) = earlier_versions(measure, months, 0, s.version + 1, &earlier);
-            links.push(link);
-            audited_with.extend(names);
-        }
-        let released = self.table.release(&state.policy, &totals, &links);
-        let snapshot = ReleaseSnapshot {
-            version: previous.as_ref().map_or(1, |s| s.version + 1),
-            state: state_of,
-            cells: released
-                .iter()
-                .map(|(_, r)| match r {
-                    Released::Value(v) => Some(*v),
-                    Released::Suppressed => None,
-                })
-                .collect(),
-            earlier,
-        };
-        let stored = state.releases.put(
-            key,
-            state.store.store_release_snapshot(
-                &key,
-                previous.as_deref(),
-                snapshot,
-                self.durable,
-            )?,
-        );
-        let period = Period::label_of(months);
-        tracing::debug!(gemeente = %self.gemeente, measure = measure.name(), %period, version = stored.version, "release materialised");
-        state.audit.record(
-            "aggregator",
-            wijkradar_audit::Event::Release {
-                gemeente: self.gemeente.to_string(),
-                signal_type: measure.name().to_owned(),
-                month: period,
-                version: stored.version,
-                audited_with,
-            },
-            self.durable,
-        );
-        self.new_versions.set(self.new_versions.get() + 1);
-        state.metrics.release(started.elapsed());
-        Ok(Ok((
-            (stored.version, self.cells_of(&stored)),
-            stored.state == state_of,
-        )))
-    }
-
-    /// Ties each of the `linked` tables (a period's parts, current, each
-    /// with the number the audit gives it) to its earlier versions, and
-    /// names them for the audit log: a part's first version can narrow the
-    /// period through the part's current one.
-    fn link_earlier_versions(
-        &self,
-        measure: Measure<'_>,
-        linked: &[(&[Month], usize)],
-        links: &mut Vec<Link>,
-        audited_with: &mut Vec<String>,
-    ) -> Result<(), ApiError> {
-        let state = &self.query.state;
-        let Some(stored_measure) = self.stored_measure(measure) else {
-            return Ok(());
-        };
-        let cells = self.table.codes().len();
-        for &(part, of) in linked {
-            let key = TableRef {
-                gemeente: self.gemeente,
-                measure: stored_measure,
-                months: part.len() as u8,
-                first: part[0],
-            };
-            let Some(s) = state.releases.get(&state.store, &key)? else {
-                continue;
-            };
-            // Every version stored with a table has its cells.
-            if s.earlier.is_empty() || s.earlier.iter().any(|e| e.len() != cells) {
-                continue;
-            }
-            let (link, names) = earlier_versions(measure, part, of, s.version, &s.earlier);
-            links.push(link);
-            audited_with.extend(names);
-        }
-        Ok(())
-    }
-
-    /// The released parts of the period of `months`, `length` months each,
-    /// in time order (only those released).
-    fn parts_of(
-        &self,
-        measure: Measure<'_>,
-        months: &[Month],
-        length: usize,
-    ) -> Result<Parts, ApiError> {
-        let mut parts = Vec::with_capacity(months.len() / length);
-        let mut names = Vec::with_capacity(months.len() / length);
-        let mut current = true;
-        for part in months.chunks(length) {
-            if let Ok(((version, cells), now)) = self.release_tracked(measure, part)? {
-                parts.push(cells.into_iter().map(|(_, r)| r).collect());
-                names.push(release_name(part, version));
-                current &= now;
-            }
-        }
-        Ok(Parts {
-            cells: parts,
-            names,
-            current,
-        })
     }
 
     /// How the store names a measure; `None` for a signal type of which
@@ -435,9 +216,9 @@ impl<'q> Tables<'q> {
         }
     }
 
-    fn cells_of(&self, s: &ReleaseSnapshot) -> Vec<(AreaCode, Released)> {
+    fn cells_of(&self, s: &Snapshot) -> Vec<(AreaCode, Released)> {
         let codes = self.table.codes().iter().copied();
-        codes.zip(released(&s.cells)).collect()
+        codes.zip(s.released()).collect()
     }
 
     /// The true totals per buurt: a (type, month) table's from the counts
@@ -446,31 +227,30 @@ impl<'q> Tables<'q> {
     pub(crate) fn totals(
         &self,
         measure: Measure<'_>,
-        months: &[Month],
+        period: Period,
     ) -> Result<Vec<(BuurtCode, CellTotal)>, ApiError> {
         let state = &self.query.state;
-        if let (Measure::Type(t), [month]) = (measure, months) {
-            return Ok(state.store.buurt_counts(t, *month, self.gemeente)?);
+        if let (Measure::Type(t), 1) = (measure, period.len()) {
+            return Ok(state.store.buurt_counts(t, period.first(), self.gemeente)?);
         }
         // A derived indicator looks back over its window.
-        let from = match measure {
-            Measure::Type(_) => months[0],
-            Measure::Derived(_) => months[0].plus(-(derived::WINDOW_MONTHS as i32)),
-        };
-        let to = months[months.len() - 1];
         let households = match measure {
-            Measure::Type(_) => self.households(from, to)?,
-            Measure::Derived(_) => self.linked(from, to)?,
+            Measure::Type(_) => self.households(period.first(), period.last())?,
+            Measure::Derived(_) => {
+                let from = period.first().plus(-(derived::WINDOW_MONTHS as i32));
+                self.linked(from, period.last())?
+            }
         };
         let keyed = households.iter().map(|(k, s)| (*k, s.as_slice()));
+        let months: Vec<Month> = period.months().collect();
         let totals = match measure {
             Measure::Type(t) => {
                 let id = state.store.type_id(t).unwrap_or(u16::MAX);
-                derived::period_totals(keyed, months, derived::of_type(id))
+                derived::period_totals(keyed, &months, derived::of_type(id))
             }
             Measure::Derived(d) => {
                 let joins = state.joins();
-                derived::period_totals(keyed, months, |s: &[HouseholdSignal], m| {
+                derived::period_totals(keyed, &months, |s: &[HouseholdSignal], m| {
                     derived::counts_in(d, s, m, &joins)
                 })
             }
@@ -543,49 +323,94 @@ impl<'q> Tables<'q> {
     }
 }
 
-/// The released parts of a period: their cells, their names for the audit
-/// log, and whether all of them count the signals stored now.
-struct Parts {
-    cells: Vec<Vec<Released>>,
-    names: Vec<String>,
-    current: bool,
+/// One measure's releases of one gemeente, as the store and the audit log
+/// keep them.
+struct StoredReleases<'t, 'q> {
+    tables: &'t Tables<'q>,
+    measure: Measure<'t>,
+    stored: wijkradar_store::Measure,
 }
 
-/// The link of table `of` (over `months`, now at `version`) to the cells of
-/// its earlier versions, oldest first, and their names for the audit log.
-fn earlier_versions(
-    measure: Measure<'_>,
-    months: &[Month],
-    of: usize,
-    version: u32,
-    earlier: &[Vec<Option<u64>>],
-) -> (Link, Vec<String>) {
-    let link = Link::EarlierVersions {
-        of,
-        versions: earlier.iter().map(|e| released(e)).collect(),
-        // A (type, month) table only gains households: each cell of a
-        // version is at least its truth in the one before. Elsewhere a late
-        // signal can move a household to another buurt: only the whole
-        // gemeente only gains.
-        per_cell: matches!(measure, Measure::Type(_)) && months.len() == 1,
-    };
-    // Stored before earlier versions were kept, a snapshot has only its
-    // own: the versions known are the last ones.
-    let oldest = version.saturating_sub(earlier.len() as u32).max(1);
-    let names = (oldest..version).map(|v| release_name(months, v)).collect();
-    (link, names)
+impl StoredReleases<'_, '_> {
+    fn key(&self, period: Period) -> TableRef {
+        TableRef {
+            gemeente: self.tables.gemeente,
+            measure: self.stored,
+            months: period.len() as u8,
+            first: period.first(),
+        }
+    }
 }
 
-/// Stored cells as the audit reads them.
-fn released(cells: &[Option<u64>]) -> Vec<Released> {
-    cells
-        .iter()
-        .map(|c| c.map_or(Released::Suppressed, Released::Value))
-        .collect()
-}
+impl Releases for StoredReleases<'_, '_> {
+    type Error = ApiError;
 
-/// A release as the audit log names it: its period and version
-/// (`2024-01 v1`, `2024-Q1 v2`).
-fn release_name(months: &[Month], version: u32) -> String {
-    format!("{} v{version}", Period::label_of(months))
+    fn stored(&self, period: Period) -> Result<Option<Arc<Snapshot>>, ApiError> {
+        let state = &self.tables.query.state;
+        state.releases.get(&state.store, &self.key(period))
+    }
+
+    /// The sum of the change counts of the (type, month) tables it counts
+    /// from: a derived indicator's households count by their signals of
+    /// every type over the window before each month.
+    fn state(&self, period: Period) -> u64 {
+        let states = &self.tables.states;
+        match self.stored {
+            wijkradar_store::Measure::Type(id) => period
+                .months()
+                .map(|m| states.get(&(id, m)).copied().unwrap_or(0))
+                .sum(),
+            wijkradar_store::Measure::Derived(_) => {
+                let from = period.first().plus(-(derived::WINDOW_MONTHS as i32));
+                states
+                    .iter()
+                    .filter(|((_, m), _)| *m >= from && *m <= period.last())
+                    .map(|(_, c)| c)
+                    .sum()
+            }
+        }
+    }
+
+    fn totals(&self, period: Period) -> Result<Vec<(BuurtCode, CellTotal)>, ApiError> {
+        self.tables.totals(self.measure, period)
+    }
+
+    fn store(
+        &self,
+        period: Period,
+        previous: Option<&Snapshot>,
+        new: NewRelease,
+    ) -> Result<Arc<Snapshot>, ApiError> {
+        let tables = self.tables;
+        let state = &tables.query.state;
+        let key = self.key(period);
+        let snapshot =
+            state
+                .store
+                .store_release_snapshot(&key, previous, new.snapshot, tables.durable)?;
+        let stored = state.releases.put(key, snapshot);
+        tracing::debug!(gemeente = %tables.gemeente, measure = self.measure.name(), %period, version = stored.version, "release materialised");
+        let audited_with = new
+            .audited_with
+            .iter()
+            .map(|n| match n.stale {
+                true => format!("{n}{}", wijkradar_audit::STALE),
+                false => n.to_string(),
+            })
+            .collect();
+        state.audit.record(
+            "aggregator",
+            wijkradar_audit::Event::Release {
+                gemeente: tables.gemeente.to_string(),
+                signal_type: self.measure.name().to_owned(),
+                month: period.to_string(),
+                version: stored.version,
+                audited_with,
+            },
+            tables.durable,
+        );
+        tables.new_versions.set(tables.new_versions.get() + 1);
+        state.metrics.release(new.took);
+        Ok(stored)
+    }
 }

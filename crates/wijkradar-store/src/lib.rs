@@ -13,7 +13,7 @@
 //! | `K` | (none) | id of the server key the store was written with |
 //! | `N` | (none) | number of stored signals (u64) |
 //! | `V` | gemeente (4) · type id (u16) · month (u32) | changes to that table so far (u64) |
-//! | `R` | gemeente (4) · measure (u16) · period length in months (u8) · first month (u32) | the materialised release: see [`ReleaseSnapshot`] and [`TableRef`] |
+//! | `R` | gemeente (4) · measure (u16) · period length in months (u8) · first month (u32) | the materialised release: see [`Snapshot`] and [`TableRef`] |
 //! | `P` | partner key id (domain · epoch · digest) | signals stored under that key (u64) |
 //!
 //! Integers are big-endian so keys sort in order; `C` keys of one gemeente are
@@ -55,6 +55,7 @@ use wijkradar_domain::{
     BatchId, BuurtCode, CellTotal, GemeenteCode, Month, PseudonymKeyId, ServerPseudonym, Severity,
     SignalTypeName, derived::HouseholdSignal,
 };
+use wijkradar_release::Snapshot;
 
 pub use alert_status::{AlertRef, AlertStatus, AlertStatusRecord};
 pub use unaudited::Unaudited;
@@ -256,37 +257,29 @@ impl TableRef {
     }
 }
 
-/// A materialised release of one table: every cell of the gemeente's table
-/// in the release crate's node order, `None` where suppressed. `state` is
-/// the table's change count it was computed from. `earlier` holds the
-/// cells of every earlier version, oldest first (what an analyst may have
-/// kept, so what the next version is audited with).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReleaseSnapshot {
-    pub version: u32,
-    pub state: u64,
-    pub cells: Vec<Option<u64>>,
-    pub earlier: Vec<Vec<Option<u64>>>,
-}
+/// A materialised release is stored as the release crate's [`Snapshot`]:
+/// every cell of the gemeente's table in the release crate's node order,
+/// with the cells of every earlier version.
+mod snapshot {
+    use super::*;
 
-impl ReleaseSnapshot {
     /// The head (version, state, cells per version), then the cells of
     /// this version and of the earlier ones, oldest first, nine bytes each.
     /// A snapshot stored before earlier versions were kept has only its own.
-    fn encode(&self) -> Vec<u8> {
-        let n = self.cells.len();
-        let mut v = Vec::with_capacity(16 + 9 * n * (1 + self.earlier.len()));
-        v.extend_from_slice(&self.version.to_be_bytes());
-        v.extend_from_slice(&self.state.to_be_bytes());
+    pub(super) fn encode(s: &Snapshot) -> Vec<u8> {
+        let n = s.cells.len();
+        let mut v = Vec::with_capacity(16 + 9 * n * (1 + s.earlier.len()));
+        v.extend_from_slice(&s.version.to_be_bytes());
+        v.extend_from_slice(&s.state.to_be_bytes());
         v.extend_from_slice(&(n as u32).to_be_bytes());
-        for c in std::iter::once(&self.cells).chain(&self.earlier).flatten() {
+        for c in std::iter::once(&s.cells).chain(&s.earlier).flatten() {
             v.push(u8::from(c.is_some()));
             v.extend_from_slice(&c.unwrap_or(0).to_be_bytes());
         }
         v
     }
 
-    fn decode(v: &[u8]) -> Result<ReleaseSnapshot, StoreError> {
+    pub(super) fn decode(v: &[u8]) -> Result<Snapshot, StoreError> {
         let corrupt = || StoreError::Corrupt;
         let head: &[u8; 16] = v
             .get(..16)
@@ -318,7 +311,7 @@ impl ReleaseSnapshot {
                 .collect()
         };
         let cells = versions.remove(0);
-        Ok(ReleaseSnapshot {
+        Ok(Snapshot {
             version: u32::from_be_bytes(head[..4].try_into().expect("4")),
             state: u64::from_be_bytes(head[4..12].try_into().expect("8")),
             cells,
@@ -552,10 +545,10 @@ impl Store {
     }
 
     /// The materialised release of a table, if one was stored.
-    pub fn release_snapshot(&self, t: &TableRef) -> Result<Option<ReleaseSnapshot>, StoreError> {
+    pub fn release_snapshot(&self, t: &TableRef) -> Result<Option<Snapshot>, StoreError> {
         self.db
             .get(t.key())?
-            .map(|v| ReleaseSnapshot::decode(&v))
+            .map(|v| snapshot::decode(&v))
             .transpose()
     }
 
@@ -567,14 +560,14 @@ impl Store {
     pub fn store_release_snapshot(
         &self,
         t: &TableRef,
-        previous: Option<&ReleaseSnapshot>,
-        new: ReleaseSnapshot,
+        previous: Option<&Snapshot>,
+        new: Snapshot,
         flush: bool,
-    ) -> Result<ReleaseSnapshot, StoreError> {
+    ) -> Result<Snapshot, StoreError> {
         match self.db.compare_and_swap(
             t.key(),
-            previous.map(ReleaseSnapshot::encode),
-            Some(new.encode()),
+            previous.map(snapshot::encode),
+            Some(snapshot::encode(&new)),
         )? {
             Ok(()) => {
                 if flush {
@@ -583,7 +576,7 @@ impl Store {
                 Ok(new)
             }
             Err(e) => match e.current {
-                Some(v) => ReleaseSnapshot::decode(&v),
+                Some(v) => snapshot::decode(&v),
                 // A purge removed the release meanwhile: its period is
                 // erased, and what was computed before is answered once.
                 None => Ok(new),

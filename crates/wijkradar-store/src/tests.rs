@@ -451,29 +451,26 @@ async fn a_gemeente_reads_only_its_own_signals() {
 
 #[test]
 fn a_release_keeps_its_earlier_versions_and_reads_the_old_layout() {
-    let s = ReleaseSnapshot {
+    let s = Snapshot {
         version: 3,
         state: 17,
         cells: vec![Some(40), None, Some(12)],
         earlier: vec![vec![Some(31), None, None], vec![Some(35), None, Some(11)]],
     };
-    assert_eq!(ReleaseSnapshot::decode(&s.encode()).unwrap(), s);
+    assert_eq!(snapshot::decode(&snapshot::encode(&s)).unwrap(), s);
     // Stored before earlier versions were kept: only its own cells.
-    let old = ReleaseSnapshot {
+    let old = Snapshot {
         version: 1,
         earlier: Vec::new(),
         ..s.clone()
     };
-    let bytes = old.encode();
+    let bytes = snapshot::encode(&old);
     assert_eq!(bytes.len(), 16 + 9 * 3);
-    assert_eq!(ReleaseSnapshot::decode(&bytes).unwrap(), old);
+    assert_eq!(snapshot::decode(&bytes).unwrap(), old);
     // A version cut short is corrupt, not a shorter table.
-    let mut cut = s.encode();
+    let mut cut = snapshot::encode(&s);
     cut.truncate(cut.len() - 9);
-    assert!(matches!(
-        ReleaseSnapshot::decode(&cut),
-        Err(StoreError::Corrupt)
-    ));
+    assert!(matches!(snapshot::decode(&cut), Err(StoreError::Corrupt)));
 }
 
 /// A writer started on a store that holds many signals takes its first
