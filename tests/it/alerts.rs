@@ -6,17 +6,9 @@
 use tonic::Code;
 use wijkradar_domain::{Hierarchy, Month};
 use wijkradar_proto::v1 as pb;
-use wijkradar_tests::{ANALYST, PARTNER_A, TestServer};
+use wijkradar_tests::{ANALYST, PARTNER_A, TestServer, current_month};
 
 use crate::{cells, table_request};
-
-fn current_month() -> Month {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    Month::from_unix_seconds(secs as i64)
-}
 
 /// Sends 30 months of huurachterstand in Almere's first six wijken, the
 /// third of which doubles in the last three months (with energy arrears

@@ -473,7 +473,7 @@ async fn connections_per_client_are_capped() {
 #[tokio::test]
 async fn the_servers_clock_decides_which_months_are_taken() {
     let server = TestServer::start_with(|c| {
-        c.clock = wijkradar_server::clock::Clock::Fixed(1_752_537_600);
+        c.clock = wijkradar_domain::Clock::Fixed(1_752_537_600);
         c.retention.default_months = 18;
     })
     .await;

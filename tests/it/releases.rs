@@ -63,12 +63,7 @@ async fn a_closed_month_is_released_once_and_versioned_when_late_signals_arrive(
     );
 
     // The current month is not released before it ends.
-    let now = wijkradar_domain::Month::from_unix_seconds(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64,
-    );
+    let now = wijkradar_tests::current_month();
     let current = raw_table(&server, pb::AreaLevel::Wijk, &now.to_string()).await;
     assert!(
         current
@@ -149,12 +144,7 @@ async fn quarters_and_years_count_each_household_once() {
         assert!((16..=24).contains(&y), "{y}");
     }
     // The current quarter has not ended: pending.
-    let now = wijkradar_domain::Month::from_unix_seconds(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64,
-    );
+    let now = wijkradar_tests::current_month();
     let mut r = table_request(
         pb::AreaLevel::Wijk,
         &["huurachterstand"],

@@ -67,6 +67,7 @@ impl TestServer {
         // is, unless a test sets retention itself.
         setup.config.retention.default_months = 1200;
         setup.config.retention.purge_every_seconds = 0;
+        setup.config.clock = TEST_CLOCK;
         adjust(&mut setup.config);
         let server = wijkradar_server::start(&setup.config)
             .await
@@ -232,14 +233,13 @@ pub fn read_simple_export(
     (summary, signals)
 }
 
-/// The current month by the clock, as the server reads it (`YYYY-MM`).
+/// The date every test server runs at, whatever the day the tests run:
+/// 2026-11-15 12:00 UTC.
+pub const TEST_CLOCK: wijkradar_domain::Clock = wijkradar_domain::Clock::Fixed(1_794_744_000);
+
+/// The current month by the test servers' clock.
 pub fn current_month() -> wijkradar_domain::Month {
-    wijkradar_domain::Month::from_unix_seconds(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("a clock after 1970")
-            .as_secs() as i64,
-    )
+    TEST_CLOCK.month()
 }
 
 /// Every byte of every file under `dir`: what someone with a copy of a

@@ -244,9 +244,7 @@ impl SendReport {
 
 /// Seconds since 1970 (UTC).
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    wijkradar_domain::Clock::System.unix_seconds().max(0) as u64
 }
 
 /// One stream of [`send_pending`]; on an error, also what it acknowledged

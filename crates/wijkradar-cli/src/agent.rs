@@ -59,11 +59,9 @@ pub struct RunArgs {
     pub dry_run: bool,
 }
 
+/// The current month, by the system's clock.
 pub fn current_month() -> Month {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    Month::from_unix_seconds(secs as i64)
+    wijkradar_domain::Clock::System.month()
 }
 
 pub fn load_postcode_table(path: &Path) -> anyhow::Result<Pc6Table> {

@@ -10,6 +10,7 @@
 
 pub mod area;
 pub mod catalogue;
+pub mod clock;
 pub mod derived;
 pub mod hierarchy;
 pub mod intervention;
@@ -21,6 +22,7 @@ pub use area::{AreaCode, AreaError, AreaLevel, BuurtCode, GemeenteCode, WijkCode
 pub use catalogue::{
     Catalogue, CatalogueError, SignalKind, SignalTypeDef, SignalTypeName, SignalUnit,
 };
+pub use clock::Clock;
 pub use hierarchy::{Area, Hierarchy, HierarchyError};
 pub use month::{Month, MonthError};
 pub use pseudonym::{PartnerPseudonym, PseudonymError, ServerPseudonym};

@@ -59,7 +59,7 @@ pub struct ServerConfig {
     /// The clock the server reads the date from: the system's, or for tests
     /// a fixed moment. Not in the configuration file.
     #[serde(skip)]
-    pub clock: crate::clock::Clock,
+    pub clock: wijkradar_domain::Clock,
 }
 
 /// Where `wijkradar admin backup` writes.

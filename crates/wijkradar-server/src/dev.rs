@@ -79,7 +79,7 @@ impl DevSetup {
         ServerKey::generate(&server_key)?;
         let root_key = keys.join("root.key");
         let root = RootKey::generate(&root_key)?;
-        let epoch = crate::clock::Clock::System.month().year().to_string();
+        let epoch = wijkradar_domain::Clock::System.month().year().to_string();
         let partner_key = keys.join(format!("{DEV_DOMAIN}.{epoch}.key"));
         root.export(DEV_DOMAIN, &epoch, &partner_key)?;
         let server = CertFiles::in_dir(&pki_dir, "server");

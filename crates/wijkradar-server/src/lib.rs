@@ -14,7 +14,6 @@ pub mod alerts;
 mod answer;
 mod auth;
 pub mod backup;
-pub mod clock;
 pub mod config;
 mod conns;
 pub mod convert;
@@ -196,7 +195,7 @@ pub(crate) struct State {
     audit_path: std::path::PathBuf,
     /// Where backups go.
     backup_dir: std::path::PathBuf,
-    clock: clock::Clock,
+    clock: wijkradar_domain::Clock,
 }
 
 impl State {

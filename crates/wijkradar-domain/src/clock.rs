@@ -1,10 +1,11 @@
-//! The server's one clock. Everything that depends on the date (which
-//! month has ended, retention, when a period is closed for release, the
-//! time of an alert's status or an intervention's version) reads it here.
-//! Tests fix it to a date (`ServerConfig::clock`), so that they do not
-//! depend on the day they run.
+//! The one clock. Everything that depends on the date reads it here: in
+//! the server which month has ended, retention, when a period is closed for
+//! release, the time of an alert's status or an intervention's version; in
+//! the command line the month an export or a demo runs up to. Tests fix it
+//! to a date (`ServerConfig::clock`), so that they do not depend on the day
+//! they run.
 
-use wijkradar_domain::Month;
+use crate::Month;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Clock {
