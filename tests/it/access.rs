@@ -127,7 +127,7 @@ async fn clients_without_a_valid_certificate_from_the_ca_are_refused() {
     let other = tempfile::tempdir().unwrap();
     wijkradar_pki::init(other.path(), &[]).unwrap();
     // The analyst's own name, organisation and OIN, from another CA.
-    let analyst_oin = wijkradar_server::dev::dev_oin(2);
+    let analyst_oin = wijkradar_dev::dev_oin(2);
     let foreign =
         wijkradar_pki::issue(other.path(), ANALYST, "Gemeente", Some(&analyst_oin)).unwrap();
     assert!(

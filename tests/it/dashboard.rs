@@ -7,7 +7,7 @@ use wijkradar_tests::{ANALYST, PARTNER_A, TestServer};
 
 use crate::{batch, submit};
 
-pub(crate) use wijkradar_server::dev::{HttpsClient as Web, Page};
+pub(crate) use wijkradar_dev::{HttpsClient as Web, Page};
 
 /// A browser's part against the test server's dashboard.
 pub(crate) fn browser_of(server: &TestServer) -> Web {

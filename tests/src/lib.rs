@@ -7,11 +7,12 @@
 
 use tonic::transport::Channel;
 use wijkradar_agent::ClientTls;
+use wijkradar_dev::DevSetup;
 use wijkradar_proto::v1::{
     ingest_service_client::IngestServiceClient, query_service_client::QueryServiceClient,
 };
 use wijkradar_server::access::Role;
-use wijkradar_server::{RunningServer, ServerConfig, dev::DevSetup};
+use wijkradar_server::{RunningServer, ServerConfig};
 
 pub const PARTNER_A: &str = "partner-a";
 pub const PARTNER_B: &str = "partner-b";
@@ -55,7 +56,7 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut setup = DevSetup::create(dir.path(), organisations).expect("development setup");
         let oins: Vec<_> = (0..organisations.len())
-            .map(wijkradar_server::dev::dev_oin)
+            .map(wijkradar_dev::dev_oin)
             .collect();
         if let Some(text) = access(&oins) {
             std::fs::write(&setup.config.access, text).expect("write the access file");

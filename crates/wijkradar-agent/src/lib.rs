@@ -22,7 +22,7 @@ pub mod outbox;
 pub mod pc6;
 pub mod run;
 
-pub use client::{ClientTls, SubmitReport, connect, submit};
+pub use client::{ClientError, ClientTls, SubmitReport, connect, submit};
 pub use config::PartnerConfig;
 pub use export::{ExportRules, ExportSummary, Reject, read_export};
 pub use outbox::Outbox;

@@ -33,17 +33,17 @@ impl Connection {
     /// The connection of client `name` of a development setup to a server
     /// it runs on `addr` (demo and benchmarks).
     pub fn dev(
-        setup: &wijkradar_server::dev::DevSetup,
+        setup: &wijkradar_dev::DevSetup,
         addr: std::net::SocketAddr,
         name: &str,
     ) -> Connection {
-        let files = setup.client(name);
+        let client = setup.client_at(addr, name);
         Connection {
-            server: format!("https://{addr}"),
-            ca: setup.pki_dir.join("ca.pem"),
-            cert: files.cert,
-            key: files.key,
-            server_name: "localhost".into(),
+            server: client.server,
+            ca: client.tls.ca,
+            cert: client.tls.cert,
+            key: client.tls.key,
+            server_name: client.tls.domain,
         }
     }
 

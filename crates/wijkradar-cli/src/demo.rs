@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use wijkradar_agent::PartnerConfig;
+use wijkradar_dev::DevSetup;
 use wijkradar_domain::hierarchy::Dwellings;
 use wijkradar_domain::{AreaCode, GemeenteCode, Hierarchy, WijkCode};
 use wijkradar_proto::v1 as pb;
 use wijkradar_pseudonym::PartnerKey;
 use wijkradar_server::access::Role;
-use wijkradar_server::dev::DevSetup;
 use wijkradar_sim::{Layout, PARTNERS};
 
 use crate::agent::{current_month, load_postcode_table, run_export, summary_text};

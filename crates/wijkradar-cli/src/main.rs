@@ -1,18 +1,12 @@
 //! The `wijkradar` binary: one entry point for the aggregator, the partner
 //! agent, the analyst's queries, the development PKI and keys, the demo and
-//! the benchmarks. User-facing text is Dutch; logs and errors are English.
+//! the evaluation harness (the benchmarks are `wijkradar-bench`).
+//! User-facing text is Dutch; logs and errors are English.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 mod agent;
-mod bench;
-mod bench_agent;
-mod bench_alerts;
-mod bench_dashboard;
-mod bench_detect;
-mod bench_intervention;
-mod bench_release;
 mod connection;
 mod demo;
 mod eval;
@@ -87,9 +81,6 @@ enum Command {
     /// Pseudonymisation keys.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Benchmarks.
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
     /// Measure the detection methods on simulated outbreaks over the real
     /// wijken of the Netherlands, against a near-oracle; `eval
     /// interventions` measures the intervention report.
@@ -454,10 +445,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys(cmd) => keys(cmd)?,
         Command::Eval(args) => eval::run(args)?,
-        Command::Bench(cmd) => {
-            init_logging("warn");
-            bench::run(cmd).await?;
-        }
     }
     Ok(())
 }

@@ -122,7 +122,7 @@ fn an_operator_sets_up_and_the_server_refuses_a_k_below_five() {
 #[cfg(unix)]
 struct Served {
     _dir: tempfile::TempDir,
-    setup: wijkradar_server::dev::DevSetup,
+    setup: wijkradar_dev::DevSetup,
     child: std::process::Child,
     lines: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
     addr: String,
@@ -134,7 +134,7 @@ struct Served {
 fn serve(clients: &[(&str, &str, wijkradar_server::access::Role)]) -> Served {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let setup = wijkradar_server::dev::DevSetup::create(dir.path(), clients).unwrap();
+    let setup = wijkradar_dev::DevSetup::create(dir.path(), clients).unwrap();
     let config = setup.write_config("127.0.0.1:0").unwrap();
     let mut child = wijkradar()
         .args(["serve", "--config"])

@@ -18,7 +18,7 @@ pub mod config;
 mod conns;
 pub mod convert;
 mod dashboard;
-pub mod dev;
+
 pub mod error;
 mod governance;
 mod ingest;
@@ -609,7 +609,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         .add_service(interventions);
     // Answers go out at once: without TCP_NODELAY, Nagle's algorithm and
     // delayed acknowledgements held some answers back by 40 ms (measured
-    // with `wijkradar bench query`). tonic sets it only on listeners it binds.
+    // with `wijkradar-bench query`). tonic sets it only on listeners it binds.
     let per_client = conns::PerClient::new(config.limits.max_connections_per_client);
     let incoming =
         tokio_stream::StreamExt::filter_map(TcpListenerStream::new(listener), move |conn| {

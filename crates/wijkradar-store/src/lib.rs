@@ -408,7 +408,7 @@ fn batch_key(partner: &str, id: &BatchId) -> Vec<u8> {
 /// Every write the writer acknowledges is flushed explicitly first; the
 /// background flusher (every 500 ms) is kept because without it sled holds
 /// far more memory while writing (5.1 GB instead of 2.1 GB for a million
-/// signals, `bench fill`). sled's own log segment size (512 KiB): with 128
+/// signals, `wijkradar-bench fill`). sled's own log segment size (512 KiB): with 128
 /// KiB a million signals held 0.57 GB instead of 2.06 GB, but the
 /// integration tests then hung (two concurrent tests blocked in sled), so
 /// it is not used (BENCHMARKS.md).
@@ -804,6 +804,7 @@ mod tests;
 /// every period secret still in `period-keys`, and compute a household's
 /// tag under one. The retention test uses it to show that a purged period
 /// can no longer be linked to a known pseudonym, while one that is kept can.
+#[cfg(feature = "dev")]
 pub mod forensic {
     use std::path::Path;
 
@@ -836,6 +837,7 @@ pub mod forensic {
 /// signal records into a fresh sled database in batches of `batch_size`, one
 /// `apply_batch` and one flush per batch, with none of the ingest work (no
 /// de-duplication lookups, no counts, no batch ids, no network).
+#[cfg(feature = "dev")]
 pub fn raw_write_baseline(
     path: &Path,
     signals: &[StoredSignal],

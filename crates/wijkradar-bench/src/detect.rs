@@ -1,4 +1,4 @@
-//! `wijkradar bench detect`: the whole monthly detection run for all of the
+//! `wijkradar-bench detect`: the whole monthly detection run for all of the
 //! Netherlands, every wijk and buurt × 8 signal types, with 36 months of
 //! history, as the server runs it per gemeente and type
 //! (`wijkradar_detect::monitor::run_month` per gemeente: method per series,

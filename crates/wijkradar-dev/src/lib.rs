@@ -1,19 +1,45 @@
 //! A complete development setup in one directory: CA, server and client
 //! certificates, the server key, a partner domain key and a server config
 //! listening on `127.0.0.1:0`. Used by the demo, the benchmarks and the
-//! tests, so all three run the same real parts.
+//! tests, so all three run the same real parts. Not part of a production
+//! install: the aggregator and the agent do not depend on it.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
 
 use std::path::{Path, PathBuf};
 
 use rustls::pki_types::pem::PemObject as _;
+use tonic::transport::Channel;
+use wijkradar_agent::{ClientError, ClientTls};
 use wijkradar_pki::{CertFiles, Oin, PkiError};
+use wijkradar_proto::v1::query_service_client::QueryServiceClient;
 
-use crate::access::Role;
 use wijkradar_pseudonym::{KeyError, RootKey, ServerKey};
+use wijkradar_server::access::Role;
 
-use crate::config::{
+use wijkradar_server::config::{
     DashboardConfig, KeysConfig, Limits, ReleaseConfig, RetentionConfig, ServerConfig, TlsConfig,
 };
+
+/// A client of a development setup's server, over mutual TLS.
+#[derive(Debug, Clone)]
+pub struct DevClient {
+    pub server: String,
+    pub tls: ClientTls,
+}
+
+impl DevClient {
+    pub async fn connect(&self) -> Result<Channel, ClientError> {
+        wijkradar_agent::connect(&self.server, &self.tls).await
+    }
+
+    /// A query client that accepts whole-municipality answers.
+    pub async fn query_client(&self) -> Result<QueryServiceClient<Channel>, ClientError> {
+        let client = QueryServiceClient::new(self.connect().await?);
+        Ok(client.max_decoding_message_size(wijkradar_server::MAX_ANSWER_BYTES))
+    }
+}
 
 /// Months a development setup keeps signals: the demo simulates 36 months
 /// of history for the early warning (the production default is 18).
@@ -141,6 +167,20 @@ impl DevSetup {
 
     pub fn client(&self, name: &str) -> CertFiles {
         CertFiles::in_dir(&self.pki_dir, name)
+    }
+
+    /// Client `name` of this setup, for its server on `addr`.
+    pub fn client_at(&self, addr: std::net::SocketAddr, name: &str) -> DevClient {
+        let files = self.client(name);
+        DevClient {
+            server: format!("https://{addr}"),
+            tls: ClientTls {
+                ca: self.pki_dir.join("ca.pem"),
+                cert: files.cert,
+                key: files.key,
+                domain: "localhost".into(),
+            },
+        }
     }
 
     /// Writes the config as TOML (absolute paths), for `wijkradar serve`.

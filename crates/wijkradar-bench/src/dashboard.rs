@@ -1,4 +1,4 @@
-//! `wijkradar bench dashboard`: what the dashboard costs the server.
+//! `wijkradar-bench dashboard`: what the dashboard costs the server.
 //!
 //! 1. The wijk map of all of the Netherlands: every wijk's outline drawn
 //!    as SVG paths (the simplified boundaries are read once, at first use;
@@ -11,14 +11,13 @@
 
 use std::time::Instant;
 
+use wijkradar_dev::{DevSetup, HttpsClient};
 use wijkradar_domain::{AreaCode, GemeenteCode, Hierarchy};
 use wijkradar_map::Atlas;
 use wijkradar_proto::v1 as pb;
 use wijkradar_server::access::Role;
-use wijkradar_server::dev::{DevSetup, HttpsClient};
 
-use crate::bench::{fill_in_children, grid, percentile};
-use crate::connection::Connection;
+use crate::store::{fill_in_children, grid, percentile};
 
 const ANALYST: &str = "bench-analyst";
 
@@ -64,9 +63,9 @@ pub async fn run(n: usize, g: GemeenteCode, pages: usize) -> anyhow::Result<()> 
         .with_dashboard("127.0.0.1:0", ANALYST);
     std::fs::write(
         &setup.config.access,
-        wijkradar_server::dev::access_entry(
+        wijkradar_dev::access_entry(
             ANALYST,
-            &wijkradar_server::dev::dev_oin(0),
+            &wijkradar_dev::dev_oin(0),
             &[Role::Analyst],
             &[&g.to_string()],
         ),
@@ -93,7 +92,7 @@ pub async fn run(n: usize, g: GemeenteCode, pages: usize) -> anyhow::Result<()> 
         html = page.body;
     }
     // Baseline: the table the page shows, over gRPC with mutual TLS.
-    let conn = Connection::dev(&setup, server.addr, ANALYST);
+    let conn = setup.client_at(server.addr, ANALYST);
     let mut client = conn.query_client().await?;
     let request = pb::GetTableRequest {
         gemeente_code: g.to_string(),

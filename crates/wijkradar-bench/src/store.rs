@@ -1,18 +1,17 @@
-//! `wijkradar bench`: benchmarks anyone can rerun, each against a baseline
-//! measured in the same run.
+//! The benchmarks' commands, and `ingest` and `query`: the store under
+//! the whole server against raw sled reads and writes.
 
 use clap::Subcommand;
 use prost::Message as _;
 use rand::{Rng, SeedableRng};
+use wijkradar_dev::DevSetup;
 use wijkradar_domain::{BuurtCode, GemeenteCode, Hierarchy, PartnerPseudonym, SignalTypeName};
 use wijkradar_proto::v1 as pb;
 use wijkradar_pseudonym::ServerKey;
 use wijkradar_server::access::Role;
-use wijkradar_server::dev::DevSetup;
 use wijkradar_store::StoredSignal;
 
-use crate::agent::current_month;
-use crate::connection::Connection;
+use crate::current_month;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -53,9 +52,6 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
-    /// Latency of a whole-municipality table (all buurten × all types × 24
-    /// months, released and audited) over gRPC with mutual TLS, against
-    /// reading the same counts from sled.
     /// A month's release for all of the Netherlands (every gemeente × type,
     /// audited), as the operator's MaterialiseReleases does it, against
     /// reading the same counts from sled.
@@ -103,7 +99,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         queries: usize,
     },
-    /// (Used by `bench query`: fills a store in a process of its own, so
+    /// (Used by `query` and `dashboard`: fills a store in a process of its own, so
     /// that sled's memory from writing is gone before the server starts.)
     #[command(hide = true)]
     Fill {
@@ -134,6 +130,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 50)]
         pages: usize,
     },
+    /// Latency of a whole-municipality table (all buurten × all types × 24
+    /// months, released and audited) over gRPC with mutual TLS, against
+    /// reading the same counts from sled.
     Query {
         /// Signals stored before querying.
         #[arg(long, default_value_t = 1_000_000)]
@@ -163,32 +162,32 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             signals,
             gemeente,
             pages,
-        } => return crate::bench_dashboard::run(signals, gemeente, pages).await,
+        } => return crate::dashboard::run(signals, gemeente, pages).await,
         BenchCommand::Release {
             signals,
             runs,
             year_signals,
         } => {
-            return crate::bench_release::run(signals, runs, year_signals).await;
+            return crate::release::run(signals, runs, year_signals).await;
         }
-        BenchCommand::Detect { types, runs } => return crate::bench_detect::run(types, runs),
+        BenchCommand::Detect { types, runs } => return crate::detect::run(types, runs),
         BenchCommand::Intervention {
             treated,
             donors,
             months,
             placebos,
             runs,
-        } => return crate::bench_intervention::run(treated, donors, months, placebos, runs),
+        } => return crate::intervention::run(treated, donors, months, placebos, runs),
         BenchCommand::Alerts {
             signals,
             types,
             queries,
-        } => return crate::bench_alerts::run(signals, types, queries).await,
+        } => return crate::alerts::run(signals, types, queries).await,
         BenchCommand::Agent {
             rows,
             runs,
             no_send,
-        } => return crate::bench_agent::run(rows, runs, !no_send).await,
+        } => return crate::agent::run(rows, runs, !no_send).await,
     };
     let hierarchy = Hierarchy::netherlands_2023();
     let almere: GemeenteCode = "GM0034".parse().expect("valid");
@@ -317,7 +316,7 @@ async fn query(n: usize, queries: usize) -> anyhow::Result<()> {
             raw.push(started.elapsed().as_secs_f64() * 1000.0);
         }
     }
-    let conn = Connection::dev(&setup, server.addr, "bench-analyst");
+    let conn = setup.client_at(server.addr, "bench-analyst");
     let mut client = conn.query_client().await?;
     let request = |layout: pb::TableLayout| pb::GetTableRequest {
         gemeente_code: almere.to_string(),
@@ -419,7 +418,7 @@ async fn measure_end_to_end(
     let setup = DevSetup::create(dir.path(), &[("bench-partner", "Bench", Role::Partner)])?
         .without_rate_limits();
     let server = wijkradar_server::start(&setup.config).await?;
-    let conn = Connection::dev(&setup, server.addr, "bench-partner");
+    let conn = setup.client_at(server.addr, "bench-partner");
     let channel = conn.connect().await?;
     let to_send = signals.to_vec();
     let (started, cpu_before) = (std::time::Instant::now(), process_cpu_seconds());
@@ -480,7 +479,7 @@ pub fn fill_in_children(setup: &DevSetup, n: usize, g: GemeenteCode) -> anyhow::
     for part in 0..n.div_ceil(PART) {
         let signals = PART.min(n - part * PART);
         let status = std::process::Command::new(std::env::current_exe()?)
-            .args(["bench", "fill", "--signals", &signals.to_string()])
+            .args(["fill", "--signals", &signals.to_string()])
             .args(["--part", &part.to_string(), "--gemeente", &g.to_string()])
             .arg("--data-dir")
             .arg(&setup.config.data_dir)

@@ -1,4 +1,4 @@
-//! `wijkradar bench alerts`: an alerts query for one gemeente on a store
+//! `wijkradar-bench alerts`: an alerts query for one gemeente on a store
 //! holding 36 months of signals for all of the Netherlands, over gRPC with
 //! mutual TLS. The first query of the month also computes what the pooled
 //! method borrows from every gemeente (each signal type's summed series and
@@ -6,14 +6,13 @@
 //! baseline in the same run is reading the gemeente's own counts from sled.
 
 use rand::SeedableRng;
+use wijkradar_dev::DevSetup;
 use wijkradar_domain::{BuurtCode, GemeenteCode, Hierarchy, Month, SignalTypeName};
 use wijkradar_proto::v1 as pb;
 use wijkradar_pseudonym::ServerKey;
 use wijkradar_server::access::Role;
-use wijkradar_server::dev::DevSetup;
 
-use crate::agent::current_month;
-use crate::connection::Connection;
+use crate::current_month;
 
 pub async fn run(signals: usize, types: usize, queries: usize) -> anyhow::Result<()> {
     let hierarchy = Hierarchy::netherlands_2023();
@@ -46,7 +45,7 @@ pub async fn run(signals: usize, types: usize, queries: usize) -> anyhow::Result
     setup.config.retention.purge_every_seconds = 0;
     let key = ServerKey::load(&setup.config.keys.server_key)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(23);
-    crate::bench_release::fill(&setup, &key, &mut rng, &buurten, &types, &months, signals).await?;
+    crate::release::fill(&setup, &key, &mut rng, &buurten, &types, &months, signals).await?;
 
     let server = wijkradar_server::start(&setup.config).await?;
     let read_own = || -> anyhow::Result<f64> {
@@ -60,7 +59,7 @@ pub async fn run(signals: usize, types: usize, queries: usize) -> anyhow::Result
         std::hint::black_box(cells);
         Ok(started.elapsed().as_secs_f64() * 1000.0)
     };
-    let conn = Connection::dev(&setup, server.addr, "bench-analyst");
+    let conn = setup.client_at(server.addr, "bench-analyst");
     let mut client = conn.query_client().await?;
     let request = || pb::GetAlertsRequest {
         gemeente_code: almere.to_string(),

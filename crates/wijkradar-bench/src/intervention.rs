@@ -1,4 +1,4 @@
-//! `wijkradar bench intervention`: one intervention's analysis (synthetic
+//! `wijkradar-bench intervention`: one intervention's analysis (synthetic
 //! difference-in-differences, its three checks, 1,000 placebos and the
 //! diagnostics) on one core, against a single SDID estimate on the same
 //! panel.

@@ -1,18 +1,17 @@
-//! `wijkradar bench release`: computing a month's release for all of the
+//! `wijkradar-bench release`: computing a month's release for all of the
 //! Netherlands (every gemeente × signal type: perturbed, thresholded,
 //! audited, stored and logged), as the operator's MaterialiseReleases call
 //! does it, against reading the same counts from sled.
 
 use rand::SeedableRng;
+use wijkradar_dev::DevSetup;
 use wijkradar_domain::{BuurtCode, GemeenteCode, Hierarchy, Month, SignalTypeName};
 use wijkradar_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
 use wijkradar_pseudonym::ServerKey;
 use wijkradar_server::access::Role;
-use wijkradar_server::dev::DevSetup;
 use wijkradar_store::StoredSignal;
 
-use crate::agent::current_month;
-use crate::connection::Connection;
+use crate::current_month;
 
 pub async fn run(signals: usize, runs: usize, year_signals: usize) -> anyhow::Result<()> {
     let hierarchy = Hierarchy::netherlands_2023();
@@ -58,7 +57,7 @@ pub async fn run(signals: usize, runs: usize, year_signals: usize) -> anyhow::Re
             }
             Ok((started.elapsed().as_secs_f64(), std::hint::black_box(cells)))
         };
-        let conn = Connection::dev(&setup, server.addr, "bench-operator");
+        let conn = setup.client_at(server.addr, "bench-operator");
         let mut admin = AdminServiceClient::new(conn.connect().await?);
         let baseline_first = run % 2 == 0;
         let mut measured = None;
@@ -108,7 +107,7 @@ pub async fn run(signals: usize, runs: usize, year_signals: usize) -> anyhow::Re
         .await?;
     }
     let server = wijkradar_server::start(&setup.config).await?;
-    let conn = Connection::dev(&setup, server.addr, "bench-operator");
+    let conn = setup.client_at(server.addr, "bench-operator");
     let mut admin = AdminServiceClient::new(conn.connect().await?);
     let started = std::time::Instant::now();
     let periods = admin
@@ -154,7 +153,7 @@ pub(crate) async fn fill(
     while left > 0 {
         let n = left.min(10_000);
         let batch: Vec<StoredSignal> = (0..n)
-            .map(|_| crate::bench::random_signal(key, rng, buurten, types, months))
+            .map(|_| crate::store::random_signal(key, rng, buurten, types, months))
             .collect();
         queue
             .submit(wijkradar_store::IncomingBatch {

@@ -1,4 +1,4 @@
-//! `wijkradar bench agent`: the partner agent on a large export. Reading,
+//! `wijkradar-bench agent`: the partner agent on a large export. Reading,
 //! normalising, mapping and pseudonymising is timed against two baselines of
 //! the same run: parsing the file alone, and HMAC-SHA256 alone over the same
 //! normalised keys. Sending from the outbox is timed against submitting the
@@ -14,15 +14,15 @@ use prost::Message;
 use wijkradar_agent::outbox::Import;
 use wijkradar_agent::run::{prepare, send_pending};
 use wijkradar_agent::{Outbox, PartnerConfig};
+use wijkradar_dev::DevSetup;
 use wijkradar_domain::hierarchy::Dwellings;
 use wijkradar_domain::{GemeenteCode, Hierarchy};
 use wijkradar_proto::v1 as pb;
 use wijkradar_pseudonym::PartnerKey;
 use wijkradar_server::access::Role;
-use wijkradar_server::dev::DevSetup;
 
-use crate::agent::{current_month, load_postcode_table};
-use crate::connection::Connection;
+use crate::current_month;
+use wijkradar_agent::flow::load_postcode_table;
 
 /// Writes the housing corporation's export (deploy/partners/woningcorporatie.toml
 /// layout): `rows` rows over the synthetic households of Almere, a month per
@@ -84,9 +84,7 @@ async fn fresh_server() -> anyhow::Result<(
     let setup =
         DevSetup::create(dir.path(), &[("partner", "Bench", Role::Partner)])?.without_rate_limits();
     let server = wijkradar_server::start(&setup.config).await?;
-    let channel = Connection::dev(&setup, server.addr, "partner")
-        .connect()
-        .await?;
+    let channel = setup.client_at(server.addr, "partner").connect().await?;
     Ok((dir, server, channel))
 }
 
