@@ -23,8 +23,7 @@ use microlp::{ComparisonOp, OptimizationDirection, Problem, Variable};
 use wijkradar_domain::{BuurtCode, CellTotal, GemeenteCode, Hierarchy};
 use wijkradar_release::{GemeenteTable, Link, ReleasePolicy, Released, Threshold};
 
-mod common;
-use common::SplitMix;
+use crate::common::SplitMix;
 
 /// Draws a test needs besides `next`.
 trait Draws {

@@ -27,8 +27,7 @@
 use wijkradar_domain::CellTotal;
 use wijkradar_release::{ReleasePolicy, Released, Threshold};
 
-mod common;
-use common::SplitMix;
+use crate::common::SplitMix;
 
 fn policy() -> ReleasePolicy {
     ReleasePolicy::new(Threshold::new(10).unwrap(), 4, 2.0).unwrap()

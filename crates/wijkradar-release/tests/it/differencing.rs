@@ -12,8 +12,7 @@
 use wijkradar_domain::CellTotal;
 use wijkradar_release::{ReleasePolicy, Released, Threshold};
 
-mod common;
-use common::SplitMix;
+use crate::common::SplitMix;
 
 /// The attacker's accuracy over `trials` pairs of cells of 10..60
 /// households, one pair differing by one household.
