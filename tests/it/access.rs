@@ -39,6 +39,7 @@ async fn a_partner_cannot_query_and_an_analyst_cannot_submit() {
     let batch = pb::Batch {
         batch_id: "x".into(),
         key_id: "GM0034.2026.0011223344556677".into(),
+        previous_key_id: String::new(),
         signals: vec![pb::Signal {
             pseudonym: vec![1; 32],
             buurt_code: "BU00340101".into(),
@@ -46,6 +47,7 @@ async fn a_partner_cannot_query_and_an_analyst_cannot_submit() {
             month: "2024-01".into(),
             severity: None,
             household_pseudonym: Vec::new(),
+            previous_epoch_pseudonym: Vec::new(),
         }],
     };
     let checksum = server.store_checksum();

@@ -268,6 +268,7 @@ async fn a_rise_of_small_monthly_counts_is_shown_on_its_window() {
             month: last.to_string(),
             severity: None,
             household_pseudonym: Vec::new(),
+            previous_epoch_pseudonym: Vec::new(),
         })
         .collect();
     send_as_partner_a(&server, late).await;
@@ -353,6 +354,7 @@ fn signals_of(
                         month: month.to_string(),
                         severity: None,
                         household_pseudonym: Vec::new(),
+                        previous_epoch_pseudonym: Vec::new(),
                     });
                 }
             }

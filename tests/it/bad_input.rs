@@ -17,6 +17,7 @@ fn good(i: u8) -> pb::Signal {
         month: "2024-03".into(),
         severity: Some(2),
         household_pseudonym: Vec::new(),
+        previous_epoch_pseudonym: Vec::new(),
     }
 }
 
@@ -24,6 +25,7 @@ fn batch(id: &str, signals: Vec<pb::Signal>) -> pb::Batch {
     pb::Batch {
         batch_id: id.into(),
         key_id: "GM0034.2026.0011223344556677".into(),
+        previous_key_id: String::new(),
         signals,
     }
 }

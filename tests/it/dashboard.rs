@@ -266,10 +266,10 @@ async fn an_analyst_sees_only_its_gemeenten_and_exports_csv_for_excel() {
     let mut lines = text.trim_start_matches('\u{feff}').lines();
     assert_eq!(
         lines.next().unwrap(),
-        "gebiedscode;gebiedsnaam;maat;periode;status;waarde;per_1000_huishoudens;rate_van_gebied;huishoudens_basis;versie"
+        "gebiedscode;gebiedsnaam;maat;periode;status;waarde;per_1000_huishoudens;rate_van_gebied;huishoudens_basis;versie;over_sleutelwissel"
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(';').collect()).collect();
-    assert!(rows.iter().all(|r| r.len() == 10));
+    assert!(rows.iter().all(|r| r.len() == 11 && r[10] == "nee"));
     let released: Vec<&Vec<&str>> = rows.iter().filter(|r| r[4] == "gepubliceerd").collect();
     assert!(!released.is_empty());
     assert!(

@@ -801,6 +801,7 @@ async fn a_batch_stored_just_before_a_crash_gets_its_audit_entry_at_the_next_sta
                     severity: None,
                     record_key: u32::from(i),
                     household: None,
+                    previous: None,
                 })
                 .collect();
             let outcome = queue

@@ -17,6 +17,7 @@ fn batch(id: &str, signal_type: &str, month: &str, people: &[(Vec<u8>, Vec<u8>)]
     pb::Batch {
         batch_id: id.into(),
         key_id: crate::KEY_ID.into(),
+        previous_key_id: String::new(),
         signals: people
             .iter()
             .map(|(person, household)| pb::Signal {
@@ -26,6 +27,7 @@ fn batch(id: &str, signal_type: &str, month: &str, people: &[(Vec<u8>, Vec<u8>)]
                 month: month.into(),
                 severity: None,
                 household_pseudonym: household.clone(),
+                previous_epoch_pseudonym: Vec::new(),
             })
             .collect(),
     }

@@ -10,6 +10,7 @@ mod bad_input;
 mod browser;
 mod dashboard;
 mod discovery;
+mod epochs;
 mod governance;
 mod interventions;
 mod linking;
@@ -150,6 +151,7 @@ pub(crate) fn batch(
     pb::Batch {
         batch_id: id.into(),
         key_id: KEY_ID.into(),
+        previous_key_id: String::new(),
         signals: (0..n)
             .map(|i| pb::Signal {
                 pseudonym: pseudonym(seed, i),
@@ -158,6 +160,7 @@ pub(crate) fn batch(
                 month: month.into(),
                 severity: None,
                 household_pseudonym: Vec::new(),
+                previous_epoch_pseudonym: Vec::new(),
             })
             .collect(),
     }

@@ -108,6 +108,7 @@ pub fn make_batches(signals: Vec<pb::Signal>, key_id: &str, batch_size: usize) -
         batches.push(pb::Batch {
             batch_id: batch_id(key_id, &signals),
             key_id: key_id.to_owned(),
+            previous_key_id: String::new(),
             signals,
         });
     }

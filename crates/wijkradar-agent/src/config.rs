@@ -157,6 +157,11 @@ pub struct Condition {
 pub struct AgentSection {
     /// The partner key file of the domain and epoch (`wijkradar keys export`).
     pub pseudonym_key: PathBuf,
+    /// During a key change's overlap: the previous epoch's partner key. Each
+    /// signal then also carries its household's pseudonym under it, so
+    /// that the aggregator links households across the change (seven months:
+    /// what a derived indicator looks back over). Remove it afterwards.
+    pub previous_pseudonym_key: Option<PathBuf>,
     /// CBS's postcode + house number → buurt table.
     pub postcode_table: PathBuf,
     /// The outbox directory (sled): what is pseudonymised and not yet
@@ -266,6 +271,9 @@ impl PartnerConfig {
         };
         let a = &mut config.agent;
         resolve(&mut a.pseudonym_key);
+        if let Some(k) = &mut a.previous_pseudonym_key {
+            resolve(k);
+        }
         resolve(&mut a.postcode_table);
         resolve(&mut a.outbox);
         if let Some(d) = &mut a.reject_dir {
@@ -292,6 +300,7 @@ impl PartnerConfig {
             municipalities: &self.partner.gemeenten,
             pc6,
             key,
+            previous_key: None,
             now,
             first_kept: Default::default(),
         }

@@ -96,6 +96,8 @@ pub struct ExportRules<'a> {
     pub municipalities: &'a [GemeenteCode],
     pub pc6: &'a Pc6Table,
     pub key: &'a PartnerKey,
+    /// During a key change's overlap: the previous epoch's key.
+    pub previous_key: Option<&'a PartnerKey>,
     /// The current month: later months are rejected.
     pub now: Month,
     /// Per signal type, the first month the aggregator keeps (its
@@ -104,9 +106,10 @@ pub struct ExportRules<'a> {
     pub first_kept: BTreeMap<String, Month>,
 }
 
-/// A row's pseudonym, its household's (a person's row only), buurt and
-/// month.
-type Pseudonymised = (Vec<u8>, Vec<u8>, String, Month);
+/// A row's pseudonym, its household's (a person's row only), its
+/// household's under the previous key (in a key change's overlap), buurt
+/// and month.
+type Pseudonymised = (Vec<u8>, Vec<u8>, Vec<u8>, String, Month);
 
 /// Column positions, resolved from the header once.
 struct Positions {
@@ -414,25 +417,32 @@ pub fn read_export(
             // A person's signal carries its household's pseudonym too, so
             // that the derived indicators link it with the household's
             // other signals; a household's signal is the household's.
-            let (pseudonym, household) = match at.bsn {
+            // In a key change's overlap, the identity the aggregator links
+            // by (the household's, or a BSN-only signal's own) under the
+            // previous key too.
+            let address = normalise::household_key(&pc, number, &addition);
+            let before = |identity: &str| match rules.previous_key {
+                Some(k) => k.pseudonymise(identity.as_bytes()).as_bytes().to_vec(),
+                None => Vec::new(),
+            };
+            let (pseudonym, household, previous) = match at.bsn {
                 Some(i) => {
                     let bsn = normalise::bsn(&field(i)).map_err(err)?;
-                    let person = rules
-                        .key
-                        .pseudonymise(normalise::person_key(&bsn).as_bytes());
-                    let household = if rules.layout.link_households {
-                        household.as_bytes().to_vec()
+                    let person_key = normalise::person_key(&bsn);
+                    let person = rules.key.pseudonymise(person_key.as_bytes());
+                    if rules.layout.link_households {
+                        let h = household.as_bytes().to_vec();
+                        (person.as_bytes().to_vec(), h, before(&address))
                     } else {
-                        Vec::new()
-                    };
-                    (person.as_bytes().to_vec(), household)
+                        (person.as_bytes().to_vec(), Vec::new(), before(&person_key))
+                    }
                 }
-                None => (household.as_bytes().to_vec(), Vec::new()),
+                None => (household.as_bytes().to_vec(), Vec::new(), before(&address)),
             };
-            Ok((pseudonym, household, buurt.to_string(), month))
+            Ok((pseudonym, household, previous, buurt.to_string(), month))
         })();
         match signal {
-            Ok((pseudonym, household, buurt, month)) => {
+            Ok((pseudonym, household, previous, buurt, month)) => {
                 let label = month.to_string();
                 for &r in &types {
                     let signal_type = rules.signals[r].signal_type.as_str();
@@ -450,6 +460,7 @@ pub fn read_export(
                         month: label.clone(),
                         severity: None,
                         household_pseudonym: household.clone(),
+                        previous_epoch_pseudonym: previous.clone(),
                     });
                 }
             }
@@ -637,6 +648,36 @@ key = "k"
         assert_eq!(alone.len(), 2);
         assert!(alone.iter().all(|s| s.household_pseudonym.is_empty()));
         assert_eq!(alone[0].pseudonym, signals[0].pseudonym);
+    }
+
+    /// In a key change's overlap each signal carries its household's
+    /// pseudonym under the previous key: the address's for an address or
+    /// a linked person, the BSN's for a BSN-only signal.
+    #[test]
+    fn an_overlap_sends_the_household_under_the_previous_key_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = wijkradar_pseudonym::RootKey::generate(&dir.path().join("root")).unwrap();
+        let (old, new) = (
+            root.derive("GM0034", "2025").unwrap(),
+            root.derive("GM0034", "2026").unwrap(),
+        );
+        let input = b"Huurcontract;Postcode;Huisnummer;Toevoeging;Peildatum;Achterstand maanden\n\
+              1;1315AB;12;;01-03-2026;2\n";
+        let config = PartnerConfig::parse(CONFIG, Path::new("t.toml")).unwrap();
+        let pc6 = table();
+        let mut rules = config.rules(&pc6, &new, Month::new(2026, 6).unwrap());
+        let mut plain = Vec::new();
+        read_export(&input[..], &rules, |s| plain.push(s)).unwrap();
+        assert!(plain[0].previous_epoch_pseudonym.is_empty());
+        rules.previous_key = Some(&old);
+        let mut overlap = Vec::new();
+        read_export(&input[..], &rules, |s| overlap.push(s)).unwrap();
+        // The same signal under the new key, with the old key's pseudonym:
+        // what the old key's export made.
+        let (_, under_old) = read_with(CONFIG, input, &old).unwrap();
+        assert_eq!(overlap[0].pseudonym, plain[0].pseudonym);
+        assert_eq!(overlap[0].previous_epoch_pseudonym, under_old[0].pseudonym);
+        assert_ne!(overlap[0].pseudonym, under_old[0].pseudonym);
     }
 
     #[test]

@@ -55,25 +55,56 @@ pub struct Outcome {
     pub reject_report: Option<PathBuf>,
 }
 
+/// A previous key must be another key of the same domain, of an earlier
+/// epoch where both name theirs.
+fn check_previous_key(key: &PartnerKey, previous: &PartnerKey) -> Result<(), RunError> {
+    let fits = match (key.domain_and_epoch(), previous.domain_and_epoch()) {
+        (Some((d, e)), Some((pd, pe))) => d == pd && pe < e,
+        _ => false,
+    };
+    if fits && key.id() != previous.id() {
+        return Ok(());
+    }
+    Err(RunError::PreviousKey {
+        previous: previous.id().to_string(),
+        current: key.id().to_string(),
+    })
+}
+
 /// The partner's configuration, key and postcode table, loaded once.
 #[derive(Debug)]
 pub struct Partner {
     pub config: PartnerConfig,
     pub key: PartnerKey,
+    /// During a key change's overlap: the previous epoch's key.
+    pub previous_key: Option<PartnerKey>,
     pub pc6: Pc6Table,
 }
 
 impl Partner {
     pub fn load(config: PartnerConfig) -> Result<Partner, RunError> {
         let key = PartnerKey::load(&config.agent.pseudonym_key)?;
+        let previous_key = match &config.agent.previous_pseudonym_key {
+            Some(path) => Some(PartnerKey::load(path)?),
+            None => None,
+        };
+        if let Some(previous) = &previous_key {
+            check_previous_key(&key, previous)?;
+        }
         let pc6 = load_postcode_table(&config.agent.postcode_table)?;
-        Ok(Partner { config, key, pc6 })
+        Ok(Partner {
+            config,
+            key,
+            previous_key,
+            pc6,
+        })
     }
 
     /// The rows' rules in month `now`, with what the aggregator accepts
     /// when it told.
     pub fn rules(&self, now: Month, policy: Option<&IngestPolicy>) -> ExportRules<'_> {
         let mut rules = self.config.rules(&self.pc6, &self.key, now);
+        rules.previous_key = self.previous_key.as_ref();
         if let Some(p) = policy {
             rules.first_kept = p.first_kept.clone();
         }
@@ -254,4 +285,29 @@ pub async fn send_outbox(
         source: Box::new(source),
     });
     (result, pending)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_previous_key_is_an_earlier_key_of_the_same_domain() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = wijkradar_pseudonym::RootKey::generate(&dir.path().join("root")).unwrap();
+        let key = |domain: &str, epoch: &str| root.derive(domain, epoch).unwrap();
+        let now = key("GM0034", "2026");
+        assert!(check_previous_key(&now, &key("GM0034", "2025")).is_ok());
+        for wrong in [
+            key("GM0034", "2026"),
+            key("GM0034", "2027"),
+            key("GM0363", "2025"),
+        ] {
+            let e = check_previous_key(&now, &wrong).unwrap_err();
+            assert!(
+                e.to_string().contains("agent.previous_pseudonym_key"),
+                "{e}"
+            );
+        }
+    }
 }

@@ -367,6 +367,7 @@ mod tests {
         pb::Batch {
             batch_id: id.into(),
             key_id: "GM0034.2026.0011223344556677".into(),
+            previous_key_id: String::new(),
             signals: vec![pb::Signal {
                 pseudonym: vec![7; 32],
                 buurt_code: "BU00340101".into(),
@@ -374,6 +375,7 @@ mod tests {
                 month: "2026-01".into(),
                 severity: None,
                 household_pseudonym: Vec::new(),
+                previous_epoch_pseudonym: Vec::new(),
             }],
         }
     }

@@ -35,6 +35,10 @@ pub enum RunError {
         path: PathBuf,
         source: crate::pc6::Pc6Error,
     },
+    #[error(
+        "agent.previous_pseudonym_key: {previous} is not an earlier key of the domain of agent.pseudonym_key ({current})"
+    )]
+    PreviousKey { previous: String, current: String },
     #[error("reject report {path}: {source}")]
     Report { path: PathBuf, source: csv::Error },
     #[error(
@@ -97,6 +101,7 @@ pub fn prepare(
         source,
     })?;
     let key_id = rules.key.id().to_string();
+    let previous_key_id = rules.previous_key.map(|k| k.id().to_string());
     let mut batches = Vec::new();
     let mut current: Vec<pb::Signal> = Vec::with_capacity(batch_size);
     // Buurt → type → signals; looked up by reference, so a signal costs no
@@ -108,6 +113,7 @@ pub fn prepare(
         let batch = pb::Batch {
             batch_id: client::batch_id(&key_id, &signals),
             key_id: key_id.clone(),
+            previous_key_id: previous_key_id.clone().unwrap_or_default(),
             signals,
         };
         batches.push(batch.encode_to_vec());

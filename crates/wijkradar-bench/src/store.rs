@@ -216,6 +216,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             month: month.to_string(),
             severity: None,
             household_pseudonym: Vec::new(),
+            previous_epoch_pseudonym: Vec::new(),
         })
         .collect();
 
@@ -400,6 +401,7 @@ fn measure_raw(signals: &[pb::Signal], batch_size: usize) -> anyhow::Result<f64>
             // The raw baseline writes only the signal records, no cell keys.
             record_key: 0,
             household: None,
+            previous: None,
         })
         .collect();
     Ok(
@@ -566,5 +568,6 @@ pub fn random_signal(
         month: months[rng.random_range(0..months.len())],
         severity: None,
         household: None,
+        previous: None,
     }
 }

@@ -167,6 +167,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let partner = Partner {
             config,
             key: PartnerKey::load(&setup.partner_key)?,
+            previous_key: None,
             pc6: load_postcode_table(&table_path)?,
         };
         let outcome = run_export(&partner, &path).await?;

@@ -24,6 +24,8 @@ struct Shown {
     number: Option<f64>,
     suppressed: bool,
     rolled_up: bool,
+    /// Its months span a key change the aggregator could not link.
+    crosses: bool,
 }
 
 /// What a table shows in its cells.
@@ -43,6 +45,7 @@ fn shown(cell: &pb::Cell, measure: Measure) -> Shown {
                 number: None,
                 suppressed: false,
                 rolled_up: false,
+                crosses: false,
             };
         }
         _ => None,
@@ -52,11 +55,13 @@ fn shown(cell: &pb::Cell, measure: Measure) -> Shown {
             number: released.map(|v| v as f64),
             suppressed: released.is_none(),
             rolled_up: false,
+            crosses: cell.crosses_key_change,
         },
         Measure::Per1000 => Shown {
             number: cell.rate_per_1000,
             suppressed: released.is_none() && cell.rate_per_1000.is_none(),
             rolled_up: cell.rate_per_1000.is_some() && cell.rate_area_code != cell.area_code,
+            crosses: cell.crosses_key_change,
         },
     }
 }
@@ -169,11 +174,17 @@ pub fn table(
                     Some(Shown {
                         number: Some(v),
                         rolled_up,
+                        crosses,
                         ..
-                    }) => match measure {
-                        Measure::Households => format!("{v:.0}"),
-                        Measure::Per1000 => format!("{v:.1}{}", if *rolled_up { "*" } else { "" }),
-                    },
+                    }) => {
+                        let mark = if *crosses { "†" } else { "" };
+                        match measure {
+                            Measure::Households => format!("{v:.0}{mark}"),
+                            Measure::Per1000 => {
+                                format!("{v:.1}{}{mark}", if *rolled_up { "*" } else { "" })
+                            }
+                        }
+                    }
                     Some(Shown {
                         suppressed: true, ..
                     }) => format!("<{k}"),
@@ -188,6 +199,14 @@ pub fn table(
                 .map(|m| cells.get(m).and_then(|c| c.number))
                 .collect();
             let _ = writeln!(out, "  {:<trend_width$}", sparkline(&values));
+        }
+        if block
+            .rows
+            .values()
+            .flat_map(|c| c.values())
+            .any(|c| c.crosses)
+        {
+            let _ = writeln!(out, "{KEY_CHANGE}");
         }
         out.push('\n');
     }
@@ -206,6 +225,7 @@ pub fn csv(resp: &pb::GetTableResponse, names: &Names) -> anyhow::Result<String>
         "per_1000_huishoudens",
         "per_1000_van_gebied",
         "huishoudens_basis",
+        "over_sleutelwissel",
     ])?;
     for cell in &resp.cells {
         let released = matches!(
@@ -247,6 +267,7 @@ pub fn csv(resp: &pb::GetTableResponse, names: &Names) -> anyhow::Result<String>
             &rate,
             rate_area,
             &base,
+            if cell.crosses_key_change { "ja" } else { "nee" },
         ])?;
     }
     Ok(String::from_utf8(w.into_inner()?)?)
@@ -303,6 +324,9 @@ pub fn alerts(
             alert.q_value,
             alert.method
         );
+        if alert.crosses_key_change {
+            let _ = writeln!(out, "    † {KEY_CHANGE_ALERT}");
+        }
     }
     let _ = writeln!(
         out,
@@ -311,6 +335,12 @@ pub fn alerts(
     );
     out
 }
+
+/// Below a table with a cell over a key change that was not linked.
+const KEY_CHANGE: &str = "† = deze periode valt over een wissel van pseudonimiseringssleutel die niet is gekoppeld: een huishouden kan dubbel of juist niet samen zijn geteld, het cijfer kan te hoog of te laag zijn.";
+
+/// Under an alert whose series spans such a change.
+const KEY_CHANGE_ALERT: &str = "de vergeleken maanden vallen over een sleutelwissel die niet is gekoppeld: de stijging kan daardoor komen.";
 
 /// The months of an alert's window: `2026-07` for one month, else
 /// `2026-02 t/m 2026-07`.
@@ -334,5 +364,42 @@ mod tests {
         );
         assert_eq!(sparkline(&[None, None]), "··");
         assert_eq!(sparkline(&[Some(12.0), Some(12.0)]), "▄▄");
+    }
+
+    #[test]
+    fn a_figure_over_an_unlinked_key_change_is_marked_and_explained() {
+        let cell = |month: &str, crosses: bool| pb::Cell {
+            area_code: "WK003401".into(),
+            signal_type: "meerdere_signaaltypen_6m".into(),
+            month: month.into(),
+            status: pb::CellStatus::Released.into(),
+            value: Some(24),
+            rate_area_code: "WK003401".into(),
+            crosses_key_change: crosses,
+            ..Default::default()
+        };
+        let table = |cells| {
+            let resp = pb::GetTableResponse {
+                cells,
+                k: 10,
+                max_noise: 4,
+                ..Default::default()
+            };
+            table(
+                &resp,
+                &Names::new(),
+                &HashMap::new(),
+                6,
+                Measure::Households,
+            )
+        };
+        let marked = table(vec![cell("2026-01", false), cell("2026-02", true)]);
+        assert!(
+            marked.contains("      24 ") && marked.contains("     24†"),
+            "{marked}"
+        );
+        assert!(marked.contains(KEY_CHANGE), "{marked}");
+        let plain = table(vec![cell("2026-01", false)]);
+        assert!(!plain.contains('†'), "{plain}");
     }
 }

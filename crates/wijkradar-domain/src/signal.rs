@@ -27,6 +27,9 @@ pub struct Signal {
     /// For a signal about a person: the pseudonym of its household, through
     /// which the derived indicators link.
     pub household: Option<PartnerPseudonym>,
+    /// During a key change's overlap: the household's pseudonym (a
+    /// person's household's) under the previous epoch's key.
+    pub previous: Option<PartnerPseudonym>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,6 +112,8 @@ impl fmt::Debug for PseudonymKeyId {
 pub struct Batch {
     pub id: BatchId,
     pub key_id: PseudonymKeyId,
+    /// During a key change's overlap: the previous epoch's key.
+    pub previous_key_id: Option<PseudonymKeyId>,
     pub signals: Vec<Signal>,
 }
 

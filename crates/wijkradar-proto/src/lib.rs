@@ -137,6 +137,11 @@ impl v1::TableColumns {
                 rate_area_code,
                 household_base,
                 release_version: self.block_release_versions[block],
+                crosses_key_change: self
+                    .block_crosses_key_change
+                    .get(block)
+                    .copied()
+                    .unwrap_or(false),
             });
         }
         out

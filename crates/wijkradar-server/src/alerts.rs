@@ -208,6 +208,8 @@ impl Query {
                     released_value: *value,
                     q_value: f.finding.q_value,
                     release_version: *version,
+                    crosses_key_change: tables
+                        .crosses_key_change(measure, Period::new(months[0], months.len() as u32)),
                 });
                 break;
             }

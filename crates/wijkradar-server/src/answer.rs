@@ -117,15 +117,17 @@ impl<'a> Answer<'a> {
     }
 
     /// Adds one part: its release, or the status of all its cells (pending,
-    /// purged).
+    /// purged); `crosses` when it spans a key change that was not linked.
     pub(crate) fn part(
         &mut self,
         name: &str,
         period: &str,
         release: Result<VersionedRelease, pb::CellStatus>,
+        crosses: bool,
     ) {
         match &mut self.form {
             Form::Cells(cells) => {
+                let first = cells.len();
                 push_cells(
                     cells,
                     self.bases,
@@ -135,6 +137,9 @@ impl<'a> Answer<'a> {
                     period,
                     release,
                 );
+                for c in &mut cells[first..] {
+                    c.crosses_key_change = crosses;
+                }
             }
             Form::Columns {
                 columns,
@@ -143,6 +148,7 @@ impl<'a> Answer<'a> {
             } => {
                 columns.block_signal_types.push(name.to_owned());
                 columns.block_periods.push(period.to_owned());
+                columns.block_crosses_key_change.push(crosses);
                 let (version, released) = match release {
                     Ok(r) => r,
                     Err(status) => {
@@ -258,6 +264,7 @@ fn push_cells(
             rate_area_code: rate_area.to_string(),
             household_base,
             release_version: version,
+            crosses_key_change: false,
         });
     }
 }

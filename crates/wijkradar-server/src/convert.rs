@@ -28,6 +28,27 @@ pub struct CheckedBatch {
     pub digest: [u8; 32],
 }
 
+/// The previous epoch's key of a batch in a key change's overlap: a valid
+/// id of the same domain (its first part) as the batch's key, not that key.
+fn previous_key_from_proto(id: &str, key_id: &PseudonymKeyId) -> Result<PseudonymKeyId, ApiError> {
+    let field = "batch.previous_key_id";
+    let invalid = |why: String| ApiError::InvalidArgument(vec![Violation::new(field, why)]);
+    let previous = PseudonymKeyId::new(id).map_err(|e| invalid(e.to_string()))?;
+    let domain = |k: &PseudonymKeyId| k.as_str().split('.').next().unwrap_or("").to_owned();
+    if previous == *key_id {
+        return Err(invalid(
+            "must name the previous epoch's key, not key_id".into(),
+        ));
+    }
+    if domain(&previous) != domain(key_id) {
+        return Err(invalid(format!(
+            "must be of the same pseudonymisation domain as key_id ({})",
+            domain(key_id)
+        )));
+    }
+    Ok(previous)
+}
+
 pub fn batch_from_proto(
     req: pb::SubmitRequest,
     rules: &IngestRules<'_>,
@@ -39,6 +60,10 @@ pub fn batch_from_proto(
         .map_err(|e| ApiError::InvalidArgument(vec![Violation::new("batch.batch_id", e)]))?;
     let key_id = PseudonymKeyId::new(&pb_batch.key_id)
         .map_err(|e| ApiError::InvalidArgument(vec![Violation::new("batch.key_id", e)]))?;
+    let previous_key_id = match pb_batch.previous_key_id.as_str() {
+        "" => None,
+        id => Some(previous_key_from_proto(id, &key_id)?),
+    };
     let n = pb_batch.signals.len();
     if n == 0 {
         return Err(ApiError::InvalidArgument(vec![Violation::new(
@@ -101,6 +126,16 @@ pub fn batch_from_proto(
                 .map(Some)
                 .map_err(|e| Violation::new(field("household_pseudonym"), e))
         };
+        let previous = match (&previous_key_id, s.previous_epoch_pseudonym.is_empty()) {
+            (_, true) => Ok(None),
+            (Some(_), false) => PartnerPseudonym::try_from(s.previous_epoch_pseudonym.as_slice())
+                .map(Some)
+                .map_err(|e| Violation::new(field("previous_epoch_pseudonym"), e)),
+            (None, false) => Err(Violation::new(
+                field("previous_epoch_pseudonym"),
+                "is sent only in a batch that names its previous_key_id",
+            )),
+        };
         let severity = match s.severity {
             None => Ok(None),
             Some(v) => u32::try_from(v)
@@ -109,8 +144,24 @@ pub fn batch_from_proto(
                 .map(Some)
                 .ok_or_else(|| Violation::new(field("severity"), "must be 1, 2 or 3")),
         };
-        match (pseudonym, buurt, signal_type, month, severity, household) {
-            (Ok(pseudonym), Ok(buurt), Ok(signal_type), Ok(month), Ok(severity), Ok(household)) => {
+        match (
+            pseudonym,
+            buurt,
+            signal_type,
+            month,
+            severity,
+            household,
+            previous,
+        ) {
+            (
+                Ok(pseudonym),
+                Ok(buurt),
+                Ok(signal_type),
+                Ok(month),
+                Ok(severity),
+                Ok(household),
+                Ok(previous),
+            ) => {
                 update_digest(
                     &mut digest,
                     &pseudonym,
@@ -125,6 +176,10 @@ pub fn batch_from_proto(
                     digest.update(b"H");
                     digest.update(h.as_bytes());
                 }
+                if let Some(p) = &previous {
+                    digest.update(b"E");
+                    digest.update(p.as_bytes());
+                }
                 signals.push(Signal {
                     pseudonym,
                     buurt,
@@ -132,13 +187,22 @@ pub fn batch_from_proto(
                     month,
                     severity,
                     household,
+                    previous,
                 });
             }
-            (a, b, c, d, e, f) => {
+            (a, b, c, d, e, f, g) => {
                 violations.extend(
-                    [a.err(), b.err(), c.err(), d.err(), e.err(), f.err()]
-                        .into_iter()
-                        .flatten(),
+                    [
+                        a.err(),
+                        b.err(),
+                        c.err(),
+                        d.err(),
+                        e.err(),
+                        f.err(),
+                        g.err(),
+                    ]
+                    .into_iter()
+                    .flatten(),
                 );
             }
         }
@@ -150,6 +214,7 @@ pub fn batch_from_proto(
         batch: Batch {
             id,
             key_id,
+            previous_key_id,
             signals,
         },
         digest: digest

@@ -98,6 +98,7 @@ impl Ingest {
                     month: s.month,
                     severity: s.severity,
                     household: s.household.as_ref().map(|h| state.server_key.rekey(h)),
+                    previous: s.previous.as_ref().map(|p| state.server_key.rekey(p)),
                 }
             })
             .collect();

@@ -105,7 +105,8 @@ impl Query {
             for &period in &periods {
                 let release = tables.release(measure, period)?;
                 let release = release.map_err(not_released_to_proto);
-                answer.part(measure.name(), &period.to_string(), release);
+                let crosses = tables.crosses_key_change(measure, period);
+                answer.part(measure.name(), &period.to_string(), release, crosses);
             }
         }
         let (cells, columns) = answer.finish();

@@ -10,18 +10,19 @@
 //! releases its audit took in.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use wijkradar_domain::derived::{self, Derived, HouseholdSignal};
 use wijkradar_domain::{
-    AreaCode, BuurtCode, CellTotal, GemeenteCode, Month, ServerPseudonym, SignalTypeName,
+    AreaCode, BuurtCode, CellTotal, GemeenteCode, Month, PseudonymKeyId, ServerPseudonym,
+    SignalTypeName, SignalUnit,
 };
 use wijkradar_release::lifecycle::{
     Counts, Lifecycle, NewRelease, NotReleased, Releases, Snapshot,
 };
 use wijkradar_release::{GemeenteTable, Period, Released};
-use wijkradar_store::{Store, TableRef};
+use wijkradar_store::{Store, TableRef, UnderKey};
 
 use crate::error::ApiError;
 use crate::query::{Query, VersionedRelease};
@@ -103,6 +104,9 @@ pub(crate) struct Tables<'q> {
     /// one shows what was released before, or is pending.
     closed_before: Month,
     states: HashMap<(u16, Month), u64>,
+    /// Signals per partner key, per (type id, month): where the key epochs
+    /// change, and whether each change was linked.
+    epochs: Epochs,
     /// The households read so far, with the months their signals cover.
     households: RefCell<Option<HouseholdsRead>>,
     /// The months the caller will want households for, read in one go.
@@ -133,6 +137,7 @@ impl<'q> Tables<'q> {
                 .unwrap_or_else(|| state.closed_before())
                 .min(now),
             states: state.store.table_states_of(gemeente)?,
+            epochs: Epochs::new(state.store.epochs_of(gemeente)?),
             households: RefCell::new(None),
             household_months: Cell::new(None),
             durable,
@@ -162,6 +167,30 @@ impl<'q> Tables<'q> {
         Ok(lifecycle
             .release(&releases, period)?
             .map(|r| (r.version(), self.cells_of(&r.snapshot))))
+    }
+
+    /// Whether the release of `measure` over `period` spans a key change
+    /// it could not link: a derived indicator with the months it looks back
+    /// over, a signal type with its own months.
+    pub(crate) fn crosses_key_change(&self, measure: Measure<'_>, period: Period) -> bool {
+        let state = &self.query.state;
+        match measure {
+            Measure::Type(t) => {
+                let Some(id) = state.store.type_id(t) else {
+                    return false;
+                };
+                let per_person = state
+                    .catalogue
+                    .get(t.as_str())
+                    .is_some_and(|d| d.unit == SignalUnit::Person);
+                self.epochs
+                    .unlinked(period.first(), period.last(), Some(id), per_person)
+            }
+            Measure::Derived(_) => {
+                let from = period.first().plus(-(derived::WINDOW_MONTHS as i32));
+                self.epochs.unlinked(from, period.last(), None, false)
+            }
+        }
     }
 
     /// The release rules of `measure` in this gemeente now.
@@ -286,14 +315,33 @@ impl<'q> Tables<'q> {
             (from, to) = (from.min(a), to.max(b));
         }
         let state = &self.query.state;
-        let (own, links) = state.store.signals_between(self.gemeente, from, to)?;
-        let mut joined: HashMap<ServerPseudonym, Vec<HouseholdSignal>> = HashMap::new();
-        if !links.is_empty() {
-            for (p, signals) in &own {
-                let household = links.get(p).unwrap_or(p);
-                joined.entry(*household).or_default().extend(signals);
+        let read = state.store.signals_between(self.gemeente, from, to)?;
+        // A household's identity before a key change, where the overlap
+        // sent it: its signals under both keys are one household's.
+        let oldest = |p: &ServerPseudonym| {
+            let mut p = *p;
+            // A chain of key changes, at most one per epoch.
+            for _ in 0..32 {
+                match read.previous.get(&p) {
+                    Some(q) if *q != p => p = *q,
+                    _ => break,
+                }
             }
-        }
+            p
+        };
+        let own = if read.previous.is_empty() {
+            read.grouped
+        } else {
+            regroup(read.grouped.iter().map(|(p, s)| (oldest(p), s)))
+        };
+        let joined = if read.households.is_empty() {
+            Vec::new()
+        } else {
+            regroup(own.iter().map(|(p, signals)| {
+                let household = read.households.get(p).map_or(*p, oldest);
+                (household, signals)
+            }))
+        };
         let keyed = |groups: Vec<(ServerPseudonym, Vec<HouseholdSignal>)>| {
             std::rc::Rc::new(
                 groups
@@ -306,12 +354,7 @@ impl<'q> Tables<'q> {
         let linked = if joined.is_empty() {
             households.clone()
         } else {
-            let mut groups: Vec<_> = joined.into_iter().collect();
-            groups.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            for (_, signals) in &mut groups {
-                signals.sort_unstable_by_key(|s| (s.month, s.signal_type));
-            }
-            keyed(groups)
+            keyed(joined)
         };
         *self.households.borrow_mut() = Some(HouseholdsRead {
             from,
@@ -320,6 +363,83 @@ impl<'q> Tables<'q> {
             linked: linked.clone(),
         });
         Ok((households, linked))
+    }
+}
+
+/// Signals regrouped under new keys; each group's signals in time order.
+fn regroup<'s>(
+    groups: impl Iterator<Item = (ServerPseudonym, &'s Vec<HouseholdSignal>)>,
+) -> Vec<(ServerPseudonym, Vec<HouseholdSignal>)> {
+    let mut joined: HashMap<ServerPseudonym, Vec<HouseholdSignal>> = HashMap::new();
+    for (p, signals) in groups {
+        joined.entry(p).or_default().extend(signals);
+    }
+    let mut out: Vec<_> = joined.into_iter().collect();
+    out.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    for (_, signals) in &mut out {
+        signals.sort_unstable_by_key(|s| (s.month, s.signal_type));
+    }
+    out
+}
+
+/// Where a gemeente's pseudonymisation keys change: the signals stored
+/// under each partner key, per (type id, month).
+#[derive(Debug, Default)]
+struct Epochs {
+    by_month: BTreeMap<Month, Vec<(u16, PseudonymKeyId, UnderKey)>>,
+    /// Each key's first month in the gemeente: the older key of a change.
+    first_month: HashMap<PseudonymKeyId, Month>,
+}
+
+impl Epochs {
+    fn new(records: Vec<(u16, Month, PseudonymKeyId, UnderKey)>) -> Epochs {
+        let mut epochs = Epochs::default();
+        for (type_id, month, key, under) in records {
+            let first = epochs.first_month.entry(key.clone()).or_insert(month);
+            *first = (*first).min(month);
+            epochs
+                .by_month
+                .entry(month)
+                .or_default()
+                .push((type_id, key, under));
+        }
+        epochs
+    }
+
+    /// Whether months `from..=to` of type `only` (else of every type) span
+    /// a key change that was not linked. A change is linked when every
+    /// signal there under the later key came with its household's
+    /// identity under the earlier one; for a type counted per person
+    /// (`per_person`) it never is. Keys of different domains never link
+    /// and do not count as a change.
+    fn unlinked(&self, from: Month, to: Month, only: Option<u16>, per_person: bool) -> bool {
+        if self.first_month.len() < 2 || from > to {
+            return false;
+        }
+        let domain = |k: &PseudonymKeyId| k.as_str().split('.').next().unwrap_or("").to_owned();
+        let mut per_domain: HashMap<String, Vec<(&PseudonymKeyId, UnderKey)>> = HashMap::new();
+        for records in self.by_month.range(from..=to).map(|(_, r)| r) {
+            for (type_id, key, under) in records {
+                if only.is_none_or(|t| t == *type_id) {
+                    per_domain
+                        .entry(domain(key))
+                        .or_default()
+                        .push((key, *under));
+                }
+            }
+        }
+        per_domain.values().any(|records| {
+            let first = |k: &PseudonymKeyId| (self.first_month[k], k.as_str().to_owned());
+            let Some(oldest) = records.iter().map(|(k, _)| *k).min_by_key(|k| first(k)) else {
+                return false;
+            };
+            let later: Vec<&UnderKey> = records
+                .iter()
+                .filter(|(k, _)| *k != oldest)
+                .map(|(_, u)| u)
+                .collect();
+            !later.is_empty() && (per_person || later.iter().any(|u| u.linked < u.signals))
+        })
     }
 }
 

@@ -6,7 +6,8 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `S` | gemeente (4) · type id (u16) · month (u32) · household tag (32) | buurt (8) · severity (1) · sealed server pseudonym (48) [· for a person, its household's sealed pseudonym (48)] |
+//! | `S` | gemeente (4) · type id (u16) · month (u32) · household tag (32) | buurt (8) · severity (1) · sealed server pseudonym (48) [· for a person, its household's sealed pseudonym (48)] [· `E` · the household's sealed pseudonym under the previous key epoch (48)] |
+//! | `E` | gemeente (4) · type id (u16) · month (u32) · partner key id | signals stored under that key (u64) · of which linked to the previous epoch (u64) |
 //! | `C` | type id (u16) · month (u32) · buurt (8) | distinct households (u64) · cell key (u32) |
 //! | `B` | partner name length (u8) · partner name · batch id | content digest (32) |
 //! | `T` | signal type name | type id (u16) |
@@ -109,6 +110,10 @@ pub struct StoredSignal {
     /// For a signal about a person: its household's server pseudonym,
     /// sealed beside the person's. The derived indicators link by it.
     pub household: Option<ServerPseudonym>,
+    /// During a key change's overlap: the household's server pseudonym
+    /// under the previous epoch's key (the household's, or for a person its
+    /// household's). Links the household across the change.
+    pub previous: Option<ServerPseudonym>,
 }
 
 /// A validated batch, ready to store.
@@ -161,6 +166,9 @@ const SIGNAL_TOTAL: &[u8] = b"N";
 const TABLE_STATE: u8 = b'V';
 const RELEASE: u8 = b'R';
 const PSEUDONYM_KEY: u8 = b'P';
+/// Signals per (gemeente, type, month) and partner key id: where the key
+/// epochs change, and whether the change was linked.
+const EPOCH: u8 = b'E';
 
 /// A u64 counter stored at `key`; 0 when it was never written.
 fn read_counter(db: &sled::Db, key: &[u8]) -> Result<u64, StoreError> {
@@ -353,8 +361,90 @@ fn signal_period(k: &[u8]) -> Result<(u16, Month), StoreError> {
 /// signal with its household has the household's sealed pseudonym after it.
 const SIGNAL_VALUE: usize = 9 + shred::SEALED;
 
-/// A person's household, by the person's server pseudonym.
+/// The sealed links after an `S` value's own pseudonym: its household's
+/// (a person's), and its household's under the previous key epoch.
+type SealedLinks<'v> = (Option<&'v [u8]>, Option<&'v [u8]>);
+
+fn signal_links(v: &[u8]) -> Result<SealedLinks<'_>, StoreError> {
+    const S: usize = shred::SEALED;
+    let rest = v.get(SIGNAL_VALUE..).ok_or(StoreError::Corrupt)?;
+    let previous = |r: &'_ [u8]| -> Result<(), StoreError> {
+        if r.len() == 1 + S && r[0] == PREVIOUS_MARK {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt)
+        }
+    };
+    Ok(match rest.len() {
+        0 => (None, None),
+        n if n == S => (Some(rest), None),
+        n if n == 1 + S => {
+            previous(rest)?;
+            (None, Some(&rest[1..]))
+        }
+        n if n == 2 * S + 1 => {
+            previous(&rest[S..])?;
+            (Some(&rest[..S]), Some(&rest[S + 1..]))
+        }
+        _ => return Err(StoreError::Corrupt),
+    })
+}
+
+/// The marker before a previous-epoch link in an `S` value.
+const PREVIOUS_MARK: u8 = b'E';
+
+/// A person's household, by the person's server pseudonym; or a
+/// household's identity under the previous key epoch, by its identity
+/// under the next.
 pub type Links = HashMap<ServerPseudonym, ServerPseudonym>;
+
+/// What [`Store::signals_between`] reads.
+#[derive(Debug, Default)]
+pub struct SignalsRead {
+    /// Signals grouped by their own server pseudonym.
+    pub grouped: Grouped,
+    /// A person's household (of the person's latest month in the range).
+    pub households: Links,
+    /// A household's identity under the previous key epoch, by its
+    /// identity under the next one.
+    pub previous: Links,
+}
+
+/// Signals under one partner key in one (gemeente, type, month).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UnderKey {
+    pub signals: u64,
+    /// Of which sent with their identity under the previous epoch.
+    pub linked: u64,
+}
+
+/// The `E` key of (gemeente, type, month, key id).
+fn epoch_key(g: &[u8; 4], type_id: u16, month: Month, key_id: &PseudonymKeyId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(11 + key_id.as_str().len());
+    k.push(EPOCH);
+    k.extend_from_slice(g);
+    k.extend_from_slice(&type_id.to_be_bytes());
+    k.extend_from_slice(&month.index().to_be_bytes());
+    k.extend_from_slice(key_id.as_str().as_bytes());
+    k
+}
+
+fn encode_under_key(u: UnderKey) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&u.signals.to_be_bytes());
+    v[8..].copy_from_slice(&u.linked.to_be_bytes());
+    v
+}
+
+fn decode_under_key(v: &[u8]) -> Result<UnderKey, StoreError> {
+    if v.len() != 16 {
+        return Err(StoreError::Corrupt);
+    }
+    Ok(UnderKey {
+        signals: u64::from_be_bytes(v[..8].try_into().expect("8")),
+        linked: u64::from_be_bytes(v[8..].try_into().expect("8")),
+    })
+}
 
 /// Signals grouped by their own server pseudonym.
 pub type Grouped = Vec<(ServerPseudonym, Vec<HouseholdSignal>)>;
@@ -686,21 +776,23 @@ impl Store {
         from: Month,
         to: Month,
     ) -> Result<Vec<(ServerPseudonym, Vec<HouseholdSignal>)>, StoreError> {
-        Ok(self.signals_between(g, from, to)?.0)
+        Ok(self.signals_between(g, from, to)?.grouped)
     }
 
     /// [`Store::households_between`], and for every person whose signals
     /// carry a household pseudonym, that household (of its latest month in
     /// the range): through it the derived indicators link a person's
-    /// signals with its household's.
+    /// signals with its household's. And every household's identity under
+    /// the previous key epoch, where a key change's overlap sent it.
     pub fn signals_between(
         &self,
         g: GemeenteCode,
         from: Month,
         to: Month,
-    ) -> Result<(Grouped, Links), StoreError> {
+    ) -> Result<SignalsRead, StoreError> {
         let mut by_household: HashMap<ServerPseudonym, Vec<HouseholdSignal>> = HashMap::new();
         let mut links: HashMap<ServerPseudonym, (Month, ServerPseudonym)> = HashMap::new();
+        let mut previous: Links = HashMap::new();
         let digits = g.body();
         // The key of the (type, month) being read: records come per period.
         type Period = ((u16, Month), Option<Arc<shred::PeriodKey>>);
@@ -720,8 +812,8 @@ impl Store {
         };
         for kv in type_ids.into_iter().flat_map(range_of) {
             let (k, v) = kv?;
-            let linked = v.len() == SIGNAL_VALUE + shred::SEALED;
-            if !(v.len() == SIGNAL_VALUE || linked) || &v[..4] != digits {
+            let (household, earlier) = signal_links(&v)?;
+            if &v[..4] != digits {
                 return Err(StoreError::Corrupt);
             }
             let (type_id, month) = signal_period(&k)?;
@@ -736,10 +828,29 @@ impl Store {
             let pseudonym = key
                 .open(tag, &v[9..SIGNAL_VALUE])
                 .ok_or(StoreError::Corrupt)?;
-            if linked {
-                let household = key
-                    .open_household(tag, &v[SIGNAL_VALUE..])
+            if let Some(sealed) = earlier {
+                let before = key
+                    .open_link(shred::Link::PreviousEpoch, tag, sealed)
                     .ok_or(StoreError::Corrupt)?;
+                // The identity it links is the household's.
+                let identity = match household {
+                    Some(_) => None,
+                    None => Some(pseudonym),
+                };
+                if let Some(identity) = identity {
+                    previous.insert(identity, before);
+                }
+            }
+            if let Some(sealed) = household {
+                let household = key
+                    .open_link(shred::Link::Household, tag, sealed)
+                    .ok_or(StoreError::Corrupt)?;
+                if let Some(sealed) = earlier {
+                    let before = key
+                        .open_link(shred::Link::PreviousEpoch, tag, sealed)
+                        .ok_or(StoreError::Corrupt)?;
+                    previous.insert(household, before);
+                }
                 match links.get_mut(&pseudonym) {
                     Some((m, h)) if *m <= month => (*m, *h) = (month, household),
                     Some(_) => {}
@@ -761,8 +872,37 @@ impl Store {
         for (_, signals) in &mut out {
             signals.sort_unstable_by_key(|s| (s.month, s.signal_type));
         }
-        let links = links.into_iter().map(|(p, (_, h))| (p, h)).collect();
-        Ok((out, links))
+        Ok(SignalsRead {
+            grouped: out,
+            households: links.into_iter().map(|(p, (_, h))| (p, h)).collect(),
+            previous,
+        })
+    }
+
+    /// Signals per partner key of every (type id, month) of gemeente `g`:
+    /// where its key epochs change, and whether each change was linked.
+    pub fn epochs_of(
+        &self,
+        g: GemeenteCode,
+    ) -> Result<Vec<(u16, Month, PseudonymKeyId, UnderKey)>, StoreError> {
+        let mut prefix = vec![EPOCH];
+        prefix.extend_from_slice(g.body());
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            if k.len() <= 11 {
+                return Err(StoreError::Corrupt);
+            }
+            let type_id = u16::from_be_bytes([k[5], k[6]]);
+            let month = Month::from_index(u32::from_be_bytes(k[7..11].try_into().expect("4")))
+                .ok_or(StoreError::Corrupt)?;
+            let id = std::str::from_utf8(&k[11..])
+                .ok()
+                .and_then(|s| PseudonymKeyId::new(s).ok())
+                .ok_or(StoreError::Corrupt)?;
+            out.push((type_id, month, id, decode_under_key(&v)?));
+        }
+        Ok(out)
     }
 
     /// Every partner key id signals were stored under, with how many new

@@ -84,36 +84,34 @@ impl PeriodKey {
         buf.try_into().expect("48 bytes")
     }
 
-    /// A person's household pseudonym sealed beside the person's: a nonce
-    /// from the other half of the tag and its own associated data, so that
+    /// A linked pseudonym sealed beside the signal's own: a nonce from
+    /// another part of the tag and associated data of its own kind, so that
     /// no nonce repeats under this key.
-    pub(crate) fn seal_household(&self, tag: &[u8; 32], p: &ServerPseudonym) -> [u8; SEALED] {
+    pub(crate) fn seal_link(
+        &self,
+        link: Link,
+        tag: &[u8; 32],
+        p: &ServerPseudonym,
+    ) -> [u8; SEALED] {
         let mut buf = p.as_bytes().to_vec();
         self.seal
-            .seal_in_place_append_tag(
-                Self::household_nonce(tag),
-                aead::Aad::from(household_aad(tag)),
-                &mut buf,
-            )
+            .seal_in_place_append_tag(link.nonce(tag), aead::Aad::from(link.aad(tag)), &mut buf)
             .expect("sealing 32 bytes");
         buf.try_into().expect("48 bytes")
     }
 
-    pub(crate) fn open_household(&self, tag: &[u8; 32], sealed: &[u8]) -> Option<ServerPseudonym> {
+    pub(crate) fn open_link(
+        &self,
+        link: Link,
+        tag: &[u8; 32],
+        sealed: &[u8],
+    ) -> Option<ServerPseudonym> {
         let mut buf = sealed.to_vec();
         let plain = self
             .seal
-            .open_in_place(
-                Self::household_nonce(tag),
-                aead::Aad::from(household_aad(tag)),
-                &mut buf,
-            )
+            .open_in_place(link.nonce(tag), aead::Aad::from(link.aad(tag)), &mut buf)
             .ok()?;
         Some(ServerPseudonym::from_bytes(plain.try_into().ok()?))
-    }
-
-    fn household_nonce(tag: &[u8; 32]) -> aead::Nonce {
-        aead::Nonce::assume_unique_for_key(tag[12..24].try_into().expect("12 bytes"))
     }
 
     pub(crate) fn open(&self, tag: &[u8; 32], sealed: &[u8]) -> Option<ServerPseudonym> {
@@ -127,13 +125,37 @@ impl PeriodKey {
 }
 
 /// The associated data of a household seal: the tag and a mark.
-fn household_aad(tag: &[u8; 32]) -> [u8; 33] {
-    let mut aad = [b'H'; 33];
-    aad[..32].copy_from_slice(tag);
-    aad
+/// What a pseudonym sealed beside a signal's own is to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Link {
+    /// A person's household.
+    Household,
+    /// The household under the previous key epoch (sent during a key
+    /// change's overlap).
+    PreviousEpoch,
+}
+
+impl Link {
+    fn nonce(self, tag: &[u8; 32]) -> aead::Nonce {
+        let at = match self {
+            Link::Household => 12,
+            Link::PreviousEpoch => 20,
+        };
+        aead::Nonce::assume_unique_for_key(tag[at..at + 12].try_into().expect("12 bytes"))
+    }
+
+    fn aad(self, tag: &[u8; 32]) -> [u8; 33] {
+        let mut aad = [match self {
+            Link::Household => b'H',
+            Link::PreviousEpoch => b'E',
+        }; 33];
+        aad[..32].copy_from_slice(tag);
+        aad
+    }
 }
 
 /// [`PeriodKey::tag`] from the secret itself (for [`crate::forensic`]).
+#[cfg(feature = "dev")]
 pub(crate) fn tag_with_secret(secret: &[u8; 32], p: &ServerPseudonym) -> [u8; 32] {
     PeriodKey::from_secret(secret).tag(p)
 }

@@ -10,6 +10,7 @@ fn signal(p: u8, buurt: &str, t: &str, month: &str) -> StoredSignal {
         severity: None,
         record_key: u32::from(p) * 1000,
         household: None,
+        previous: None,
     }
 }
 
@@ -491,6 +492,7 @@ async fn a_writer_on_a_full_store_takes_batches_at_once_and_still_deduplicates()
         severity: None,
         record_key: i,
         household: None,
+        previous: None,
     };
     let n: u32 = std::env::var("WIJKRADAR_STORE_SIGNALS").map_or(50_000, |v| v.parse().unwrap());
     {

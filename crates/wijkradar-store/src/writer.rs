@@ -22,10 +22,10 @@ use wijkradar_domain::{CellTotal, Month, SignalTypeName};
 
 use crate::alert_status::{ALERT_STATUS, AlertRef, AlertStatusRecord};
 use crate::{
-    COUNT, IncomingBatch, Measure, PSEUDONYM_KEY, RELEASE, SIGNAL, SIGNAL_KEY, SIGNAL_TOTAL,
-    SIGNAL_VALUE, Store, StoreError, TABLE_STATE, TYPE, TableRef, batch_key, count_key,
-    decode_total, encode_total, read_counter, signal_key, signal_period, table_key,
-    table_of_state_key,
+    COUNT, EPOCH, IncomingBatch, Measure, PREVIOUS_MARK, PSEUDONYM_KEY, RELEASE, SIGNAL,
+    SIGNAL_KEY, SIGNAL_TOTAL, SIGNAL_VALUE, Store, StoreError, TABLE_STATE, TYPE, TableRef,
+    UnderKey, batch_key, count_key, decode_total, decode_under_key, encode_total, encode_under_key,
+    epoch_key, read_counter, signal_key, signal_period, table_key, table_of_state_key,
 };
 
 /// Signal keys the Bloom filter is sized for at least; it is sized for twice
@@ -611,6 +611,17 @@ fn purge(
             writes.remove(key);
         }
     }
+    // Signals per key of the erased periods (keyed by gemeente first).
+    for key in db.scan_prefix([EPOCH]).keys() {
+        let key = key?;
+        let period = key.get(5..11).and_then(|k| {
+            let month = Month::from_index(u32::from_be_bytes(k[2..6].try_into().ok()?))?;
+            Some((u16::from_be_bytes([k[0], k[1]]), month))
+        });
+        if period.is_some_and(|p| gone.contains(&p)) {
+            writes.remove(key);
+        }
+    }
     // Table states of the erased periods (keyed by gemeente first).
     for key in db.scan_prefix([TABLE_STATE]).keys() {
         let key = key?;
@@ -707,21 +718,40 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
     records.sort_unstable_by_key(|r| r.0);
     let mut new_keys = Vec::with_capacity(records.len());
     records.dedup_by(|a, b| a.0 == b.0);
+    let mut under_key: HashMap<Vec<u8>, UnderKey> = HashMap::new();
     for (key, type_id, s, period_key, tag) in records {
         // Kept once per (pseudonym, type, month): a retry, a second partner
         // or a repeat inside this batch counts once.
         if state.is_stored(&key)? {
             continue;
         }
-        let mut value = Vec::with_capacity(SIGNAL_VALUE + crate::shred::SEALED);
+        // A household signal sent again after a key change, with its
+        // identity under the previous epoch: kept once too.
+        if let (None, Some(before)) = (&s.household, &s.previous) {
+            let g = s.buurt.gemeente();
+            let earlier = signal_key(g.body(), &period_key.tag(before), type_id, s.month);
+            if state.is_stored(&earlier)? {
+                continue;
+            }
+        }
+        let mut value = Vec::with_capacity(SIGNAL_VALUE + 2 * crate::shred::SEALED + 1);
         value.extend_from_slice(s.buurt.body());
         value.push(s.severity.map_or(0, |v| v.get()));
         value.extend_from_slice(&period_key.seal(&tag, &s.pseudonym));
         if let Some(h) = &s.household {
-            value.extend_from_slice(&period_key.seal_household(&tag, h));
+            value.extend_from_slice(&period_key.seal_link(crate::shred::Link::Household, &tag, h));
+        }
+        if let Some(before) = &s.previous {
+            value.push(PREVIOUS_MARK);
+            let link = crate::shred::Link::PreviousEpoch;
+            value.extend_from_slice(&period_key.seal_link(link, &tag, before));
         }
         writes.insert(&key[..], value);
         new_keys.push(key);
+        let epoch = epoch_key(s.buurt.gemeente().body(), type_id, s.month, &batch.key_id);
+        let under = under_key.entry(epoch).or_default();
+        under.signals += 1;
+        under.linked += u64::from(s.previous.is_some());
         let delta = deltas
             .entry(count_key(type_id, s.month, &s.buurt))
             .or_default();
@@ -755,6 +785,17 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
         let mut key = vec![TYPE];
         key.extend_from_slice(name.as_str().as_bytes());
         writes.insert(key, &id.to_be_bytes()[..]);
+    }
+    for (key, added) in under_key {
+        let before = match db.get(&key)? {
+            Some(v) => decode_under_key(&v)?,
+            None => UnderKey::default(),
+        };
+        let after = UnderKey {
+            signals: before.signals + added.signals,
+            linked: before.linked + added.linked,
+        };
+        writes.insert(key, &encode_under_key(after)[..]);
     }
     let signal_total = state.signal_total + new_keys.len() as u64;
     let key_id_key = [&[PSEUDONYM_KEY][..], batch.key_id.as_str().as_bytes()].concat();

@@ -66,6 +66,8 @@ struct AlertsPage {
     series_tested: u32,
     statuses: Vec<(&'static str, &'static str)>,
     csrf: String,
+    /// An alert's months span a key change that was not linked (marked †).
+    key_change: bool,
 }
 
 #[derive(Deserialize)]
@@ -154,7 +156,7 @@ async fn alerts_page(
                     .cloned()
                     .unwrap_or_else(|| a.signal_type.clone()),
                 window: super::format::window(&a.window_first_month, &a.month),
-                seen: whole(a.released_value),
+                seen: whole(a.released_value) + super::pages::dagger(a.crosses_key_change),
                 expected: decimal(a.expected),
                 bound: decimal(a.threshold),
                 status: record.map_or("nieuw", |r| status_name(r.status)),
@@ -172,6 +174,7 @@ async fn alerts_page(
         month: answer.month,
         rows,
         series_tested: answer.series_tested,
+        key_change: answer.alerts.iter().any(|a| a.crosses_key_change),
         statuses: STATUSES.iter().map(|s| (s.1, s.2)).collect(),
         csrf: csrf.to_owned(),
     })

@@ -502,6 +502,8 @@ struct GemeentePage {
     k: u32,
     export_query: String,
     suppressed_share: String,
+    /// The table spans a key change that was not linked.
+    key_change: bool,
 }
 
 /// The catalogue of gemeente `g`, audited.
@@ -847,6 +849,7 @@ async fn gemeente_page(
         k: fig.k,
         export_query: query_of(&format!("&gemeente={code}&wanneer={chosen}")),
         suppressed_share,
+        key_change: cells.values().any(|c| c.crosses_key_change),
     })
 }
 
@@ -874,6 +877,8 @@ struct WijkPage {
     alerts: Vec<(String, String, String, String, String, String)>,
     alerts_month: String,
     k: u32,
+    /// A figure or alert spans a key change that was not linked (marked †).
+    key_change: bool,
 }
 
 pub(super) async fn wijk(
@@ -965,8 +970,10 @@ async fn wijk_page(
                         period(&c.month),
                         match (c.status(), c.rate_per_1000, c.value) {
                             (pb::CellStatus::Suppressed, _, _) => format!("<{}", wijk_cells.k),
-                            (_, Some(r), _) => decimal(r),
-                            (_, None, Some(v)) => format!("{} huishoudens", whole(v)),
+                            (_, Some(r), _) => decimal(r) + dagger(c.crosses_key_change),
+                            (_, None, Some(v)) => {
+                                format!("{} huishoudens{}", whole(v), dagger(c.crosses_key_change))
+                            }
                             _ => "–".into(),
                         },
                         gem.map_or("–".into(), decimal),
@@ -1009,7 +1016,7 @@ async fn wijk_page(
             .find(|m| m.0 == n)
             .map_or(n.to_owned(), |m| m.1.clone())
     };
-    let alerts = answer
+    let alerts: Vec<(String, String, String, String, String, String)> = answer
         .alerts
         .iter()
         .filter(|a| {
@@ -1021,12 +1028,18 @@ async fn wijk_page(
                 area_name(&a.area_code),
                 label_of(&a.signal_type),
                 super::format::window(&a.window_first_month, &a.month),
-                whole(a.released_value),
+                whole(a.released_value) + dagger(a.crosses_key_change),
                 decimal(a.expected),
                 decimal(a.threshold),
             )
         })
         .collect();
+    let key_change = [&risks, &chances, &derived]
+        .iter()
+        .flat_map(|charts| charts.iter())
+        .flat_map(|c| c.rows.iter())
+        .any(|(_, own, _)| own.ends_with('†'))
+        || alerts.iter().any(|a| a.3.ends_with('†'));
     let wijk_name = area_name(code);
     Ok(WijkPage {
         title: format!("{wijk_name}: trends"),
@@ -1041,7 +1054,13 @@ async fn wijk_page(
         alerts,
         alerts_month: period(&answer.month),
         k: wijk_cells.k,
+        key_change,
     })
+}
+
+/// The mark of a figure over a key change that was not linked.
+pub(super) fn dagger(crosses: bool) -> &'static str {
+    if crosses { " †" } else { "" }
 }
 
 /// A trend chart: the wijk's rate per 1,000 households (its released
@@ -1269,6 +1288,7 @@ async fn export_csv(
         "rate_van_gebied",
         "huishoudens_basis",
         "versie",
+        "over_sleutelwissel",
     ];
     out.push_str(&head.join(&sep.to_string()));
     out.push_str("\r\n");
@@ -1290,6 +1310,7 @@ async fn export_csv(
             quote(&c.rate_area_code),
             c.household_base.map_or(String::new(), |b| b.to_string()),
             c.release_version.to_string(),
+            if c.crosses_key_change { "ja" } else { "nee" }.to_owned(),
         ];
         out.push_str(&fields.join(&sep.to_string()));
         out.push_str("\r\n");
