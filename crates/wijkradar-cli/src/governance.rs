@@ -67,6 +67,14 @@ pub enum AdminCommand {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Upgrade a data directory to this version's on-disk format, with the
+    /// server stopped and after a backup: an older version no longer reads
+    /// it afterwards.
+    Upgrade {
+        /// The server configuration's `data_dir`.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Restore a backup into a new data directory (on the machine that
     /// will run the server; the server is not running there yet). Every
     /// file is checked against the backup's manifest and the audit log's
@@ -211,6 +219,22 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             println!(
                 "Kopieer de map naar een andere plek; bewaar haar niet langer dan de bewaartermijn toelaat."
             );
+        }
+        AdminCommand::Upgrade { data_dir } => {
+            let was = wijkradar_store::upgrade(&data_dir)
+                .with_context(|| format!("upgrading {}", data_dir.display()))?;
+            let now = wijkradar_store::FORMAT;
+            if was == now {
+                println!(
+                    "{} heeft al opslagformaat {now}: niets te doen.",
+                    data_dir.display()
+                );
+            } else {
+                println!(
+                    "{} bijgewerkt van opslagformaat {was} naar {now}. Een oudere versie van Wijkradar leest deze map niet meer; ga terug met de reservekopie van vóór het bijwerken.",
+                    data_dir.display()
+                );
+            }
         }
         AdminCommand::Restore { from, data_dir } => {
             let bar = indicatif::ProgressBar::new(0);

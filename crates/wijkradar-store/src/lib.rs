@@ -80,6 +80,10 @@ pub enum StoreError {
         "the data directory has on-disk format {found}, newer than the {supported} this Wijkradar reads: run the version that wrote it, or restore a backup made with this one"
     )]
     NewerFormat { found: u32, supported: u32 },
+    #[error(
+        "the data directory has on-disk format {found}, older than the {supported} this Wijkradar writes: stop the server, make a backup, then run `wijkradar admin upgrade --data-dir <data_dir>`; an older Wijkradar will no longer read it"
+    )]
+    OlderFormat { found: u32, supported: u32 },
     #[error("the store holds a malformed record")]
     Corrupt,
     #[error("period keys {path}: {source}")]
@@ -137,30 +141,78 @@ const KEY_ID: &[u8] = b"K";
 /// The on-disk format of the store: its key layout and record encodings.
 const FORMAT_KEY: &[u8] = b"F";
 /// The format this code reads and writes. A change of layout raises it,
-/// with an explicit upgrade of older stores.
-pub const FORMAT: u32 = 1;
+/// with an explicit upgrade of older stores ([`upgrade`]).
+///
+/// - 1: the first recorded layout.
+/// - 2: adds `E` records and the previous-epoch link in `S` values (key
+///   changes). Format 1 records are format 2 records as they are.
+pub const FORMAT: u32 = 2;
 
-/// Refuses a store of a newer format; marks a store without a format
-/// record (new, or written before formats were recorded, which is the
-/// layout of format 1) as format 1.
-fn check_format(db: &sled::Db) -> Result<(), StoreError> {
+/// The format of an open store: its record, or for a store without one,
+/// 1 when it holds anything (written before formats were recorded) and
+/// none when it is new.
+fn format_of(db: &sled::Db) -> Result<Option<u32>, StoreError> {
     match db.get(FORMAT_KEY)? {
-        Some(v) => {
-            let found = u32::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?);
-            if found > FORMAT {
-                return Err(StoreError::NewerFormat {
-                    found,
-                    supported: FORMAT,
-                });
-            }
-            Ok(())
+        Some(v) => Ok(Some(u32::from_be_bytes(
+            v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?,
+        ))),
+        None if db
+            .iter()
+            .keys()
+            .any(|k| k.is_ok_and(|k| k.as_ref() != KEY_ID)) =>
+        {
+            Ok(Some(1))
         }
+        None => Ok(None),
+    }
+}
+
+/// Refuses a store of another format with what to do; marks a new store
+/// with this format.
+fn check_format(db: &sled::Db) -> Result<(), StoreError> {
+    match format_of(db)? {
+        Some(found) if found > FORMAT => Err(StoreError::NewerFormat {
+            found,
+            supported: FORMAT,
+        }),
+        Some(found) if found < FORMAT => Err(StoreError::OlderFormat {
+            found,
+            supported: FORMAT,
+        }),
+        Some(_) => Ok(()),
         None => {
             db.insert(FORMAT_KEY, &FORMAT.to_be_bytes()[..])?;
             db.flush()?;
             Ok(())
         }
     }
+}
+
+/// Upgrades the store in data directory `dir` to this code's format, with
+/// the server stopped and a backup made: an older Wijkradar then no longer
+/// reads it. Returns the format it had. From format 1 to 2 no record
+/// changes; only the format record is written.
+pub fn upgrade(dir: &Path) -> Result<u32, StoreError> {
+    let path = dir.join("store");
+    if !path.is_dir() {
+        return Err(StoreError::Keys {
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no store here"),
+        });
+    }
+    let db = open_sled(&path)?;
+    let found = format_of(&db)?.unwrap_or(FORMAT);
+    if found > FORMAT {
+        return Err(StoreError::NewerFormat {
+            found,
+            supported: FORMAT,
+        });
+    }
+    if found < FORMAT {
+        db.insert(FORMAT_KEY, &FORMAT.to_be_bytes()[..])?;
+        db.flush()?;
+    }
+    Ok(found)
 }
 const SIGNAL_TOTAL: &[u8] = b"N";
 const TABLE_STATE: u8 = b'V';
@@ -944,6 +996,16 @@ mod tests;
 /// every period secret still in `period-keys`, and compute a household's
 /// tag under one. The retention test uses it to show that a purged period
 /// can no longer be linked to a known pseudonym, while one that is kept can.
+/// Test support: mark the store in data directory `dir` as of on-disk
+/// format `format`, as an older or newer Wijkradar would have left it.
+#[cfg(feature = "dev")]
+pub fn mark_format(dir: &Path, format: u32) -> Result<(), StoreError> {
+    let db = open_sled(&dir.join("store"))?;
+    db.insert(FORMAT_KEY, &format.to_be_bytes()[..])?;
+    db.flush()?;
+    Ok(())
+}
+
 #[cfg(feature = "dev")]
 pub mod forensic {
     use std::path::Path;

@@ -657,8 +657,8 @@ fn a_store_of_a_newer_format_is_refused_with_what_to_do() {
         matches!(
             refused,
             StoreError::NewerFormat {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             }
         ),
         "{refused:?}"
@@ -669,4 +669,54 @@ fn a_store_of_a_newer_format_is_refused_with_what_to_do() {
             .contains("run the version that wrote it"),
         "{refused}"
     );
+}
+
+/// A store of format 1 (with its record, or written before formats were
+/// recorded) is refused until the operator upgrades it explicitly; then it
+/// opens with every signal as before.
+#[test]
+fn a_store_of_an_older_format_opens_only_after_an_explicit_upgrade() {
+    for with_record in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "k1").unwrap();
+        let (queue, writer) = IngestQueue::start(store.clone(), 4);
+        let one = batch(
+            "b1",
+            vec![signal(1, "BU00340101", "huurachterstand", "2026-01")],
+        );
+        let stored = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(queue.submit(one))
+            .unwrap();
+        assert_eq!(stored, Outcome::Stored);
+        drop(queue);
+        writer.join();
+        match with_record {
+            true => store.db.insert(b"F", &1u32.to_be_bytes()[..]).unwrap(),
+            false => store.db.remove(b"F").unwrap(),
+        };
+        store.db.flush().unwrap();
+        drop(store);
+        let refused = Store::open(dir.path(), "k1").expect_err("refused");
+        assert!(
+            matches!(
+                refused,
+                StoreError::OlderFormat {
+                    found: 1,
+                    supported: 2
+                }
+            ),
+            "{refused:?}"
+        );
+        assert!(
+            refused.to_string().contains("wijkradar admin upgrade"),
+            "{refused}"
+        );
+        assert_eq!(crate::upgrade(dir.path()).unwrap(), 1);
+        let store = Store::open(dir.path(), "k1").unwrap();
+        assert_eq!(store.signal_count().unwrap(), 1);
+        drop(store);
+        // Upgrading again changes nothing.
+        assert_eq!(crate::upgrade(dir.path()).unwrap(), 2);
+    }
 }

@@ -420,3 +420,44 @@ fn the_container_image_definition_is_hardened_and_lints_clean() {
         Err(_) => eprintln!("hadolint not found: the lint is skipped"),
     }
 }
+
+/// A data directory of an older on-disk format: `serve` refuses it and
+/// says what to do; `admin upgrade` upgrades it, once.
+#[test]
+fn an_older_data_directory_is_refused_until_the_operator_upgrades_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = wijkradar_dev::DevSetup::create(dir.path(), &[]).unwrap();
+    let config = setup.write_config("127.0.0.1:0").unwrap();
+    let data = &setup.config.data_dir;
+    let key = wijkradar_pseudonym::ServerKey::load(&setup.config.keys.server_key).unwrap();
+    drop(wijkradar_store::Store::open(data, &key.id().to_string()).unwrap());
+    wijkradar_store::mark_format(data, 1).unwrap();
+    let out = wijkradar()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("wijkradar admin upgrade --data-dir"),
+        "{stderr}"
+    );
+    let upgrade = |expect: &str| {
+        let out = wijkradar()
+            .args(["admin", "upgrade", "--data-dir"])
+            .arg(data)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(expect), "{stdout}");
+    };
+    upgrade("van opslagformaat 1 naar 2");
+    upgrade("al opslagformaat 2");
+    wijkradar_store::Store::open(data, &key.id().to_string()).unwrap();
+}
