@@ -14,7 +14,12 @@ use wijkradar_server::access::Role;
 
 use crate::current_month;
 
-pub async fn run(signals: usize, types: usize, queries: usize) -> anyhow::Result<()> {
+pub async fn run(
+    signals: usize,
+    types: usize,
+    queries: usize,
+    gemeente_signals: usize,
+) -> anyhow::Result<()> {
     let hierarchy = Hierarchy::netherlands_2023();
     let buurten: Vec<BuurtCode> = hierarchy.buurten().collect();
     let catalogue = wijkradar_domain::Catalogue::dutch_defaults();
@@ -46,8 +51,14 @@ pub async fn run(signals: usize, types: usize, queries: usize) -> anyhow::Result
     let key = ServerKey::load(&setup.config.keys.server_key)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(23);
     crate::release::fill(&setup, &key, &mut rng, &buurten, &types, &months, signals).await?;
+    if gemeente_signals > 0 {
+        println!("  and {gemeente_signals} signals in Almere alone (every type, 24 months)");
+        crate::store::fill_in_children(&setup, gemeente_signals, almere)?;
+    }
+    let started = std::time::Instant::now();
 
     let server = wijkradar_server::start(&setup.config).await?;
+    println!("  server ready in {:.1} s", started.elapsed().as_secs_f64());
     let read_own = || -> anyhow::Result<f64> {
         let started = std::time::Instant::now();
         let mut cells = 0;

@@ -13,6 +13,7 @@ mod dashboard;
 mod detect;
 mod intervention;
 mod release;
+mod soak;
 mod store;
 
 use clap::Parser;

@@ -98,6 +98,26 @@ pub enum BenchCommand {
         /// Later queries timed.
         #[arg(long, default_value_t = 20)]
         queries: usize,
+        /// Signals in Almere alone on top (every type, 24 months), written
+        /// in child processes: a gemeente with millions of signals.
+        #[arg(long, default_value_t = 0)]
+        gemeente_signals: usize,
+    },
+    /// The aggregator under continuous ingest with table and alert queries
+    /// for a while: throughput, latencies, errors, memory and disk over
+    /// time, the last interval against the first.
+    Soak {
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Partners sending at once, each batch after the last is acknowledged.
+        #[arg(long, default_value_t = 4)]
+        partners: usize,
+        /// Signals per batch.
+        #[arg(long, default_value_t = 2000)]
+        batch: usize,
+        /// Seconds per reported interval.
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
     },
     /// (Used by `query` and `dashboard`: fills a store in a process of its own, so
     /// that sled's memory from writing is gone before the server starts.)
@@ -182,12 +202,19 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             signals,
             types,
             queries,
-        } => return crate::alerts::run(signals, types, queries).await,
+            gemeente_signals,
+        } => return crate::alerts::run(signals, types, queries, gemeente_signals).await,
         BenchCommand::Agent {
             rows,
             runs,
             no_send,
         } => return crate::agent::run(rows, runs, !no_send).await,
+        BenchCommand::Soak {
+            minutes,
+            partners,
+            batch,
+            interval,
+        } => return crate::soak::run(minutes, partners, batch, interval).await,
     };
     let hierarchy = Hierarchy::netherlands_2023();
     let almere: GemeenteCode = "GM0034".parse().expect("valid");
