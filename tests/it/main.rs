@@ -16,6 +16,7 @@ mod interventions;
 mod linking;
 mod metrics;
 mod oidc;
+mod open_data;
 mod paging;
 mod pipeline;
 mod privacy;

@@ -184,16 +184,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // 4. The analyst's view.
     let analyst = Connection::dev(&setup, server.addr, ANALYST);
     let mut client = analyst.query_client().await?;
-    let (catalogue, answer) = fetch_table(
-        &mut client,
-        &gemeente.to_string(),
-        pb::AreaLevel::Wijk,
-        vec!["huurachterstand".into()],
-        Some(from.to_string()),
-        Some(to.to_string()),
-        pb::Period::Month,
-    )
-    .await?;
+    let ask = crate::query::TableAsk {
+        level: pb::AreaLevel::Wijk,
+        types: vec!["huurachterstand".into()],
+        from: Some(from.to_string()),
+        to: Some(to.to_string()),
+        period: pb::Period::Month,
+        open_data: false,
+    };
+    let (catalogue, answer) = fetch_table(&mut client, &gemeente.to_string(), ask).await?;
     let (area_names, descriptions) = names(&catalogue);
     println!("\n4. Wat de gemeente ziet (als analist, over mutual TLS):\n");
     print!(

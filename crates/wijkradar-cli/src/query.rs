@@ -69,8 +69,26 @@ pub struct TableArgs {
     /// or 6 months ending with it (the windows alerts show).
     #[arg(long, value_enum, default_value = "month")]
     pub period: PeriodArg,
+    /// Open data: differential privacy instead of suppression, for figures
+    /// to publish (quarters or years, wijk or gemeente; the aggregator
+    /// needs `[open_data]`). Each new table spends from a yearly budget.
+    #[arg(long)]
+    pub open_data: bool,
     #[command(flatten)]
     pub connection: Connection,
+}
+
+/// What table to fetch.
+#[derive(Debug, Clone)]
+pub struct TableAsk {
+    pub level: pb::AreaLevel,
+    pub types: Vec<String>,
+    /// Default: eleven months before `to`.
+    pub from: Option<String>,
+    /// Default: the last month with data.
+    pub to: Option<String>,
+    pub period: pb::Period,
+    pub open_data: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -128,12 +146,16 @@ async fn catalogue(
 pub async fn fetch_table(
     client: &mut QueryServiceClient<tonic::transport::Channel>,
     gemeente: &str,
-    level: pb::AreaLevel,
-    types: Vec<String>,
-    from: Option<String>,
-    to: Option<String>,
-    period: pb::Period,
+    ask: TableAsk,
 ) -> anyhow::Result<(pb::GetCatalogueResponse, pb::GetTableResponse)> {
+    let TableAsk {
+        level,
+        types,
+        from,
+        to,
+        period,
+        open_data,
+    } = ask;
     let catalogue = catalogue(client, gemeente).await?;
     if catalogue.last_month.is_empty() && (from.is_none() || to.is_none()) {
         anyhow::bail!("er zijn nog geen signalen opgeslagen; geef --from en --to op");
@@ -156,6 +178,7 @@ pub async fn fetch_table(
         period: period.into(),
         // Compact on the wire; the same cells once here.
         layout: pb::TableLayout::Columns.into(),
+        open_data,
         ..Default::default()
     };
     let mut table = client
@@ -248,16 +271,15 @@ pub async fn run(cmd: QueryCommand) -> anyhow::Result<()> {
         }
         QueryCommand::Table(args) => {
             let mut client = args.connection.query_client().await?;
-            let (catalogue, table) = fetch_table(
-                &mut client,
-                &args.gemeente,
-                level_to_proto(args.level),
-                args.types,
-                args.from,
-                args.to,
-                args.period.into(),
-            )
-            .await?;
+            let ask = TableAsk {
+                level: level_to_proto(args.level),
+                types: args.types,
+                from: args.from,
+                to: args.to,
+                period: args.period.into(),
+                open_data: args.open_data,
+            };
+            let (catalogue, table) = fetch_table(&mut client, &args.gemeente, ask).await?;
             let (names, descriptions) = names(&catalogue);
             if args.csv {
                 print!("{}", render::csv(&table, &names)?);

@@ -125,11 +125,22 @@ pub fn table(
             Measure::Households => "huishoudens per maand",
             Measure::Per1000 => "per 1.000 huishoudens per maand",
         };
-        let _ = writeln!(
-            out,
-            "{label} ({}), {what}; <{k} = minder dan {k} huishoudens, niet getoond;\n  ter bescherming wijkt elk aantal hooguit {} af van de werkelijke telling",
-            block.signal_type, resp.max_noise
-        );
+        if resp.open_data_epsilon > 0.0 {
+            let scale = (2.0 / resp.open_data_epsilon).round() as u64;
+            let _ = writeln!(
+                out,
+                "{label} ({}), {what}; open data met differentiële privacy (ε {} per tabel):\n  elk getal heeft toevallige ruis, gemiddeld {:.0} huishoudens ernaast; onder 0 wordt 0",
+                block.signal_type,
+                resp.open_data_epsilon,
+                wijkradar_release::open::variance(scale).sqrt()
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "{label} ({}), {what}; <{k} = minder dan {k} huishoudens, niet getoond;\n  ter bescherming wijkt elk aantal hooguit {} af van de werkelijke telling",
+                block.signal_type, resp.max_noise
+            );
+        }
         if measure == Measure::Per1000 {
             let _ = writeln!(
                 out,

@@ -134,6 +134,7 @@ impl DevSetup {
             dashboard: None,
             metrics: None,
             backup: Default::default(),
+            open_data: None,
             clock: Default::default(),
         };
         Ok(DevSetup {

@@ -22,6 +22,7 @@
 pub mod audit;
 pub mod lifecycle;
 pub mod linked;
+pub mod open;
 mod period;
 mod ptable;
 pub mod rates;
@@ -174,6 +175,21 @@ impl GemeenteTable {
         buurt_totals: &[(BuurtCode, CellTotal)],
         links: &[Link],
     ) -> Vec<(AreaCode, Released)> {
+        let totals = self.totals(buurt_totals);
+        let mut released: Vec<Released> = totals.iter().map(|t| policy.release(*t)).collect();
+        linked::audit_linked(
+            &self.tree,
+            &mut released,
+            links,
+            policy.k(),
+            policy.max_noise(),
+        );
+        self.codes.iter().copied().zip(released).collect()
+    }
+
+    /// The true totals of every area, in node order, rolled up from the
+    /// buurten's (with their cell keys).
+    pub fn totals(&self, buurt_totals: &[(BuurtCode, CellTotal)]) -> Vec<CellTotal> {
         let mut totals = vec![CellTotal::default(); self.codes.len()];
         for (b, t) in buurt_totals {
             if let Some(&i) = self.buurt_index.get(b) {
@@ -186,15 +202,7 @@ impl GemeenteTable {
             let t = totals[i];
             totals[parent] += t;
         }
-        let mut released: Vec<Released> = totals.iter().map(|t| policy.release(*t)).collect();
-        linked::audit_linked(
-            &self.tree,
-            &mut released,
-            links,
-            policy.k(),
-            policy.max_noise(),
-        );
-        self.codes.iter().copied().zip(released).collect()
+        totals
     }
 
     /// What an attacker computes from a released table (all levels, as

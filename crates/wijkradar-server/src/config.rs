@@ -56,10 +56,62 @@ pub struct ServerConfig {
     pub metrics: Option<MetricsConfig>,
     #[serde(default)]
     pub backup: BackupConfig,
+    /// Open data with differential privacy; off when absent.
+    #[serde(default)]
+    pub open_data: Option<OpenDataConfig>,
     /// The clock the server reads the date from: the system's, or for tests
     /// a fixed moment. Not in the configuration file.
     #[serde(skip)]
     pub clock: wijkradar_domain::Clock,
+}
+
+/// Open data: quarterly and yearly tables at wijk and gemeente level with
+/// differential privacy, for figures a municipality publishes openly
+/// (`GetTableRequest.open_data`; docs/privacy.md "Open data").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenDataConfig {
+    /// The ε of one release (one measure over one quarter or year). The
+    /// noise's scale is 2/ε, a whole number: ε = 2, 1, 0.5, 0.4, 0.25 …
+    pub epsilon_per_release: f64,
+    /// The ε a gemeente may spend per measure and calendar year, over its
+    /// quarters and the year. A release that would spend more is refused.
+    pub budget_per_year: f64,
+}
+
+impl OpenDataConfig {
+    /// The scale of the discrete Laplace noise on each cell.
+    pub fn scale(&self) -> u64 {
+        (wijkradar_release::open::SENSITIVITY as f64 / self.epsilon_per_release).round() as u64
+    }
+
+    /// ε of one release, in millionths.
+    pub fn epsilon_micro(&self) -> u64 {
+        (self.epsilon_per_release * 1e6).round() as u64
+    }
+
+    /// The yearly budget, in millionths.
+    pub fn budget_micro(&self) -> u64 {
+        (self.budget_per_year * 1e6).round() as u64
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let e = self.epsilon_per_release;
+        let scale = wijkradar_release::open::SENSITIVITY as f64 / e;
+        if !(e > 0.0 && e.is_finite()) || (scale - scale.round()).abs() > 1e-9 || scale > 1000.0 {
+            return Err((
+                "open_data.epsilon_per_release",
+                "must be 2 divided by a whole number from 1 to 1000 (2, 1, 0.5, 0.25 …)".into(),
+            ));
+        }
+        if !self.budget_per_year.is_finite() || self.budget_per_year < e {
+            return Err((
+                "open_data.budget_per_year",
+                "must be at least open_data.epsilon_per_release".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where `wijkradar admin backup` writes.
@@ -423,6 +475,9 @@ impl ServerConfig {
                 "request_timeout_seconds and max_streams_per_connection must be at least 1".into(),
             ));
         }
+        if let Some(open) = &self.open_data {
+            open.check()?;
+        }
         let catalogue = self
             .catalogue()
             .map_err(|e| ("signal_types", e.to_string()))?;
@@ -504,6 +559,21 @@ mod tests {
         let mut c = ServerConfig::parse(base).unwrap();
         c.limits.max_batch_signals = 0;
         assert_eq!(c.check().unwrap_err().0, "limits.max_batch_signals");
+        // Open data: 2/ε a whole number, a budget of one release at least.
+        let open = |e: f64, b: f64| {
+            let text = format!(
+                "{base}\n[open_data]\nepsilon_per_release = {e:?}\nbudget_per_year = {b:?}\n"
+            );
+            ServerConfig::parse(&text)
+                .unwrap()
+                .check()
+                .err()
+                .map(|e| e.0)
+        };
+        assert_eq!(open(0.5, 2.5), None);
+        assert_eq!(open(0.3, 2.5), Some("open_data.epsilon_per_release"));
+        assert_eq!(open(0.0, 2.5), Some("open_data.epsilon_per_release"));
+        assert_eq!(open(0.5, 0.25), Some("open_data.budget_per_year"));
         let c = ServerConfig::parse(&format!(
             "{base}\n[release]\nmax_noise = 2\nvariance = 3.0\n"
         ))

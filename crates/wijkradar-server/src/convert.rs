@@ -262,6 +262,8 @@ pub struct TableQuery {
     pub period: PeriodKind,
     /// Answer in the compact columns form.
     pub columns: bool,
+    /// Open data: differential privacy instead of cell keys.
+    pub open_data: bool,
 }
 
 /// Longest month range one table may span.
@@ -460,6 +462,20 @@ pub fn table_query_from_proto(
             ));
         }
     }
+    if req.open_data {
+        if !matches!(period, PeriodKind::Quarter | PeriodKind::Year) {
+            violations.push(Violation::new(
+                "period",
+                "open data (open_data) is released per quarter or year only",
+            ));
+        }
+        if !matches!(level, AreaLevel::Wijk | AreaLevel::Gemeente) {
+            violations.push(Violation::new(
+                "level",
+                "open data (open_data) is released for wijken and the gemeente only",
+            ));
+        }
+    }
     match (from, to) {
         (Some(from), Some(to)) if violations.is_empty() => Ok(TableQuery {
             gemeente,
@@ -470,6 +486,7 @@ pub fn table_query_from_proto(
             to,
             period,
             columns,
+            open_data: req.open_data,
         }),
         _ => Err(ApiError::InvalidArgument(violations)),
     }

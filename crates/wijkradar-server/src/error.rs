@@ -21,6 +21,9 @@ pub enum ApiError {
         "batch id `{0}` was already used for a batch with other content; choose a new batch id"
     )]
     BatchIdReused(String),
+    /// A budget (of differential privacy) is spent: nothing more of it.
+    #[error("{}", describe(std::slice::from_ref(.0)))]
+    BudgetSpent(Violation),
     #[error("{0}")]
     PermissionDenied(String),
     /// A field names something the caller is not granted.
@@ -92,6 +95,9 @@ impl From<ApiError> for Status {
             ApiError::TooLarge(v) => {
                 bad_request(Code::ResourceExhausted, message, std::slice::from_ref(&v))
             }
+            ApiError::BudgetSpent(v) => {
+                bad_request(Code::ResourceExhausted, message, std::slice::from_ref(&v))
+            }
             ApiError::BatchIdReused(_) => Status::already_exists(message),
             ApiError::PermissionDenied(_) => Status::permission_denied(message),
             ApiError::Forbidden(v) => {
@@ -112,6 +118,7 @@ impl ApiError {
         match self {
             ApiError::InvalidArgument(_) => "invalid_argument",
             ApiError::TooLarge(_) => "too_large",
+            ApiError::BudgetSpent(_) => "budget_spent",
             ApiError::BatchIdReused(_) => "batch_id_reused",
             ApiError::PermissionDenied(_) | ApiError::Forbidden(_) => "permission_denied",
             ApiError::Unauthenticated => "unauthenticated",

@@ -174,6 +174,8 @@ pub(crate) struct State {
     base_measure: String,
     max_versions: u32,
     limits: Limits,
+    /// Open data with differential privacy, when configured.
+    open_data: Option<config::OpenDataConfig>,
     /// The access file as last read (at start, and on every reload).
     access: std::sync::RwLock<Arc<access::AccessPolicy>>,
     /// Where the access file is, to read it again.
@@ -484,6 +486,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         base_measure,
         max_versions: config.release.max_versions,
         limits: config.limits.clone(),
+        open_data: config.open_data.clone(),
         releases: tables::ReleaseCache::default(),
         shared: alerts::SharedCache::default(),
         alerts: alerts::AlertsCache::default(),

@@ -96,6 +96,15 @@ impl Query {
                 last.last(),
             )));
         }
+        let open = match (q.open_data, &state.open_data) {
+            (false, _) => None,
+            (true, Some(open)) => Some(open),
+            (true, None) => {
+                return Err(ApiError::Conflict(
+                    "open data is not enabled on this aggregator: its configuration has no [open_data] section".into(),
+                ));
+            }
+        };
         let measures = q
             .signal_types
             .iter()
@@ -103,21 +112,31 @@ impl Query {
             .chain(q.derived.iter().map(|&d| Measure::Derived(d)));
         for measure in measures {
             for &period in &periods {
-                let release = tables.release(measure, period)?;
+                let release = match open {
+                    Some(open) => tables.open_release(measure, period, open)?,
+                    None => tables.release(measure, period)?,
+                };
                 let release = release.map_err(not_released_to_proto);
                 let crosses = tables.crosses_key_change(measure, period);
                 answer.part(measure.name(), &period.to_string(), release, crosses);
             }
         }
         let (cells, columns) = answer.finish();
+        // Open data has no threshold and no bound on its noise: its ε says
+        // how it is protected.
+        let (k, max_noise) = match open {
+            Some(_) => (0, 0),
+            None => (state.policy.k(), state.policy.max_noise()),
+        };
         Ok(pb::GetTableResponse {
             cells,
             columns,
-            k: state.policy.k(),
-            max_noise: state.policy.max_noise(),
+            k,
+            max_noise,
             rate_floor: state.bases.floor,
             household_base_measure: state.base_measure.clone(),
             next_page_token: String::new(),
+            open_data_epsilon: open.map_or(0.0, |o| o.epsilon_per_release),
         })
     }
 

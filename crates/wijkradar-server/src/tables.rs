@@ -193,6 +193,92 @@ impl<'q> Tables<'q> {
         }
     }
 
+    /// The open-data release of `measure` over `period` (differential
+    /// privacy, `open`): made once when the period is closed, on the
+    /// gemeente's budget for the measure and year, then read back.
+    pub(crate) fn open_release(
+        &self,
+        measure: Measure<'_>,
+        period: Period,
+        open: &crate::config::OpenDataConfig,
+    ) -> Result<Result<VersionedRelease, NotReleased>, ApiError> {
+        let lifecycle = self.lifecycle(measure);
+        if let Err(not) = lifecycle.status(period) {
+            return Ok(Err(not));
+        }
+        let state = &self.query.state;
+        let stored = self.stored_measure(measure);
+        let key = stored.map(|m| TableRef {
+            gemeente: self.gemeente,
+            measure: m,
+            months: period.len() as u8,
+            first: period.first(),
+        });
+        if let Some(key) = &key
+            && let Some(cells) = state.store.open_release(key)?
+        {
+            return Ok(Ok((1, self.open_cells(&cells))));
+        }
+        if period.last() >= self.closed_before {
+            return Ok(Err(NotReleased::Pending));
+        }
+        let totals = match stored {
+            Some(_) => self.totals(measure, period)?,
+            None => Vec::new(),
+        };
+        let cells = wijkradar_release::open::release(
+            &self.table,
+            &totals,
+            open.scale(),
+            &mut SystemEntropy::default(),
+        );
+        let Some(key) = key else {
+            // No signal of this type was ever stored: nothing to keep.
+            return Ok(Ok((1, self.open_cells(&cells))));
+        };
+        let year = period.first().year();
+        let outcome = state.store.store_open_release(
+            &key,
+            year,
+            cells,
+            open.epsilon_micro(),
+            open.budget_micro(),
+        )?;
+        let cells = match outcome {
+            wijkradar_store::OpenRelease::Stored(cells) => cells,
+            wijkradar_store::OpenRelease::BudgetSpent { spent } => {
+                return Err(ApiError::BudgetSpent(crate::error::Violation::new(
+                    "open_data",
+                    format!(
+                        "the open-data budget of {} for {} in {year} is spent (ε {} of {}): the releases made so far stay available",
+                        measure.name(),
+                        self.gemeente,
+                        spent as f64 / 1e6,
+                        open.budget_per_year
+                    ),
+                )));
+            }
+        };
+        state.audit.record(
+            "aggregator",
+            wijkradar_audit::Event::Release {
+                gemeente: self.gemeente.to_string(),
+                signal_type: measure.name().to_owned(),
+                month: format!("{period} open data (ε {})", open.epsilon_per_release),
+                version: 1,
+                audited_with: Vec::new(),
+            },
+            true,
+        );
+        Ok(Ok((1, self.open_cells(&cells))))
+    }
+
+    fn open_cells(&self, cells: &[Option<u64>]) -> Vec<(AreaCode, Released)> {
+        let codes = self.table.codes().iter().copied();
+        let value = |c: &Option<u64>| c.map_or(Released::Suppressed, Released::Value);
+        codes.zip(cells.iter().map(value)).collect()
+    }
+
     /// The release rules of `measure` in this gemeente now.
     fn lifecycle(&self, measure: Measure<'_>) -> Lifecycle<'_> {
         let state = &self.query.state;
@@ -363,6 +449,23 @@ impl<'q> Tables<'q> {
             linked: linked.clone(),
         });
         Ok((households, linked))
+    }
+}
+
+/// The operating system's random generator, for the open-data noise.
+struct SystemEntropy(ring::rand::SystemRandom);
+
+impl Default for SystemEntropy {
+    fn default() -> SystemEntropy {
+        SystemEntropy(ring::rand::SystemRandom::new())
+    }
+}
+
+impl wijkradar_release::open::Entropy for SystemEntropy {
+    fn next_u64(&mut self) -> u64 {
+        let mut word = [0u8; 8];
+        ring::rand::SecureRandom::fill(&self.0, &mut word).expect("the system's random generator");
+        u64::from_be_bytes(word)
     }
 }
 

@@ -8,6 +8,8 @@
 //! |---|---|---|
 //! | `S` | gemeente (4) · type id (u16) · month (u32) · household tag (32) | buurt (8) · severity (1) · sealed server pseudonym (48) [· for a person, its household's sealed pseudonym (48)] [· `E` · the household's sealed pseudonym under the previous key epoch (48)] |
 //! | `E` | gemeente (4) · type id (u16) · month (u32) · partner key id | signals stored under that key (u64) · of which linked to the previous epoch (u64) |
+//! | `O` | as `R` | an open-data release: per cell in node order, 1 byte present · value (u64) |
+//! | `L` | gemeente (4) · measure (u16) · year (u32) | the differential-privacy budget spent, in millionths of ε (u64) |
 //! | `C` | type id (u16) · month (u32) · buurt (8) | distinct households (u64) · cell key (u32) |
 //! | `B` | partner name length (u8) · partner name · batch id | content digest (32) |
 //! | `T` | signal type name | type id (u16) |
@@ -221,6 +223,10 @@ const PSEUDONYM_KEY: u8 = b'P';
 /// Signals per (gemeente, type, month) and partner key id: where the key
 /// epochs change, and whether the change was linked.
 const EPOCH: u8 = b'E';
+/// An open-data release (differential privacy): keyed like `R`.
+const OPEN_RELEASE: u8 = b'O';
+/// The differential-privacy budget spent per gemeente, measure and year.
+const OPEN_BUDGET: u8 = b'L';
 
 /// A u64 counter stored at `key`; 0 when it was never written.
 fn read_counter(db: &sled::Db, key: &[u8]) -> Result<u64, StoreError> {
@@ -302,9 +308,9 @@ impl TableRef {
         k
     }
 
-    /// The measure, length and first month of an `R` key.
+    /// The measure, length and first month of an `R` or `O` key.
     fn parse(k: &[u8]) -> Result<(Measure, u8, Month), StoreError> {
-        if k.len() != 12 || k[0] != RELEASE {
+        if k.len() != 12 || !(k[0] == RELEASE || k[0] == OPEN_RELEASE) {
             return Err(StoreError::Corrupt);
         }
         let first = Month::from_index(u32::from_be_bytes(k[8..12].try_into().expect("4 bytes")))
@@ -460,6 +466,33 @@ pub struct SignalsRead {
     /// A household's identity under the previous key epoch, by its
     /// identity under the next one.
     pub previous: Links,
+}
+
+/// What [`Store::store_open_release`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenRelease {
+    /// The release now stored (this one, or another query's).
+    Stored(Vec<Option<u64>>),
+    /// Refused: the budget would be exceeded; what is spent (millionths).
+    BudgetSpent { spent: u64 },
+}
+
+fn encode_cells(cells: &[Option<u64>]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9 * cells.len());
+    for c in cells {
+        v.push(u8::from(c.is_some()));
+        v.extend_from_slice(&c.unwrap_or(0).to_be_bytes());
+    }
+    v
+}
+
+fn decode_cells(v: &[u8]) -> Result<Vec<Option<u64>>, StoreError> {
+    if !v.len().is_multiple_of(9) {
+        return Err(StoreError::Corrupt);
+    }
+    Ok(v.chunks_exact(9)
+        .map(|c| (c[0] == 1).then(|| u64::from_be_bytes(c[1..].try_into().expect("8"))))
+        .collect())
 }
 
 /// Signals under one partner key in one (gemeente, type, month).
@@ -723,6 +756,61 @@ impl Store {
                 // erased, and what was computed before is answered once.
                 None => Ok(new),
             },
+        }
+    }
+
+    /// The open-data release of a table, if one was made.
+    pub fn open_release(&self, t: &TableRef) -> Result<Option<Vec<Option<u64>>>, StoreError> {
+        let mut key = t.key();
+        key[0] = OPEN_RELEASE;
+        self.db.get(key)?.map(|v| decode_cells(&v)).transpose()
+    }
+
+    /// Stores an open-data release made under `epsilon` (millionths) in one
+    /// step with the budget of its gemeente, measure and `year`, unless
+    /// that would spend more than `budget`; flushed. Returns what is
+    /// stored: another query's release if it came first.
+    pub fn store_open_release(
+        &self,
+        t: &TableRef,
+        year: u32,
+        cells: Vec<Option<u64>>,
+        epsilon: u64,
+        budget: u64,
+    ) -> Result<OpenRelease, StoreError> {
+        let mut key = t.key();
+        key[0] = OPEN_RELEASE;
+        let mut ledger = Vec::with_capacity(11);
+        ledger.push(OPEN_BUDGET);
+        ledger.extend_from_slice(t.gemeente.body());
+        ledger.extend_from_slice(&t.measure.encode().to_be_bytes());
+        ledger.extend_from_slice(&year.to_be_bytes());
+        let encoded = encode_cells(&cells);
+        let outcome = self
+            .db
+            .transaction(|tx| {
+                if let Some(v) = tx.get(key)? {
+                    return Ok(Ok(v.to_vec()));
+                }
+                let spent = match tx.get(&ledger)? {
+                    Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 8])),
+                    None => 0,
+                };
+                if spent.saturating_add(epsilon) > budget {
+                    return Ok(Err(spent));
+                }
+                tx.insert(ledger.as_slice(), &(spent + epsilon).to_be_bytes()[..])?;
+                tx.insert(&key[..], encoded.as_slice())?;
+                Ok(Ok(encoded.clone()))
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::from(e),
+                sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt,
+            })?;
+        self.db.flush()?;
+        match outcome {
+            Ok(v) => Ok(OpenRelease::Stored(decode_cells(&v)?)),
+            Err(spent) => Ok(OpenRelease::BudgetSpent { spent }),
         }
     }
 

@@ -636,7 +636,8 @@ fn purge(
     // window reached an erased month stays; its state changed, so it gets a
     // new version when next released.
     let kept_by_all = cutoff.values().copied().min();
-    for key in db.scan_prefix([RELEASE]).keys() {
+    let releases = db.scan_prefix([RELEASE]).keys();
+    for key in releases.chain(db.scan_prefix([crate::OPEN_RELEASE]).keys()) {
         let key = key?;
         let (measure, months, first) = TableRef::parse(&key)?;
         let last = first.plus(i32::from(months) - 1);
