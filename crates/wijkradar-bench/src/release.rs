@@ -150,16 +150,18 @@ pub(crate) async fn fill(
     let bar = indicatif::ProgressBar::new(signals as u64);
     let mut left = signals;
     let mut i = 0;
+    let mut ids = Vec::new();
     while left > 0 {
         let n = left.min(10_000);
         let batch: Vec<StoredSignal> = (0..n)
             .map(|_| crate::store::random_signal(key, rng, buurten, types, months))
             .collect();
+        let id = format!("fill-{}-{i}", months[0]);
+        ids.push(("bench".to_owned(), id.clone()));
         queue
             .submit(wijkradar_store::IncomingBatch {
                 partner: "bench".into(),
-                id: wijkradar_domain::BatchId::new(&format!("fill-{}-{i}", months[0]))
-                    .expect("valid"),
+                id: wijkradar_domain::BatchId::new(&id).expect("valid"),
                 key_id: wijkradar_domain::PseudonymKeyId::new("bench").expect("valid"),
                 digest: [0; 32],
                 signals: batch,
@@ -170,6 +172,9 @@ pub(crate) async fn fill(
         i += 1;
     }
     bar.finish_and_clear();
+    // No audit log here: the batches' `U` records go, or the server would
+    // write their entries at its start.
+    queue.forget_unaudited(&ids).await?;
     drop(queue);
     writer.join();
     Ok(())

@@ -176,6 +176,9 @@ pub(crate) struct State {
     limits: Limits,
     /// Open data with differential privacy, when configured.
     open_data: Option<config::OpenDataConfig>,
+    /// Set when the server stops: a release run ends at its next table
+    /// instead of holding the stop up.
+    stopping: std::sync::atomic::AtomicBool,
     /// The access file as last read (at start, and on every reload).
     access: std::sync::RwLock<Arc<access::AccessPolicy>>,
     /// Where the access file is, to read it again.
@@ -261,6 +264,11 @@ impl State {
         self.clock.closed_before(self.materialise_after_days)
     }
 
+    /// Whether the server is stopping: long runs end early.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The current month, by the server's clock.
     pub(crate) fn month(&self) -> wijkradar_domain::Month {
         self.clock.month()
@@ -334,6 +342,10 @@ impl RunningServer {
         if let Some(m) = metrics {
             m.task.abort();
         }
+        // A release run in progress ends at its next table.
+        state
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         // The state holds the ingest queue: the writer ends only once every
         // handle of it is gone.
         drop(state);
@@ -487,6 +499,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         max_versions: config.release.max_versions,
         limits: config.limits.clone(),
         open_data: config.open_data.clone(),
+        stopping: Default::default(),
         releases: tables::ReleaseCache::default(),
         shared: alerts::SharedCache::default(),
         alerts: alerts::AlertsCache::default(),

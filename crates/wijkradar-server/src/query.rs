@@ -225,6 +225,9 @@ impl Query {
                             let Some((g, tables_of_g)) = by_gemeente.get(i) else {
                                 return Ok(stored);
                             };
+                            if state.stopping() {
+                                return Ok(stored);
+                            }
                             stored +=
                                 self.materialise_gemeente(*g, tables_of_g, closed_before, only)?;
                         }
@@ -287,6 +290,9 @@ impl Query {
             .expect("one at least");
         let types: BTreeSet<&SignalTypeName> = tables_of_g.iter().map(|(t, _)| t).collect();
         for (signal_type, month) in tables_of_g {
+            if self.state.stopping() {
+                return Ok(tables.new_versions.get());
+            }
             if ended(*month) {
                 let _ = tables.release(Measure::Type(signal_type), Period::month(*month))?;
             }
@@ -304,6 +310,9 @@ impl Query {
             let from = year.first().max(first);
             let to = year.last().min(derived_last);
             tables.household_months.set(Some((from.plus(-window), to)));
+            if self.state.stopping() {
+                return Ok(tables.new_versions.get());
+            }
             for d in Derived::ALL {
                 for m in from.through(to).filter(|&m| ended(m)) {
                     let _ = tables.release(Measure::Derived(d), Period::month(m))?;
@@ -315,6 +324,9 @@ impl Query {
                     continue;
                 }
                 for &measure in &measures {
+                    if self.state.stopping() {
+                        return Ok(tables.new_versions.get());
+                    }
                     let _ = tables.release(measure, period)?;
                 }
             }
