@@ -3,12 +3,17 @@
 //!
 //! The 2023 lists of all of the Netherlands are embedded (Bron: CBS, CC BY 4.0),
 //! so a fresh clone needs no download. Latin-1 maps every byte to one char, so
-//! decoding never fails; a byte that was wrong at the source (`Lumi\u{de}repark`)
-//! is kept as it is rather than guessed.
+//! decoding never fails. One byte is wrong at the source: BU00341807 reads
+//! `Lumi\u{de}repark` (Þ for è); [`CORRECTED`] names it as users know it.
 
 use std::collections::BTreeMap;
 
 use crate::area::{AreaCode, AreaError, AreaLevel, BuurtCode, GemeenteCode, WijkCode};
+
+/// Names CBS published with a wrong byte, as the area is known: code, the
+/// name as published (decoded as Latin-1), the name.
+pub const CORRECTED: &[(&str, &str, &str)] =
+    &[("BU00341807", "Lumi\u{de}repark", "Lumi\u{e8}repark")];
 
 /// The embedded CBS files, byte for byte as published.
 pub mod cbs {
@@ -154,7 +159,13 @@ impl Hierarchy {
             }
         }
         for row in rows("buurten", buurten, "BU_CODE\tBU_NAAM") {
-            let (line, code, name) = row?;
+            let (line, code, mut name) = row?;
+            if let Some((_, _, right)) = CORRECTED
+                .iter()
+                .find(|(c, wrong, _)| *c == code && *wrong == name)
+            {
+                name = (*right).to_owned();
+            }
             let c: BuurtCode = code.parse().map_err(|source| HierarchyError::Code {
                 file: "buurten",
                 line,
@@ -420,9 +431,9 @@ mod tests {
         let almere: GemeenteCode = "GM0034".parse().unwrap();
         assert_eq!(h.name(AreaCode::Gemeente(almere)), Some("Almere"));
         assert!(h.wijken_of(almere).count() > 10);
-        // The byte CBS got wrong stays as it is, decoded as Latin-1.
+        // The byte CBS got wrong is corrected.
         let lumiere = AreaCode::Buurt("BU00341807".parse().unwrap());
-        assert_eq!(h.name(lumiere), Some("Lumi\u{de}repark"));
+        assert_eq!(h.name(lumiere), Some("Lumièrepark"));
         let amsterdam_wijk = AreaCode::Wijk("WK0363AA".parse().unwrap());
         assert_eq!(h.name(amsterdam_wijk), Some("Haarlemmerbuurt"));
     }
