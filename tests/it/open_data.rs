@@ -115,6 +115,16 @@ async fn open_data_releases_every_cell_once_within_the_yearly_budget() {
         .into_inner();
     assert_eq!(first.cells, open.cells);
     assert_eq!(audit_log(&server).matches("open data (ε 0.5)").count(), 2);
+    // A type no partner ever sent holds no household: zeros, the same each
+    // time, spending nothing.
+    let mut none = quarter("2025-01", true);
+    none.signal_types = vec!["drinkwaterachterstand".into()];
+    let zeros = q.get_table(none.clone()).await.unwrap().into_inner();
+    assert!(zeros.cells.iter().all(|c| c.value == Some(0)), "{zeros:?}");
+    assert_eq!(
+        q.get_table(none).await.unwrap().into_inner().cells,
+        zeros.cells
+    );
 
     // Buurten and months are not open data.
     let mut buurt = quarter("2025-01", true);

@@ -15,8 +15,8 @@ use std::sync::{Arc, RwLock};
 
 use wijkradar_domain::derived::{self, Derived, HouseholdSignal};
 use wijkradar_domain::{
-    AreaCode, BuurtCode, CellTotal, GemeenteCode, Month, PseudonymKeyId, ServerPseudonym,
-    SignalTypeName, SignalUnit,
+    AreaCode, AreaLevel, BuurtCode, CellTotal, GemeenteCode, Month, PseudonymKeyId,
+    ServerPseudonym, SignalTypeName, SignalUnit,
 };
 use wijkradar_release::lifecycle::{
     Counts, Lifecycle, NewRelease, NotReleased, Releases, Snapshot,
@@ -222,20 +222,22 @@ impl<'q> Tables<'q> {
         if period.last() >= self.closed_before {
             return Ok(Err(NotReleased::Pending));
         }
-        let totals = match stored {
-            Some(_) => self.totals(measure, period)?,
-            None => Vec::new(),
+        let Some(key) = key else {
+            // No signal of this type was ever stored: no household is in
+            // it, so its zeros carry nothing of anyone, and fresh noise per
+            // query would only invite averaging.
+            let zeros: Vec<Option<u64>> = (self.table.codes().iter())
+                .map(|a| (a.level() != AreaLevel::Buurt).then_some(0))
+                .collect();
+            return Ok(Ok((1, self.open_cells(&zeros))));
         };
+        let totals = self.totals(measure, period)?;
         let cells = wijkradar_release::open::release(
             &self.table,
             &totals,
             open.scale(),
             &mut SystemEntropy::default(),
         );
-        let Some(key) = key else {
-            // No signal of this type was ever stored: nothing to keep.
-            return Ok(Ok((1, self.open_cells(&cells))));
-        };
         let year = period.first().year();
         let outcome = state.store.store_open_release(
             &key,
