@@ -94,6 +94,12 @@ impl PseudonymKeyId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Its pseudonymisation domain: the part before the first `.`. Keys of
+    /// one domain link; keys of different domains never do.
+    pub fn domain(&self) -> &str {
+        self.0.split('.').next().unwrap_or("")
+    }
 }
 
 impl fmt::Display for PseudonymKeyId {

@@ -85,6 +85,14 @@ pub enum Released {
     Suppressed,
 }
 
+impl Released {
+    /// A cell as releases are stored: its value, or `None` where
+    /// suppressed.
+    pub fn stored(cell: Option<u64>) -> Released {
+        cell.map_or(Released::Suppressed, Released::Value)
+    }
+}
+
 /// What may leave the aggregator: k and the perturbation table together.
 #[derive(Debug, Clone)]
 pub struct ReleasePolicy {

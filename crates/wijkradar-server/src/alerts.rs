@@ -209,7 +209,7 @@ impl Query {
                     q_value: f.finding.q_value,
                     release_version: *version,
                     crosses_key_change: tables
-                        .crosses_key_change(measure, Period::new(months[0], months.len() as u32)),
+                        .crosses_key_change(measure, Period::new(months[0], months.len() as u32))?,
                 });
                 break;
             }

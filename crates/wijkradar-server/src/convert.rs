@@ -34,16 +34,15 @@ fn previous_key_from_proto(id: &str, key_id: &PseudonymKeyId) -> Result<Pseudony
     let field = "batch.previous_key_id";
     let invalid = |why: String| ApiError::InvalidArgument(vec![Violation::new(field, why)]);
     let previous = PseudonymKeyId::new(id).map_err(|e| invalid(e.to_string()))?;
-    let domain = |k: &PseudonymKeyId| k.as_str().split('.').next().unwrap_or("").to_owned();
     if previous == *key_id {
         return Err(invalid(
             "must name the previous epoch's key, not key_id".into(),
         ));
     }
-    if domain(&previous) != domain(key_id) {
+    if previous.domain() != key_id.domain() {
         return Err(invalid(format!(
             "must be of the same pseudonymisation domain as key_id ({})",
-            domain(key_id)
+            key_id.domain()
         )));
     }
     Ok(previous)

@@ -117,7 +117,7 @@ impl Query {
                     None => tables.release(measure, period)?,
                 };
                 let release = release.map_err(not_released_to_proto);
-                let crosses = tables.crosses_key_change(measure, period);
+                let crosses = tables.crosses_key_change(measure, period)?;
                 answer.part(measure.name(), &period.to_string(), release, crosses);
             }
         }

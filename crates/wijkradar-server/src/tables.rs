@@ -105,8 +105,9 @@ pub(crate) struct Tables<'q> {
     closed_before: Month,
     states: HashMap<(u16, Month), u64>,
     /// Signals per partner key, per (type id, month): where the key epochs
-    /// change, and whether each change was linked.
-    epochs: Epochs,
+    /// change, and whether each change was linked. Read when first asked:
+    /// a release run never asks.
+    epochs: std::cell::OnceCell<Epochs>,
     /// The households read so far, with the months their signals cover.
     households: RefCell<Option<HouseholdsRead>>,
     /// The months the caller will want households for, read in one go.
@@ -137,7 +138,7 @@ impl<'q> Tables<'q> {
                 .unwrap_or_else(|| state.closed_before())
                 .min(now),
             states: state.store.table_states_of(gemeente)?,
-            epochs: Epochs::new(state.store.epochs_of(gemeente)?),
+            epochs: std::cell::OnceCell::new(),
             households: RefCell::new(None),
             household_months: Cell::new(None),
             durable,
@@ -166,31 +167,41 @@ impl<'q> Tables<'q> {
         };
         Ok(lifecycle
             .release(&releases, period)?
-            .map(|r| (r.version(), self.cells_of(&r.snapshot))))
+            .map(|r| (r.version(), self.cells_of(&r.snapshot.cells))))
     }
 
     /// Whether the release of `measure` over `period` spans a key change
     /// it could not link: a derived indicator with the months it looks back
     /// over, a signal type with its own months.
-    pub(crate) fn crosses_key_change(&self, measure: Measure<'_>, period: Period) -> bool {
+    pub(crate) fn crosses_key_change(
+        &self,
+        measure: Measure<'_>,
+        period: Period,
+    ) -> Result<bool, ApiError> {
         let state = &self.query.state;
-        match measure {
+        let epochs = match self.epochs.get() {
+            Some(e) => e,
+            None => {
+                let read = Epochs::new(state.store.epochs_of(self.gemeente)?);
+                self.epochs.get_or_init(|| read)
+            }
+        };
+        Ok(match measure {
             Measure::Type(t) => {
                 let Some(id) = state.store.type_id(t) else {
-                    return false;
+                    return Ok(false);
                 };
                 let per_person = state
                     .catalogue
                     .get(t.as_str())
                     .is_some_and(|d| d.unit == SignalUnit::Person);
-                self.epochs
-                    .unlinked(period.first(), period.last(), Some(id), per_person)
+                epochs.unlinked(period.first(), period.last(), Some(id), per_person)
             }
             Measure::Derived(_) => {
                 let from = period.first().plus(-(derived::WINDOW_MONTHS as i32));
-                self.epochs.unlinked(from, period.last(), None, false)
+                epochs.unlinked(from, period.last(), None, false)
             }
-        }
+        })
     }
 
     /// The open-data release of `measure` over `period` (differential
@@ -208,16 +219,11 @@ impl<'q> Tables<'q> {
         }
         let state = &self.query.state;
         let stored = self.stored_measure(measure);
-        let key = stored.map(|m| TableRef {
-            gemeente: self.gemeente,
-            measure: m,
-            months: period.len() as u8,
-            first: period.first(),
-        });
+        let key = stored.map(|stored| table_ref(self.gemeente, stored, period));
         if let Some(key) = &key
             && let Some(cells) = state.store.open_release(key)?
         {
-            return Ok(Ok((1, self.open_cells(&cells))));
+            return Ok(Ok((1, self.cells_of(&cells))));
         }
         if period.last() >= self.closed_before {
             return Ok(Err(NotReleased::Pending));
@@ -229,7 +235,7 @@ impl<'q> Tables<'q> {
             let zeros: Vec<Option<u64>> = (self.table.codes().iter())
                 .map(|a| (a.level() != AreaLevel::Buurt).then_some(0))
                 .collect();
-            return Ok(Ok((1, self.open_cells(&zeros))));
+            return Ok(Ok((1, self.cells_of(&zeros))));
         };
         let totals = self.totals(measure, period)?;
         let cells = wijkradar_release::open::release(
@@ -272,13 +278,7 @@ impl<'q> Tables<'q> {
             },
             true,
         );
-        Ok(Ok((1, self.open_cells(&cells))))
-    }
-
-    fn open_cells(&self, cells: &[Option<u64>]) -> Vec<(AreaCode, Released)> {
-        let codes = self.table.codes().iter().copied();
-        let value = |c: &Option<u64>| c.map_or(Released::Suppressed, Released::Value);
-        codes.zip(cells.iter().map(value)).collect()
+        Ok(Ok((1, self.cells_of(&cells))))
     }
 
     /// The release rules of `measure` in this gemeente now.
@@ -333,9 +333,12 @@ impl<'q> Tables<'q> {
         }
     }
 
-    fn cells_of(&self, s: &Snapshot) -> Vec<(AreaCode, Released)> {
+    /// Stored cells with their areas, in node order.
+    fn cells_of(&self, cells: &[Option<u64>]) -> Vec<(AreaCode, Released)> {
         let codes = self.table.codes().iter().copied();
-        codes.zip(s.released()).collect()
+        codes
+            .zip(cells.iter().copied().map(Released::stored))
+            .collect()
     }
 
     /// The true totals per buurt: a (type, month) table's from the counts
@@ -521,21 +524,23 @@ impl Epochs {
         if self.first_month.len() < 2 || from > to {
             return false;
         }
-        let domain = |k: &PseudonymKeyId| k.as_str().split('.').next().unwrap_or("").to_owned();
-        let mut per_domain: HashMap<String, Vec<(&PseudonymKeyId, UnderKey)>> = HashMap::new();
+        let mut per_domain: HashMap<&str, Vec<(&PseudonymKeyId, UnderKey)>> = HashMap::new();
         for records in self.by_month.range(from..=to).map(|(_, r)| r) {
             for (type_id, key, under) in records {
                 if only.is_none_or(|t| t == *type_id) {
                     per_domain
-                        .entry(domain(key))
+                        .entry(key.domain())
                         .or_default()
                         .push((key, *under));
                 }
             }
         }
         per_domain.values().any(|records| {
-            let first = |k: &PseudonymKeyId| (self.first_month[k], k.as_str().to_owned());
-            let Some(oldest) = records.iter().map(|(k, _)| *k).min_by_key(|k| first(k)) else {
+            let oldest = records
+                .iter()
+                .map(|(k, _)| *k)
+                .min_by(|a, b| (self.first_month[*a], *a).cmp(&(self.first_month[*b], *b)));
+            let Some(oldest) = oldest else {
                 return false;
             };
             let later: Vec<&UnderKey> = records
@@ -545,6 +550,16 @@ impl Epochs {
                 .collect();
             !later.is_empty() && (per_person || later.iter().any(|u| u.linked < u.signals))
         })
+    }
+}
+
+/// How the store names gemeente `g`'s table of `measure` over `period`.
+fn table_ref(g: GemeenteCode, measure: wijkradar_store::Measure, period: Period) -> TableRef {
+    TableRef {
+        gemeente: g,
+        measure,
+        months: period.len() as u8,
+        first: period.first(),
     }
 }
 
@@ -558,12 +573,7 @@ struct StoredReleases<'t, 'q> {
 
 impl StoredReleases<'_, '_> {
     fn key(&self, period: Period) -> TableRef {
-        TableRef {
-            gemeente: self.tables.gemeente,
-            measure: self.stored,
-            months: period.len() as u8,
-            first: period.first(),
-        }
+        table_ref(self.tables.gemeente, self.stored, period)
     }
 }
 

@@ -968,29 +968,18 @@ impl Store {
             let pseudonym = key
                 .open(tag, &v[9..SIGNAL_VALUE])
                 .ok_or(StoreError::Corrupt)?;
+            let household = household
+                .map(|sealed| key.open_link(shred::Link::Household, tag, sealed))
+                .map(|h| h.ok_or(StoreError::Corrupt))
+                .transpose()?;
             if let Some(sealed) = earlier {
                 let before = key
                     .open_link(shred::Link::PreviousEpoch, tag, sealed)
                     .ok_or(StoreError::Corrupt)?;
                 // The identity it links is the household's.
-                let identity = match household {
-                    Some(_) => None,
-                    None => Some(pseudonym),
-                };
-                if let Some(identity) = identity {
-                    previous.insert(identity, before);
-                }
+                previous.insert(household.unwrap_or(pseudonym), before);
             }
-            if let Some(sealed) = household {
-                let household = key
-                    .open_link(shred::Link::Household, tag, sealed)
-                    .ok_or(StoreError::Corrupt)?;
-                if let Some(sealed) = earlier {
-                    let before = key
-                        .open_link(shred::Link::PreviousEpoch, tag, sealed)
-                        .ok_or(StoreError::Corrupt)?;
-                    previous.insert(household, before);
-                }
+            if let Some(household) = household {
                 match links.get_mut(&pseudonym) {
                     Some((m, h)) if *m <= month => (*m, *h) = (month, household),
                     Some(_) => {}

@@ -719,7 +719,8 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
     records.sort_unstable_by_key(|r| r.0);
     let mut new_keys = Vec::with_capacity(records.len());
     records.dedup_by(|a, b| a.0 == b.0);
-    let mut under_key: HashMap<Vec<u8>, UnderKey> = HashMap::new();
+    // New signals per (gemeente, type, month) under the batch's key.
+    let mut per_period: HashMap<([u8; 4], u16, Month), UnderKey> = HashMap::new();
     for (key, type_id, s, period_key, tag) in records {
         // Kept once per (pseudonym, type, month): a retry, a second partner
         // or a repeat inside this batch counts once.
@@ -749,8 +750,8 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
         }
         writes.insert(&key[..], value);
         new_keys.push(key);
-        let epoch = epoch_key(s.buurt.gemeente().body(), type_id, s.month, &batch.key_id);
-        let under = under_key.entry(epoch).or_default();
+        let g = *s.buurt.gemeente().body();
+        let under = per_period.entry((g, type_id, s.month)).or_default();
         under.signals += 1;
         under.linked += u64::from(s.previous.is_some());
         let delta = deltas
@@ -787,7 +788,8 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
         key.extend_from_slice(name.as_str().as_bytes());
         writes.insert(key, &id.to_be_bytes()[..]);
     }
-    for (key, added) in under_key {
+    for ((g, type_id, month), added) in per_period {
+        let key = epoch_key(&g, type_id, month, &batch.key_id);
         let before = match db.get(&key)? {
             Some(v) => decode_under_key(&v)?,
             None => UnderKey::default(),

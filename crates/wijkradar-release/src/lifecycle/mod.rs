@@ -390,10 +390,7 @@ struct Parts {
 
 /// Stored cells as the audit reads them.
 fn released(cells: &[Option<u64>]) -> Vec<Released> {
-    cells
-        .iter()
-        .map(|c| c.map_or(Released::Suppressed, Released::Value))
-        .collect()
+    cells.iter().copied().map(Released::stored).collect()
 }
 
 #[cfg(test)]

@@ -937,6 +937,8 @@ async fn wijk_page(
     let mut risks = Vec::new();
     let mut chances = Vec::new();
     let mut derived = Vec::new();
+    // A figure shown over a key change that was not linked (marked †).
+    let mut key_change = false;
     for (name, label, protective) in &all {
         let series = |cells: &[pb::Cell], area: &str| -> Vec<pb::Cell> {
             let mut s: Vec<pb::Cell> = cells
@@ -956,6 +958,9 @@ async fn wijk_page(
         {
             continue;
         }
+        key_change |= own
+            .iter()
+            .any(|c| c.crosses_key_change && c.status() == pb::CellStatus::Released);
         let chart = Chart {
             label: label.clone(),
             svg: trend_svg(label, &own, &whole_gemeente, wijk_cells.k),
@@ -1016,13 +1021,17 @@ async fn wijk_page(
             .find(|m| m.0 == n)
             .map_or(n.to_owned(), |m| m.1.clone())
     };
-    let alerts: Vec<(String, String, String, String, String, String)> = answer
+    let in_wijk: Vec<&pb::Alert> = answer
         .alerts
         .iter()
         .filter(|a| {
             a.area_code == code
                 || a.area_code.get(2..8) == code.get(2..8) && a.area_code.starts_with("BU")
         })
+        .collect();
+    key_change |= in_wijk.iter().any(|a| a.crosses_key_change);
+    let alerts = in_wijk
+        .into_iter()
         .map(|a| {
             (
                 area_name(&a.area_code),
@@ -1034,12 +1043,6 @@ async fn wijk_page(
             )
         })
         .collect();
-    let key_change = [&risks, &chances, &derived]
-        .iter()
-        .flat_map(|charts| charts.iter())
-        .flat_map(|c| c.rows.iter())
-        .any(|(_, own, _)| own.ends_with('†'))
-        || alerts.iter().any(|a| a.3.ends_with('†'));
     let wijk_name = area_name(code);
     Ok(WijkPage {
         title: format!("{wijk_name}: trends"),
