@@ -221,8 +221,14 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             );
         }
         AdminCommand::Upgrade { data_dir } => {
-            let was = wijkradar_store::upgrade(&data_dir)
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("bijwerken {spinner} {pos} records")
+                    .expect("valid template"),
+            );
+            let was = wijkradar_store::upgrade(&data_dir, |n| bar.set_position(n))
                 .with_context(|| format!("upgrading {}", data_dir.display()))?;
+            bar.finish_and_clear();
             let now = wijkradar_store::FORMAT;
             if was == now {
                 println!(
@@ -234,6 +240,13 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
                     "{} bijgewerkt van opslagformaat {was} naar {now}. Een oudere versie van Wijkradar leest deze map niet meer; ga terug met de reservekopie van vóór het bijwerken.",
                     data_dir.display()
                 );
+                let aside = data_dir.join(wijkradar_store::SLED_MOVED_ASIDE);
+                if aside.is_dir() {
+                    println!(
+                        "De oude opslag staat nog in {}: verwijder die map zodra de server weer draait.",
+                        aside.display()
+                    );
+                }
             }
         }
         AdminCommand::Restore { from, data_dir } => {

@@ -25,7 +25,7 @@ pub const KEYS_FILE: &str = "period-keys";
 const MAGIC: &[u8] = b"WIJKRADAR-STORE-RECORDS 1\n";
 /// No key or value of the store is near this long.
 const MAX_PART: usize = 64 << 20;
-/// Records written to sled in one batch on restore.
+/// Records written in one transaction on restore.
 const RESTORE_BATCH: usize = 10_000;
 
 /// What a backup copied.
@@ -56,7 +56,6 @@ fn create_private(path: &Path) -> Result<File, StoreError> {
 /// Copies the store into the existing directory `dir`. Runs on the writer
 /// thread.
 pub(crate) fn dump(store: &Store, dir: &Path) -> Result<Copied, StoreError> {
-    store.db.flush()?;
     let path = dir.join(RECORDS_FILE);
     let file = create_private(&path)?;
     let mut out = BufWriter::new(file);
@@ -96,9 +95,9 @@ pub fn restore(
     data_dir: &Path,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, StoreError> {
-    let store_dir = data_dir.join("store");
+    let store_file = data_dir.join(crate::kv::FILE);
     let keys = data_dir.join(KEYS_FILE);
-    if store_dir.exists() || keys.exists() {
+    if store_file.exists() || data_dir.join(crate::SLED_DIR).exists() || keys.exists() {
         return Err(StoreError::BackupFormat(format!(
             "{} already holds a store: restore into a new data directory",
             data_dir.display()
@@ -116,8 +115,8 @@ pub fn restore(
             path.display()
         )));
     }
-    let db = crate::open_sled(&store_dir)?;
-    let mut batch = sled::Batch::default();
+    let db = crate::kv::Kv::open(&store_file)?;
+    let mut batch = crate::kv::Batch::default();
     let (mut records, mut in_batch, mut read) = (0u64, 0usize, MAGIC.len() as u64);
     loop {
         let Some(key) = read_part(&mut input, &path, true)? else {
@@ -129,13 +128,13 @@ pub fn restore(
         records += 1;
         in_batch += 1;
         if in_batch == RESTORE_BATCH {
-            db.apply_batch(std::mem::take(&mut batch))?;
+            let full = std::mem::take(&mut batch);
+            db.write(false, |t| full.apply(t))?;
             in_batch = 0;
             progress(read);
         }
     }
-    db.apply_batch(batch)?;
-    db.flush()?;
+    db.write(true, |t| batch.apply(t))?;
     progress(read);
     drop(db);
     let mut to = create_private(&keys)?;

@@ -62,7 +62,7 @@ impl Store {
     ) -> Result<Option<Intervention>, StoreError> {
         let mut p = prefix(g);
         p.extend_from_slice(&id.to_be_bytes());
-        match self.db.scan_prefix(p).last() {
+        match self.db.scan_prefix(p).next_back() {
             Some(kv) => Ok(Some(decode(&kv?.1)?)),
             None => Ok(None),
         }

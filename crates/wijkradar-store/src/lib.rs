@@ -1,8 +1,8 @@
-//! Durable storage of Wijkradar on sled.
+//! Durable storage of Wijkradar on redb.
 //!
-//! Everything lives in one sled tree under one-byte key prefixes, so that a
-//! whole batch (its signals, the counts it changes, its batch id) is a single
-//! atomic `apply_batch`: after a crash a batch is either all there or absent.
+//! Everything lives in one redb table under one-byte key prefixes, so that a
+//! whole batch (its signals, the counts it changes, its batch id) is written
+//! in one transaction: after a crash a batch is either all there or absent.
 //!
 //! | prefix | key | value |
 //! |---|---|---|
@@ -27,12 +27,14 @@
 //! The server pseudonym is never stored in the clear: the household tag is an
 //! HMAC of it under a secret of the (type, month), and the value holds it
 //! sealed under that secret (see `shred.rs`). Retention erases a period by
-//! removing its records and then its secret, which lives outside sled, so
-//! what sled's log still holds of them cannot be read or linked.
+//! removing its records and then its secret, which lives outside the store
+//! file, so what its freed pages still hold of them cannot be read or linked.
 //!
-//! Files in the data directory: `store/` (sled) and `period-keys`.
+//! Files in the data directory: `store.redb` and `period-keys`. Formats 1
+//! and 2 were sled stores in a directory `store/`; [`upgrade`] copies one
+//! into redb.
 //!
-//! Queries read sled directly (the server keeps the releases it has read
+//! Queries read the store directly (the server keeps the releases it has read
 //! in memory). The writer keeps a Bloom filter of stored
 //! signal keys and the counts it has touched in memory, so that most writes
 //! need no read first (see `writer.rs`).
@@ -46,6 +48,8 @@
 mod alert_status;
 pub mod backup;
 mod interventions;
+mod kv;
+mod legacy;
 mod shred;
 mod unaudited;
 mod writer;
@@ -61,12 +65,15 @@ use wijkradar_domain::{
 use wijkradar_release::Snapshot;
 
 pub use alert_status::{AlertRef, AlertStatus, AlertStatusRecord};
+pub use legacy::MOVED_ASIDE as SLED_MOVED_ASIDE;
 pub use unaudited::Unaudited;
 pub use writer::{IngestQueue, Outcome, Pending, Purged, WriterThread};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage: {0}")]
+    Engine(#[from] redb::Error),
+    #[error("storage of an earlier Wijkradar (sled): {0}")]
     Sled(#[from] sled::Error),
     #[error("batch id `{0}` was stored earlier with other content")]
     BatchConflict(String),
@@ -86,6 +93,10 @@ pub enum StoreError {
         "the data directory has on-disk format {found}, older than the {supported} this Wijkradar writes: stop the server, make a backup, then run `wijkradar admin upgrade --data-dir <data_dir>`; an older Wijkradar will no longer read it"
     )]
     OlderFormat { found: u32, supported: u32 },
+    #[error(
+        "the data directory holds the sled store of an earlier Wijkradar (on-disk format 1 or 2): stop the server, make a backup, then run `wijkradar admin upgrade --data-dir <data_dir>` to copy it into this version's store"
+    )]
+    SledStore,
     #[error("the store holds a malformed record")]
     Corrupt,
     #[error("period keys {path}: {source}")]
@@ -148,20 +159,21 @@ const FORMAT_KEY: &[u8] = b"F";
 /// - 1: the first recorded layout.
 /// - 2: adds `E` records and the previous-epoch link in `S` values (key
 ///   changes). Format 1 records are format 2 records as they are.
-pub const FORMAT: u32 = 2;
+/// - 3: the same records in redb (`store.redb`) instead of sled (`store/`).
+pub const FORMAT: u32 = 3;
 
 /// The format of an open store: its record, or for a store without one,
 /// 1 when it holds anything (written before formats were recorded) and
 /// none when it is new.
-fn format_of(db: &sled::Db) -> Result<Option<u32>, StoreError> {
+fn format_of(db: &kv::Kv) -> Result<Option<u32>, StoreError> {
     match db.get(FORMAT_KEY)? {
         Some(v) => Ok(Some(u32::from_be_bytes(
-            v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?,
+            v.as_slice().try_into().map_err(|_| StoreError::Corrupt)?,
         ))),
         None if db
             .iter()
             .keys()
-            .any(|k| k.is_ok_and(|k| k.as_ref() != KEY_ID)) =>
+            .any(|k| k.is_ok_and(|k| k.as_slice() != KEY_ID)) =>
         {
             Ok(Some(1))
         }
@@ -171,7 +183,7 @@ fn format_of(db: &sled::Db) -> Result<Option<u32>, StoreError> {
 
 /// Refuses a store of another format with what to do; marks a new store
 /// with this format.
-fn check_format(db: &sled::Db) -> Result<(), StoreError> {
+fn check_format(db: &kv::Kv) -> Result<(), StoreError> {
     match format_of(db)? {
         Some(found) if found > FORMAT => Err(StoreError::NewerFormat {
             found,
@@ -182,27 +194,37 @@ fn check_format(db: &sled::Db) -> Result<(), StoreError> {
             supported: FORMAT,
         }),
         Some(_) => Ok(()),
-        None => {
-            db.insert(FORMAT_KEY, &FORMAT.to_be_bytes()[..])?;
-            db.flush()?;
-            Ok(())
-        }
+        None => write_format(db, FORMAT),
     }
+}
+
+fn write_format(db: &kv::Kv, format: u32) -> Result<(), StoreError> {
+    db.write(true, |t| {
+        t.insert(FORMAT_KEY, &format.to_be_bytes()[..])?;
+        Ok(())
+    })
 }
 
 /// Upgrades the store in data directory `dir` to this code's format, with
 /// the server stopped and a backup made: an older Wijkradar then no longer
-/// reads it. Returns the format it had. From format 1 to 2 no record
-/// changes; only the format record is written.
-pub fn upgrade(dir: &Path) -> Result<u32, StoreError> {
-    let path = dir.join("store");
-    if !path.is_dir() {
+/// reads it. Returns the format it had. A sled store (formats 1 and 2) is
+/// copied record by record into `store.redb` (`progress` is told the
+/// records copied) and then moved aside to `store.sled-before-upgrade`; a
+/// redb store of an older format (a restored backup of one) only gets its
+/// format record.
+pub fn upgrade(dir: &Path, progress: impl FnMut(u64)) -> Result<u32, StoreError> {
+    let sled_dir = dir.join(SLED_DIR);
+    if sled_dir.is_dir() {
+        return legacy::copy_into_redb(dir, progress);
+    }
+    let path = dir.join(kv::FILE);
+    if !path.is_file() {
         return Err(StoreError::Keys {
             path,
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no store here"),
         });
     }
-    let db = open_sled(&path)?;
+    let db = kv::Kv::open(&path)?;
     let found = format_of(&db)?.unwrap_or(FORMAT);
     if found > FORMAT {
         return Err(StoreError::NewerFormat {
@@ -211,11 +233,14 @@ pub fn upgrade(dir: &Path) -> Result<u32, StoreError> {
         });
     }
     if found < FORMAT {
-        db.insert(FORMAT_KEY, &FORMAT.to_be_bytes()[..])?;
-        db.flush()?;
+        write_format(&db, FORMAT)?;
     }
     Ok(found)
 }
+
+/// Where formats 1 and 2 kept their sled store.
+const SLED_DIR: &str = "store";
+
 const SIGNAL_TOTAL: &[u8] = b"N";
 const TABLE_STATE: u8 = b'V';
 const RELEASE: u8 = b'R';
@@ -229,7 +254,7 @@ const OPEN_RELEASE: u8 = b'O';
 const OPEN_BUDGET: u8 = b'L';
 
 /// A u64 counter stored at `key`; 0 when it was never written.
-fn read_counter(db: &sled::Db, key: &[u8]) -> Result<u64, StoreError> {
+fn read_counter(db: &kv::Kv, key: &[u8]) -> Result<u64, StoreError> {
     db.get(key)?.map_or(Ok(0), |v| decode_counter(&v))
 }
 
@@ -578,43 +603,10 @@ fn batch_key(partner: &str, id: &BatchId) -> Vec<u8> {
     k
 }
 
-/// The sled configuration of the store, also used by the ingest
-/// benchmark's baseline so that both measure the same engine settings.
-/// Every write the writer acknowledges is flushed explicitly first; the
-/// background flusher (every 500 ms) is kept because without it sled holds
-/// far more memory while writing (5.1 GB instead of 2.1 GB for a million
-/// signals, `wijkradar-bench fill`). sled's own log segment size (512 KiB): with 128
-/// KiB a million signals held 0.57 GB instead of 2.06 GB, but the
-/// integration tests then hung (two concurrent tests blocked in sled), so
-/// it is not used (BENCHMARKS.md).
-fn sled_config(path: &Path) -> sled::Config {
-    sled::Config::new().path(path).flush_every_ms(Some(500))
-}
-
-/// Opens sled. When the same process closed the store a moment ago (a
-/// restart in place), sled's flusher thread may still hold the file lock
-/// for a few milliseconds after the last handle is gone: a lock refused is
-/// tried again for up to two seconds. Another process holding the store
-/// still gets the error.
-fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
-    let mut tries = 0;
-    loop {
-        match sled_config(path).open() {
-            Err(sled::Error::Io(e))
-                if tries < 40 && e.to_string().contains("could not acquire lock") =>
-            {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            opened => return Ok(opened?),
-        }
-    }
-}
-
 /// Read access to the store, shared by queries and the ingest queue.
 #[derive(Debug, Clone)]
 pub struct Store {
-    db: sled::Db,
+    db: kv::Kv,
     types: Arc<RwLock<HashMap<SignalTypeName, u16>>>,
     keys: Arc<shred::PeriodKeys>,
 }
@@ -628,8 +620,12 @@ impl Store {
             path: dir.to_owned(),
             source,
         })?;
+        if dir.join(SLED_DIR).is_dir() {
+            // A store of format 1 or 2 (sled): refused with what to do.
+            return Err(StoreError::SledStore);
+        }
         let keys = shred::PeriodKeys::open(&dir.join("period-keys"))?;
-        let db = open_sled(&dir.join("store"))?;
+        let db = kv::Kv::open(&dir.join(kv::FILE))?;
         match db.get(KEY_ID)? {
             Some(stored) if stored != server_key_id.as_bytes() => {
                 return Err(StoreError::KeyMismatch {
@@ -638,10 +634,10 @@ impl Store {
                 });
             }
             Some(_) => {}
-            None => {
-                db.insert(KEY_ID, server_key_id.as_bytes())?;
-                db.flush()?;
-            }
+            None => db.write(true, |t| {
+                t.insert(KEY_ID, server_key_id.as_bytes())?;
+                Ok(())
+            })?,
         }
         check_format(&db)?;
         let mut types = HashMap::new();
@@ -651,7 +647,7 @@ impl Store {
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .ok_or(StoreError::Corrupt)?;
-            let id = u16::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?);
+            let id = u16::from_be_bytes(v.as_slice().try_into().map_err(|_| StoreError::Corrupt)?);
             types.insert(name, id);
         }
         Ok(Store {
@@ -739,23 +735,22 @@ impl Store {
         new: Snapshot,
         flush: bool,
     ) -> Result<Snapshot, StoreError> {
-        match self.db.compare_and_swap(
-            t.key(),
-            previous.map(snapshot::encode),
-            Some(snapshot::encode(&new)),
-        )? {
-            Ok(()) => {
-                if flush {
-                    self.db.flush()?;
-                }
-                Ok(new)
+        let key = t.key();
+        let expected = previous.map(snapshot::encode);
+        let current = self.db.write(flush, |table| {
+            let current = kv::get_in(table, &key)?;
+            if current == expected {
+                table.insert(&key[..], snapshot::encode(&new).as_slice())?;
+                return Ok(None);
             }
-            Err(e) => match e.current {
-                Some(v) => snapshot::decode(&v),
-                // A purge removed the release meanwhile: its period is
-                // erased, and what was computed before is answered once.
-                None => Ok(new),
-            },
+            Ok(Some(current))
+        })?;
+        match current {
+            None => Ok(new),
+            Some(Some(v)) => snapshot::decode(&v),
+            // A purge removed the release meanwhile: its period is
+            // erased, and what was computed before is answered once.
+            Some(None) => Ok(new),
         }
     }
 
@@ -786,28 +781,21 @@ impl Store {
         ledger.extend_from_slice(&t.measure.encode().to_be_bytes());
         ledger.extend_from_slice(&year.to_be_bytes());
         let encoded = encode_cells(&cells);
-        let outcome = self
-            .db
-            .transaction(|tx| {
-                if let Some(v) = tx.get(key)? {
-                    return Ok(Ok(v.to_vec()));
-                }
-                let spent = match tx.get(&ledger)? {
-                    Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 8])),
-                    None => 0,
-                };
-                if spent.saturating_add(epsilon) > budget {
-                    return Ok(Err(spent));
-                }
-                tx.insert(ledger.as_slice(), &(spent + epsilon).to_be_bytes()[..])?;
-                tx.insert(&key[..], encoded.as_slice())?;
-                Ok(Ok(encoded.clone()))
-            })
-            .map_err(|e: sled::transaction::TransactionError<()>| match e {
-                sled::transaction::TransactionError::Storage(e) => StoreError::from(e),
-                sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt,
-            })?;
-        self.db.flush()?;
+        let outcome = self.db.write(true, |tx| {
+            if let Some(v) = kv::get_in(tx, &key)? {
+                return Ok(Ok(v));
+            }
+            let spent = match kv::get_in(tx, &ledger)? {
+                Some(v) => u64::from_be_bytes(v.as_slice().try_into().unwrap_or([0xff; 8])),
+                None => 0,
+            };
+            if spent.saturating_add(epsilon) > budget {
+                return Ok(Err(spent));
+            }
+            tx.insert(ledger.as_slice(), &(spent + epsilon).to_be_bytes()[..])?;
+            tx.insert(&key[..], encoded.as_slice())?;
+            Ok(Ok(encoded.clone()))
+        })?;
         match outcome {
             Ok(v) => Ok(OpenRelease::Stored(decode_cells(&v)?)),
             Err(spent) => Ok(OpenRelease::BudgetSpent { spent }),
@@ -852,8 +840,7 @@ impl Store {
 
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.db.sync()
     }
 
     /// First and last month with stored signals in gemeente `g`, from the
@@ -867,9 +854,9 @@ impl Store {
         }))
     }
 
-    /// The store's files on disk, in bytes (sled's own estimate).
+    /// The store's file on disk, in bytes.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
+        self.db.size_on_disk()
     }
 
     /// Number of distinct stored signals, kept at write time.
@@ -948,7 +935,7 @@ impl Store {
         let range_of = |t: u16| {
             let start = signal_key(digits, &[0; 32], t, from);
             let end = signal_key(digits, &[0xff; 32], t, to);
-            self.db.range(start..=end)
+            self.db.range(&start, &end)
         };
         for kv in type_ids.into_iter().flat_map(range_of) {
             let (k, v) = kv?;
@@ -1044,7 +1031,7 @@ impl Store {
                 .ok()
                 .and_then(|s| PseudonymKeyId::new(s).ok())
                 .ok_or(StoreError::Corrupt)?;
-            let n = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt)?);
+            let n = u64::from_be_bytes(v.as_slice().try_into().map_err(|_| StoreError::Corrupt)?);
             out.push((id, n));
         }
         Ok(out)
@@ -1077,10 +1064,8 @@ mod tests;
 /// format `format`, as an older or newer Wijkradar would have left it.
 #[cfg(feature = "dev")]
 pub fn mark_format(dir: &Path, format: u32) -> Result<(), StoreError> {
-    let db = open_sled(&dir.join("store"))?;
-    db.insert(FORMAT_KEY, &format.to_be_bytes()[..])?;
-    db.flush()?;
-    Ok(())
+    let db = kv::Kv::open(&dir.join(kv::FILE))?;
+    write_format(&db, format)
 }
 
 #[cfg(feature = "dev")]
@@ -1113,8 +1098,8 @@ pub mod forensic {
 }
 
 /// The baseline for the ingest benchmark: the raw speed of writing the same
-/// signal records into a fresh sled database in batches of `batch_size`, one
-/// `apply_batch` and one flush per batch, with none of the ingest work (no
+/// signal records into a fresh redb file in batches of `batch_size`, one
+/// durable transaction per batch, with none of the ingest work (no
 /// de-duplication lookups, no counts, no batch ids, no network).
 #[cfg(feature = "dev")]
 pub fn raw_write_baseline(
@@ -1122,11 +1107,11 @@ pub fn raw_write_baseline(
     signals: &[StoredSignal],
     batch_size: usize,
 ) -> Result<std::time::Duration, StoreError> {
-    let db = sled_config(path).open()?;
+    let db = kv::Kv::open(path)?;
     let mut type_ids: HashMap<&SignalTypeName, u16> = HashMap::new();
     let started = std::time::Instant::now();
     for chunk in signals.chunks(batch_size.max(1)) {
-        let mut batch = sled::Batch::default();
+        let mut batch = kv::Batch::default();
         for s in chunk {
             let next = type_ids.len() as u16;
             let type_id = *type_ids.entry(&s.signal_type).or_insert(next);
@@ -1144,8 +1129,7 @@ pub fn raw_write_baseline(
                 &value[..],
             );
         }
-        db.apply_batch(batch)?;
-        db.flush()?;
+        db.write(true, |t| batch.apply(t))?;
     }
     Ok(started.elapsed())
 }

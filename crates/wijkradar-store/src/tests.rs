@@ -643,22 +643,18 @@ fn a_store_of_a_newer_format_is_refused_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), "k1").unwrap();
     assert_eq!(
-        store.db.get(b"F").unwrap().unwrap().as_ref(),
+        store.db.get(b"F").unwrap().unwrap(),
         crate::FORMAT.to_be_bytes()
     );
-    store
-        .db
-        .insert(b"F", &(crate::FORMAT + 1).to_be_bytes()[..])
-        .unwrap();
-    store.db.flush().unwrap();
+    crate::write_format(&store.db, crate::FORMAT + 1).unwrap();
     drop(store);
     let refused = Store::open(dir.path(), "k1").expect_err("refused");
     assert!(
         matches!(
             refused,
             StoreError::NewerFormat {
-                found: 3,
-                supported: 2
+                found: 4,
+                supported: 3
             }
         ),
         "{refused:?}"
@@ -671,52 +667,88 @@ fn a_store_of_a_newer_format_is_refused_with_what_to_do() {
     );
 }
 
-/// A store of format 1 (with its record, or written before formats were
-/// recorded) is refused until the operator upgrades it explicitly; then it
-/// opens with every signal as before.
+/// A data directory with one stored signal, and its store's records.
+fn one_signal_store(dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let store = Store::open(dir, "k1").unwrap();
+    let (queue, writer) = IngestQueue::start(store.clone(), 4);
+    let one = batch(
+        "b1",
+        vec![signal(1, "BU00340101", "huurachterstand", "2026-01")],
+    );
+    let stored = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(queue.submit(one))
+        .unwrap();
+    assert_eq!(stored, Outcome::Stored);
+    drop(queue);
+    writer.join();
+    store.db.iter().map(Result::unwrap).collect()
+}
+
+/// A store of formats 1 and 2 (sled, with its format record or written
+/// before formats were recorded) is refused until the operator upgrades it
+/// explicitly; then it opens with every signal as before, in redb.
 #[test]
-fn a_store_of_an_older_format_opens_only_after_an_explicit_upgrade() {
-    for with_record in [true, false] {
+fn a_sled_store_opens_only_after_an_explicit_upgrade() {
+    for format in [None, Some(2u32)] {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), "k1").unwrap();
-        let (queue, writer) = IngestQueue::start(store.clone(), 4);
-        let one = batch(
-            "b1",
-            vec![signal(1, "BU00340101", "huurachterstand", "2026-01")],
-        );
-        let stored = tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(queue.submit(one))
-            .unwrap();
-        assert_eq!(stored, Outcome::Stored);
-        drop(queue);
-        writer.join();
-        match with_record {
-            true => store.db.insert(b"F", &1u32.to_be_bytes()[..]).unwrap(),
-            false => store.db.remove(b"F").unwrap(),
-        };
-        store.db.flush().unwrap();
-        drop(store);
+        let records = one_signal_store(dir.path());
+        std::fs::remove_file(dir.path().join(crate::kv::FILE)).unwrap();
+        // The same records in sled, as Wijkradar of format 1 or 2 kept them.
+        let old = sled::open(dir.path().join("store")).unwrap();
+        for (k, v) in records {
+            match (k.as_slice(), format) {
+                (b"F", None) => {}
+                (b"F", Some(f)) => drop(old.insert(k, &f.to_be_bytes()[..]).unwrap()),
+                _ => drop(old.insert(k, v).unwrap()),
+            }
+        }
+        old.flush().unwrap();
+        drop(old);
         let refused = Store::open(dir.path(), "k1").expect_err("refused");
-        assert!(
-            matches!(
-                refused,
-                StoreError::OlderFormat {
-                    found: 1,
-                    supported: 2
-                }
-            ),
-            "{refused:?}"
-        );
+        assert!(matches!(refused, StoreError::SledStore), "{refused:?}");
         assert!(
             refused.to_string().contains("wijkradar admin upgrade"),
             "{refused}"
         );
-        assert_eq!(crate::upgrade(dir.path()).unwrap(), 1);
+        let mut progress = 0;
+        let found = crate::upgrade(dir.path(), |n| progress = n).unwrap();
+        assert_eq!(found, format.unwrap_or(1));
+        assert!(progress > 5, "records copied: {progress}");
+        assert!(!dir.path().join("store").exists());
+        assert!(dir.path().join(crate::SLED_MOVED_ASIDE).is_dir());
         let store = Store::open(dir.path(), "k1").unwrap();
         assert_eq!(store.signal_count().unwrap(), 1);
+        let g = "GM0034".parse().unwrap();
+        assert_eq!(store.households_in(g).unwrap().len(), 1);
         drop(store);
         // Upgrading again changes nothing.
-        assert_eq!(crate::upgrade(dir.path()).unwrap(), 2);
+        assert_eq!(crate::upgrade(dir.path(), |_| {}).unwrap(), 3);
     }
+}
+
+/// A backup of format 2 restored into redb keeps its format record: it is
+/// refused until upgraded, which only writes the record.
+#[test]
+fn a_redb_store_of_an_older_format_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = one_signal_store(dir.path());
+    let store = Store::open(dir.path(), "k1").unwrap();
+    crate::write_format(&store.db, 2).unwrap();
+    drop(store);
+    let refused = Store::open(dir.path(), "k1").expect_err("refused");
+    assert!(
+        matches!(
+            refused,
+            StoreError::OlderFormat {
+                found: 2,
+                supported: 3
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(crate::upgrade(dir.path(), |_| {}).unwrap(), 2);
+    let store = Store::open(dir.path(), "k1").unwrap();
+    let after: Vec<_> = store.db.iter().map(Result::unwrap).collect();
+    assert_eq!(after, records);
 }

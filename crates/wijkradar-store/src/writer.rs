@@ -1,15 +1,16 @@
 //! The single writer: one thread takes batches from a bounded queue, applies
-//! each as one atomic sled batch, flushes once for everything it took, and
-//! only then answers. Grouping concurrent batches into one flush is what keeps
-//! durable acknowledgements fast; one writer keeps sled's concurrency simple
-//! and makes read-then-write of the counts safe.
+//! everything it took in one redb transaction, commits it durably once, and
+//! only then answers. Grouping concurrent batches into one commit is what
+//! keeps durable acknowledgements fast; one writer makes read-then-write of
+//! the counts safe. (Queries write only the releases they materialise, each
+//! in a short transaction of its own.)
 //!
-//! Because it is the only writer, the thread can keep two things in memory
-//! that sled would otherwise answer with a random read per signal: a Bloom
-//! filter of the stored signal keys (a key it has never seen is certainly
-//! new; a possible match is checked in sled), and the counts it has read or
-//! written. Both are updated only after a batch is applied, so they never run
-//! ahead of the store.
+//! Because it is the only writer of signals, the thread can keep two things
+//! in memory that the store would otherwise answer with a random read per
+//! signal: a Bloom filter of the stored signal keys (a key it has never seen
+//! is certainly new; a possible match is looked up), and the counts it has
+//! read or written. Both are updated only after a batch is applied, so they
+//! never run ahead of the store.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -21,11 +22,12 @@ use wijkradar_domain::intervention::Intervention;
 use wijkradar_domain::{CellTotal, Month, SignalTypeName};
 
 use crate::alert_status::{ALERT_STATUS, AlertRef, AlertStatusRecord};
+use crate::kv::{self, WriteTable};
 use crate::{
     COUNT, EPOCH, IncomingBatch, Measure, PREVIOUS_MARK, PSEUDONYM_KEY, RELEASE, SIGNAL,
     SIGNAL_KEY, SIGNAL_TOTAL, SIGNAL_VALUE, Store, StoreError, TABLE_STATE, TYPE, TableRef,
     UnderKey, batch_key, count_key, decode_total, decode_under_key, encode_total, encode_under_key,
-    epoch_key, read_counter, signal_key, signal_period, table_key, table_of_state_key,
+    epoch_key, signal_key, signal_period, table_key, table_of_state_key,
 };
 
 /// Signal keys the Bloom filter is sized for at least; it is sized for twice
@@ -94,11 +96,10 @@ impl WriterState {
                     .keys()
                     .take_while(|_| !cancelled.load(std::sync::atomic::Ordering::Relaxed))
                     .try_for_each(|key| {
-                        filter.insert(key?.as_ref());
-                        Ok::<(), sled::Error>(())
+                        filter.insert(key?.as_slice());
+                        Ok::<(), StoreError>(())
                     })
-                    .map(|()| filter)
-                    .map_err(StoreError::from);
+                    .map(|()| filter);
                 tracing::debug!(elapsed = ?started.elapsed(), "writer's key filter built");
                 let _ = tx.send(built);
             })
@@ -142,12 +143,12 @@ impl WriterState {
         self.stored_keys = next;
     }
 
-    fn is_stored(&self, key: &[u8; SIGNAL_KEY]) -> Result<bool, StoreError> {
+    fn is_stored(&self, t: &WriteTable<'_>, key: &[u8; SIGNAL_KEY]) -> Result<bool, StoreError> {
         let maybe = match &self.stored_keys {
             KeyFilter::Ready(filter) => filter.contains(&key[..]),
             KeyFilter::Loading { .. } | KeyFilter::Absent => true,
         };
-        Ok(maybe && self.store.db.contains_key(key)?)
+        Ok(maybe && kv::get_in(t, key)?.is_some())
     }
 
     fn remember(&mut self, key: [u8; SIGNAL_KEY]) {
@@ -160,11 +161,11 @@ impl WriterState {
         }
     }
 
-    fn total(&self, key: &[u8; 15]) -> Result<CellTotal, StoreError> {
-        if let Some(&t) = self.counts.get(key) {
-            return Ok(t);
+    fn total(&self, t: &WriteTable<'_>, key: &[u8; 15]) -> Result<CellTotal, StoreError> {
+        if let Some(&total) = self.counts.get(key) {
+            return Ok(total);
         }
-        match self.store.db.get(key)? {
+        match kv::get_in(t, key)? {
             Some(v) => decode_total(&v),
             None => Ok(CellTotal::default()),
         }
@@ -468,11 +469,15 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
         if !group.is_empty() {
             poisoned = write_group(&store, &mut state, group, poisoned);
         }
-        if !poisoned {
-            for key in removals {
-                if let Err(e) = store.db.remove(key) {
-                    tracing::warn!(error = %e, "could not remove a record; the next start retries");
+        if !poisoned && !removals.is_empty() {
+            let removed = store.db.write(false, |t| {
+                for key in removals {
+                    t.remove(key.as_slice())?;
                 }
+                Ok(())
+            });
+            if let Err(e) = removed {
+                tracing::warn!(error = %e, "could not remove records; the next start retries");
             }
         }
         if let Some((first_kept, reply)) = purge {
@@ -508,30 +513,26 @@ fn put_record(
     if_absent: bool,
     flush: bool,
 ) -> Result<(), StoreError> {
-    match value {
-        Some(value) if if_absent => {
-            store
-                .db
-                .compare_and_swap(key, None as Option<&[u8]>, Some(value))?
-                .map_err(|_| StoreError::VersionTaken)?;
+    store.db.write(flush, |t| {
+        match value {
+            Some(_) if if_absent && kv::get_in(t, &key)?.is_some() => {
+                return Err(StoreError::VersionTaken);
+            }
+            Some(value) => {
+                t.insert(key.as_slice(), value.as_slice())?;
+            }
+            None => {
+                t.remove(key.as_slice())?;
+            }
         }
-        Some(value) => {
-            store.db.insert(key, value)?;
-        }
-        None => {
-            store.db.remove(key)?;
-        }
-    }
-    if flush {
-        store.db.flush()?;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
 
-/// Applies a group of batches, flushes once, answers each; returns whether
-/// the writer is poisoned afterwards.
+/// Applies a group of batches in one transaction, commits it durably,
+/// answers each; returns whether the writer is poisoned afterwards.
 fn write_group(
     store: &Store,
     state: &mut Option<WriterState>,
@@ -547,18 +548,31 @@ fn write_group(
     let started = std::time::Instant::now();
     let state = state.as_mut().expect("not poisoned");
     state.poll_filter();
-    let results: Vec<_> = group.iter().map(|r| apply(state, &r.0)).collect();
-    let applied = started.elapsed();
-    // Flush even when every batch was already stored: an earlier batch of
-    // this same group may have stored it, and is not on disk yet.
-    if let Err(e) = store.db.flush() {
-        tracing::error!(error = %e, "flush failed; refusing further writes until restart");
-        group
-            .into_iter()
-            .for_each(|r| drop(r.1.send(Err(StoreError::Unavailable))));
-        return true;
-    }
-    tracing::debug!(batches = group.len(), ?applied, flushed = ?(started.elapsed() - applied), "write group");
+    let mut applied = started.elapsed();
+    // A batch refused on its own (a conflicting batch id) wrote nothing; a
+    // failure of the store itself ends the whole transaction.
+    let written = store.db.write(true, |t| {
+        let mut results: Vec<_> = group.iter().map(|r| apply(state, t, &r.0)).collect();
+        if let Some(i) = results
+            .iter()
+            .position(|r| matches!(r, Err(StoreError::Engine(_))))
+        {
+            return Err(results.swap_remove(i).expect_err("an engine error"));
+        }
+        applied = started.elapsed();
+        Ok(results)
+    });
+    let results = match written {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::error!(error = %e, "write failed; refusing further writes until restart");
+            group
+                .into_iter()
+                .for_each(|r| drop(r.1.send(Err(StoreError::Unavailable))));
+            return true;
+        }
+    };
+    tracing::debug!(batches = group.len(), ?applied, committed = ?(started.elapsed() - applied), "write group");
     for (r, result) in group.into_iter().zip(results) {
         let _ = r.1.send(result);
     }
@@ -572,7 +586,6 @@ fn purge(
     state: &mut WriterState,
     first_kept: &HashMap<SignalTypeName, Month>,
 ) -> Result<Purged, StoreError> {
-    let db = &state.store.db;
     let types = state.store.types.read().expect("type map lock").clone();
     let cutoff: HashMap<u16, Month> = types
         .iter()
@@ -589,90 +602,75 @@ fn purge(
         return Ok(Purged::default());
     }
     let gone: HashSet<(u16, Month)> = periods.iter().copied().collect();
-    let mut writes = sled::Batch::default();
-    let mut signals = 0u64;
-    // Signals are kept per gemeente first: one pass over all of them.
-    for key in db.scan_prefix([SIGNAL]).keys() {
-        let key = key?;
-        if gone.contains(&signal_period(&key)?) {
-            writes.remove(key);
-            signals += 1;
-        }
-    }
-    for &(type_id, month) in &periods {
-        let mut count_prefix = vec![COUNT];
-        count_prefix.extend_from_slice(&type_id.to_be_bytes());
-        count_prefix.extend_from_slice(&month.index().to_be_bytes());
-        for key in db.scan_prefix(&count_prefix).keys() {
-            let key = key?;
-            if let Ok(k) = <[u8; 15]>::try_from(key.as_ref()) {
-                state.counts.remove(&k);
-            }
-            writes.remove(key);
-        }
-    }
-    // Signals per key of the erased periods (keyed by gemeente first).
-    for key in db.scan_prefix([EPOCH]).keys() {
-        let key = key?;
-        let period = key.get(5..11).and_then(|k| {
-            let month = Month::from_index(u32::from_be_bytes(k[2..6].try_into().ok()?))?;
-            Some((u16::from_be_bytes([k[0], k[1]]), month))
-        });
-        if period.is_some_and(|p| gone.contains(&p)) {
-            writes.remove(key);
-        }
-    }
-    // Table states of the erased periods (keyed by gemeente first).
-    for key in db.scan_prefix([TABLE_STATE]).keys() {
-        let key = key?;
-        let (_, type_id, month) = table_of_state_key(&key)?;
-        if gone.contains(&(type_id, month)) {
-            writes.remove(key);
-        }
-    }
-    // Releases of erased periods: a type's tables over one of its erased
-    // months (answered as purged whole), and a derived indicator's from
-    // before the month every type still keeps. A later derived table whose
-    // window reached an erased month stays; its state changed, so it gets a
-    // new version when next released.
     let kept_by_all = cutoff.values().copied().min();
-    let releases = db.scan_prefix([RELEASE]).keys();
-    for key in releases.chain(db.scan_prefix([crate::OPEN_RELEASE]).keys()) {
-        let key = key?;
-        let (measure, months, first) = TableRef::parse(&key)?;
-        let last = first.plus(i32::from(months) - 1);
-        let counted = match measure {
-            Measure::Type(t) => first.through(last).any(|m| gone.contains(&(t, m))),
-            Measure::Derived(_) => kept_by_all.is_some_and(|k| first < k),
-        };
-        if counted {
-            writes.remove(key);
+    let signal_total = state.signal_total;
+    let counts = &mut state.counts;
+    // Records and counts are read and removed in one durable transaction.
+    let signals = state.store.db.write(true, |t| {
+        let mut doomed = Vec::new();
+        // Signals are kept per gemeente first: one pass over all of them.
+        let signals = kv::keys_where(t, &[SIGNAL], |k| Ok(gone.contains(&signal_period(k)?)))?;
+        for &(type_id, month) in &periods {
+            let mut count_prefix = vec![COUNT];
+            count_prefix.extend_from_slice(&type_id.to_be_bytes());
+            count_prefix.extend_from_slice(&month.index().to_be_bytes());
+            doomed.extend(kv::keys_where(t, &count_prefix, |_| Ok(true))?);
         }
-    }
-    // Statuses of alerts of erased months: a type's by its own cutoff, a
-    // derived indicator's before the month every type still keeps.
-    for key in db.scan_prefix([ALERT_STATUS]).keys() {
-        let key = key?;
-        let erased =
-            AlertRef::month_and_measure(&key).is_some_and(|(month, measure)| {
-                match measure
-                    .parse::<SignalTypeName>()
-                    .ok()
-                    .and_then(|t| first_kept.get(&t))
-                {
-                    Some(&first) => month < first,
-                    None => kept_by_all.is_some_and(|k| month < k),
-                }
+        // Signals per key of the erased periods (keyed by gemeente first).
+        doomed.extend(kv::keys_where(t, &[EPOCH], |k| {
+            let period = k.get(5..11).and_then(|k| {
+                let month = Month::from_index(u32::from_be_bytes(k[2..6].try_into().ok()?))?;
+                Some((u16::from_be_bytes([k[0], k[1]]), month))
             });
-        if erased {
-            writes.remove(key);
+            Ok(period.is_some_and(|p| gone.contains(&p)))
+        })?);
+        // Table states of the erased periods (keyed by gemeente first).
+        doomed.extend(kv::keys_where(t, &[TABLE_STATE], |k| {
+            let (_, type_id, month) = table_of_state_key(k)?;
+            Ok(gone.contains(&(type_id, month)))
+        })?);
+        // Releases of erased periods: a type's tables over one of its erased
+        // months (answered as purged whole), and a derived indicator's from
+        // before the month every type still keeps. A later derived table whose
+        // window reached an erased month stays; its state changed, so it gets a
+        // new version when next released.
+        let erased_release = |k: &[u8]| {
+            let (measure, months, first) = TableRef::parse(k)?;
+            let last = first.plus(i32::from(months) - 1);
+            Ok(match measure {
+                Measure::Type(t) => first.through(last).any(|m| gone.contains(&(t, m))),
+                Measure::Derived(_) => kept_by_all.is_some_and(|k| first < k),
+            })
+        };
+        doomed.extend(kv::keys_where(t, &[RELEASE], erased_release)?);
+        doomed.extend(kv::keys_where(t, &[crate::OPEN_RELEASE], erased_release)?);
+        // Statuses of alerts of erased months: a type's by its own cutoff, a
+        // derived indicator's before the month every type still keeps.
+        doomed.extend(kv::keys_where(t, &[ALERT_STATUS], |k| {
+            Ok(
+                AlertRef::month_and_measure(k).is_some_and(|(month, measure)| {
+                    match measure
+                        .parse::<SignalTypeName>()
+                        .ok()
+                        .and_then(|t| first_kept.get(&t))
+                    {
+                        Some(&first) => month < first,
+                        None => kept_by_all.is_some_and(|k| month < k),
+                    }
+                }),
+            )
+        })?);
+        for key in signals.iter().chain(&doomed) {
+            t.remove(key.as_slice())?;
+            if let Ok(k) = <[u8; 15]>::try_from(key.as_slice()) {
+                counts.remove(&k);
+            }
         }
-    }
-    let signal_total = state.signal_total.saturating_sub(signals);
-    writes.insert(SIGNAL_TOTAL, &signal_total.to_be_bytes()[..]);
-    db.apply_batch(writes)?;
-    db.flush()?;
-    state.signal_total = signal_total;
+        let left = signal_total.saturating_sub(signals.len() as u64);
+        t.insert(SIGNAL_TOTAL, &left.to_be_bytes()[..])?;
+        Ok(signals.len() as u64)
+    })?;
+    state.signal_total = signal_total.saturating_sub(signals);
     for &(type_id, month) in &periods {
         state.store.keys.erase(type_id, month)?;
     }
@@ -682,11 +680,14 @@ fn purge(
     })
 }
 
-fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, StoreError> {
-    let db = &state.store.db;
+fn apply(
+    state: &mut WriterState,
+    t: &mut WriteTable<'_>,
+    batch: &IncomingBatch,
+) -> Result<Outcome, StoreError> {
     let bkey = batch_key(&batch.partner, &batch.id);
-    if let Some(digest) = db.get(&bkey)? {
-        return if digest.as_ref() == batch.digest {
+    if let Some(digest) = kv::get_in(t, &bkey)? {
+        return if digest == batch.digest {
             Ok(Outcome::AlreadyStored)
         } else {
             Err(StoreError::BatchConflict(batch.id.to_string()))
@@ -695,7 +696,7 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
 
     let mut types = state.store.types.read().expect("type map lock").clone();
     let mut new_types = Vec::new();
-    let mut writes = sled::Batch::default();
+    let mut writes = kv::Batch::default();
     let mut deltas: HashMap<[u8; 15], CellTotal> = HashMap::new();
 
     // Keys in order: the existence checks then walk the tree in order, and
@@ -724,7 +725,7 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
     for (key, type_id, s, period_key, tag) in records {
         // Kept once per (pseudonym, type, month): a retry, a second partner
         // or a repeat inside this batch counts once.
-        if state.is_stored(&key)? {
+        if state.is_stored(t, &key)? {
             continue;
         }
         // A household signal sent again after a key change, with its
@@ -732,7 +733,7 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
         if let (None, Some(before)) = (&s.household, &s.previous) {
             let g = s.buurt.gemeente();
             let earlier = signal_key(g.body(), &period_key.tag(before), type_id, s.month);
-            if state.is_stored(&earlier)? {
+            if state.is_stored(t, &earlier)? {
                 continue;
             }
         }
@@ -761,7 +762,7 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
     }
     let mut new_counts = Vec::with_capacity(deltas.len());
     for (key, delta) in deltas {
-        let total = state.total(&key)? + delta;
+        let total = state.total(t, &key)? + delta;
         writes.insert(&key[..], &encode_total(total)[..]);
         new_counts.push((key, total));
     }
@@ -780,7 +781,7 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
         ));
     }
     for key in tables {
-        let changes = read_counter(db, &key)?;
+        let changes = read_counter_in(t, &key)?;
         writes.insert(&key[..], &(changes + 1).to_be_bytes()[..]);
     }
     for (name, id) in &new_types {
@@ -790,7 +791,7 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
     }
     for ((g, type_id, month), added) in per_period {
         let key = epoch_key(&g, type_id, month, &batch.key_id);
-        let before = match db.get(&key)? {
+        let before = match kv::get_in(t, &key)? {
             Some(v) => decode_under_key(&v)?,
             None => UnderKey::default(),
         };
@@ -802,7 +803,7 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
     }
     let signal_total = state.signal_total + new_keys.len() as u64;
     let key_id_key = [&[PSEUDONYM_KEY][..], batch.key_id.as_str().as_bytes()].concat();
-    let under_key = read_counter(db, &key_id_key)? + new_keys.len() as u64;
+    let under_key = read_counter_in(t, &key_id_key)? + new_keys.len() as u64;
     writes.insert(key_id_key, &under_key.to_be_bytes()[..]);
     writes.insert(SIGNAL_TOTAL, &signal_total.to_be_bytes()[..]);
     writes.insert(bkey, &batch.digest[..]);
@@ -812,9 +813,7 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
         crate::unaudited::key(&batch.partner, batch.id.as_str()),
         crate::unaudited::encode(&batch.signals),
     );
-    let t = std::time::Instant::now();
-    db.apply_batch(writes)?;
-    tracing::trace!(apply_batch = ?t.elapsed(), "apply_batch");
+    writes.apply(t)?;
     for key in new_keys {
         state.remember(key);
     }
@@ -829,4 +828,9 @@ fn apply(state: &mut WriterState, batch: &IncomingBatch) -> Result<Outcome, Stor
             .extend(new_types);
     }
     Ok(Outcome::Stored)
+}
+
+/// A u64 counter at `key` in the writer's transaction; 0 when never written.
+fn read_counter_in(t: &WriteTable<'_>, key: &[u8]) -> Result<u64, StoreError> {
+    kv::get_in(t, key)?.map_or(Ok(0), |v| crate::decode_counter(&v))
 }

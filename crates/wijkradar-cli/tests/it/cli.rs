@@ -431,7 +431,7 @@ fn an_older_data_directory_is_refused_until_the_operator_upgrades_it() {
     let data = &setup.config.data_dir;
     let key = wijkradar_pseudonym::ServerKey::load(&setup.config.keys.server_key).unwrap();
     drop(wijkradar_store::Store::open(data, &key.id().to_string()).unwrap());
-    wijkradar_store::mark_format(data, 1).unwrap();
+    wijkradar_store::mark_format(data, 2).unwrap();
     let out = wijkradar()
         .args(["serve", "--config"])
         .arg(&config)
@@ -457,7 +457,7 @@ fn an_older_data_directory_is_refused_until_the_operator_upgrades_it() {
         );
         assert!(stdout.contains(expect), "{stdout}");
     };
-    upgrade("van opslagformaat 1 naar 2");
-    upgrade("al opslagformaat 2");
+    upgrade("van opslagformaat 2 naar 3");
+    upgrade("al opslagformaat 3");
     wijkradar_store::Store::open(data, &key.id().to_string()).unwrap();
 }
