@@ -1,4 +1,5 @@
-//! The outbox at the partner (sled): a run first pseudonymises a whole
+//! The outbox at the partner (redb, `outbox.redb` in the outbox
+//! directory): a run first pseudonymises a whole
 //! export into it, in one atomic write, then sends; a batch leaves the
 //! outbox only after the aggregator acknowledged it as durably stored. If the
 //! aggregator is down or the agent is killed, the next run sends what is
@@ -16,18 +17,24 @@
 //! | `R` · sequence (u64) | a batch the aggregator refused for good, set aside: see [`SetAside`] |
 //! | `I` · SHA-256 of the export file | the import record, see [`Import`] |
 //! | `N` | the next sequence number (u64) |
+//!
+//! An outbox of an earlier agent (sled, in the same directory) is copied
+//! into redb when the agent first opens it, and its files removed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use prost::Message;
+use redb::{ReadableDatabase as _, ReadableTable as _};
 use wijkradar_proto::v1 as pb;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error("outbox {path}: {source}")]
-    Open { path: String, source: sled::Error },
+    Open { path: String, source: redb::Error },
     #[error("outbox: {0}")]
+    Engine(#[from] redb::Error),
+    #[error("outbox of an earlier agent (sled): {0}")]
     Sled(#[from] sled::Error),
     #[error("outbox: a record is damaged ({0})")]
     Corrupt(&'static str),
@@ -143,10 +150,35 @@ impl SetAside {
     }
 }
 
+macro_rules! engine_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for OutboxError {
+            fn from(e: $t) -> OutboxError {
+                OutboxError::Engine(redb::Error::from(e))
+            }
+        }
+    )*};
+}
+engine_errors!(
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    db: sled::Db,
+    db: std::sync::Arc<redb::Database>,
 }
+
+/// The outbox's one table.
+const RECORDS: redb::TableDefinition<'static, &'static [u8], &'static [u8]> =
+    redb::TableDefinition::new("outbox");
+/// The outbox's file in its directory.
+const FILE: &str = "outbox.redb";
+/// redb's page cache: an outbox holds a few exports at most.
+const CACHE_BYTES: usize = 16 << 20;
 
 const QUEUE: u8 = b'Q';
 const SET_ASIDE: u8 = b'R';
@@ -156,20 +188,67 @@ const NEXT: &[u8] = b"N";
 impl Outbox {
     /// Opens (or creates) the outbox. Only one agent run can hold it.
     pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|source| OutboxError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
-        Ok(Outbox { db })
+        let open_error = |source: redb::Error| OutboxError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(path).map_err(|e| open_error(e.into()))?;
+        let file = path.join(FILE);
+        if !file.exists() && path.join("conf").exists() {
+            copy_from_sled(path, &file)?;
+        }
+        let db = redb::Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&file)
+            .map_err(|e| open_error(e.into()))?;
+        let outbox = Outbox {
+            db: std::sync::Arc::new(db),
+        };
+        outbox.write(true, |_| Ok(()))?;
+        Ok(outbox)
+    }
+
+    /// One write transaction, committed durably when `durable`.
+    fn write<T>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&mut redb::Table<'_, &'static [u8], &'static [u8]>) -> Result<T, OutboxError>,
+    ) -> Result<T, OutboxError> {
+        let mut tx = self.db.begin_write()?;
+        if !durable {
+            tx.set_durability(redb::Durability::None)?;
+        }
+        let out = {
+            let mut table = tx.open_table(RECORDS)?;
+            f(&mut table)?
+        };
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, OutboxError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(RECORDS)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every record under the one-byte `prefix`, in key order.
+    fn scan(&self, prefix: u8) -> Result<Vec<(Vec<u8>, Vec<u8>)>, OutboxError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(RECORDS)?;
+        let (from, to) = ([prefix], [prefix + 1]);
+        let mut out = Vec::new();
+        for kv in table.range::<&[u8]>(&from[..]..&to[..])? {
+            let (k, v) = kv?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     /// The import record of an export with this digest, if it was imported.
     pub fn imported(&self, digest: &[u8; 32]) -> Result<Option<Import>, OutboxError> {
         let key = [&[IMPORT][..], digest].concat();
-        match self.db.get(key)? {
+        match self.get(&key)? {
             Some(v) => Ok(Some(
                 Import::decode(&v).ok_or(OutboxError::Corrupt("import record"))?,
             )),
@@ -186,37 +265,37 @@ impl Outbox {
         record: &Import,
         batches: &[Vec<u8>],
     ) -> Result<(), OutboxError> {
-        let mut next = match self.db.get(NEXT)? {
-            Some(v) => u64::from_be_bytes(
-                v.as_ref()
-                    .try_into()
-                    .map_err(|_| OutboxError::Corrupt("sequence"))?,
-            ),
-            None => 0,
-        };
-        let mut writes = sled::Batch::default();
-        for b in batches {
-            writes.insert(&queue_key(next)[..], &b[..]);
-            next += 1;
-        }
-        writes.insert(NEXT, &next.to_be_bytes()[..]);
-        writes.insert([&[IMPORT][..], digest].concat(), record.encode());
-        self.db.apply_batch(writes)?;
-        self.db.flush()?;
-        Ok(())
+        self.write(true, |t| {
+            let mut next = match t.get(NEXT)? {
+                Some(v) => u64::from_be_bytes(
+                    v.value()
+                        .try_into()
+                        .map_err(|_| OutboxError::Corrupt("sequence"))?,
+                ),
+                None => 0,
+            };
+            for b in batches {
+                t.insert(&queue_key(next)[..], &b[..])?;
+                next += 1;
+            }
+            t.insert(NEXT, &next.to_be_bytes()[..])?;
+            let key = [&[IMPORT][..], digest].concat();
+            t.insert(key.as_slice(), record.encode().as_slice())?;
+            Ok(())
+        })
     }
 
     /// Every pending batch with its sequence number, oldest first.
     pub fn pending(&self) -> Result<Vec<(u64, pb::Batch)>, OutboxError> {
         let mut out = Vec::new();
-        for entry in self.db.scan_prefix([QUEUE]) {
-            let (k, v) = entry?;
+        for (k, v) in self.scan(QUEUE)? {
             let seq = u64::from_be_bytes(
                 k.get(1..9)
                     .and_then(|s| s.try_into().ok())
                     .ok_or(OutboxError::Corrupt("queue key"))?,
             );
-            let batch = pb::Batch::decode(v.as_ref()).map_err(|_| OutboxError::Corrupt("batch"))?;
+            let batch =
+                pb::Batch::decode(v.as_slice()).map_err(|_| OutboxError::Corrupt("batch"))?;
             out.push((seq, batch));
         }
         Ok(out)
@@ -226,40 +305,38 @@ impl Outbox {
     /// dies before [`Outbox::flush`], the batch is sent again and answered
     /// "already stored".
     pub fn remove(&self, seq: u64) -> Result<(), OutboxError> {
-        self.db.remove(queue_key(seq))?;
-        Ok(())
+        self.write(false, |t| {
+            t.remove(&queue_key(seq)[..])?;
+            Ok(())
+        })
     }
 
     pub fn flush(&self) -> Result<(), OutboxError> {
-        self.db.flush()?;
-        Ok(())
+        self.write(true, |_| Ok(()))
     }
 
     /// Moves pending batch `seq` aside, with the aggregator's reason, and
     /// flushes: it is not sent again.
     pub fn set_aside(&self, seq: u64, reason: &str, at: u64) -> Result<(), OutboxError> {
-        let Some(batch) = self.db.get(queue_key(seq))? else {
-            return Ok(());
-        };
-        let mut value = Vec::with_capacity(12 + reason.len() + batch.len());
-        value.extend_from_slice(&at.to_be_bytes());
-        value.extend_from_slice(&(reason.len() as u32).to_be_bytes());
-        value.extend_from_slice(reason.as_bytes());
-        value.extend_from_slice(&batch);
-        let mut writes = sled::Batch::default();
-        writes.remove(&queue_key(seq)[..]);
-        writes.insert(&set_aside_key(seq)[..], value);
-        self.db.apply_batch(writes)?;
-        self.db.flush()?;
-        Ok(())
+        self.write(true, |t| {
+            let Some(batch) = t.remove(&queue_key(seq)[..])?.map(|b| b.value().to_vec()) else {
+                return Ok(());
+            };
+            let mut value = Vec::with_capacity(12 + reason.len() + batch.len());
+            value.extend_from_slice(&at.to_be_bytes());
+            value.extend_from_slice(&(reason.len() as u32).to_be_bytes());
+            value.extend_from_slice(reason.as_bytes());
+            value.extend_from_slice(&batch);
+            t.insert(&set_aside_key(seq)[..], value.as_slice())?;
+            Ok(())
+        })
     }
 
     /// Every batch set aside, oldest first.
     pub fn set_aside_batches(&self) -> Result<Vec<SetAside>, OutboxError> {
         let corrupt = || OutboxError::Corrupt("set-aside batch");
         let mut out = Vec::new();
-        for entry in self.db.scan_prefix([SET_ASIDE]) {
-            let (k, v) = entry?;
+        for (k, v) in self.scan(SET_ASIDE)? {
             let seq = u64::from_be_bytes(
                 k.get(1..9)
                     .and_then(|s| s.try_into().ok())
@@ -321,8 +398,10 @@ impl Outbox {
         writeln!(file, "{line}")
             .and_then(|()| file.sync_all())
             .map_err(trail_error)?;
-        self.db.remove(set_aside_key(seq))?;
-        self.db.flush()?;
+        self.write(true, |t| {
+            t.remove(&set_aside_key(seq)[..])?;
+            Ok(())
+        })?;
         Ok(found)
     }
 
@@ -336,8 +415,7 @@ impl Outbox {
                 *s.per_month.entry(signal.month).or_default() += 1;
             }
         }
-        for entry in self.db.scan_prefix([IMPORT]) {
-            let (_, v) = entry?;
+        for (_, v) in self.scan(IMPORT)? {
             s.imports
                 .push(Import::decode(&v).ok_or(OutboxError::Corrupt("import record"))?);
         }
@@ -345,6 +423,39 @@ impl Outbox {
         s.set_aside = self.set_aside_batches()?;
         Ok(s)
     }
+}
+
+/// Copies the sled outbox of an earlier agent in `dir` into `file`, then
+/// removes sled's files: what was pending is sent by this agent.
+fn copy_from_sled(dir: &Path, file: &Path) -> Result<(), OutboxError> {
+    let partial = file.with_extension("redb.partial");
+    let _ = std::fs::remove_file(&partial);
+    let old = sled::Config::new().path(dir).open()?;
+    let copy = redb::Database::create(&partial).map_err(redb::Error::from)?;
+    let tx = copy.begin_write()?;
+    {
+        let mut table = tx.open_table(RECORDS)?;
+        for kv in old.iter() {
+            let (k, v) = kv?;
+            table.insert(k.as_ref(), v.as_ref())?;
+        }
+    }
+    tx.commit()?;
+    drop(copy);
+    drop(old);
+    let io = |e: std::io::Error| OutboxError::Engine(e.into());
+    std::fs::rename(&partial, file).map_err(io)?;
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == "conf" || name == "db" || name.starts_with("snap.") {
+            std::fs::remove_file(entry.path()).map_err(io)?;
+        } else if name == "blobs" {
+            std::fs::remove_dir_all(entry.path()).map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 fn queue_key(seq: u64) -> [u8; 9] {
@@ -424,5 +535,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(o.pending().unwrap().last().unwrap().0, 2);
+    }
+
+    /// An outbox an earlier agent left in sled is copied on first open:
+    /// what was pending and imported is still there, and sled's files go.
+    #[test]
+    fn an_outbox_of_an_earlier_agent_is_copied_into_redb() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let old = sled::open(dir.path()).unwrap();
+            old.insert(queue_key(4), batch("a").encode_to_vec())
+                .unwrap();
+            old.insert(NEXT, &5u64.to_be_bytes()[..]).unwrap();
+            old.flush().unwrap();
+        }
+        assert!(dir.path().join("conf").exists());
+        let o = Outbox::open(dir.path()).unwrap();
+        let pending = o.pending().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!((pending[0].0, pending[0].1.batch_id.as_str()), (4, "a"));
+        assert!(!dir.path().join("conf").exists());
+        assert!(!dir.path().join("db").exists());
+        drop(o);
+        // Opened again: the copy, not a second one.
+        let o = Outbox::open(dir.path()).unwrap();
+        assert_eq!(o.pending().unwrap().len(), 1);
     }
 }

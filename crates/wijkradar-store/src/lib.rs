@@ -1054,6 +1054,8 @@ impl Store {
 }
 
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
 mod tests;
 
 /// What someone holding a copy of a data directory could do with it: read
