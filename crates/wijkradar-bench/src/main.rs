@@ -2,7 +2,7 @@
 //! measured in the same run (`cargo run --release -p wijkradar-bench --
 //! <benchmark>`; BENCHMARKS.md has the figures). They run the real parts: a
 //! development setup with its PKI, a real server on `127.0.0.1:0`, real
-//! sled stores in temporary directories.
+//! stores in temporary directories.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -12,6 +12,7 @@ mod alerts;
 mod dashboard;
 mod detect;
 mod intervention;
+mod memory;
 mod release;
 mod soak;
 mod store;

@@ -119,6 +119,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 30)]
         interval: u64,
     },
+    /// Memory and disk at scale in one process: signals written in batches
+    /// as partners send them, then a month's releases and the alerts of
+    /// every gemeente; ingest against raw store writes of the same records.
+    Memory {
+        #[arg(long, default_value_t = 10_000_000)]
+        signals: usize,
+        /// Partners writing at once, each its own signal type.
+        #[arg(long, default_value_t = 4)]
+        partners: usize,
+        /// Signals per batch.
+        #[arg(long, default_value_t = 2000)]
+        batch: usize,
+        /// Signal types (the catalogue's first ones).
+        #[arg(long, default_value_t = 4)]
+        types: usize,
+    },
     /// (Used by `query` and `dashboard`: fills a store in a process of its own, so
     /// that sled's memory from writing is gone before the server starts.)
     #[command(hide = true)]
@@ -215,6 +231,12 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             batch,
             interval,
         } => return crate::soak::run(minutes, partners, batch, interval).await,
+        BenchCommand::Memory {
+            signals,
+            partners,
+            batch,
+            types,
+        } => return crate::memory::run(signals, partners, batch, types).await,
     };
     let hierarchy = Hierarchy::netherlands_2023();
     let almere: GemeenteCode = "GM0034".parse().expect("valid");

@@ -1099,39 +1099,63 @@ pub mod forensic {
     }
 }
 
-/// The baseline for the ingest benchmark: the raw speed of writing the same
-/// signal records into a fresh redb file in batches of `batch_size`, one
-/// durable transaction per batch, with none of the ingest work (no
-/// de-duplication lookups, no counts, no batch ids, no network).
+/// The baseline for the ingest benchmarks: the raw speed of writing the
+/// same signal records into a fresh redb file in batches, one durable
+/// transaction per batch, with none of the ingest work (no de-duplication
+/// lookups, no counts, no batch ids, no network).
+#[cfg(feature = "dev")]
+#[derive(Debug)]
+pub struct RawWriter {
+    db: kv::Kv,
+    type_ids: HashMap<SignalTypeName, u16>,
+}
+
+#[cfg(feature = "dev")]
+impl RawWriter {
+    /// A new redb file at `path`.
+    pub fn open(path: &Path) -> Result<RawWriter, StoreError> {
+        Ok(RawWriter {
+            db: kv::Kv::open(path)?,
+            type_ids: HashMap::new(),
+        })
+    }
+
+    /// Writes `signals` in batches of `batch_size`; the time it took.
+    pub fn write(
+        &mut self,
+        signals: &[StoredSignal],
+        batch_size: usize,
+    ) -> Result<std::time::Duration, StoreError> {
+        let started = std::time::Instant::now();
+        for chunk in signals.chunks(batch_size.max(1)) {
+            let mut batch = kv::Batch::default();
+            for s in chunk {
+                let next = self.type_ids.len() as u16;
+                let type_id = *self.type_ids.entry(s.signal_type.clone()).or_insert(next);
+                // Records of the stored size, without the tag and seal.
+                let mut value = [0u8; SIGNAL_VALUE];
+                value[..8].copy_from_slice(s.buurt.body());
+                value[9..41].copy_from_slice(s.pseudonym.as_bytes());
+                let key = signal_key(
+                    s.buurt.gemeente().body(),
+                    s.pseudonym.as_bytes(),
+                    type_id,
+                    s.month,
+                );
+                batch.insert(&key[..], &value[..]);
+            }
+            self.db.write(true, |t| batch.apply(t))?;
+        }
+        Ok(started.elapsed())
+    }
+}
+
+/// [`RawWriter`] over all of `signals` in a new file at `path`.
 #[cfg(feature = "dev")]
 pub fn raw_write_baseline(
     path: &Path,
     signals: &[StoredSignal],
     batch_size: usize,
 ) -> Result<std::time::Duration, StoreError> {
-    let db = kv::Kv::open(path)?;
-    let mut type_ids: HashMap<&SignalTypeName, u16> = HashMap::new();
-    let started = std::time::Instant::now();
-    for chunk in signals.chunks(batch_size.max(1)) {
-        let mut batch = kv::Batch::default();
-        for s in chunk {
-            let next = type_ids.len() as u16;
-            let type_id = *type_ids.entry(&s.signal_type).or_insert(next);
-            // Records of the stored size, without the tag and seal.
-            let mut value = [0u8; SIGNAL_VALUE];
-            value[..8].copy_from_slice(s.buurt.body());
-            value[9..41].copy_from_slice(s.pseudonym.as_bytes());
-            batch.insert(
-                &signal_key(
-                    s.buurt.gemeente().body(),
-                    s.pseudonym.as_bytes(),
-                    type_id,
-                    s.month,
-                )[..],
-                &value[..],
-            );
-        }
-        db.write(true, |t| batch.apply(t))?;
-    }
-    Ok(started.elapsed())
+    RawWriter::open(path)?.write(signals, batch_size)
 }
