@@ -1,5 +1,5 @@
 //! End-to-end tests of Wijkradar through its real parts: gRPC over mutual
-//! TLS on 127.0.0.1:0, sled in temporary directories, the agent library.
+//! TLS on 127.0.0.1:0, redb stores in temporary directories, the agent library.
 
 mod access;
 pub(crate) mod alerts;

@@ -1,5 +1,5 @@
 //! Test support: a real aggregator on `127.0.0.1:0` with a development PKI,
-//! keys and a sled store in a temporary directory, and clients that connect
+//! keys and a redb store in a temporary directory, and clients that connect
 //! to it over mutual TLS with a chosen certificate.
 
 #![forbid(unsafe_code)]

@@ -164,7 +164,7 @@ pub struct AgentSection {
     pub previous_pseudonym_key: Option<PathBuf>,
     /// CBS's postcode + house number → buurt table.
     pub postcode_table: PathBuf,
-    /// The outbox directory (sled): what is pseudonymised and not yet
+    /// The outbox directory (redb, `outbox.redb` in it): what is pseudonymised and not yet
     /// acknowledged by the aggregator.
     pub outbox: PathBuf,
     #[serde(default = "default_batch_size")]

@@ -14,7 +14,9 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use wijkradar_dev::DevSetup;
-use wijkradar_domain::{BuurtCode, GemeenteCode, Hierarchy, Month, PartnerPseudonym, SignalTypeName};
+use wijkradar_domain::{
+    BuurtCode, GemeenteCode, Hierarchy, Month, PartnerPseudonym, SignalTypeName,
+};
 use wijkradar_proto::v1::{self as pb, admin_service_client::AdminServiceClient};
 use wijkradar_pseudonym::ServerKey;
 use wijkradar_server::access::Role;
@@ -59,7 +61,12 @@ impl Partner {
     }
 }
 
-pub async fn run(signals: usize, partners: usize, batch: usize, types: usize) -> anyhow::Result<()> {
+pub async fn run(
+    signals: usize,
+    partners: usize,
+    batch: usize,
+    types: usize,
+) -> anyhow::Result<()> {
     let hierarchy = Hierarchy::netherlands_2023();
     let buurten: Arc<Vec<BuurtCode>> = Arc::new(hierarchy.buurten().collect());
     let gemeenten: Vec<GemeenteCode> = hierarchy.gemeenten().collect();
@@ -97,9 +104,12 @@ pub async fn run(signals: usize, partners: usize, batch: usize, types: usize) ->
     let codes: Vec<String> = gemeenten.iter().map(|g| g.to_string()).collect();
     let codes: Vec<&str> = codes.iter().map(String::as_str).collect();
     let mut access = String::new();
-    for (i, (name, role)) in [("bench-operator", Role::Operator), ("bench-analyst", Role::Analyst)]
-        .into_iter()
-        .enumerate()
+    for (i, (name, role)) in [
+        ("bench-operator", Role::Operator),
+        ("bench-analyst", Role::Analyst),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let oin = wijkradar_dev::dev_oin(i);
         access.push_str(&wijkradar_dev::access_entry(name, &oin, &[role], &codes));
@@ -137,8 +147,7 @@ pub async fn run(signals: usize, partners: usize, batch: usize, types: usize) ->
                         .submit(IncomingBatch {
                             partner: format!("partner-{p}"),
                             id: wijkradar_domain::BatchId::new(&id).expect("valid"),
-                            key_id: wijkradar_domain::PseudonymKeyId::new("bench")
-                                .expect("valid"),
+                            key_id: wijkradar_domain::PseudonymKeyId::new("bench").expect("valid"),
                             digest: [0; 32],
                             signals,
                         })

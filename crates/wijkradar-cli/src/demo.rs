@@ -1,5 +1,5 @@
 //! `wijkradar demo`: the whole chain on a real municipality in a temporary
-//! directory: development PKI and keys, the aggregator on sled, three
+//! directory: development PKI and keys, the aggregator on redb, three
 //! simulated partners running the real agent path over mutual TLS, and an
 //! analyst's protected wijk table.
 
@@ -77,7 +77,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let setup = DevSetup::create(&dir, &clients)?.with_dashboard(&args.dashboard, ANALYST);
     let server = wijkradar_server::start(&setup.config).await?;
     println!(
-        "1. Aggregator gestart op {} (mutual TLS, sled-opslag in {})",
+        "1. Aggregator gestart op {} (mutual TLS, redb-opslag in {})",
         server.addr,
         setup.config.data_dir.display()
     );

@@ -32,7 +32,7 @@ pub enum ConfigError {
 pub struct ServerConfig {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Directory of the sled store.
+    /// The data directory: the store (`store.redb`) and the period secrets.
     pub data_dir: PathBuf,
     pub tls: TlsConfig,
     pub keys: KeysConfig,

@@ -28,7 +28,7 @@ use crate::error::ApiError;
 use crate::query::{Query, VersionedRelease};
 
 /// Materialised releases read or stored since the server started, so that
-/// answering a table reads each release from sled once, not per query.
+/// answering a table reads each release from the store once, not per query.
 /// Only this process writes releases; a purge clears it.
 #[derive(Debug, Default)]
 pub(crate) struct ReleaseCache {

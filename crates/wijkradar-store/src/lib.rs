@@ -6,7 +6,7 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `S` | gemeente (4) · type id (u16) · month (u32) · household tag (32) | buurt (8) · severity (1) · sealed server pseudonym (48) [· for a person, its household's sealed pseudonym (48)] [· `E` · the household's sealed pseudonym under the previous key epoch (48)] |
+//! | `S` | gemeente (4) · type id (u16) · month (u32) · household tag (16) | buurt (8) · severity (1) · sealed server pseudonym (48) [· for a person, its household's sealed pseudonym (48)] [· `E` · the household's sealed pseudonym under the previous key epoch (48)] |
 //! | `E` | gemeente (4) · type id (u16) · month (u32) · partner key id | signals stored under that key (u64) · of which linked to the previous epoch (u64) |
 //! | `O` | as `R` | an open-data release: per cell in node order, 1 byte present · value (u64) |
 //! | `L` | gemeente (4) · measure (u16) · year (u32) | the differential-privacy budget spent, in millionths of ε (u64) |
@@ -159,7 +159,9 @@ const FORMAT_KEY: &[u8] = b"F";
 /// - 1: the first recorded layout.
 /// - 2: adds `E` records and the previous-epoch link in `S` values (key
 ///   changes). Format 1 records are format 2 records as they are.
-/// - 3: the same records in redb (`store.redb`) instead of sled (`store/`).
+/// - 3: the records in redb (`store.redb`) instead of sled (`store/`);
+///   household tags of 16 bytes instead of 32 in `S` keys, and the seals'
+///   nonces and associated data made from them ([`upgrade`] converts).
 pub const FORMAT: u32 = 3;
 
 /// The format of an open store: its record, or for a store without one,
@@ -210,12 +212,12 @@ fn write_format(db: &kv::Kv, format: u32) -> Result<(), StoreError> {
 /// reads it. Returns the format it had. A sled store (formats 1 and 2) is
 /// copied record by record into `store.redb` (`progress` is told the
 /// records copied) and then moved aside to `store.sled-before-upgrade`; a
-/// redb store of an older format (a restored backup of one) only gets its
-/// format record.
+/// redb store of an older format (a restored backup of one) is converted
+/// the same way into a new file that then replaces it.
 pub fn upgrade(dir: &Path, progress: impl FnMut(u64)) -> Result<u32, StoreError> {
     let sled_dir = dir.join(SLED_DIR);
     if sled_dir.is_dir() {
-        return legacy::copy_into_redb(dir, progress);
+        return legacy::copy_from_sled(dir, progress);
     }
     let path = dir.join(kv::FILE);
     if !path.is_file() {
@@ -232,8 +234,9 @@ pub fn upgrade(dir: &Path, progress: impl FnMut(u64)) -> Result<u32, StoreError>
             supported: FORMAT,
         });
     }
+    drop(db);
     if found < FORMAT {
-        write_format(&db, FORMAT)?;
+        legacy::convert_in_place(dir, progress)?;
     }
     Ok(found)
 }
@@ -411,10 +414,10 @@ mod snapshot {
     }
 }
 
-/// Length of an `S` key.
-const SIGNAL_KEY: usize = 43;
+/// Length of an `S` key (format 2: 43, with 32-byte tags).
+const SIGNAL_KEY: usize = 11 + shred::TAG;
 
-fn signal_key(g: &[u8; 4], tag: &[u8; 32], type_id: u16, month: Month) -> [u8; SIGNAL_KEY] {
+fn signal_key(g: &[u8; 4], tag: &shred::Tag, type_id: u16, month: Month) -> [u8; SIGNAL_KEY] {
     let mut k = [0u8; SIGNAL_KEY];
     k[..5].copy_from_slice(&signal_prefix(g));
     k[5..7].copy_from_slice(&type_id.to_be_bytes());
@@ -933,8 +936,8 @@ impl Store {
             .collect();
         type_ids.sort_unstable();
         let range_of = |t: u16| {
-            let start = signal_key(digits, &[0; 32], t, from);
-            let end = signal_key(digits, &[0xff; 32], t, to);
+            let start = signal_key(digits, &[0; shred::TAG], t, from);
+            let end = signal_key(digits, &[0xff; shred::TAG], t, to);
             self.db.range(&start, &end)
         };
         for kv in type_ids.into_iter().flat_map(range_of) {
@@ -951,7 +954,7 @@ impl Store {
             let Some(key) = period.as_ref().and_then(|(_, k)| k.as_ref()) else {
                 continue;
             };
-            let tag: &[u8; 32] = k[11..].try_into().map_err(|_| StoreError::Corrupt)?;
+            let tag: &shred::Tag = k[11..].try_into().map_err(|_| StoreError::Corrupt)?;
             let pseudonym = key
                 .open(tag, &v[9..SIGNAL_VALUE])
                 .ok_or(StoreError::Corrupt)?;
@@ -1094,7 +1097,7 @@ pub mod forensic {
     }
 
     /// The household's tag in a period's signal keys, from the secret.
-    pub fn tag(secret: &[u8; 32], p: &ServerPseudonym) -> [u8; 32] {
+    pub fn tag(secret: &[u8; 32], p: &ServerPseudonym) -> [u8; 16] {
         crate::shred::tag_with_secret(secret, p)
     }
 }
@@ -1136,12 +1139,10 @@ impl RawWriter {
                 let mut value = [0u8; SIGNAL_VALUE];
                 value[..8].copy_from_slice(s.buurt.body());
                 value[9..41].copy_from_slice(s.pseudonym.as_bytes());
-                let key = signal_key(
-                    s.buurt.gemeente().body(),
-                    s.pseudonym.as_bytes(),
-                    type_id,
-                    s.month,
-                );
+                let tag = s.pseudonym.as_bytes()[..shred::TAG]
+                    .try_into()
+                    .expect("16 of 32 bytes");
+                let key = signal_key(s.buurt.gemeente().body(), &tag, type_id, s.month);
                 batch.insert(&key[..], &value[..]);
             }
             self.db.write(true, |t| batch.apply(t))?;

@@ -1,15 +1,16 @@
 //! Erasure that holds for the bytes on disk: a secret per (signal type,
-//! month), kept outside sled in a small file of fixed-size slots.
+//! month), kept outside the store file in a small file of fixed-size slots.
 //!
-//! sled is log-structured: a removed key stays in old segments of its files
-//! until they happen to be reused, so deleting a signal does not remove its
-//! bytes. The stored signal therefore never holds the server pseudonym in the
+//! redb copies a page on write and frees the old one without clearing it: a
+//! removed key stays in freed pages until they happen to be reused, so
+//! deleting a signal does not remove its bytes. The stored signal therefore never holds the server pseudonym in the
 //! clear: its key holds an HMAC of the pseudonym under the period's secret
 //! (unique per household, type and month, for de-duplication), and its value
 //! the pseudonym sealed with ChaCha20-Poly1305 under the same secret (to link
 //! a household's signals across months). Purging a period removes its records
-//! from sled and then overwrites the period's slot in this file with zeros in
-//! place: whatever sled still holds of it can no longer be opened or linked.
+//! from the store and then overwrites the period's slot in this file with
+//! zeros in place: whatever the store file still holds of it can no longer be
+//! opened or linked.
 //!
 //! File: records of 38 bytes, type id (u16) · month index (u32) · secret (32),
 //! appended and flushed (fsync) before any record under the secret is
@@ -62,69 +63,108 @@ impl PeriodKey {
     }
 
     /// The household's id within the period: unique, not linkable across
-    /// periods without the secrets.
-    pub(crate) fn tag(&self, p: &ServerPseudonym) -> [u8; 32] {
+    /// periods without the secrets. The first 16 bytes of an HMAC-SHA256:
+    /// a collision among the households of one period is as likely as
+    /// guessing a 128-bit key.
+    pub(crate) fn tag(&self, p: &ServerPseudonym) -> Tag {
+        hmac::sign(&self.tag, p.as_bytes()).as_ref()[..TAG]
+            .try_into()
+            .expect("16 bytes")
+    }
+
+    /// The pseudonym sealed; the tag (unique per pseudonym under this key)
+    /// gives the nonce.
+    pub(crate) fn seal(&self, tag: &Tag, p: &ServerPseudonym) -> [u8; SEALED] {
+        self.seal_as(Seal::Own, tag, p)
+    }
+
+    /// A linked pseudonym sealed beside the signal's own.
+    pub(crate) fn seal_link(&self, link: Link, tag: &Tag, p: &ServerPseudonym) -> [u8; SEALED] {
+        self.seal_as(Seal::Link(link), tag, p)
+    }
+
+    pub(crate) fn open(&self, tag: &Tag, sealed: &[u8]) -> Option<ServerPseudonym> {
+        self.open_as(Seal::Own, tag, sealed)
+    }
+
+    pub(crate) fn open_link(
+        &self,
+        link: Link,
+        tag: &Tag,
+        sealed: &[u8],
+    ) -> Option<ServerPseudonym> {
+        self.open_as(Seal::Link(link), tag, sealed)
+    }
+
+    /// Nonce: 11 bytes of the tag and the seal's kind, so that the seals
+    /// of one record never share a nonce, and those of two records do so
+    /// only if 88 bits of their tags agree. Associated data: the whole tag
+    /// and the kind.
+    fn seal_as(&self, kind: Seal, tag: &Tag, p: &ServerPseudonym) -> [u8; SEALED] {
+        let mut buf = p.as_bytes().to_vec();
+        let aad = kind.aad(tag);
+        self.seal
+            .seal_in_place_append_tag(kind.nonce(tag), aead::Aad::from(&aad[..]), &mut buf)
+            .expect("sealing 32 bytes");
+        buf.try_into().expect("48 bytes")
+    }
+
+    fn open_as(&self, kind: Seal, tag: &Tag, sealed: &[u8]) -> Option<ServerPseudonym> {
+        let mut buf = sealed.to_vec();
+        let aad = kind.aad(tag);
+        let plain = self
+            .seal
+            .open_in_place(kind.nonce(tag), aead::Aad::from(&aad[..]), &mut buf)
+            .ok()?;
+        Some(ServerPseudonym::from_bytes(plain.try_into().ok()?))
+    }
+
+    /// Format 2's tag: the whole HMAC, in the key and in the seals.
+    #[cfg(test)]
+    pub(crate) fn tag_v2(&self, p: &ServerPseudonym) -> [u8; 32] {
         hmac::sign(&self.tag, p.as_bytes())
             .as_ref()
             .try_into()
             .expect("32 bytes")
     }
 
-    fn nonce(tag: &[u8; 32]) -> aead::Nonce {
-        aead::Nonce::assume_unique_for_key(tag[..12].try_into().expect("12 bytes"))
-    }
-
-    /// The pseudonym sealed; the tag (unique per pseudonym under this key)
-    /// gives the nonce.
-    pub(crate) fn seal(&self, tag: &[u8; 32], p: &ServerPseudonym) -> [u8; SEALED] {
-        let mut buf = p.as_bytes().to_vec();
-        self.seal
-            .seal_in_place_append_tag(Self::nonce(tag), aead::Aad::from(&tag[..]), &mut buf)
-            .expect("sealing 32 bytes");
-        buf.try_into().expect("48 bytes")
-    }
-
-    /// A linked pseudonym sealed beside the signal's own: a nonce from
-    /// another part of the tag and associated data of its own kind, so that
-    /// no nonce repeats under this key.
-    pub(crate) fn seal_link(
+    /// Opens a seal of format 2 (`link` None for the signal's own).
+    pub(crate) fn open_v2(
         &self,
-        link: Link,
-        tag: &[u8; 32],
-        p: &ServerPseudonym,
-    ) -> [u8; SEALED] {
-        let mut buf = p.as_bytes().to_vec();
-        self.seal
-            .seal_in_place_append_tag(link.nonce(tag), aead::Aad::from(link.aad(tag)), &mut buf)
-            .expect("sealing 32 bytes");
-        buf.try_into().expect("48 bytes")
-    }
-
-    pub(crate) fn open_link(
-        &self,
-        link: Link,
+        link: Option<Link>,
         tag: &[u8; 32],
         sealed: &[u8],
     ) -> Option<ServerPseudonym> {
+        let (nonce, aad) = v2::nonce_and_aad(link, tag);
         let mut buf = sealed.to_vec();
         let plain = self
             .seal
-            .open_in_place(link.nonce(tag), aead::Aad::from(link.aad(tag)), &mut buf)
+            .open_in_place(nonce, aead::Aad::from(&aad[..]), &mut buf)
             .ok()?;
         Some(ServerPseudonym::from_bytes(plain.try_into().ok()?))
     }
 
-    pub(crate) fn open(&self, tag: &[u8; 32], sealed: &[u8]) -> Option<ServerPseudonym> {
-        let mut buf = sealed.to_vec();
-        let plain = self
-            .seal
-            .open_in_place(Self::nonce(tag), aead::Aad::from(&tag[..]), &mut buf)
-            .ok()?;
-        Some(ServerPseudonym::from_bytes(plain.try_into().ok()?))
+    /// Seals as format 2 did: test fixtures of stores to upgrade.
+    #[cfg(test)]
+    pub(crate) fn seal_v2(
+        &self,
+        link: Option<Link>,
+        tag: &[u8; 32],
+        p: &ServerPseudonym,
+    ) -> [u8; SEALED] {
+        let (nonce, aad) = v2::nonce_and_aad(link, tag);
+        let mut buf = p.as_bytes().to_vec();
+        self.seal
+            .seal_in_place_append_tag(nonce, aead::Aad::from(&aad[..]), &mut buf)
+            .expect("sealing 32 bytes");
+        buf.try_into().expect("48 bytes")
     }
 }
 
-/// The associated data of a household seal: the tag and a mark.
+/// Bytes of a household tag in an `S` key (format 3; format 2 kept 32).
+pub(crate) const TAG: usize = 16;
+pub(crate) type Tag = [u8; TAG];
+
 /// What a pseudonym sealed beside a signal's own is to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Link {
@@ -135,28 +175,59 @@ pub(crate) enum Link {
     PreviousEpoch,
 }
 
-impl Link {
-    fn nonce(self, tag: &[u8; 32]) -> aead::Nonce {
-        let at = match self {
-            Link::Household => 12,
-            Link::PreviousEpoch => 20,
-        };
-        aead::Nonce::assume_unique_for_key(tag[at..at + 12].try_into().expect("12 bytes"))
+/// Which of a record's seals.
+#[derive(Debug, Clone, Copy)]
+enum Seal {
+    Own,
+    Link(Link),
+}
+
+impl Seal {
+    fn mark(self) -> u8 {
+        match self {
+            Seal::Own => b'S',
+            Seal::Link(Link::Household) => b'H',
+            Seal::Link(Link::PreviousEpoch) => b'E',
+        }
     }
 
-    fn aad(self, tag: &[u8; 32]) -> [u8; 33] {
-        let mut aad = [match self {
-            Link::Household => b'H',
-            Link::PreviousEpoch => b'E',
-        }; 33];
-        aad[..32].copy_from_slice(tag);
+    fn nonce(self, tag: &Tag) -> aead::Nonce {
+        let mut n = [self.mark(); 12];
+        n[..11].copy_from_slice(&tag[..11]);
+        aead::Nonce::assume_unique_for_key(n)
+    }
+
+    fn aad(self, tag: &Tag) -> [u8; TAG + 1] {
+        let mut aad = [self.mark(); TAG + 1];
+        aad[..TAG].copy_from_slice(tag);
         aad
+    }
+}
+
+/// Format 2's nonces and associated data, read only to upgrade.
+mod v2 {
+    use super::{Link, aead};
+
+    pub(super) fn nonce_and_aad(link: Option<Link>, tag: &[u8; 32]) -> (aead::Nonce, Vec<u8>) {
+        let at = match link {
+            None => 0,
+            Some(Link::Household) => 12,
+            Some(Link::PreviousEpoch) => 20,
+        };
+        let nonce = aead::Nonce::assume_unique_for_key(tag[at..at + 12].try_into().expect("12"));
+        let mut aad = tag.to_vec();
+        match link {
+            None => {}
+            Some(Link::Household) => aad.push(b'H'),
+            Some(Link::PreviousEpoch) => aad.push(b'E'),
+        }
+        (nonce, aad)
     }
 }
 
 /// [`PeriodKey::tag`] from the secret itself (for [`crate::forensic`]).
 #[cfg(feature = "dev")]
-pub(crate) fn tag_with_secret(secret: &[u8; 32], p: &ServerPseudonym) -> [u8; 32] {
+pub(crate) fn tag_with_secret(secret: &[u8; 32], p: &ServerPseudonym) -> Tag {
     PeriodKey::from_secret(secret).tag(p)
 }
 

@@ -667,17 +667,31 @@ fn a_store_of_a_newer_format_is_refused_with_what_to_do() {
     );
 }
 
-/// A data directory with one stored signal, and its store's records.
-fn one_signal_store(dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// A data directory with three stored signals (a household's, a person's
+/// with its household, one sent with its identity under the previous key),
+/// and its store's records.
+fn three_signal_store(dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     let store = Store::open(dir, "k1").unwrap();
     let (queue, writer) = IngestQueue::start(store.clone(), 4);
-    let one = batch(
+    let person = StoredSignal {
+        household: Some(ServerPseudonym::from_bytes([9; 32])),
+        ..signal(2, "BU00340101", "schoolverzuim", "2026-01")
+    };
+    let moved = StoredSignal {
+        previous: Some(ServerPseudonym::from_bytes([8; 32])),
+        ..signal(3, "BU00340102", "huurachterstand", "2026-02")
+    };
+    let three = batch(
         "b1",
-        vec![signal(1, "BU00340101", "huurachterstand", "2026-01")],
+        vec![
+            signal(1, "BU00340101", "huurachterstand", "2026-01"),
+            person,
+            moved,
+        ],
     );
     let stored = tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(queue.submit(one))
+        .block_on(queue.submit(three))
         .unwrap();
     assert_eq!(stored, Outcome::Stored);
     drop(queue);
@@ -685,18 +699,74 @@ fn one_signal_store(dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     store.db.iter().map(Result::unwrap).collect()
 }
 
+/// What the derived indicators read of a store: every signal by household,
+/// a person's household, a household's previous identity.
+fn as_read(dir: &std::path::Path) -> (Grouped, Vec<(ServerPseudonym, ServerPseudonym)>) {
+    let store = Store::open(dir, "k1").unwrap();
+    let read = store
+        .signals_between(
+            "GM0034".parse().unwrap(),
+            "2025-01".parse().unwrap(),
+            "2027-01".parse().unwrap(),
+        )
+        .unwrap();
+    let mut links: Vec<_> = read.households.into_iter().chain(read.previous).collect();
+    links.sort_by_key(|(a, b)| (*a.as_bytes(), *b.as_bytes()));
+    (read.grouped, links)
+}
+
+/// The records as format 2 kept them: `S` keys with the whole 32-byte tag,
+/// and every seal made from it.
+fn as_format_2(dir: &std::path::Path, records: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use crate::shred::Link;
+    let keys = crate::shred::PeriodKeys::open(&dir.join("period-keys")).unwrap();
+    records
+        .into_iter()
+        .map(|(k, v)| {
+            if k[0] != crate::SIGNAL {
+                return (k, v);
+            }
+            let (type_id, month) = crate::signal_period(&k).unwrap();
+            let key = keys.get(type_id, month).unwrap();
+            let tag: crate::shred::Tag = k[11..].try_into().unwrap();
+            let own = key.open(&tag, &v[9..crate::SIGNAL_VALUE]).unwrap();
+            let old = key.tag_v2(&own);
+            assert_eq!(old[..16], tag);
+            let (household, earlier) = crate::signal_links(&v).unwrap();
+            let mut value = v[..9].to_vec();
+            value.extend_from_slice(&key.seal_v2(None, &old, &own));
+            if let Some(h) = household {
+                let h = key.open_link(Link::Household, &tag, h).unwrap();
+                value.extend_from_slice(&key.seal_v2(Some(Link::Household), &old, &h));
+            }
+            if let Some(e) = earlier {
+                let e = key.open_link(Link::PreviousEpoch, &tag, e).unwrap();
+                value.push(crate::PREVIOUS_MARK);
+                value.extend_from_slice(&key.seal_v2(Some(Link::PreviousEpoch), &old, &e));
+            }
+            let mut key = k[..11].to_vec();
+            key.extend_from_slice(&old);
+            (key, value)
+        })
+        .collect()
+}
+
 /// A store of formats 1 and 2 (sled, with its format record or written
 /// before formats were recorded) is refused until the operator upgrades it
-/// explicitly; then it opens with every signal as before, in redb.
+/// explicitly; then it opens with every signal and link as before, in redb.
 #[test]
 fn a_sled_store_opens_only_after_an_explicit_upgrade() {
     for format in [None, Some(2u32)] {
         let dir = tempfile::tempdir().unwrap();
-        let records = one_signal_store(dir.path());
+        let records = three_signal_store(dir.path());
+        let before = as_read(dir.path());
+        assert_eq!(before.0.len(), 3);
+        assert_eq!(before.1.len(), 2);
+        let old_records = as_format_2(dir.path(), records);
         std::fs::remove_file(dir.path().join(crate::kv::FILE)).unwrap();
         // The same records in sled, as Wijkradar of format 1 or 2 kept them.
         let old = sled::open(dir.path().join("store")).unwrap();
-        for (k, v) in records {
+        for (k, v) in old_records {
             match (k.as_slice(), format) {
                 (b"F", None) => {}
                 (b"F", Some(f)) => drop(old.insert(k, &f.to_be_bytes()[..]).unwrap()),
@@ -717,23 +787,38 @@ fn a_sled_store_opens_only_after_an_explicit_upgrade() {
         assert!(progress > 5, "records copied: {progress}");
         assert!(!dir.path().join("store").exists());
         assert!(dir.path().join(crate::SLED_MOVED_ASIDE).is_dir());
+        assert_eq!(as_read(dir.path()), before);
         let store = Store::open(dir.path(), "k1").unwrap();
-        assert_eq!(store.signal_count().unwrap(), 1);
-        let g = "GM0034".parse().unwrap();
-        assert_eq!(store.households_in(g).unwrap().len(), 1);
+        assert_eq!(store.signal_count().unwrap(), 3);
         drop(store);
         // Upgrading again changes nothing.
         assert_eq!(crate::upgrade(dir.path(), |_| {}).unwrap(), 3);
+        assert_eq!(as_read(dir.path()), before);
     }
 }
 
-/// A backup of format 2 restored into redb keeps its format record: it is
-/// refused until upgraded, which only writes the record.
+/// A backup of format 2 restored into redb keeps its records and format:
+/// it is refused until upgraded, which converts it in place.
 #[test]
 fn a_redb_store_of_an_older_format_is_upgraded_in_place() {
     let dir = tempfile::tempdir().unwrap();
-    let records = one_signal_store(dir.path());
+    let records = three_signal_store(dir.path());
+    let before = as_read(dir.path());
+    let old_records = as_format_2(dir.path(), records.clone());
+    assert_ne!(old_records, records);
     let store = Store::open(dir.path(), "k1").unwrap();
+    store
+        .db
+        .write(true, |t| {
+            for (k, _) in &records {
+                t.remove(k.as_slice())?;
+            }
+            for (k, v) in &old_records {
+                t.insert(k.as_slice(), v.as_slice())?;
+            }
+            Ok(())
+        })
+        .unwrap();
     crate::write_format(&store.db, 2).unwrap();
     drop(store);
     let refused = Store::open(dir.path(), "k1").expect_err("refused");
@@ -750,5 +835,7 @@ fn a_redb_store_of_an_older_format_is_upgraded_in_place() {
     assert_eq!(crate::upgrade(dir.path(), |_| {}).unwrap(), 2);
     let store = Store::open(dir.path(), "k1").unwrap();
     let after: Vec<_> = store.db.iter().map(Result::unwrap).collect();
+    drop(store);
     assert_eq!(after, records);
+    assert_eq!(as_read(dir.path()), before);
 }
