@@ -172,6 +172,9 @@ pub struct Outbox {
     db: std::sync::Arc<redb::Database>,
 }
 
+/// A key and its value.
+type Record = (Vec<u8>, Vec<u8>);
+
 /// The outbox's one table.
 const RECORDS: redb::TableDefinition<'static, &'static [u8], &'static [u8]> =
     redb::TableDefinition::new("outbox");
@@ -233,7 +236,7 @@ impl Outbox {
     }
 
     /// Every record under the one-byte `prefix`, in key order.
-    fn scan(&self, prefix: u8) -> Result<Vec<(Vec<u8>, Vec<u8>)>, OutboxError> {
+    fn scan(&self, prefix: u8) -> Result<Vec<Record>, OutboxError> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(RECORDS)?;
         let (from, to) = ([prefix], [prefix + 1]);

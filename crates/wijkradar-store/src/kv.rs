@@ -30,6 +30,9 @@ const RECORDS: TableDefinition<'static, &'static [u8], &'static [u8]> =
 /// millions of signals; the rest is read from the page cache of the OS.
 pub(crate) const CACHE_BYTES: usize = 256 << 20;
 
+/// A key and its value.
+pub(crate) type Record = (Vec<u8>, Vec<u8>);
+
 /// The table open in a write transaction.
 pub(crate) type WriteTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
 
@@ -205,7 +208,7 @@ impl Scan {
 }
 
 impl Iterator for Scan {
-    type Item = Result<(Vec<u8>, Vec<u8>), StoreError>;
+    type Item = Result<Record, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         match &mut self.0 {
@@ -260,7 +263,7 @@ pub(crate) fn keys_where(
 
 /// Records collected first and written in one go, like an atomic batch.
 #[derive(Default)]
-pub(crate) struct Batch(Vec<(Vec<u8>, Vec<u8>)>);
+pub(crate) struct Batch(Vec<Record>);
 
 impl Batch {
     pub(crate) fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {

@@ -81,7 +81,7 @@ pub(crate) fn convert_in_place(dir: &Path, progress: impl FnMut(u64)) -> Result<
 /// marked with this format and committed durably; returns its path.
 fn copy_converted(
     dir: &Path,
-    records: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>>,
+    records: impl Iterator<Item = Result<kv::Record, StoreError>>,
     mut progress: impl FnMut(u64),
 ) -> Result<std::path::PathBuf, StoreError> {
     let keys = PeriodKeys::open(&dir.join(crate::backup::KEYS_FILE))?;
@@ -120,7 +120,7 @@ fn convert(
     keys: &PeriodKeys,
     k: Vec<u8>,
     v: Vec<u8>,
-) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+) -> Result<Option<kv::Record>, StoreError> {
     if k.first() != Some(&SIGNAL) {
         return Ok(Some((k, v)));
     }
