@@ -3,7 +3,7 @@
 //! mutual TLS. The first query of the month also computes what the pooled
 //! method borrows from every gemeente (each signal type's summed series and
 //! shared overdispersion, `monitor::Shared`); later ones reuse it. The
-//! baseline in the same run is reading the gemeente's own counts from sled.
+//! baseline in the same run is reading the gemeente's own counts from the store.
 
 use rand::SeedableRng;
 use wijkradar_dev::DevSetup;
@@ -99,7 +99,7 @@ pub async fn run(
     println!("| measurement | time |");
     println!("|---|---|");
     println!(
-        "| reading Almere's own counts from sled (baseline), first / median of {queries} | {own_first:.1} ms / {own_median:.1} ms |"
+        "| reading Almere's own counts from the store (baseline), first / median of {queries} | {own_first:.1} ms / {own_median:.1} ms |"
     );
     println!(
         "| first alerts query of the month (computes the shared curve and overdispersion from every gemeente) | {first:.0} ms ({:.0}× the baseline's median) |",

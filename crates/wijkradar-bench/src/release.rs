@@ -1,7 +1,7 @@
 //! `wijkradar-bench release`: computing a month's release for all of the
 //! Netherlands (every gemeente × signal type: perturbed, thresholded,
 //! audited, stored and logged), as the operator's MaterialiseReleases call
-//! does it, against reading the same counts from sled.
+//! does it, against reading the same counts from the store.
 
 use rand::SeedableRng;
 use wijkradar_dev::DevSetup;
@@ -45,7 +45,7 @@ pub async fn run(signals: usize, runs: usize, year_signals: usize) -> anyhow::Re
         let month = current_month().plus(-1 - run as i32);
         fill(&setup, &key, &mut rng, &buurten, &types, &[month], signals).await?;
         let server = wijkradar_server::start(&setup.config).await?;
-        // Baseline: every count cell of the month, read from sled. The two
+        // Baseline: every count cell of the month, read from the store. The two
         // alternate which goes first: the first warms the pages for the second.
         let read_counts = || -> anyhow::Result<(f64, usize)> {
             let started = std::time::Instant::now();
@@ -126,7 +126,7 @@ pub async fn run(signals: usize, runs: usize, year_signals: usize) -> anyhow::Re
     let best_base = rows.iter().map(|r| r.1).fold(f64::INFINITY, f64::min);
     println!("| measurement | best of {runs} |");
     println!("|---|---|");
-    println!("| reading the month's counts from sled (baseline) | {best_base:.2} s |");
+    println!("| reading the month's counts from the store (baseline) | {best_base:.2} s |");
     println!(
         "| the month's release of all of the Netherlands ({} tables, audited, stored, logged) | {best:.2} s |",
         rows[0].2

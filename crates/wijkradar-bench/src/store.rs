@@ -1,5 +1,5 @@
 //! The benchmarks' commands, and `ingest` and `query`: the store under
-//! the whole server against raw sled reads and writes.
+//! the whole server against raw store reads and writes.
 
 use clap::Subcommand;
 use prost::Message as _;
@@ -16,7 +16,7 @@ use crate::current_month;
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// End-to-end ingest (gRPC, mutual TLS, durable acknowledgements) against
-    /// raw sled writes of the same signals.
+    /// raw store writes of the same signals.
     Ingest {
         /// Signals to write.
         #[arg(long, default_value_t = 500_000)]
@@ -54,7 +54,7 @@ pub enum BenchCommand {
     },
     /// A month's release for all of the Netherlands (every gemeente × type,
     /// audited), as the operator's MaterialiseReleases does it, against
-    /// reading the same counts from sled.
+    /// reading the same counts from the store.
     Release {
         /// Signals in each run's month.
         #[arg(long, default_value_t = 1_000_000)]
@@ -87,7 +87,7 @@ pub enum BenchCommand {
     /// An alerts query for one gemeente on a store with 36 months of
     /// signals for all of the Netherlands: the first of the month (which
     /// computes what the pooled method borrows from every gemeente) and
-    /// later ones, against reading the gemeente's own counts from sled.
+    /// later ones, against reading the gemeente's own counts from the store.
     Alerts {
         /// Signals over the 36 months.
         #[arg(long, default_value_t = 1_000_000)]
@@ -135,8 +135,8 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 4)]
         types: usize,
     },
-    /// (Used by `query` and `dashboard`: fills a store in a process of its own, so
-    /// that sled's memory from writing is gone before the server starts.)
+    /// (Used by `query`, `dashboard` and `alerts`: fills a store in a process
+    /// of its own, so that the fill's memory is not the server's.)
     #[command(hide = true)]
     Fill {
         #[arg(long)]
@@ -168,7 +168,7 @@ pub enum BenchCommand {
     },
     /// Latency of a whole-municipality table (all buurten × all types × 24
     /// months, released and audited) over gRPC with mutual TLS, against
-    /// reading the same counts from sled.
+    /// reading the same counts from the store.
     Query {
         /// Signals stored before querying.
         #[arg(long, default_value_t = 1_000_000)]
@@ -289,7 +289,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             (measure_raw(&signals, batch_size)?, e2e)
         };
         println!(
-            "  run {run}: raw sled {:>7.0} signals/s, end to end {:>7.0} signals/s, ratio {:.2} (end to end: {:.1} CPU-seconds in {:.1} s; {} first)",
+            "  run {run}: raw store {:>7.0} signals/s, end to end {:>7.0} signals/s, ratio {:.2} (end to end: {:.1} CPU-seconds in {:.1} s; {} first)",
             n as f64 / raw,
             n as f64 / e2e,
             raw / e2e,
@@ -312,7 +312,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     println!("| measurement | best of {runs} |");
     println!("|---|---|");
     println!(
-        "| raw sled (apply_batch + flush per batch) | {:.0} signals/s |",
+        "| raw store (one durable transaction per batch) | {:.0} signals/s |",
         n as f64 / best_raw
     );
     println!(
@@ -411,7 +411,7 @@ async fn query(n: usize, queries: usize) -> anyhow::Result<()> {
     println!("| measurement | p50 | p99 |");
     println!("|---|---|---|");
     println!(
-        "| reading the counts from sled (baseline) | {:.1} ms | {:.1} ms |",
+        "| reading the counts from the store (baseline) | {:.1} ms | {:.1} ms |",
         percentile(&raw, 0.5),
         percentile(&raw, 0.99)
     );
@@ -434,7 +434,7 @@ async fn query(n: usize, queries: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seconds to write the signals, re-keyed as the server would, raw into sled.
+/// Seconds to write the signals, re-keyed as the server would, raw into the store.
 fn measure_raw(signals: &[pb::Signal], batch_size: usize) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let key = ServerKey::generate(&dir.path().join("server.key"))?;
@@ -460,7 +460,7 @@ fn measure_raw(signals: &[pb::Signal], batch_size: usize) -> anyhow::Result<f64>
 }
 
 /// Seconds (and CPU-seconds) from the first batch sent to the last
-/// acknowledgement: agent client → gRPC over mutual TLS → server → sled.
+/// acknowledgement: agent client → gRPC over mutual TLS → server → store.
 async fn measure_end_to_end(
     signals: &[pb::Signal],
     batch_size: usize,
@@ -518,12 +518,11 @@ fn rss(when: &str) -> String {
         .unwrap_or(0);
     format!("  memory (RSS) {when}: {:.2} GB", kb as f64 / 1e6)
 }
-/// Fills the store of a query benchmark through its own writer, as ingest
-/// would: random households over Almere's buurten × every type × 24 months.
 /// Fills the setup's store with `n` random signals over gemeente `g`'s
-/// grid, in child processes of a million signals each: sled keeps much of
-/// what one process wrote in memory (2.8 GB per million signals,
-/// measured), which the server, starting on the files, does not have to.
+/// grid (every type × 24 months), through its own writer as ingest would,
+/// in child processes of a million signals each: what the fill holds in
+/// memory is not counted in the server's. (With sled this mattered: it kept
+/// 2.8 GB per million signals written.)
 pub fn fill_in_children(setup: &DevSetup, n: usize, g: GemeenteCode) -> anyhow::Result<()> {
     const PART: usize = 1_000_000;
     let bar = indicatif::ProgressBar::new(n as u64);
