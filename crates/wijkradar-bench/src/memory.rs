@@ -3,9 +3,10 @@
 //! store's writer as ingest writes them (four partners at once, each with
 //! monthly exports of its own signal type over all of the Netherlands);
 //! then the server starts on the store, releases the last month for every
-//! gemeente, and answers the alerts of every gemeente. Reported: ingest
-//! speed, the process's memory (RSS now and its peak), and the store's size
-//! on disk per signal. The baseline, measured last in the same run, is the
+//! gemeente, and answers the alerts of every gemeente; then a child
+//! writing into the store is killed and the server starts again. Reported:
+//! ingest speed, the process's memory (RSS now and its peak), the store's
+//! size on disk per signal, and start-up after a clean stop and a crash. The baseline, measured last in the same run, is the
 //! raw speed of writing the same records into a fresh store file.
 
 use std::sync::Arc;
@@ -226,6 +227,23 @@ pub async fn run(
     let peak = status_mb("VmHWM");
     server.shutdown().await?;
 
+    // A crash: a child process writing more batches into the store is
+    // killed (SIGKILL) while it writes; the server then starts on it.
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["fill", "--signals", "1000000", "--part", "99"])
+        .args(["--gemeente", "GM0034", "--data-dir"])
+        .arg(&setup.config.data_dir)
+        .arg("--server-key")
+        .arg(&setup.config.keys.server_key)
+        .spawn()?;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    child.kill()?;
+    child.wait()?;
+    let started = Instant::now();
+    let server = wijkradar_server::start(&setup.config).await?;
+    let ready_after_crash = started.elapsed().as_secs_f64();
+    server.shutdown().await?;
+
     // Baseline: the same records written raw, generated in chunks outside
     // the timing.
     let raw_dir = tempfile::tempdir()?;
@@ -268,7 +286,9 @@ pub async fn run(
         disk_blocks as f64 / stored as f64,
         mb(disk_len)
     );
-    println!("| server ready on the store | {ready:.2} s |");
+    println!(
+        "| server ready on the store: after a clean stop / after a crash | {ready:.2} s / {ready_after_crash:.2} s |"
+    );
     println!(
         "| the month's release, every gemeente | {release:.1} s, {} tables |",
         released.tables_released

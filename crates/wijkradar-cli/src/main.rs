@@ -291,13 +291,17 @@ fn main() -> std::process::ExitCode {
         }
     };
     // A user error is a message, not a backtrace, whatever RUST_BACKTRACE says.
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wijkradar: {}", error_text(&e));
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    // A stopped server may leave a query's audit running on a blocking
+    // thread: nothing of it is stored, and the process does not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 /// An error and its causes on one line, each cause once: most errors here

@@ -410,13 +410,29 @@ async fn purge_on_schedule(state: Arc<State>, every: std::time::Duration) {
     }
 }
 
+/// How long calls still running at a stop may take to finish. A query
+/// whose release is being audited can take minutes; it is cut off (nothing
+/// of it is stored), and an ingest call cut off is resent by its agent and
+/// answered "already stored" if its batch was stored.
+const CALLS_FINISH_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
+
 async fn finish(
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    mut task: JoinHandle<Result<(), tonic::transport::Error>>,
     writer: WriterThread,
 ) -> Result<(), ServerError> {
-    let served = task.await.unwrap_or(Ok(()));
-    // The services, and with them every queue handle, are dropped once
-    // serving ends; the writer then drains and the store closes.
+    let served = match tokio::time::timeout(CALLS_FINISH_WITHIN, &mut task).await {
+        Ok(done) => done.unwrap_or(Ok(())),
+        Err(_) => {
+            task.abort();
+            tracing::warn!(
+                within_seconds = CALLS_FINISH_WITHIN.as_secs(),
+                "calls still running at the stop were cut off"
+            );
+            Ok(())
+        }
+    };
+    // The writer takes what is queued, commits it, and ends, without
+    // waiting for a query that still holds a queue handle.
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     Ok(served?)
 }

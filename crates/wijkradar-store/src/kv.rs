@@ -201,7 +201,27 @@ type Range = redb::OwnedRange<&'static [u8], &'static [u8]>;
 /// was committed when it began.
 pub(crate) struct Scan(Result<Option<Range>, Option<StoreError>>);
 
+type Entry = (
+    redb::OwnedAccessGuard<&'static [u8]>,
+    redb::OwnedAccessGuard<&'static [u8]>,
+);
+
 impl Scan {
+    /// The next record from one end of the range, copied out.
+    fn step(
+        &mut self,
+        next: impl FnOnce(&mut Range) -> Option<Result<Entry, redb::StorageError>>,
+    ) -> Option<Result<Record, StoreError>> {
+        match &mut self.0 {
+            Ok(Some(range)) => next(range).map(|kv| {
+                kv.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                    .map_err(StoreError::from)
+            }),
+            Ok(None) => None,
+            Err(e) => e.take().map(Err),
+        }
+    }
+
     pub(crate) fn keys(self) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> {
         self.map(|kv| kv.map(|(k, _)| k))
     }
@@ -211,27 +231,13 @@ impl Iterator for Scan {
     type Item = Result<Record, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match &mut self.0 {
-            Ok(Some(range)) => range.next().map(|kv| {
-                kv.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-                    .map_err(StoreError::from)
-            }),
-            Ok(None) => None,
-            Err(e) => e.take().map(Err),
-        }
+        self.step(Range::next)
     }
 }
 
 impl DoubleEndedIterator for Scan {
     fn next_back(&mut self) -> Option<Self::Item> {
-        match &mut self.0 {
-            Ok(Some(range)) => range.next_back().map(|kv| {
-                kv.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-                    .map_err(StoreError::from)
-            }),
-            Ok(None) => None,
-            Err(e) => e.take().map(Err),
-        }
+        self.step(Range::next_back)
     }
 }
 

@@ -116,11 +116,7 @@ fn copy_converted(
 /// first 16 bytes of its tag and is sealed again under the nonces made from
 /// them; every other record stays as it is. None for an `S` record whose
 /// period's secret is erased: retention already took it.
-fn convert(
-    keys: &PeriodKeys,
-    k: Vec<u8>,
-    v: Vec<u8>,
-) -> Result<Option<kv::Record>, StoreError> {
+fn convert(keys: &PeriodKeys, k: Vec<u8>, v: Vec<u8>) -> Result<Option<kv::Record>, StoreError> {
     if k.first() != Some(&SIGNAL) {
         return Ok(Some((k, v)));
     }

@@ -839,3 +839,38 @@ fn a_redb_store_of_an_older_format_is_upgraded_in_place() {
     assert_eq!(after, records);
     assert_eq!(as_read(dir.path()), before);
 }
+
+/// A stop does not wait for every handle of the queue to go: a query still
+/// auditing holds one. What was queued is stored; what comes later is
+/// refused as unavailable.
+#[test]
+fn the_writer_ends_when_asked_though_a_queue_handle_is_still_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), "k1").unwrap();
+    let (queue, writer) = IngestQueue::start(store.clone(), 4);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let one = batch(
+        "b1",
+        vec![signal(1, "BU00340101", "huurachterstand", "2026-01")],
+    );
+    let pending = runtime.block_on(queue.enqueue(one)).unwrap();
+    let (done, joined) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        writer.join();
+        done.send(()).unwrap();
+    });
+    joined
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the writer ended while the queue was still held");
+    assert_eq!(
+        runtime.block_on(pending.durable()).unwrap(),
+        Outcome::Stored
+    );
+    assert_eq!(store.signal_count().unwrap(), 1);
+    let two = batch(
+        "b2",
+        vec![signal(2, "BU00340101", "huurachterstand", "2026-01")],
+    );
+    let refused = runtime.block_on(queue.submit(two)).expect_err("refused");
+    assert!(matches!(refused, StoreError::Unavailable), "{refused:?}");
+}

@@ -13,6 +13,8 @@
 //! never run ahead of the store.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use fastbloom::BloomFilter;
 
@@ -209,6 +211,8 @@ enum Request {
         dir: std::path::PathBuf,
         reply: oneshot::Sender<Result<crate::backup::Copied, StoreError>>,
     },
+    /// Wakes the writer to end ([`WriterThread::join`]).
+    Stop,
 }
 
 /// What a purge removed.
@@ -234,6 +238,7 @@ impl std::fmt::Debug for Request {
             Request::Put { .. } => f.write_str("Put"),
             Request::Forget { .. } => f.write_str("Forget"),
             Request::Backup { .. } => f.write_str("Backup"),
+            Request::Stop => f.write_str("Stop"),
         }
     }
 }
@@ -244,15 +249,22 @@ impl IngestQueue {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    /// Starts the writer thread; it ends when every queue handle is dropped,
-    /// which [`WriterThread::join`] waits for.
+    /// Starts the writer thread. It ends when every queue handle is
+    /// dropped, or when [`WriterThread::join`] asks it to.
     pub fn start(store: Store, depth: usize) -> (IngestQueue, WriterThread) {
         let (tx, rx) = mpsc::channel(depth.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("wijkradar-writer".into())
-            .spawn(move || run(store, rx))
+            .spawn(move || run(store, rx, &stopping))
             .expect("spawn the writer thread");
-        (IngestQueue { tx }, WriterThread(thread))
+        let writer = WriterThread {
+            thread,
+            stop,
+            wake: tx.clone(),
+        };
+        (IngestQueue { tx }, writer)
     }
 
     /// Places a batch in the writer's queue, in call order, and returns what
@@ -378,11 +390,25 @@ impl Pending {
 /// The writer thread; join it after dropping every [`IngestQueue`] to know
 /// the store is closed.
 #[derive(Debug)]
-pub struct WriterThread(std::thread::JoinHandle<()>);
+pub struct WriterThread {
+    thread: std::thread::JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+    /// To wake an idle writer to end.
+    wake: mpsc::Sender<Request>,
+}
 
 impl WriterThread {
+    /// Asks the writer to end and waits for it: it takes what is already
+    /// queued, then ends; later requests are refused as unavailable. It does
+    /// not wait for the queue's other handles to go (a query still auditing
+    /// holds one).
     pub fn join(self) {
-        let _ = self.0.join();
+        self.stop.store(true, Ordering::Relaxed);
+        // When the queue is full the writer is busy, and sees the flag
+        // after its round.
+        let _ = self.wake.try_send(Request::Stop);
+        drop(self.wake);
+        let _ = self.thread.join();
     }
 }
 
@@ -430,6 +456,7 @@ impl Next {
             Request::Purge { first_kept, reply } => self.purge = Some((first_kept, reply)),
             Request::Forget { key } => self.removals.push(key),
             Request::Backup { dir, reply } => self.backup = Some((dir, reply)),
+            Request::Stop => {}
             Request::Put {
                 key,
                 value,
@@ -441,7 +468,7 @@ impl Next {
     }
 }
 
-fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
+fn run(store: Store, mut rx: mpsc::Receiver<Request>, stop: &AtomicBool) {
     let mut state = match WriterState::load(store.clone()) {
         Ok(state) => Some(state),
         Err(e) => {
@@ -451,6 +478,10 @@ fn run(store: Store, mut rx: mpsc::Receiver<Request>) {
     };
     let mut poisoned = state.is_none();
     while let Some(first) = rx.blocking_recv() {
+        if stop.load(Ordering::Relaxed) {
+            // Nothing more comes in; what is queued is still taken.
+            rx.close();
+        }
         let mut next = Next::default();
         next.take(first);
         while next.open() {
