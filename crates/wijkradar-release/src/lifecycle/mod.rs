@@ -394,4 +394,6 @@ fn released(cells: &[Option<u64>]) -> Vec<Released> {
 }
 
 #[cfg(test)]
+mod attack_tests;
+#[cfg(test)]
 mod tests;

@@ -30,8 +30,11 @@
 //! - [`Link::EarlierVersions`]: every earlier version of the table, oldest
 //!   first, each at most the next. A (type, month) table only gains
 //!   households, so that holds per cell; in a period or a derived table a
-//!   late signal can move a household to another buurt, and only the
-//!   gemeente total is known to grow. All of them, not only the last: the
+//!   late signal can move a household to another buurt, so only the
+//!   gemeente total is known to grow, and per cell it holds for households
+//!   that stay put: the audit assumes that too, less the fewest movers the
+//!   releases allow (as for parts). The same for parts kept at their
+//!   version cap ([`Link::StaleParts`]). All of them, not only the last: the
 //!   first can narrow the last through a middle one whose cell is hidden (a
 //!   test shows such a case). The same for a linked table (a period's part):
 //!   its earlier versions can narrow the period through it.
@@ -307,12 +310,14 @@ impl<'a> System<'a> {
                     let first = s.tables.len();
                     s.tables.extend(parts.iter().map(Vec::as_slice));
                     for p in first..s.tables.len() {
+                        let total_only = !*per_cell || p != first + parts.len() - 1;
                         s.at_least.push(AtLeast {
                             big: 0,
                             small: p,
-                            total_only: !*per_cell || p != first + parts.len() - 1,
+                            total_only,
                             slack: 0,
                         });
+                        s.stay_put(0, p, total_only);
                     }
                 }
                 Link::EarlierVersions {
@@ -332,12 +337,31 @@ impl<'a> System<'a> {
                             total_only: !*per_cell,
                             slack: 0,
                         });
+                        // A period's later version moves a household to
+                        // another buurt only if it moved: per area the
+                        // version after is at least this one, less the
+                        // movers assumed.
+                        s.stay_put(big, small, !*per_cell);
                         big = small;
                     }
                 }
             }
         }
         s
+    }
+
+    /// Where `big ≥ small` holds per area only for households that stay put
+    /// (`only_in_total` for every household): the per-area inequality
+    /// less the movers assumed.
+    fn stay_put(&mut self, big: usize, small: usize, only_in_total: bool) {
+        if let (true, Some(slack)) = (only_in_total, self.movers) {
+            self.at_least.push(AtLeast {
+                big,
+                small,
+                total_only: false,
+                slack,
+            });
+        }
     }
 
     /// Adds the tables of a period's parts, in time order, tied to the table
