@@ -175,7 +175,7 @@ impl Kv {
     pub(crate) fn size_on_disk(&self) -> Result<u64, StoreError> {
         std::fs::metadata(&self.path)
             .map(|m| m.len())
-            .map_err(|source| StoreError::Keys {
+            .map_err(|source| StoreError::File {
                 path: self.path.clone(),
                 source,
             })

@@ -28,7 +28,7 @@ const SIGNAL_KEY_V2: usize = 43;
 pub const MOVED_ASIDE: &str = "store.sled-before-upgrade";
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Keys {
+    move |source| StoreError::File {
         path: path.to_owned(),
         source,
     }
@@ -40,11 +40,13 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
 pub(crate) fn copy_from_sled(dir: &Path, progress: impl FnMut(u64)) -> Result<u32, StoreError> {
     let target = dir.join(kv::FILE);
     if target.exists() {
-        return Err(StoreError::BackupFormat(format!(
-            "{} holds both a sled store (store/) and {}: move one away first",
-            dir.display(),
-            kv::FILE
-        )));
+        return Err(StoreError::File {
+            path: target,
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the data directory holds a sled store (store/) as well: move one of them away first",
+            ),
+        });
     }
     let sled_dir = dir.join(SLED_DIR);
     let db = sled::Config::new().path(&sled_dir).open()?;

@@ -99,6 +99,11 @@ pub enum StoreError {
     SledStore,
     #[error("the store holds a malformed record")]
     Corrupt,
+    #[error("{path}: {source}")]
+    File {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("period keys {path}: {source}")]
     Keys {
         path: std::path::PathBuf,
@@ -221,7 +226,7 @@ pub fn upgrade(dir: &Path, progress: impl FnMut(u64)) -> Result<u32, StoreError>
     }
     let path = dir.join(kv::FILE);
     if !path.is_file() {
-        return Err(StoreError::Keys {
+        return Err(StoreError::File {
             path,
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no store here"),
         });
@@ -619,7 +624,7 @@ impl Store {
     /// written with the same server key: a store keyed under another key
     /// would silently stop linking households.
     pub fn open(dir: &Path, server_key_id: &str) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Keys {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::File {
             path: dir.to_owned(),
             source,
         })?;
