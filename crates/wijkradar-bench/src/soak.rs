@@ -37,6 +37,7 @@ pub async fn run(
     partners: usize,
     batch: usize,
     interval_seconds: u64,
+    release_every: u64,
 ) -> anyhow::Result<()> {
     let hierarchy = Hierarchy::netherlands_2023();
     let almere: GemeenteCode = "GM0034".parse().expect("valid");
@@ -60,9 +61,9 @@ pub async fn run(
         .map(|(n, o, r)| (n.as_str(), *o, *r))
         .collect();
     let mut setup = DevSetup::create(dir.path(), &named)?;
-    // The release run every minute, as a busy operator might schedule it;
-    // no rate limit in the way of the load.
-    setup.config.release.materialise_every_seconds = 60;
+    // The release run every minute by default, as a busy operator might
+    // schedule it; no rate limit in the way of the load.
+    setup.config.release.materialise_every_seconds = release_every;
     setup.config.limits.partner_signals_per_second = 10_000_000;
     setup.config.limits.partner_burst_signals = 10_000_000;
     let server = wijkradar_server::start(&setup.config).await?;

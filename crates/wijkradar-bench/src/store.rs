@@ -118,6 +118,9 @@ pub enum BenchCommand {
         /// Seconds per reported interval.
         #[arg(long, default_value_t = 30)]
         interval: u64,
+        /// Seconds between the scheduled release runs (0: none).
+        #[arg(long, default_value_t = 60)]
+        release_every: u64,
     },
     /// Memory and disk at scale in one process: signals written in batches
     /// as partners send them, then a month's releases and the alerts of
@@ -230,7 +233,8 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             partners,
             batch,
             interval,
-        } => return crate::soak::run(minutes, partners, batch, interval).await,
+            release_every,
+        } => return crate::soak::run(minutes, partners, batch, interval, release_every).await,
         BenchCommand::Memory {
             signals,
             partners,
