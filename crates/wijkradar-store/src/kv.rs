@@ -241,6 +241,12 @@ impl DoubleEndedIterator for Scan {
     }
 }
 
+/// Whether `key` is in a write transaction's table (what it wrote too),
+/// without copying its value.
+pub(crate) fn contains_in(table: &WriteTable<'_>, key: &[u8]) -> Result<bool, StoreError> {
+    Ok(table.get(key)?.is_some())
+}
+
 /// Reads `key` in a write transaction: sees what the transaction wrote.
 pub(crate) fn get_in(table: &WriteTable<'_>, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(table.get(key)?.map(|v| v.value().to_vec()))

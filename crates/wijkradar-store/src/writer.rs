@@ -150,7 +150,7 @@ impl WriterState {
             KeyFilter::Ready(filter) => filter.contains(&key[..]),
             KeyFilter::Loading { .. } | KeyFilter::Absent => true,
         };
-        Ok(maybe && kv::get_in(t, key)?.is_some())
+        Ok(maybe && kv::contains_in(t, key)?)
     }
 
     fn remember(&mut self, key: [u8; SIGNAL_KEY]) {
@@ -546,7 +546,7 @@ fn put_record(
 ) -> Result<(), StoreError> {
     store.db.write(flush, |t| {
         match value {
-            Some(_) if if_absent && kv::get_in(t, &key)?.is_some() => {
+            Some(_) if if_absent && kv::contains_in(t, &key)? => {
                 return Err(StoreError::VersionTaken);
             }
             Some(value) => {
