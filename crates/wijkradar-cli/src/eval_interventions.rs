@@ -26,8 +26,9 @@ use wijkradar_release::{ReleasePolicy, Released, Threshold};
 pub struct InterventionEvalArgs {
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
-    /// Simulated interventions per scenario.
-    #[arg(long, default_value_t = 200)]
+    /// Simulated interventions per scenario (with 1,000, a coverage of
+    /// 0.90 is measured to within about ±0.015 where 400 are estimated).
+    #[arg(long, default_value_t = 1000)]
     pub trials: usize,
     /// Placebo draws per estimate.
     #[arg(long, default_value_t = 1000)]

@@ -307,8 +307,10 @@ impl Design {
 
         let sets = placebo::draws(n_donors, self.treated.len(), self.draws, self.seed);
         let treated_sigma2 = series_noise(&p.panel, start);
-        // Each placebo: its estimate, its series' noise, and its fit before
-        // the start brought to the treated series' noise.
+        let treated_own = own_variance(&estimate, series_noise(&p.panel, start), start);
+        // Each placebo: its estimate, its own series' share of the
+        // estimate's variance, and its fit before the start brought to the
+        // treated series' noise.
         let placebos: Vec<(f64, f64, f64)> = sets
             .iter()
             .filter_map(|set| {
@@ -316,11 +318,18 @@ impl Design {
                 let e = sdid::estimate(&panel, Estimator::SyntheticDid);
                 let sigma2 = series_noise(&panel, start);
                 let scale = (treated_sigma2 / sigma2).sqrt();
-                Some((e.tau, sigma2, pre_fit(&e, start) * scale))
+                Some((
+                    e.tau,
+                    own_variance(&e, series_noise(&panel, start), start),
+                    pre_fit(&e, start) * scale,
+                ))
             })
             .collect();
         let pairs: Vec<(f64, f64)> = placebos.iter().map(|p| (p.0, p.1)).collect();
-        let inference = Inference::heteroskedastic(estimate.tau, treated_sigma2, &pairs);
+        // A placebo's comparison side averages n₀ − n₁ donors, the
+        // estimate's n₀: its variance is about (n₀ − n₁)/n₀ of a placebo's.
+        let comparison = n_donors.saturating_sub(self.treated.len()) as f64 / n_donors as f64;
+        let inference = Inference::heteroskedastic(estimate.tau, treated_own, comparison, &pairs);
         if pairs.len() < MIN_PLACEBOS || inference.is_none() {
             return Err(EffectError::TooFewComparisons {
                 donors: n_donors,
@@ -449,14 +458,15 @@ impl Design {
                 .filter_map(|set| {
                     let full = placebo_panel(&p, set, p.panel.t0()).ok()?;
                     let panel = Panel::new(cut(&full), full.n0(), start).ok()?;
-                    let tau = sdid::estimate(&panel, Estimator::SyntheticDid).tau;
-                    Some((tau, series_noise(&panel, start)))
+                    let e = sdid::estimate(&panel, Estimator::SyntheticDid);
+                    let own = own_variance(&e, series_noise(&panel, start), start);
+                    Some((e.tau, own))
                 })
                 .collect();
             if let Some(model) = placebo::VarianceModel::fit(&placebos) {
-                let own = Panel::new(cut(&p.panel), p.n_donors, start)
-                    .map(|panel| series_noise(&panel, start));
-                if let Ok(own) = own {
+                if let Ok(panel) = Panel::new(cut(&p.panel), p.n_donors, start) {
+                    let e = sdid::estimate(&panel, Estimator::SyntheticDid);
+                    let own = own_variance(&e, series_noise(&panel, start), start);
                     variances.push(model.variance(own) / level.powi(2));
                 }
             }
@@ -506,6 +516,33 @@ fn series_noise(panel: &Panel, start: usize) -> f64 {
         .map(|s| panel.at(treated, s) - panel.at(treated, s - 1))
         .collect();
     (sdid::sample_sd(&diffs).powi(2) / 2.0).max(1e-12)
+}
+
+/// The variance the treated series' own noise gives the estimate τ: τ
+/// subtracts the λ-weighted periods before the start from the mean of the
+/// T₁ periods after it, so with noise `sigma2` per period (see
+/// [`series_noise`]), independent between periods, that is σ²·(Σλ² + 1/T₁).
+///
+/// A count's variance grows with its mean, so the periods after the start
+/// get σ² times the ratio of their mean to the mean before: a fall of 30%
+/// leaves about 0.7 of the noise there. Without that the interval errs
+/// wide under a real fall and narrow under a real rise. A placebo's ratio
+/// is about 1.
+fn own_variance(e: &Estimate, sigma2: f64, start: usize) -> f64 {
+    let t = e.treated.len();
+    if start == 0 || start >= t {
+        return sigma2;
+    }
+    let mean =
+        |r: std::ops::Range<usize>| e.treated[r.clone()].iter().sum::<f64>() / r.len() as f64;
+    let (before, after) = (mean(0..start), mean(start..t));
+    let ratio = if before > 0.0 && after.is_finite() {
+        (after / before).clamp(0.25, 4.0)
+    } else {
+        1.0
+    };
+    let lambda_sq: f64 = e.lambda.iter().map(|l| l * l).sum();
+    sigma2 * (lambda_sq + ratio / (t - start) as f64)
 }
 
 /// A series divided by its mean before `start`, and that mean; a series
@@ -610,5 +647,33 @@ pub fn progress(effect: &Interval, goal: f64, elapsed: usize, horizon: usize) ->
         Progress::NotOnCourse
     } else {
         Progress::TooEarly
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn estimate(treated: Vec<f64>, lambda: Vec<f64>) -> Estimate {
+        Estimate {
+            tau: 0.0,
+            omega: vec![1.0],
+            counterfactual: treated.clone(),
+            treated,
+            lambda,
+        }
+    }
+
+    #[test]
+    fn own_variance_follows_the_estimator_and_the_level_after_the_start() {
+        // Four periods before (λ = ¼ each: Σλ² = ¼), four after.
+        let flat = estimate(vec![1.0; 8], vec![0.25; 4]);
+        assert!((own_variance(&flat, 2.0, 4) - 2.0 * (0.25 + 0.25)).abs() < 1e-12);
+        // A fall of 30% after the start leaves 0.7 of the noise there.
+        let fall = estimate(vec![1.0, 1.0, 1.0, 1.0, 0.7, 0.7, 0.7, 0.7], vec![0.25; 4]);
+        assert!((own_variance(&fall, 2.0, 4) - 2.0 * (0.25 + 0.7 / 4.0)).abs() < 1e-12);
+        // All weight on the last period before: its noise counts whole.
+        let last = estimate(vec![1.0; 8], vec![0.0, 0.0, 0.0, 1.0]);
+        assert!((own_variance(&last, 2.0, 4) - 2.0 * (1.0 + 0.25)).abs() < 1e-12);
     }
 }
