@@ -463,12 +463,13 @@ impl Design {
                     Some((e.tau, own))
                 })
                 .collect();
-            if let Some(model) = placebo::VarianceModel::fit(&placebos) {
-                if let Ok(panel) = Panel::new(cut(&p.panel), p.n_donors, start) {
-                    let e = sdid::estimate(&panel, Estimator::SyntheticDid);
-                    let own = own_variance(&e, series_noise(&panel, start), start);
-                    variances.push(model.variance(own) / level.powi(2));
-                }
+            if let (Some(model), Ok(panel)) = (
+                placebo::VarianceModel::fit(&placebos),
+                Panel::new(cut(&p.panel), p.n_donors, start),
+            ) {
+                let e = sdid::estimate(&panel, Estimator::SyntheticDid);
+                let own = own_variance(&e, series_noise(&panel, start), start);
+                variances.push(model.variance(own) / level.powi(2));
             }
         }
         let variances: Vec<f64> = variances.into_iter().filter(|v| v.is_finite()).collect();
