@@ -164,7 +164,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let detectors: Vec<Detector> = Method::ALL
         .iter()
         .map(|&m| Detector::Method(m))
-        .chain([Detector::PooledOwnLevel, Detector::Pooled, Detector::Oracle])
+        .chain([
+            Detector::PooledOwnLevel,
+            Detector::Pooled,
+            Detector::LevelOracle,
+            Detector::Oracle,
+        ])
         .collect();
     let bar = ProgressBar::new(detectors.len() as u64);
     bar.set_style(
@@ -290,7 +295,7 @@ fn report(results: &[(Detector, f64, Outcome, Outcome)], budget: f64) -> String 
         .map(String::from),
     );
     for (d, _, _, o) in results {
-        if *d == Detector::Oracle {
+        if matches!(d, Detector::Oracle | Detector::LevelOracle) {
             continue;
         }
         let cells = [

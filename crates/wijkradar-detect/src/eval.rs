@@ -235,6 +235,9 @@ pub enum Detector {
     PooledOwnLevel,
     /// The near-oracle, told the true baseline.
     Oracle,
+    /// Told the curve, the overdispersion and how areas spread, but not
+    /// each area's own level ([`oracle::test_learning`]).
+    LevelOracle,
 }
 
 impl Detector {
@@ -244,6 +247,7 @@ impl Detector {
             Detector::Pooled => "pooled_windows",
             Detector::PooledOwnLevel => "pooled_own_level",
             Detector::Oracle => "near_oracle",
+            Detector::LevelOracle => "oracle_learns_level",
         }
     }
 }
@@ -325,6 +329,12 @@ pub fn score(
                         )
                     }
                     Detector::Oracle => oracle::test(&sim.counts[a], &sim.mu[a], s.size, t),
+                    Detector::LevelOracle => {
+                        let curve: Vec<f64> = (0..s.months)
+                            .map(|i| baseline(s, sim.households[a], i))
+                            .collect();
+                        oracle::test_learning(&sim.counts[a], &curve, s.size, s.area_sd, t)
+                    }
                 })
                 .collect()
         })
