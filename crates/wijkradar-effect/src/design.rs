@@ -45,9 +45,15 @@ pub struct Design {
 
 /// Comparison wijken with more suppressed cells than this share are left out.
 pub const MAX_SUPPRESSED_DONOR: f64 = 0.5;
-/// Placebos an interval needs at least: with fewer, no p-value can fall
-/// below 0.10.
-pub const MIN_PLACEBOS: usize = 9;
+/// Placebos an interval needs at least. Most of an estimate's variance is
+/// its treated series' own ([`Design::analyse`]); the placebos give the
+/// comparison side, which five can. With fewer than [`CLAIM_PLACEBOS`] no
+/// p-value can fall below 0.10: such a design can bound an effect, not
+/// show one.
+pub const MIN_PLACEBOS: usize = 5;
+
+/// Placebos a p-value below 0.10 needs: it is at least 1/(placebos + 1).
+pub const CLAIM_PLACEBOS: usize = 9;
 
 /// Above this share of suppressed monthly cells, quarters are used.
 pub const MONTHLY_SUPPRESSED_MAX: f64 = 0.3;

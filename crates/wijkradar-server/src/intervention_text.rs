@@ -88,6 +88,13 @@ pub(crate) fn paragraphs(
             "De cijfers wijzen de andere kant op dan het doel (p = {}). Kijk eerst of er in deze wijken iets anders veranderde.",
             p_value(r.p_value)
         )
+    } else if (r.placebos as usize) < wijkradar_effect::design::CLAIM_PLACEBOS {
+        format!(
+            "Met {} proefwijken kan de p-waarde niet onder {} komen: deze vergelijking kan een effect begrenzen (het interval), maar niet aantonen (p = {}).",
+            r.placebos,
+            p_value(1.0 / (f64::from(r.placebos) + 1.0)),
+            p_value(r.p_value)
+        )
     } else {
         format!(
             "De cijfers laten nog geen effect zien dat te onderscheiden is van toeval (p = {}). Dat betekent niet dat de aanpak niet werkt.",
@@ -162,5 +169,68 @@ fn p_value(p: f64) -> String {
         "< 0,01".into()
     } else {
         format!("{:.2}", p).replace('.', ",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wijkradar_domain::intervention::Goal;
+
+    fn plan() -> Plan {
+        Plan {
+            gemeente: "GM0034".parse().unwrap(),
+            name: "Schuldhulp aan huis".into(),
+            wijken: vec!["WK003401".parse().unwrap()],
+            start: "2026-01".parse().unwrap(),
+            measures: vec!["huurachterstand".into()],
+            reach: 0.5,
+            goal: Goal {
+                change: -0.2,
+                horizon_months: 24,
+            },
+        }
+    }
+
+    fn report(placebos: u32, p_value: f64) -> pb::EffectReport {
+        pb::EffectReport {
+            estimated: true,
+            effect_percent: -8.0,
+            effect_percent_low: -20.0,
+            effect_percent_high: 4.0,
+            placebos,
+            p_value,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn too_few_placebos_to_show_an_effect_are_said_so() {
+        let text = paragraphs(
+            &plan(),
+            &["Stad".into()],
+            "huurachterstand",
+            &report(6, 0.43),
+            10,
+        )
+        .join(" ");
+        assert!(
+            text.contains("Met 6 proefwijken kan de p-waarde niet onder 0,14 komen"),
+            "{text}"
+        );
+        assert!(!text.contains("toeval"), "{text}");
+        let text = paragraphs(
+            &plan(),
+            &["Stad".into()],
+            "huurachterstand",
+            &report(40, 0.43),
+            10,
+        )
+        .join(" ");
+        assert!(
+            text.contains("niet te onderscheiden") || text.contains("van toeval"),
+            "{text}"
+        );
+        assert!(!text.contains("proefwijken kan"), "{text}");
     }
 }
