@@ -313,7 +313,8 @@ impl Design {
 
         let sets = placebo::draws(n_donors, self.treated.len(), self.draws, self.seed);
         let treated_sigma2 = series_noise(&p.panel, start);
-        let treated_own = own_variance(&estimate, series_noise(&p.panel, start), start);
+        let treated_parts = own_parts(&estimate, series_noise(&p.panel, start), start);
+        let treated_own = treated_parts.0 + treated_parts.1;
         // Each placebo: its estimate, its own series' share of the
         // estimate's variance, and its fit before the start brought to the
         // treated series' noise.
@@ -383,7 +384,9 @@ impl Design {
             synthetic_control,
             diff_in_diff,
             poisson,
-            relative: scaled(1.0 / level),
+            relative: inference.as_ref().map_or(scaled(1.0 / level), |i| {
+                relative_interval(estimate.tau, level, treated_parts, i.comparison_variance)
+            }),
             households_per_period: scaled(p.treated_scale * treated_households / 1000.0),
             treated_rate: (
                 mean(&estimate.treated, 0..start) * p.treated_scale,
@@ -536,9 +539,17 @@ fn series_noise(panel: &Panel, start: usize) -> f64 {
 /// wide under a real fall and narrow under a real rise. A placebo's ratio
 /// is about 1.
 fn own_variance(e: &Estimate, sigma2: f64, start: usize) -> f64 {
+    let (before, after) = own_parts(e, sigma2, start);
+    before + after
+}
+
+/// [`own_variance`] in its two parts: from the periods before the start
+/// (σ²·Σλ², part of the course without the intervention) and after it
+/// (σ²·r/T₁).
+fn own_parts(e: &Estimate, sigma2: f64, start: usize) -> (f64, f64) {
     let t = e.treated.len();
     if start == 0 || start >= t {
-        return sigma2;
+        return (sigma2, 0.0);
     }
     let mean =
         |r: std::ops::Range<usize>| e.treated[r.clone()].iter().sum::<f64>() / r.len() as f64;
@@ -549,7 +560,30 @@ fn own_variance(e: &Estimate, sigma2: f64, start: usize) -> f64 {
         1.0
     };
     let lambda_sq: f64 = e.lambda.iter().map(|l| l * l).sum();
-    sigma2 * (lambda_sq + ratio / (t - start) as f64)
+    (sigma2 * lambda_sq, sigma2 * ratio / (t - start) as f64)
+}
+
+/// The interval of the relative effect τ/L (L: the course without the
+/// intervention after the start, the counterfactual level) by the delta
+/// method. τ is the treated series after the start, T, less L, so τ/L is
+/// T/L − 1: T's noise counts as it is, L's is scaled by T/L. Under a real
+/// fall of 30% the noise of L (the periods before the start and the
+/// comparison side) counts 0.7 times, where the interval of τ itself
+/// counts it whole.
+fn relative_interval(
+    tau: f64,
+    level: f64,
+    (before, after): (f64, f64),
+    comparison: f64,
+) -> Interval {
+    let estimate = tau / level;
+    let q = (1.0 + estimate).clamp(0.25, 4.0);
+    let se = (after + q * q * (before + comparison)).sqrt() / level;
+    Interval {
+        estimate,
+        low: estimate - placebo::Z90 * se,
+        high: estimate + placebo::Z90 * se,
+    }
 }
 
 /// A series divided by its mean before `start`, and that mean; a series
@@ -669,6 +703,24 @@ mod tests {
             treated,
             lambda,
         }
+    }
+
+    #[test]
+    fn the_relative_interval_scales_the_course_without_by_the_fall() {
+        // No effect: τ/L's variance is the whole variance over L².
+        let none = relative_interval(0.0, 2.0, (0.04, 0.04), 0.08);
+        let se = (0.04_f64 + 0.04 + 0.08).sqrt() / 2.0;
+        assert!((none.high - placebo::Z90 * se).abs() < 1e-12, "{none:?}");
+        // A fall of 30%: the course without (before the start, comparison
+        // side) counts 0.7², what came after the start as it is.
+        let fall = relative_interval(-0.6, 2.0, (0.04, 0.04), 0.08);
+        let se = (0.04 + 0.49 * (0.04 + 0.08_f64)).sqrt() / 2.0;
+        assert!((fall.estimate + 0.3).abs() < 1e-12);
+        assert!(
+            (fall.high - fall.estimate - placebo::Z90 * se).abs() < 1e-12,
+            "{fall:?}"
+        );
+        assert!(fall.high - fall.low < none.high - none.low);
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct Inference {
     pub p_value: f64,
     /// How many placebos there were.
     pub placebos: usize,
+    /// The comparison side's share of the estimate's variance (the rest
+    /// is the treated series' own).
+    pub comparison_variance: f64,
 }
 
 /// z for a two-sided 90% interval.
@@ -138,6 +141,7 @@ impl Inference {
             standard_error: se,
             p_value: (1 + extreme) as f64 / (1 + placebos.len()) as f64,
             placebos: placebos.len(),
+            comparison_variance: comparison * model.b,
         })
     }
 }
