@@ -315,6 +315,15 @@ pub fn score(
     }
     (0..sim.counts.len())
         .map(|a| {
+            // The curve the level-learning oracle is told: the baseline
+            // without the area's own factor.
+            let curve: Vec<f64> = if d == Detector::LevelOracle {
+                (0..s.months)
+                    .map(|i| baseline(s, sim.households[a], i))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             (s.first_test..s.months)
                 .map(|t| match d {
                     Detector::Method(m) => m.test(&sim.counts[a], sim.households[a], t),
@@ -330,9 +339,6 @@ pub fn score(
                     }
                     Detector::Oracle => oracle::test(&sim.counts[a], &sim.mu[a], s.size, t),
                     Detector::LevelOracle => {
-                        let curve: Vec<f64> = (0..s.months)
-                            .map(|i| baseline(s, sim.households[a], i))
-                            .collect();
                         oracle::test_learning(&sim.counts[a], &curve, s.size, s.area_sd, t)
                     }
                 })

@@ -11,6 +11,15 @@ pub const WINDOWS: [usize; 4] = [1, 2, 3, 6];
 /// binomial size `size` (variance μ + μ²/size).
 pub fn test(counts: &[u64], mu: &[f64], size: f64, t: usize) -> Option<Test> {
     let observed = *counts.get(t)?;
+    let best = best_window(counts, mu, size, 0.0, t);
+    Some(Test::from_p(mu[t], f64::INFINITY, observed, best))
+}
+
+/// The smallest upper-tail p-value over the windows ending at month `t`,
+/// each sum tested against the means `mu` (variance μ + μ²/size per month)
+/// with `log_var`, the relative variance of a level estimated from the
+/// counts, on top (0 when the level is known).
+fn best_window(counts: &[u64], mu: &[f64], size: f64, log_var: f64, t: usize) -> f64 {
     let mut best = 1.0f64;
     for w in WINDOWS {
         let Some(start) = (t + 1).checked_sub(w) else {
@@ -18,10 +27,10 @@ pub fn test(counts: &[u64], mu: &[f64], size: f64, t: usize) -> Option<Test> {
         };
         let y: u64 = counts[start..=t].iter().sum();
         let m: f64 = mu[start..=t].iter().sum();
-        let v: f64 = mu[start..=t].iter().map(|m| m + m * m / size).sum();
+        let v: f64 = mu[start..=t].iter().map(|m| m + m * m / size).sum::<f64>() + m * m * log_var;
         best = best.min(upper_tail(y, m, v));
     }
-    Some(Test::from_p(mu[t], f64::INFINITY, observed, best))
+    best
 }
 
 /// The level-learning oracle: told everything the near-oracle is except
@@ -59,34 +68,19 @@ pub fn test_learning(
             .map(|b| own * b + (own * b).powi(2) / size)
             .sum::<f64>()
             / (own * expected).powi(2);
+        // The prior: log-normal with mean 1, so its log has mean −sd²/2.
         let prior_var = area_sd * area_sd;
+        let prior_mean = -prior_var / 2.0;
         let precision = 1.0 / own_var + 1.0 / prior_var;
-        let mean = (own.ln() / own_var - prior_var / 2.0 / prior_var) / precision;
+        let mean = (own.ln() / own_var + prior_mean / prior_var) / precision;
         (mean, 1.0 / precision)
     } else {
         (0.0, 0.0)
     };
     let factor = (log_factor + log_var / 2.0).exp();
-    let mut best = 1.0f64;
-    for w in WINDOWS {
-        let Some(start) = (t + 1).checked_sub(w) else {
-            continue;
-        };
-        let y: u64 = counts[start..=t].iter().sum();
-        let m: f64 = baseline[start..=t].iter().sum::<f64>() * factor;
-        let v: f64 = baseline[start..=t]
-            .iter()
-            .map(|b| factor * b + (factor * b).powi(2) / size)
-            .sum::<f64>()
-            + m * m * log_var;
-        best = best.min(upper_tail(y, m, v));
-    }
-    Some(Test::from_p(
-        baseline[t] * factor,
-        f64::INFINITY,
-        observed,
-        best,
-    ))
+    let mu: Vec<f64> = baseline.iter().map(|b| b * factor).collect();
+    let best = best_window(counts, &mu, size, log_var, t);
+    Some(Test::from_p(mu[t], f64::INFINITY, observed, best))
 }
 
 #[cfg(test)]

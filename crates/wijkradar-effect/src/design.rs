@@ -313,7 +313,7 @@ impl Design {
 
         let sets = placebo::draws(n_donors, self.treated.len(), self.draws, self.seed);
         let treated_sigma2 = series_noise(&p.panel, start);
-        let treated_parts = own_parts(&estimate, series_noise(&p.panel, start), start);
+        let treated_parts = own_parts(&estimate, treated_sigma2, start);
         let treated_own = treated_parts.0 + treated_parts.1;
         // Each placebo: its estimate, its own series' share of the
         // estimate's variance, and its fit before the start brought to the
@@ -327,7 +327,7 @@ impl Design {
                 let scale = (treated_sigma2 / sigma2).sqrt();
                 Some((
                     e.tau,
-                    own_variance(&e, series_noise(&panel, start), start),
+                    own_variance(&e, sigma2, start),
                     pre_fit(&e, start) * scale,
                 ))
             })

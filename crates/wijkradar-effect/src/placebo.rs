@@ -67,8 +67,8 @@ pub struct Inference {
     pub p_value: f64,
     /// How many placebos there were.
     pub placebos: usize,
-    /// The comparison side's share of the estimate's variance (the rest
-    /// is the treated series' own).
+    /// The comparison side's part of the estimate's variance (the rest is
+    /// the treated series' own).
     pub comparison_variance: f64,
 }
 
@@ -126,8 +126,7 @@ impl Inference {
         }
         // The p-value ranks the estimate among the placebos by one and the
         // same statistic: standardised as a placebo would be.
-        let own_sd = model.variance(own).sqrt();
-        let z = estimate.abs() / own_sd;
+        let z = estimate.abs() / model.variance(own).sqrt();
         let extreme = placebos
             .iter()
             .filter(|(tau, s2)| {
