@@ -63,6 +63,9 @@ pub enum EvalWhat {
     /// The intervention report: bias, coverage of its 90% interval, false
     /// positives and power, on simulated interventions in real wijken.
     Interventions(crate::eval_interventions::InterventionEvalArgs),
+    /// The alerts exactly as `GetAlerts` returns them, on a real store and
+    /// a real aggregator, against the near-oracle on the same counts.
+    Alerts(crate::eval_alerts::AlertEvalArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -87,8 +90,10 @@ const BANDS: [(f64, f64, &str); 5] = [
 ];
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    if let Some(EvalWhat::Interventions(a)) = args.what {
-        return crate::eval_interventions::run(a);
+    match args.what {
+        Some(EvalWhat::Interventions(a)) => return crate::eval_interventions::run(a),
+        Some(EvalWhat::Alerts(_)) => anyhow::bail!("eval alerts runs async: see main"),
+        None => {}
     }
     anyhow::ensure!(
         args.area_sd.is_finite() && (0.0..=3.0).contains(&args.area_sd),

@@ -10,6 +10,7 @@ mod agent;
 mod connection;
 mod demo;
 mod eval;
+mod eval_alerts;
 mod eval_interventions;
 mod governance;
 mod interventions;
@@ -449,6 +450,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Keys(cmd) => keys(cmd)?,
+        Command::Eval(eval::EvalArgs {
+            what: Some(eval::EvalWhat::Alerts(a)),
+            ..
+        }) => eval_alerts::run(a).await?,
         Command::Eval(args) => eval::run(args)?,
     }
     Ok(())

@@ -161,10 +161,22 @@ pub fn baseline(s: &Scenario, households: f64, t: usize) -> f64 {
 
 /// Draws every area's counts; `outbreaks` multiply the baseline.
 pub fn simulate(s: &Scenario, households: &[f64], outbreaks: &[Outbreak], seed: u64) -> Simulated {
-    let mut rng = StdRng::seed_from_u64(seed);
+    simulate_world(s, households, outbreaks, seed, seed)
+}
+
+/// [`simulate`] with the areas' own rates drawn from `levels_seed` and the
+/// counts from `noise_seed`: worlds of the same areas with other counts.
+pub fn simulate_world(
+    s: &Scenario,
+    households: &[f64],
+    outbreaks: &[Outbreak],
+    levels_seed: u64,
+    noise_seed: u64,
+) -> Simulated {
+    let mut rng = StdRng::seed_from_u64(noise_seed);
     // The areas' own rates, from a stream of their own: the counts of a
     // scenario without differences between areas stay as they were.
-    let mut area_rng = StdRng::seed_from_u64(seed ^ 0x0a4e_a5d0);
+    let mut area_rng = StdRng::seed_from_u64(levels_seed ^ 0x0a4e_a5d0);
     let spread = rand_distr::LogNormal::new(-s.area_sd * s.area_sd / 2.0, s.area_sd)
         .expect("a finite, non-negative standard deviation");
     let mut counts = Vec::with_capacity(households.len());

@@ -1,0 +1,834 @@
+//! `wijkradar eval alerts`: the early warning scored exactly as the API
+//! returns it.
+//!
+//! Households are simulated in the real wijken of a sample of gemeenten
+//! (CBS 2024 dwellings; Bron: CBS). Each wijk's monthly count per payment
+//! type comes from the evaluation's simulator (negative binomial, season,
+//! trend, wijken that differ in rate), with rises injected into wijken:
+//! every payment type rises at once, as when a wijk's money troubles grow.
+//! Each month's count is spread over the wijk's households by a frailty
+//! that clusters problems in few households, so the derived series
+//! (households with several signal types, with any payment arrear) behave
+//! as in life. The signals go into a real store. A real aggregator answers
+//! `GetAlerts` over gRPC with mutual TLS for every gemeente and tested
+//! month, and what it returns is scored against the truth.
+//!
+//! The near-oracle scores the same counts, calibrated to the false-alarm
+//! rate the API reached. For the derived series it is told their baseline
+//! as the mean over replicate worlds without rises.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Gamma};
+use wijkradar_detect::Test;
+use wijkradar_detect::eval::{
+    self, Detector, Outbreak, OutbreakKind, Outcome, Scenario, Simulated, calibrate,
+    choose_outbreaks, evaluate,
+};
+use wijkradar_domain::derived::{self, Derived, HouseholdSignal, Joins};
+use wijkradar_domain::hierarchy::Dwellings;
+use wijkradar_domain::{
+    AreaCode, BuurtCode, Clock, GemeenteCode, Hierarchy, Month, PartnerPseudonym, SignalTypeName,
+    SignalUnit, WijkCode,
+};
+use wijkradar_proto::v1 as pb;
+use wijkradar_pseudonym::ServerKey;
+use wijkradar_server::access::Role;
+use wijkradar_store::StoredSignal;
+
+#[derive(Debug, Clone, Args)]
+pub struct AlertEvalArgs {
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+    /// Gemeenten simulated, drawn at random from all of the Netherlands
+    /// (0: all of them; an hour or more).
+    #[arg(long, default_value_t = 60)]
+    pub gemeenten: usize,
+    /// Signals per 1,000 households per month, per payment type.
+    #[arg(long, default_value_t = 2.0)]
+    pub rate: f64,
+    /// How much wijken differ in their rate: the log-scale standard
+    /// deviation of each wijk's factor, per type.
+    #[arg(long, default_value_t = 0.5)]
+    pub area_sd: f64,
+    /// Share of tested wijken that get a rise (in every payment type).
+    #[arg(long, default_value_t = 0.3)]
+    pub share: f64,
+    /// Smallest wijk scored, in dwellings (smaller ones are simulated and
+    /// tested by the server, not scored).
+    #[arg(long, default_value_t = 1000)]
+    pub min_dwellings: u64,
+    /// How problems cluster in households: the gamma shape of each
+    /// household's frailty (mean 1). Smaller clusters more.
+    #[arg(long, default_value_t = 0.5)]
+    pub clustering: f64,
+    /// Worlds without rises simulated for the derived series' baseline.
+    #[arg(long, default_value_t = 50)]
+    pub replicates: usize,
+}
+
+/// The payment types simulated: the four the arrears indicator joins.
+const TYPES: [&str; 4] = [
+    "huurachterstand",
+    "energieachterstand",
+    "drinkwaterachterstand",
+    "zorgpremieachterstand",
+];
+
+/// The derived series scored.
+const DERIVED: [Derived; 2] = [Derived::PaymentArrears, Derived::SeveralProblems];
+
+/// A simulated wijk: its households, each in a buurt, with a frailty.
+struct Wijk {
+    code: WijkCode,
+    gemeente: usize,
+    households: f64,
+    buurten: Vec<BuurtCode>,
+    /// Cumulative frailty over the households: who gets a signal.
+    cumulative: Vec<f64>,
+}
+
+impl Wijk {
+    fn buurt_of(&self, household: usize) -> BuurtCode {
+        self.buurten[household % self.buurten.len()]
+    }
+
+    /// `n` distinct households, drawn in proportion to their frailty.
+    fn draw(&self, n: u64, rng: &mut StdRng, out: &mut Vec<usize>) {
+        out.clear();
+        let total = *self.cumulative.last().unwrap_or(&0.0);
+        let n = (n as usize).min(self.cumulative.len());
+        while out.len() < n {
+            let x = rng.random::<f64>() * total;
+            let h = self.cumulative.partition_point(|&c| c <= x);
+            let h = h.min(self.cumulative.len() - 1);
+            if !out.contains(&h) {
+                out.push(h);
+            }
+        }
+    }
+}
+
+/// Per wijk: each signalled household's signals (type index, month).
+type Placed = Vec<HashMap<usize, Vec<HouseholdSignal>>>;
+
+/// The simulated gemeenten.
+struct World {
+    gemeenten: Vec<GemeenteCode>,
+    wijken: Vec<Wijk>,
+    /// Indexes of the wijken scored.
+    tested: Vec<usize>,
+    months: Vec<Month>,
+    scenario: Scenario,
+}
+
+impl World {
+    fn households(&self) -> Vec<f64> {
+        self.wijken.iter().map(|w| w.households).collect()
+    }
+
+    /// Each type's counts per wijk and month: the same rises in every type,
+    /// each type's wijk levels and noise its own.
+    fn counts(&self, outbreaks: &[Outbreak], levels_seed: u64, noise_seed: u64) -> Vec<Simulated> {
+        let households = self.households();
+        (0..TYPES.len() as u64)
+            .map(|t| {
+                eval::simulate_world(
+                    &self.scenario,
+                    &households,
+                    outbreaks,
+                    levels_seed.wrapping_add(t * 7919),
+                    noise_seed.wrapping_add(t * 104_729),
+                )
+            })
+            .collect()
+    }
+
+    /// Spreads every count over the wijk's households.
+    fn place(&self, sims: &[Simulated], seed: u64) -> Placed {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x9_1ace);
+        let mut chosen = Vec::new();
+        self.wijken
+            .iter()
+            .enumerate()
+            .map(|(w, wijk)| {
+                let mut households: HashMap<usize, Vec<HouseholdSignal>> = HashMap::new();
+                for (m, &month) in self.months.iter().enumerate() {
+                    for (t, sim) in sims.iter().enumerate() {
+                        wijk.draw(sim.counts[w][m], &mut rng, &mut chosen);
+                        for &h in &chosen {
+                            households.entry(h).or_default().push(HouseholdSignal {
+                                signal_type: t as u16,
+                                month,
+                                buurt: wijk.buurt_of(h),
+                            });
+                        }
+                    }
+                }
+                households
+            })
+            .collect()
+    }
+
+    /// A derived series per wijk and month, as the server defines it.
+    fn derived(&self, which: Derived, placed: &Placed) -> Vec<Vec<u64>> {
+        let joins = Joins {
+            payment_arrears: (0..TYPES.len() as u16).collect(),
+        };
+        placed
+            .iter()
+            .map(|households| {
+                let mut row = vec![0u64; self.months.len()];
+                for signals in households.values() {
+                    let first = self
+                        .months
+                        .iter()
+                        .position(|m| *m == signals[0].month)
+                        .unwrap_or(0);
+                    for (m, &month) in self.months.iter().enumerate().skip(first) {
+                        if derived::counts_in(which, signals, month, &joins).is_some() {
+                            row[m] += 1;
+                        }
+                    }
+                }
+                row
+            })
+            .collect()
+    }
+}
+
+pub async fn run(args: AlertEvalArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.area_sd.is_finite() && (0.0..=3.0).contains(&args.area_sd),
+        "--area-sd: must be a number from 0 to 3, got {}",
+        args.area_sd
+    );
+    anyhow::ensure!(
+        args.clustering.is_finite() && args.clustering > 0.0,
+        "--clustering: must be a positive number, got {}",
+        args.clustering
+    );
+    anyhow::ensure!(
+        args.replicates >= 2,
+        "--replicates: at least 2, got {}",
+        args.replicates
+    );
+    let started = std::time::Instant::now();
+    let world = world(&args)?;
+    let s = world.scenario;
+    let tested_outbreaks = choose_outbreaks(&s, world.tested.len(), args.share, args.seed);
+    // The same rises in the numbering of all simulated wijken.
+    let outbreaks: Vec<Outbreak> = tested_outbreaks
+        .iter()
+        .map(|o| Outbreak {
+            area: world.tested[o.area],
+            ..*o
+        })
+        .collect();
+    let levels_seed = args.seed;
+    let sims = world.counts(&outbreaks, levels_seed, args.seed);
+    let placed = world.place(&sims, args.seed);
+    let signals: u64 = sims
+        .iter()
+        .flat_map(|s| s.counts.iter().flatten())
+        .sum();
+    println!(
+        "Evaluatie van de waarschuwingen zoals de API ze geeft (seed {}): {} gemeenten, {} wijken ({} met ten minste {} woningen, Bron: CBS), {} betalingsachterstanden ({}) van {:.1} per 1.000 huishoudens per maand per soort, spreiding tussen wijken {} (sd log), clustering in huishoudens {}; {} maanden, getoetst de laatste {}; stijgingen in {} wijken; {} signalen.",
+        args.seed,
+        world.gemeenten.len(),
+        world.wijken.len(),
+        world.tested.len(),
+        args.min_dwellings,
+        TYPES.len(),
+        TYPES.join(", "),
+        s.rate_per_1000,
+        s.area_sd,
+        args.clustering,
+        s.months,
+        s.months - s.first_test,
+        outbreaks.len(),
+        signals
+    );
+
+    let answers = ask_the_api(&world, &placed, signals).await?;
+    let api_time = answers.seconds;
+
+    // The truth per series family, restricted to the scored wijken.
+    let restrict = |sim: &Simulated, outbreaks: &[Outbreak]| -> Simulated {
+        Simulated {
+            counts: world.tested.iter().map(|&w| sim.counts[w].clone()).collect(),
+            mu: world.tested.iter().map(|&w| sim.mu[w].clone()).collect(),
+            outbreaks: outbreaks.to_vec(),
+            households: world.tested.iter().map(|&w| sim.households[w]).collect(),
+        }
+    };
+    let types_truth = join_areas(
+        &sims
+            .iter()
+            .map(|sim| restrict(sim, &tested_outbreaks))
+            .collect::<Vec<_>>(),
+    );
+    let null_sims = world.counts(&[], levels_seed, args.seed.wrapping_add(1));
+    let types_null = join_areas(
+        &null_sims
+            .iter()
+            .map(|sim| restrict(sim, &[]))
+            .collect::<Vec<_>>(),
+    );
+    let world = &world;
+    let pools: Vec<usize> = (0..TYPES.len())
+        .flat_map(|t| {
+            world
+                .tested
+                .iter()
+                .map(move |&w| t * 1000 + world.wijken[w].gemeente)
+        })
+        .collect();
+    let mut rows = Vec::new();
+    let api = evaluate(&answers.tests(&world, None), &types_truth, &s, Some(0.5));
+    rows.push(Row::compare(
+        "de vier soorten, elk apart",
+        api,
+        &types_truth,
+        &types_null,
+        &s,
+        &pools,
+        true,
+    ));
+
+    // The derived series: their baseline from replicate worlds.
+    let bar = bar(args.replicates as u64, "basislijn afgeleide reeksen");
+    let mut sums = vec![vec![vec![0.0f64; s.months]; world.wijken.len()]; DERIVED.len()];
+    let mut squares = sums.clone();
+    let mut null_derived = Vec::new();
+    for r in 0..args.replicates {
+        let noise = args.seed.wrapping_add(1000 + r as u64);
+        let sims = world.counts(&[], levels_seed, noise);
+        let placed = world.place(&sims, noise);
+        for (d, &which) in DERIVED.iter().enumerate() {
+            let series = world.derived(which, &placed);
+            for (w, row) in series.iter().enumerate() {
+                for (m, &y) in row.iter().enumerate() {
+                    sums[d][w][m] += y as f64;
+                    squares[d][w][m] += (y as f64).powi(2);
+                }
+            }
+            if r == 0 {
+                null_derived.push(series);
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let n = args.replicates as f64;
+    for (d, &which) in DERIVED.iter().enumerate() {
+        let mu: Vec<Vec<f64>> = sums[d]
+            .iter()
+            .map(|row| row.iter().map(|x| x / n).collect())
+            .collect();
+        // The overdispersion (variance μ + μ²/size) over all wijk-months.
+        let (mut excess, mut mu2) = (0.0, 0.0);
+        for (w, row) in mu.iter().enumerate() {
+            for (m, &mean) in row.iter().enumerate() {
+                let var = (squares[d][w][m] / n - mean * mean) * n / (n - 1.0);
+                excess += var - mean;
+                mu2 += mean * mean;
+            }
+        }
+        let size = if excess > 0.0 { mu2 / excess } else { 1e6 };
+        let series = world.derived(which, &placed);
+        let truth = Simulated {
+            counts: world.tested.iter().map(|&w| series[w].clone()).collect(),
+            mu: world.tested.iter().map(|&w| mu[w].clone()).collect(),
+            outbreaks: tested_outbreaks.clone(),
+            households: world
+                .tested
+                .iter()
+                .map(|&w| world.wijken[w].households)
+                .collect(),
+        };
+        let null = Simulated {
+            counts: world
+                .tested
+                .iter()
+                .map(|&w| null_derived[d][w].clone())
+                .collect(),
+            outbreaks: Vec::new(),
+            ..truth.clone()
+        };
+        let scenario = Scenario { size, ..s };
+        let api = evaluate(
+            &answers.tests(&world, Some(which)),
+            &truth,
+            &scenario,
+            Some(0.5),
+        );
+        let pools: Vec<usize> = world
+            .tested
+            .iter()
+            .map(|&w| world.wijken[w].gemeente)
+            .collect();
+        rows.push(Row::compare(
+            which.name(),
+            api,
+            &truth,
+            &null,
+            &scenario,
+            &pools,
+            false,
+        ));
+    }
+    print!("{}", report(&rows, &answers, &world, &tested_outbreaks));
+    println!(
+        "API: {} vragen in {:.0} s (mediaan {:.0} ms per vraag); alles samen {:.0} s.",
+        answers.calls,
+        api_time,
+        answers.median_ms,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The gemeenten drawn, their wijken and households.
+fn world(args: &AlertEvalArgs) -> anyhow::Result<World> {
+    let hierarchy = Hierarchy::netherlands_2023();
+    let dwellings = Dwellings::kwb_2024();
+    let mut gemeenten: Vec<GemeenteCode> = hierarchy.gemeenten().collect();
+    gemeenten.sort();
+    let mut rng = StdRng::seed_from_u64(args.seed ^ 0x6e_e3e7);
+    if args.gemeenten > 0 && args.gemeenten < gemeenten.len() {
+        gemeenten.shuffle(&mut rng);
+        gemeenten.truncate(args.gemeenten);
+        gemeenten.sort();
+    }
+    let frailty = Gamma::new(args.clustering, 1.0 / args.clustering)
+        .map_err(|e| anyhow::anyhow!("--clustering: {e}"))?;
+    let mut wijken = Vec::new();
+    for (g, &code) in gemeenten.iter().enumerate() {
+        for w in hierarchy.wijken_of(code) {
+            let buurten: Vec<BuurtCode> = hierarchy.buurten_of_wijk(w).collect();
+            let Some(&d) = dwellings.per_area.get(&AreaCode::Wijk(w)) else {
+                continue;
+            };
+            if d == 0 || buurten.is_empty() {
+                continue;
+            }
+            let mut total = 0.0;
+            let cumulative = (0..d)
+                .map(|_| {
+                    total += frailty.sample(&mut rng);
+                    total
+                })
+                .collect();
+            wijken.push(Wijk {
+                code: w,
+                gemeente: g,
+                households: d as f64,
+                buurten,
+                cumulative,
+            });
+        }
+    }
+    let tested = (0..wijken.len())
+        .filter(|&w| wijken[w].households >= args.min_dwellings as f64)
+        .collect();
+    let last = Clock::System.month().plus(-1);
+    let scenario = Scenario {
+        rate_per_1000: args.rate,
+        area_sd: args.area_sd,
+        ..Scenario::default()
+    };
+    let first = last.plus(1 - scenario.months as i32);
+    Ok(World {
+        gemeenten,
+        wijken,
+        tested,
+        months: first.through(last).collect(),
+        scenario: Scenario {
+            first_calendar_month: first.month() as usize - 1,
+            ..scenario
+        },
+    })
+}
+
+/// Several series families as one: the areas of each in turn.
+fn join_areas(parts: &[Simulated]) -> Simulated {
+    let per = parts.first().map_or(0, |p| p.counts.len());
+    Simulated {
+        counts: parts.iter().flat_map(|p| p.counts.clone()).collect(),
+        mu: parts.iter().flat_map(|p| p.mu.clone()).collect(),
+        outbreaks: parts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| {
+                p.outbreaks.iter().map(move |o| Outbreak {
+                    area: o.area + i * per,
+                    ..*o
+                })
+            })
+            .collect(),
+        households: parts.iter().flat_map(|p| p.households.clone()).collect(),
+    }
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{what} [{{bar:30}}] {{pos}}/{{len}} {{eta}}"))
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// What the API returned for every gemeente and tested month.
+struct Answers {
+    /// (series name, wijk, tested month index from 0): the window shown.
+    wijk_alerts: HashMap<(String, WijkCode, usize), u32>,
+    /// Buurt alerts: (series name, wijk of the buurt, tested month index).
+    buurt_alerts: Vec<(String, WijkCode, usize)>,
+    calls: usize,
+    seconds: f64,
+    median_ms: f64,
+}
+
+impl Answers {
+    /// An alarm (score 1) where the API alerted the scored wijk: per type
+    /// in turn, or for one derived series.
+    fn tests(&self, world: &World, which: Option<Derived>) -> Vec<Vec<Option<Test>>> {
+        let names: Vec<String> = match which {
+            None => TYPES.iter().map(|t| (*t).to_owned()).collect(),
+            Some(d) => vec![d.name().to_owned()],
+        };
+        let tested = world.scenario.months - world.scenario.first_test;
+        names
+            .iter()
+            .flat_map(|name| {
+                world.tested.iter().map(move |&w| {
+                    (0..tested)
+                        .map(|j| {
+                            let key = (name.clone(), world.wijken[w].code, j);
+                            let score = f64::from(u8::from(self.wijk_alerts.contains_key(&key)));
+                            Some(Test {
+                                expected: 0.0,
+                                threshold: 0.0,
+                                observed: 0,
+                                p_value: None,
+                                score,
+                                windows: [None; 4],
+                            })
+                        })
+                        .collect()
+                })
+            })
+            .collect()
+    }
+}
+
+/// Writes the signals into a real store, starts a real aggregator and asks
+/// `GetAlerts` for every gemeente and tested month.
+async fn ask_the_api(world: &World, placed: &Placed, signals: u64) -> anyhow::Result<Answers> {
+    let dir = tempfile::tempdir()?;
+    let mut setup = wijkradar_dev::DevSetup::create(dir.path(), &[])?;
+    setup.config.release.materialise_every_seconds = 0;
+    setup.config.retention.purge_every_seconds = 0;
+    let name = "eval-analyst";
+    wijkradar_pki::issue(
+        &setup.pki_dir,
+        name,
+        "Evaluatie",
+        Some(&wijkradar_dev::dev_oin(0)),
+    )?;
+    let codes: Vec<String> = world.gemeenten.iter().map(|g| g.to_string()).collect();
+    let codes: Vec<&str> = codes.iter().map(String::as_str).collect();
+    std::fs::write(
+        &setup.config.access,
+        wijkradar_dev::access_entry(name, &wijkradar_dev::dev_oin(0), &[Role::Analyst], &codes),
+    )?;
+    let key = ServerKey::load(&setup.config.keys.server_key)?;
+    fill(&setup, &key, world, placed, signals).await?;
+
+    let server = wijkradar_server::start(&setup.config).await?;
+    let mut client = setup.client_at(server.addr, name).query_client().await?;
+    let tested: Vec<(usize, Month)> = world
+        .months
+        .iter()
+        .copied()
+        .enumerate()
+        .skip(world.scenario.first_test)
+        .collect();
+    let asked: Vec<String> = TYPES
+        .iter()
+        .map(|t| (*t).to_owned())
+        .chain(Derived::ALL.iter().map(|d| d.name().to_owned()))
+        .collect();
+    let wijk_of: HashMap<BuurtCode, WijkCode> = world
+        .wijken
+        .iter()
+        .flat_map(|w| w.buurten.iter().map(move |&b| (b, w.code)))
+        .collect();
+    let bar = bar(
+        (tested.len() * world.gemeenten.len()) as u64,
+        "GetAlerts per gemeente en maand",
+    );
+    let mut answers = Answers {
+        wijk_alerts: HashMap::new(),
+        buurt_alerts: Vec::new(),
+        calls: 0,
+        seconds: 0.0,
+        median_ms: 0.0,
+    };
+    let mut times = Vec::new();
+    let started = std::time::Instant::now();
+    for (j, (_, month)) in tested.iter().enumerate() {
+        for g in &world.gemeenten {
+            let call = std::time::Instant::now();
+            let answer = client
+                .get_alerts(pb::GetAlertsRequest {
+                    gemeente_code: g.to_string(),
+                    month: month.to_string(),
+                    signal_types: asked.clone(),
+                })
+                .await?
+                .into_inner();
+            times.push(call.elapsed().as_secs_f64() * 1000.0);
+            for alert in answer.alerts {
+                let area: AreaCode = alert.area_code.parse()?;
+                match area {
+                    AreaCode::Wijk(w) => {
+                        answers
+                            .wijk_alerts
+                            .insert((alert.signal_type, w, j), alert.window_months);
+                    }
+                    AreaCode::Buurt(b) => {
+                        if let Some(&w) = wijk_of.get(&b) {
+                            answers.buurt_alerts.push((alert.signal_type, w, j));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    answers.seconds = started.elapsed().as_secs_f64();
+    answers.calls = times.len();
+    times.sort_by(f64::total_cmp);
+    answers.median_ms = times.get(times.len() / 2).copied().unwrap_or(0.0);
+    drop(client);
+    server.shutdown().await?;
+    Ok(answers)
+}
+
+/// A stable partner pseudonym of a simulated household (`person` 0) or of
+/// its one person with person-type signals (`person` 1).
+fn partner_pseudonym(wijk: usize, household: usize, person: u8) -> PartnerPseudonym {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&(wijk as u64).to_le_bytes());
+    bytes[8..16].copy_from_slice(&(household as u64).to_le_bytes());
+    bytes[16] = person;
+    bytes[31] = 0xe7;
+    PartnerPseudonym::from_bytes(bytes)
+}
+
+/// Writes every placed signal through the store's writer (untimed).
+async fn fill(
+    setup: &wijkradar_dev::DevSetup,
+    key: &ServerKey,
+    world: &World,
+    placed: &Placed,
+    signals: u64,
+) -> anyhow::Result<()> {
+    let catalogue = wijkradar_domain::Catalogue::dutch_defaults();
+    let types: Vec<(SignalTypeName, bool)> = TYPES
+        .iter()
+        .map(|t| {
+            let def = catalogue.get(t).expect("a catalogue type");
+            (def.name.clone(), def.unit == SignalUnit::Person)
+        })
+        .collect();
+    let store = wijkradar_store::Store::open(&setup.config.data_dir, key.id().as_str())?;
+    let (queue, writer) = wijkradar_store::IngestQueue::start(store, 64);
+    let bar = bar(signals, "signalen in de opslag");
+    let mut ids = Vec::new();
+    let mut batch: Vec<StoredSignal> = Vec::new();
+    let flush = |batch: &mut Vec<StoredSignal>, ids: &mut Vec<(String, String)>| {
+        let id = format!("eval-{}", ids.len());
+        ids.push(("eval".to_owned(), id.clone()));
+        wijkradar_store::IncomingBatch {
+            partner: "eval".into(),
+            id: wijkradar_domain::BatchId::new(&id).expect("valid"),
+            key_id: wijkradar_domain::PseudonymKeyId::new("eval").expect("valid"),
+            digest: [0; 32],
+            signals: std::mem::take(batch),
+        }
+    };
+    for (w, households) in placed.iter().enumerate() {
+        let _ = &world.wijken[w];
+        for (&h, list) in households {
+            let household = key.rekey(&partner_pseudonym(w, h, 0));
+            let person = key.rekey(&partner_pseudonym(w, h, 1));
+            for s in list {
+                let (name, is_person) = &types[s.signal_type as usize];
+                let pseudonym = if *is_person { person } else { household };
+                batch.push(StoredSignal {
+                    record_key: key.record_key(&pseudonym),
+                    pseudonym,
+                    buurt: s.buurt,
+                    signal_type: name.clone(),
+                    month: s.month,
+                    severity: None,
+                    household: is_person.then_some(household),
+                    previous: None,
+                });
+            }
+            if batch.len() >= 10_000 {
+                bar.inc(batch.len() as u64);
+                queue.submit(flush(&mut batch, &mut ids)).await?;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        bar.inc(batch.len() as u64);
+        queue.submit(flush(&mut batch, &mut ids)).await?;
+    }
+    bar.finish_and_clear();
+    // No audit log here: the batches' `U` records go, or the server would
+    // write their entries at its start.
+    queue.forget_unaudited(&ids).await?;
+    drop(queue);
+    writer.join();
+    Ok(())
+}
+
+/// One series family: the API against the harness's detectors on the same
+/// counts, each calibrated to the API's false-alarm rate.
+struct Row {
+    name: String,
+    api: Outcome,
+    oracle: Outcome,
+    learner: Option<Outcome>,
+    pooled: Outcome,
+}
+
+impl Row {
+    fn compare(
+        name: &str,
+        api: Outcome,
+        truth: &Simulated,
+        null: &Simulated,
+        s: &Scenario,
+        pools: &[usize],
+        curve_known: bool,
+    ) -> Row {
+        let budget = api.false_alarms_per_100_area_years();
+        let at_budget = |d: Detector| {
+            let cutoff = calibrate(&eval::score(d, null, s, pools), budget);
+            evaluate(&eval::score(d, truth, s, pools), truth, s, Some(cutoff))
+        };
+        Row {
+            name: name.to_owned(),
+            oracle: at_budget(Detector::Oracle),
+            learner: curve_known.then(|| at_budget(Detector::LevelOracle)),
+            pooled: at_budget(Detector::Pooled),
+            api,
+        }
+    }
+}
+
+fn report(rows: &[Row], answers: &Answers, world: &World, outbreaks: &[Outbreak]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n| reeks | stijgingen | API: gevoeligheid | API: vals alarm per 100 wijkjaren | bijna-orakel bij hetzelfde vals alarm | API / bijna-orakel | orakel dat het niveau leert | API / dat orakel | pooled_windows van de harness |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let ratio = |a: &Outcome, b: &Outcome| {
+        if b.detected == 0 {
+            "–".to_owned()
+        } else {
+            format!("{:.2}", a.sensitivity() / b.sensitivity())
+        }
+    };
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.3} | {:.2} | {:.3} | {} | {} | {} | {:.3} |",
+            r.name,
+            r.api.outbreaks,
+            r.api.sensitivity(),
+            r.api.false_alarms_per_100_area_years(),
+            r.oracle.sensitivity(),
+            ratio(&r.api, &r.oracle),
+            r.learner
+                .as_ref()
+                .map_or("–".to_owned(), |l| format!("{:.3}", l.sensitivity())),
+            r.learner
+                .as_ref()
+                .map_or("–".to_owned(), |l| ratio(&r.api, l)),
+            r.pooled.sensitivity(),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nMediane vertraging in maanden per soort stijging (API / bijna-orakel):\n"
+    );
+    let _ = writeln!(out, "| reeks | {} |", {
+        OutbreakKind::ALL.map(|k| k.name()).join(" | ")
+    });
+    let _ = writeln!(out, "|---|---|---|---|");
+    for r in rows {
+        let lag = |o: &Outcome, k| o.median_lag_of(k).map_or("–".to_owned(), |l| format!("{l}"));
+        let cells: Vec<String> = OutbreakKind::ALL
+            .iter()
+            .map(|&k| format!("{} / {}", lag(&r.api, k), lag(&r.oracle, k)))
+            .collect();
+        let _ = writeln!(out, "| {} | {} |", r.name, cells.join(" | "));
+    }
+    // Which windows the API showed.
+    let mut windows: HashMap<u32, usize> = HashMap::new();
+    for w in answers.wijk_alerts.values() {
+        *windows.entry(*w).or_default() += 1;
+    }
+    let mut shown: Vec<(u32, usize)> = windows.into_iter().collect();
+    shown.sort_unstable();
+    let _ = writeln!(
+        out,
+        "\nWijkwaarschuwingen: {} (venster van 1/2/3/6 maanden: {}).",
+        answers.wijk_alerts.len(),
+        shown
+            .iter()
+            .map(|(w, n)| format!("{w} mnd: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // Buurt alerts: inside a wijk with a rise, in its months, or not.
+    let rising: HashMap<WijkCode, &Outbreak> = outbreaks
+        .iter()
+        .map(|o| (world.wijken[world.tested[o.area]].code, o))
+        .collect();
+    let inside = answers
+        .buurt_alerts
+        .iter()
+        .filter(|(_, w, j)| {
+            rising.get(w).is_some_and(|o| {
+                let t = world.scenario.first_test + j;
+                t >= o.start && t < o.start.saturating_add(o.kind.length())
+            })
+        })
+        .count();
+    let _ = writeln!(
+        out,
+        "Buurtwaarschuwingen: {}, waarvan {} in een wijk tijdens haar stijging.",
+        answers.buurt_alerts.len(),
+        inside
+    );
+    out
+}
