@@ -234,10 +234,7 @@ pub async fn run(args: AlertEvalArgs) -> anyhow::Result<()> {
     let levels_seed = args.seed;
     let sims = world.counts(&outbreaks, levels_seed, args.seed);
     let placed = world.place(&sims, args.seed);
-    let signals: u64 = sims
-        .iter()
-        .flat_map(|s| s.counts.iter().flatten())
-        .sum();
+    let signals: u64 = sims.iter().flat_map(|s| s.counts.iter().flatten()).sum();
     println!(
         "Evaluatie van de waarschuwingen zoals de API ze geeft (seed {}): {} gemeenten, {} wijken ({} met ten minste {} woningen, Bron: CBS), {} betalingsachterstanden ({}) van {:.1} per 1.000 huishoudens per maand per soort, spreiding tussen wijken {} (sd log), clustering in huishoudens {}; {} maanden, getoetst de laatste {}; stijgingen in {} wijken; {} signalen.",
         args.seed,
@@ -262,7 +259,11 @@ pub async fn run(args: AlertEvalArgs) -> anyhow::Result<()> {
     // The truth per series family, restricted to the scored wijken.
     let restrict = |sim: &Simulated, outbreaks: &[Outbreak]| -> Simulated {
         Simulated {
-            counts: world.tested.iter().map(|&w| sim.counts[w].clone()).collect(),
+            counts: world
+                .tested
+                .iter()
+                .map(|&w| sim.counts[w].clone())
+                .collect(),
             mu: world.tested.iter().map(|&w| sim.mu[w].clone()).collect(),
             outbreaks: outbreaks.to_vec(),
             households: world.tested.iter().map(|&w| sim.households[w]).collect(),
@@ -785,7 +786,10 @@ fn report(rows: &[Row], answers: &Answers, world: &World, outbreaks: &[Outbreak]
     });
     let _ = writeln!(out, "|---|---|---|---|");
     for r in rows {
-        let lag = |o: &Outcome, k| o.median_lag_of(k).map_or("–".to_owned(), |l| format!("{l}"));
+        let lag = |o: &Outcome, k| {
+            o.median_lag_of(k)
+                .map_or("–".to_owned(), |l| format!("{l}"))
+        };
         let cells: Vec<String> = OutbreakKind::ALL
             .iter()
             .map(|&k| format!("{} / {}", lag(&r.api, k), lag(&r.oracle, k)))
@@ -831,4 +835,120 @@ fn report(rows: &[Row], answers: &Answers, world: &World, outbreaks: &[Outbreak]
         inside
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wijk(frailties: &[f64]) -> Wijk {
+        let mut total = 0.0;
+        Wijk {
+            code: "WK003401".parse().expect("valid"),
+            gemeente: 0,
+            households: frailties.len() as f64,
+            buurten: vec!["BU00340101".parse().expect("valid")],
+            cumulative: frailties
+                .iter()
+                .map(|f| {
+                    total += f;
+                    total
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_draw_takes_distinct_households_by_their_frailty() {
+        // Household 0 carries 9 times the frailty of each of the others.
+        let mut frailties = vec![1.0; 10];
+        frailties[0] = 9.0;
+        let w = wijk(&frailties);
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut out = Vec::new();
+        let mut first = 0;
+        for _ in 0..2000 {
+            w.draw(1, &mut rng, &mut out);
+            first += usize::from(out == [0]);
+        }
+        // P(household 0) = 9/18.
+        assert!((first as f64 / 2000.0 - 0.5).abs() < 0.04, "{first}");
+        // Never the same household twice; never more than there are.
+        w.draw(10, &mut rng, &mut out);
+        let mut sorted = out.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        w.draw(50, &mut rng, &mut out);
+        assert_eq!(out.len(), 10);
+    }
+
+    #[test]
+    fn joined_families_number_their_areas_and_rises_in_turn() {
+        let part = |rise: bool| Simulated {
+            counts: vec![vec![1; 3]; 2],
+            mu: vec![vec![1.0; 3]; 2],
+            outbreaks: if rise {
+                vec![Outbreak {
+                    area: 1,
+                    start: 2,
+                    kind: OutbreakKind::Jump,
+                }]
+            } else {
+                Vec::new()
+            },
+            households: vec![100.0, 200.0],
+        };
+        let joined = join_areas(&[part(true), part(false), part(true)]);
+        assert_eq!(joined.counts.len(), 6);
+        assert_eq!(
+            joined.households,
+            vec![100.0, 200.0, 100.0, 200.0, 100.0, 200.0]
+        );
+        let areas: Vec<usize> = joined.outbreaks.iter().map(|o| o.area).collect();
+        assert_eq!(areas, vec![1, 5]);
+    }
+
+    #[test]
+    fn api_alerts_become_alarms_of_their_wijk_series_and_month() {
+        let w = wijk(&[1.0; 1000]);
+        let code = w.code;
+        let world = World {
+            gemeenten: vec!["GM0034".parse().expect("valid")],
+            wijken: vec![w],
+            tested: vec![0],
+            months: Vec::new(),
+            scenario: Scenario::default(),
+        };
+        let mut answers = Answers {
+            wijk_alerts: HashMap::new(),
+            buurt_alerts: Vec::new(),
+            calls: 0,
+            seconds: 0.0,
+            median_ms: 0.0,
+        };
+        answers
+            .wijk_alerts
+            .insert(("energieachterstand".to_owned(), code, 3), 2);
+        answers
+            .wijk_alerts
+            .insert((Derived::SeveralProblems.name().to_owned(), code, 5), 6);
+        let alarms = |tests: Vec<Vec<Option<Test>>>| -> Vec<(usize, usize)> {
+            let mut out = Vec::new();
+            for (a, row) in tests.iter().enumerate() {
+                for (j, t) in row.iter().enumerate() {
+                    if t.is_some_and(|t| t.score > 0.5) {
+                        out.push((a, j));
+                    }
+                }
+            }
+            out
+        };
+        // Types in turn: energieachterstand is the second family.
+        assert_eq!(alarms(answers.tests(&world, None)), vec![(1, 3)]);
+        assert_eq!(
+            alarms(answers.tests(&world, Some(Derived::SeveralProblems))),
+            vec![(0, 5)]
+        );
+        assert!(alarms(answers.tests(&world, Some(Derived::PaymentArrears))).is_empty());
+    }
 }

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use wijkradar_detect::monitor::{self, Group, Level, Series, Shared};
-use wijkradar_domain::derived;
+use wijkradar_domain::derived::{self, Derived};
 use wijkradar_domain::{AreaCode, BuurtCode, GemeenteCode, Month, SignalTypeName, WijkCode};
 use wijkradar_proto::v1 as pb;
 use wijkradar_release::{Period, Released};
@@ -105,21 +105,10 @@ impl Query {
             let per_buurt = self.buurt_series(signal_type, &months, q.gemeente)?;
             sources.push((Measure::Type(signal_type), per_buurt));
         }
-        // The derived indicators, with their cell keys for the release.
+        // The derived indicators, counted from the linked households.
         if !q.derived.is_empty() {
-            let households =
-                tables.linked(months[0].plus(-(derived::WINDOW_MONTHS as i32)), q.month)?;
-            let joins = state.joins();
-            for &d in &q.derived {
-                let keyed = households.iter().map(|(k, s)| (*k, s.as_slice()));
-                let mut per_buurt = zeros(buurten.iter().copied(), months.len());
-                for ((m, b), total) in &derived::totals(d, keyed, &months, &joins) {
-                    if let (Some(row), Some(j)) =
-                        (per_buurt.get_mut(b), months.iter().position(|x| x == m))
-                    {
-                        row[j] = total.households;
-                    }
-                }
+            let series = self.derived_series(&tables, &q.derived, &months, q.gemeente)?;
+            for (&d, per_buurt) in q.derived.iter().zip(series) {
                 sources.push((Measure::Derived(d), per_buurt));
             }
         }
@@ -129,9 +118,7 @@ impl Query {
         areas.extend(buurten.iter().map(|&b| AreaCode::Buurt(b)));
         for (measure, per_buurt) in &sources {
             let mut group = self.group_of(q.gemeente, per_buurt, months.len());
-            if let Measure::Type(signal_type) = measure {
-                group.shared = self.shared(signal_type, &months)?;
-            }
+            group.shared = self.shared(*measure, &months)?;
             groups.push(group);
         }
         let findings = monitor::run_month(&groups, FALSE_DISCOVERY_RATE);
@@ -246,8 +233,10 @@ impl Query {
         if pooled {
             let (first, last) = (months[0], months[months.len() - 1]);
             let signals = state.store.signal_count()?;
-            for t in &q.signal_types {
-                match state.shared.get(&(t.clone(), first, last)) {
+            let measures = q.signal_types.iter().map(|t| Measure::Type(t));
+            let measures = measures.chain(q.derived.iter().map(|&d| Measure::Derived(d)));
+            for m in measures {
+                match state.shared.get(&(shared_name(m), first, last)) {
                     Some((at, _)) if signals <= at + at / 100 => shared.push(at),
                     _ => return Ok(None),
                 }
@@ -270,7 +259,10 @@ impl Query {
         let last = self.state.month().plus(-1);
         let months: Vec<Month> = last.plus(1 - HISTORY_MONTHS).through(last).collect();
         for t in self.state.catalogue.types() {
-            self.shared(&t.name, &months)?;
+            self.shared(Measure::Type(&t.name), &months)?;
+        }
+        for d in Derived::ALL {
+            self.shared(Measure::Derived(d), &months)?;
         }
         Ok(())
     }
@@ -312,6 +304,36 @@ impl Query {
             }
         }
         Ok(per_buurt)
+    }
+
+    /// Per derived indicator of `which`: the monthly count of households per
+    /// buurt of gemeente `g` over `months`, from its linked households.
+    fn derived_series(
+        &self,
+        tables: &Tables<'_>,
+        which: &[Derived],
+        months: &[Month],
+        g: GemeenteCode,
+    ) -> Result<Vec<HashMap<BuurtCode, Vec<u64>>>, ApiError> {
+        let households = tables.linked(
+            months[0].plus(-(derived::WINDOW_MONTHS as i32)),
+            months[months.len() - 1],
+        )?;
+        let joins = self.state.joins();
+        let mut out = Vec::with_capacity(which.len());
+        for &d in which {
+            let keyed = households.iter().map(|(k, s)| (*k, s.as_slice()));
+            let mut per_buurt = zeros(self.state.hierarchy.buurten_of(g), months.len());
+            for ((m, b), total) in &derived::totals(d, keyed, months, &joins) {
+                if let (Some(row), Some(j)) =
+                    (per_buurt.get_mut(b), months.iter().position(|x| x == m))
+                {
+                    row[j] = total.households;
+                }
+            }
+            out.push(per_buurt);
+        }
+        Ok(out)
     }
 
     /// Gemeente `g`'s series for the detection run: its wijken (each the
@@ -359,19 +381,16 @@ impl Query {
         }
     }
 
-    /// What the pooled method of this signal type borrows from every
-    /// gemeente the store holds over all of `months` (a gemeente whose
-    /// history of the type starts later is left out: its start would read
-    /// as a rise):
-    /// the summed series for the seasonal curve and the overdispersion all
+    /// What the pooled method of this measure borrows from every gemeente
+    /// the store holds over all of `months` (a gemeente whose history
+    /// starts later is left out: its start would read as a rise): the
+    /// summed series for the seasonal curve and the overdispersion all
     /// their areas share. None where the history is too short for the
     /// pooled method. Kept in memory and reused until the store holds 1%
-    /// more signals than when it was computed.
-    fn shared(
-        &self,
-        signal_type: &SignalTypeName,
-        months: &[Month],
-    ) -> Result<Option<Shared>, ApiError> {
+    /// more signals than when it was computed. A derived indicator's series
+    /// come from every gemeente's linked households (seconds for the
+    /// country; the scheduled job computes it once a month).
+    fn shared(&self, measure: Measure<'_>, months: &[Month]) -> Result<Option<Shared>, ApiError> {
         let state = &self.state;
         let (Some(&first), Some(&last)) = (months.first(), months.last()) else {
             return Ok(None);
@@ -379,7 +398,7 @@ impl Query {
         if monitor::Chosen::for_history(months.len() - 1) != Some(monitor::Chosen::Pooled) {
             return Ok(None);
         }
-        let key = (signal_type.clone(), first, last);
+        let key = (shared_name(measure), first, last);
         let signals = state.store.signal_count()?;
         if let Some((at, shared)) = state.shared.get(&key)
             && signals <= at + at / 100
@@ -392,12 +411,19 @@ impl Query {
                 Some((from, _)) if from <= first => {}
                 _ => continue,
             }
-            let per_buurt = self.buurt_series(signal_type, months, g)?;
+            let per_buurt = match measure {
+                Measure::Type(t) => self.buurt_series(t, months, g)?,
+                Measure::Derived(d) => {
+                    let tables = Tables::new(self, g, false, None)?;
+                    let mut series = self.derived_series(&tables, &[d], months, g)?;
+                    series.pop().unwrap_or_default()
+                }
+            };
             let group = self.group_of(g, &per_buurt, months.len());
             // A partner sending this type may have joined later than the
-            // gemeente's others: only a gemeente with signals of this type
-            // in the first month (and a small one without any then is
-            // missed, which costs nothing).
+            // gemeente's others: only a gemeente with signals of this
+            // measure in the first month (and a small one without any then
+            // is missed, which costs nothing).
             if group.total.first().is_some_and(|&n| n > 0) {
                 groups.push(group);
             }
@@ -405,6 +431,15 @@ impl Query {
         let shared = Shared::of(&groups);
         state.shared.put(key, signals, shared.clone());
         Ok(Some(shared))
+    }
+}
+
+/// A measure's name in the cache of shared baselines: a derived
+/// indicator's is marked, so that no signal type's name can be the same.
+fn shared_name(measure: Measure<'_>) -> String {
+    match measure {
+        Measure::Type(t) => t.to_string(),
+        Measure::Derived(d) => format!("derived:{}", d.name()),
     }
 }
 
@@ -507,8 +542,8 @@ pub(crate) struct SharedCache {
     map: Mutex<HashMap<SharedKey, (u64, Shared)>>,
 }
 
-/// A signal type and the first and last month of the history.
-type SharedKey = (SignalTypeName, Month, Month);
+/// A measure ([`shared_name`]) and the first and last month of the history.
+type SharedKey = (String, Month, Month);
 
 impl SharedCache {
     fn get(&self, key: &SharedKey) -> Option<(u64, Shared)> {
