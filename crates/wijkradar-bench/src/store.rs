@@ -102,6 +102,10 @@ pub enum BenchCommand {
         /// in child processes: a gemeente with millions of signals.
         #[arg(long, default_value_t = 0)]
         gemeente_signals: usize,
+        /// Ask the derived indicators too: the first query then also reads
+        /// every gemeente's households for their shared baseline.
+        #[arg(long)]
+        derived: bool,
     },
     /// The aggregator under continuous ingest with table and alert queries
     /// for a while: throughput, latencies, errors, memory and disk over
@@ -222,7 +226,8 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             types,
             queries,
             gemeente_signals,
-        } => return crate::alerts::run(signals, types, queries, gemeente_signals).await,
+            derived,
+        } => return crate::alerts::run(signals, types, queries, gemeente_signals, derived).await,
         BenchCommand::Agent {
             rows,
             runs,

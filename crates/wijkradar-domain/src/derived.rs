@@ -67,6 +67,15 @@ impl Derived {
     pub fn from_name(name: &str) -> Option<Derived> {
         Derived::ALL.into_iter().find(|d| d.name() == name)
     }
+
+    /// Whether a household keeps counting for months once it counts
+    /// (several problems: up to six months after its second type). The
+    /// early warning then tests the households that come to count each
+    /// month ([`enters_in`]): a month's stock is mostly last month's, so
+    /// its rise hides in slow drift.
+    pub fn is_stock(self) -> bool {
+        matches!(self, Derived::SeveralProblems)
+    }
 }
 
 /// One signal of a household: type (any stable id), month, buurt.
@@ -110,6 +119,41 @@ pub fn counts_in(
                 .then_some(now.buurt)
         }
     }
+}
+
+/// In which buurt a household comes to count for `which` in `month`: it
+/// counts then, and for a stock ([`Derived::is_stock`]) did not the month
+/// before. What the early warning tests.
+pub fn enters_in(
+    which: Derived,
+    signals: &[HouseholdSignal],
+    month: Month,
+    joins: &Joins,
+) -> Option<BuurtCode> {
+    let buurt = counts_in(which, signals, month, joins)?;
+    if which.is_stock() && counts_in(which, signals, month.plus(-1), joins).is_some() {
+        return None;
+    }
+    Some(buurt)
+}
+
+/// Per (month, buurt): the households that come to count for `which`
+/// ([`enters_in`]). The series the early warning tests.
+pub fn tested_counts<'a>(
+    which: Derived,
+    households: impl IntoIterator<Item = &'a [HouseholdSignal]>,
+    months: &[Month],
+    joins: &Joins,
+) -> HashMap<(Month, BuurtCode), u64> {
+    let mut out: HashMap<(Month, BuurtCode), u64> = HashMap::new();
+    for signals in households {
+        for &m in months {
+            if let Some(b) = enters_in(which, signals, m, joins) {
+                *out.entry((m, b)).or_default() += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Per (month, buurt): the households counting for `which` and their cell
@@ -197,6 +241,37 @@ mod tests {
             counts_in(which, &moved, m("2026-05"), &Joins::default()),
             Some("BU00340201".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn the_early_warning_counts_a_stock_in_the_month_it_enters() {
+        let m = |x: &str| x.parse::<Month>().unwrap();
+        let joins = Joins {
+            payment_arrears: vec![1, 2],
+        };
+        // Two types by March: several problems from March to June (the 6
+        // months ending June still hold January).
+        let h = [s(1, "2026-01", "BU00340101"), s(2, "2026-03", "BU00340101")];
+        let several = Derived::SeveralProblems;
+        let counted: Vec<bool> = ["2026-03", "2026-04", "2026-06", "2026-07"]
+            .iter()
+            .map(|x| counts_in(several, &h, m(x), &joins).is_some())
+            .collect();
+        assert_eq!(counted, [true, true, true, false]);
+        let entered: Vec<Month> = m("2026-01")
+            .through(m("2026-12"))
+            .filter(|&x| enters_in(several, &h, x, &joins).is_some())
+            .collect();
+        assert_eq!(entered, [m("2026-03")]);
+        // A monthly indicator is tested as it counts: arrears in two months
+        // in a row count in both.
+        let arrears = [s(1, "2026-03", "BU00340101"), s(1, "2026-04", "BU00340101")];
+        let which = Derived::PaymentArrears;
+        assert!(enters_in(which, &arrears, m("2026-04"), &joins).is_some());
+        let months: Vec<Month> = m("2026-01").through(m("2026-12")).collect();
+        let tested = tested_counts(several, [&h[..], &arrears[..]], &months, &joins);
+        assert_eq!(tested.len(), 1);
+        assert_eq!(tested[&(m("2026-03"), "BU00340101".parse().unwrap())], 1);
     }
 
     #[test]

@@ -95,10 +95,9 @@ impl Query {
         // Every read of households here (the derived indicators, the
         // windows' releases, their households-per-count ratios) falls in
         // these months: read them once.
-        tables.household_months.set(Some((
-            months[0].plus(-(derived::WINDOW_MONTHS as i32)),
-            q.month,
-        )));
+        tables
+            .household_months
+            .set(Some((first_read(months[0]), q.month)));
         // Per measure: the monthly count of households per buurt.
         let mut sources: Vec<(Measure<'_>, HashMap<BuurtCode, Vec<u64>>)> = Vec::new();
         for signal_type in &q.signal_types {
@@ -261,9 +260,8 @@ impl Query {
         for t in self.state.catalogue.types() {
             self.shared(Measure::Type(&t.name), &months)?;
         }
-        for d in Derived::ALL {
-            self.shared(Measure::Derived(d), &months)?;
-        }
+        // One call computes every derived indicator's.
+        self.shared(Measure::Derived(Derived::SeveralProblems), &months)?;
         Ok(())
     }
 
@@ -315,20 +313,17 @@ impl Query {
         months: &[Month],
         g: GemeenteCode,
     ) -> Result<Vec<HashMap<BuurtCode, Vec<u64>>>, ApiError> {
-        let households = tables.linked(
-            months[0].plus(-(derived::WINDOW_MONTHS as i32)),
-            months[months.len() - 1],
-        )?;
+        let households = tables.linked(first_read(months[0]), months[months.len() - 1])?;
         let joins = self.state.joins();
         let mut out = Vec::with_capacity(which.len());
         for &d in which {
-            let keyed = households.iter().map(|(k, s)| (*k, s.as_slice()));
+            let signals = households.iter().map(|(_, s)| s.as_slice());
             let mut per_buurt = zeros(self.state.hierarchy.buurten_of(g), months.len());
-            for ((m, b), total) in &derived::totals(d, keyed, months, &joins) {
+            for ((m, b), n) in derived::tested_counts(d, signals, months, &joins) {
                 if let (Some(row), Some(j)) =
-                    (per_buurt.get_mut(b), months.iter().position(|x| x == m))
+                    (per_buurt.get_mut(&b), months.iter().position(|x| *x == m))
                 {
-                    row[j] = total.households;
+                    row[j] = n;
                 }
             }
             out.push(per_buurt);
@@ -398,39 +393,52 @@ impl Query {
         if monitor::Chosen::for_history(months.len() - 1) != Some(monitor::Chosen::Pooled) {
             return Ok(None);
         }
-        let key = (shared_name(measure), first, last);
         let signals = state.store.signal_count()?;
-        if let Some((at, shared)) = state.shared.get(&key)
+        if let Some((at, shared)) = state.shared.get(&(shared_name(measure), first, last))
             && signals <= at + at / 100
         {
             return Ok(Some(shared));
         }
-        let mut groups = Vec::new();
+        // The derived indicators come from the same households: all of
+        // them in one read of each gemeente.
+        let measures: Vec<Measure<'_>> = match measure {
+            Measure::Type(_) => vec![measure],
+            Measure::Derived(_) => Derived::ALL.map(Measure::Derived).to_vec(),
+        };
+        let mut groups: Vec<Vec<Group>> = vec![Vec::new(); measures.len()];
         for g in state.hierarchy.gemeenten() {
             match state.store.month_range_of(g)? {
                 Some((from, _)) if from <= first => {}
                 _ => continue,
             }
-            let per_buurt = match measure {
-                Measure::Type(t) => self.buurt_series(t, months, g)?,
-                Measure::Derived(d) => {
+            let series = match measure {
+                Measure::Type(t) => vec![self.buurt_series(t, months, g)?],
+                Measure::Derived(_) => {
                     let tables = Tables::new(self, g, false, None)?;
-                    let mut series = self.derived_series(&tables, &[d], months, g)?;
-                    series.pop().unwrap_or_default()
+                    self.derived_series(&tables, &Derived::ALL, months, g)?
                 }
             };
-            let group = self.group_of(g, &per_buurt, months.len());
-            // A partner sending this type may have joined later than the
-            // gemeente's others: only a gemeente with signals of this
-            // measure in the first month (and a small one without any then
-            // is missed, which costs nothing).
-            if group.total.first().is_some_and(|&n| n > 0) {
-                groups.push(group);
+            for (per_buurt, groups) in series.iter().zip(&mut groups) {
+                let group = self.group_of(g, per_buurt, months.len());
+                // A partner sending this type may have joined later than
+                // the gemeente's others: only a gemeente with signals of
+                // this measure in the first month (and a small one without
+                // any then is missed, which costs nothing).
+                if group.total.first().is_some_and(|&n| n > 0) {
+                    groups.push(group);
+                }
             }
         }
-        let shared = Shared::of(&groups);
-        state.shared.put(key, signals, shared.clone());
-        Ok(Some(shared))
+        let mut asked = None;
+        for (m, groups) in measures.into_iter().zip(&groups) {
+            let shared = Shared::of(groups);
+            let name = shared_name(m);
+            if name == shared_name(measure) {
+                asked = Some(shared.clone());
+            }
+            state.shared.put((name, first, last), signals, shared);
+        }
+        Ok(asked)
     }
 }
 
@@ -441,6 +449,12 @@ fn shared_name(measure: Measure<'_>) -> String {
         Measure::Type(t) => t.to_string(),
         Measure::Derived(d) => format!("derived:{}", d.name()),
     }
+}
+
+/// The first month whose signals a derived series from `first` on needs:
+/// its window looks back six months, and a stock's entry one more.
+fn first_read(first: Month) -> Month {
+    first.plus(-(derived::WINDOW_MONTHS as i32) - 1)
 }
 
 /// Months before the tested one that the baseline leaves out of its fit
@@ -456,6 +470,9 @@ const HELD_OUT: usize = {
 /// signalled in two months of a window counts twice in the sum the
 /// detection tests but once in the window's released cell: this ratio puts
 /// the window's expected sum and bound in households, as its cell counts.
+/// For a stock (several problems) the detection tests the households that
+/// come to count, and the cell holds every household that counts: the same
+/// ratio puts them on the cell's scale, for a single month too.
 fn households_per_count(
     tables: &Tables<'_>,
     measure: Measure<'_>,
@@ -463,7 +480,8 @@ fn households_per_count(
     total: &[u64],
     w: usize,
 ) -> Result<f64, ApiError> {
-    if w == 1 {
+    let stock = matches!(measure, Measure::Derived(d) if d.is_stock());
+    if w == 1 && !stock {
         return Ok(1.0);
     }
     let end = months.len().saturating_sub(HELD_OUT);
