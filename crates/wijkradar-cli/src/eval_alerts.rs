@@ -293,7 +293,7 @@ pub async fn run(args: AlertEvalArgs) -> anyhow::Result<()> {
         })
         .collect();
     let mut rows = Vec::new();
-    let api = evaluate(&answers.tests(&world, None), &types_truth, &s, Some(0.5));
+    let api = evaluate(&answers.tests(world, None), &types_truth, &s, Some(0.5));
     rows.push(Row::compare(
         "de vier soorten, elk apart",
         api,
@@ -366,7 +366,7 @@ pub async fn run(args: AlertEvalArgs) -> anyhow::Result<()> {
         };
         let scenario = Scenario { size, ..s };
         let api = evaluate(
-            &answers.tests(&world, Some(which)),
+            &answers.tests(world, Some(which)),
             &truth,
             &scenario,
             Some(0.5),
@@ -386,7 +386,7 @@ pub async fn run(args: AlertEvalArgs) -> anyhow::Result<()> {
             Learner::FromMeans,
         ));
     }
-    print!("{}", report(&rows, &answers, &world, &tested_outbreaks));
+    print!("{}", report(&rows, &answers, world, &tested_outbreaks));
     println!(
         "API: {} vragen in {:.0} s (mediaan {:.0} ms per vraag); alles samen {:.0} s.",
         answers.calls,

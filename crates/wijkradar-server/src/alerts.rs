@@ -232,7 +232,7 @@ impl Query {
         if pooled {
             let (first, last) = (months[0], months[months.len() - 1]);
             let signals = state.store.signal_count()?;
-            let measures = q.signal_types.iter().map(|t| Measure::Type(t));
+            let measures = q.signal_types.iter().map(Measure::Type);
             let measures = measures.chain(q.derived.iter().map(|&d| Measure::Derived(d)));
             for m in measures {
                 match state.shared.get(&(shared_name(m), first, last)) {
