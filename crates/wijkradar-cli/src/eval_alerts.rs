@@ -490,6 +490,7 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 }
 
 /// What the API returned for every gemeente and tested month.
+#[derive(Debug, Default)]
 struct Answers {
     /// (series name, wijk, tested month index from 0): the window shown.
     wijk_alerts: HashMap<(String, WijkCode, usize), u32>,
@@ -517,14 +518,7 @@ impl Answers {
                         .map(|j| {
                             let key = (name.clone(), world.wijken[w].code, j);
                             let score = f64::from(u8::from(self.wijk_alerts.contains_key(&key)));
-                            Some(Test {
-                                expected: 0.0,
-                                threshold: 0.0,
-                                observed: 0,
-                                p_value: None,
-                                score,
-                                windows: [None; 4],
-                            })
+                            Some(Test::scored(score))
                         })
                         .collect()
                 })
@@ -579,13 +573,7 @@ async fn ask_the_api(world: &World, placed: &Placed, signals: u64) -> anyhow::Re
         (tested.len() * world.gemeenten.len()) as u64,
         "GetAlerts per gemeente en maand",
     );
-    let mut answers = Answers {
-        wijk_alerts: HashMap::new(),
-        buurt_alerts: Vec::new(),
-        calls: 0,
-        seconds: 0.0,
-        median_ms: 0.0,
-    };
+    let mut answers = Answers::default();
     let mut times = Vec::new();
     let started = std::time::Instant::now();
     for (j, (_, month)) in tested.iter().enumerate() {
@@ -1025,13 +1013,7 @@ mod tests {
             months: Vec::new(),
             scenario: Scenario::default(),
         };
-        let mut answers = Answers {
-            wijk_alerts: HashMap::new(),
-            buurt_alerts: Vec::new(),
-            calls: 0,
-            seconds: 0.0,
-            median_ms: 0.0,
-        };
+        let mut answers = Answers::default();
         answers
             .wijk_alerts
             .insert(("energieachterstand".to_owned(), code, 3), 2);

@@ -533,16 +533,7 @@ mod tests {
             outbreaks: vec![outbreak],
             households: vec![1000.0; 2],
         };
-        let t = |score: f64| {
-            Some(Test {
-                expected: 0.0,
-                threshold: 0.0,
-                observed: 0,
-                p_value: None,
-                score,
-                windows: [None; 4],
-            })
-        };
+        let t = |score: f64| Some(Test::scored(score));
         // Area 0: an alarm before the outbreak (false), then in its 2nd
         // month; month 29 is the outbreak's aftermath. Area 1: one false alarm.
         let tests = vec![
