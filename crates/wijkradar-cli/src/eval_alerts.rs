@@ -82,7 +82,11 @@ const TYPES: [&str; 4] = [
 ];
 
 /// The derived series scored.
-const DERIVED: [Derived; 2] = [Derived::PaymentArrears, Derived::SeveralProblems];
+const DERIVED: [Derived; 3] = [
+    Derived::PaymentArrears,
+    Derived::SeveralProblems,
+    Derived::SignalledAgain,
+];
 
 /// A simulated wijk: its households, each in a buurt, with a frailty.
 struct Wijk {
