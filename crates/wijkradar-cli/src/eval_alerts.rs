@@ -288,6 +288,8 @@ pub async fn run(args: AlertEvalArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>(),
     );
     let world = &world;
+    // Each type's wijken are pooled per gemeente, apart from the other
+    // types' (fewer than 1,000 gemeenten).
     let pools: Vec<usize> = (0..TYPES.len())
         .flat_map(|t| {
             world
@@ -552,7 +554,7 @@ async fn ask_the_api(world: &World, placed: &Placed, signals: u64) -> anyhow::Re
         wijkradar_dev::access_entry(name, &wijkradar_dev::dev_oin(0), &[Role::Analyst], &codes),
     )?;
     let key = ServerKey::load(&setup.config.keys.server_key)?;
-    fill(&setup, &key, world, placed, signals).await?;
+    fill(&setup, &key, placed, signals).await?;
 
     let server = wijkradar_server::start(&setup.config).await?;
     let mut client = setup.client_at(server.addr, name).query_client().await?;
@@ -636,7 +638,6 @@ fn partner_pseudonym(wijk: usize, household: usize, person: u8) -> PartnerPseudo
 async fn fill(
     setup: &wijkradar_dev::DevSetup,
     key: &ServerKey,
-    world: &World,
     placed: &Placed,
     signals: u64,
 ) -> anyhow::Result<()> {
@@ -665,7 +666,6 @@ async fn fill(
         }
     };
     for (w, households) in placed.iter().enumerate() {
-        let _ = &world.wijken[w];
         for (&h, list) in households {
             let household = key.rekey(&partner_pseudonym(w, h, 0));
             let person = key.rekey(&partner_pseudonym(w, h, 1));
