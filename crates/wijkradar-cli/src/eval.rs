@@ -89,17 +89,30 @@ const BANDS: [(f64, f64, &str); 5] = [
     (50.0, f64::INFINITY, "≥ 50"),
 ];
 
+/// The simulated world's options, checked before anything runs.
+pub(crate) fn check_world(rate: f64, area_sd: f64, share: f64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        rate.is_finite() && rate > 0.0,
+        "--rate: must be a positive number of signals per 1,000 households a month, got {rate}"
+    );
+    anyhow::ensure!(
+        area_sd.is_finite() && (0.0..=3.0).contains(&area_sd),
+        "--area-sd: must be a number from 0 to 3 (the standard deviation on the log scale), got {area_sd}"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&share),
+        "--share: must be a share from 0 to 1, got {share}"
+    );
+    Ok(())
+}
+
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     match args.what {
         Some(EvalWhat::Interventions(a)) => return crate::eval_interventions::run(a),
         Some(EvalWhat::Alerts(_)) => anyhow::bail!("eval alerts runs async: see main"),
         None => {}
     }
-    anyhow::ensure!(
-        args.area_sd.is_finite() && (0.0..=3.0).contains(&args.area_sd),
-        "--area-sd: must be a number from 0 to 3 (the standard deviation on the log scale), got {}",
-        args.area_sd
-    );
+    check_world(args.rate, args.area_sd, args.share)?;
     let started = std::time::Instant::now();
     let hierarchy = Hierarchy::netherlands_2023();
     let dwellings = Dwellings::kwb_2024();

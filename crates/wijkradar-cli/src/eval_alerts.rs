@@ -209,11 +209,7 @@ impl World {
 }
 
 pub async fn run(args: AlertEvalArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.area_sd.is_finite() && (0.0..=3.0).contains(&args.area_sd),
-        "--area-sd: must be a number from 0 to 3, got {}",
-        args.area_sd
-    );
+    crate::eval::check_world(args.rate, args.area_sd, args.share)?;
     anyhow::ensure!(
         args.clustering.is_finite() && args.clustering > 0.0,
         "--clustering: must be a positive number, got {}",

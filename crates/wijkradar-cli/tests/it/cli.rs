@@ -461,3 +461,32 @@ fn an_older_data_directory_is_refused_until_the_operator_upgrades_it() {
     upgrade("al opslagformaat 3");
     wijkradar_store::Store::open(data, &key.id().to_string()).unwrap();
 }
+
+#[test]
+fn an_evaluation_with_an_impossible_world_says_which_option_and_why() {
+    for (args, expected) in [
+        (
+            &["eval", "--share", "1.5"][..],
+            "--share: must be a share from 0 to 1, got 1.5",
+        ),
+        (
+            &["eval", "alerts", "--share", "2"][..],
+            "--share: must be a share from 0 to 1, got 2",
+        ),
+        (
+            &["eval", "--rate", "0"][..],
+            "--rate: must be a positive number",
+        ),
+        (
+            &["eval", "alerts", "--clustering", "0"][..],
+            "--clustering: must be a positive number",
+        ),
+    ] {
+        let out = wijkradar().args(args).output().expect("runs");
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        // A message, not a panic.
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
