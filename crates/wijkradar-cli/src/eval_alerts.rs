@@ -307,45 +307,9 @@ pub async fn run(args: AlertEvalArgs) -> anyhow::Result<()> {
     ));
 
     // The derived series: their baseline from replicate worlds.
-    let bar = bar(args.replicates as u64, "basislijn afgeleide reeksen");
-    let mut sums = vec![vec![vec![0.0f64; s.months]; world.wijken.len()]; DERIVED.len()];
-    let mut squares = sums.clone();
-    let mut null_derived = Vec::new();
-    for r in 0..args.replicates {
-        let noise = args.seed.wrapping_add(1000 + r as u64);
-        let sims = world.counts(&[], levels_seed, noise);
-        let placed = world.place(&sims, noise);
-        for (d, &which) in DERIVED.iter().enumerate() {
-            let series = world.derived(which, &placed);
-            for (w, row) in series.iter().enumerate() {
-                for (m, &y) in row.iter().enumerate() {
-                    sums[d][w][m] += y as f64;
-                    squares[d][w][m] += (y as f64).powi(2);
-                }
-            }
-            if r == 0 {
-                null_derived.push(series);
-            }
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    let n = args.replicates as f64;
-    for (d, &which) in DERIVED.iter().enumerate() {
-        let mu: Vec<Vec<f64>> = sums[d]
-            .iter()
-            .map(|row| row.iter().map(|x| x / n).collect())
-            .collect();
-        // The overdispersion (variance μ + μ²/size) over all wijk-months.
-        let (mut excess, mut mu2) = (0.0, 0.0);
-        for (w, row) in mu.iter().enumerate() {
-            for (m, &mean) in row.iter().enumerate() {
-                let var = (squares[d][w][m] / n - mean * mean) * n / (n - 1.0);
-                excess += var - mean;
-                mu2 += mean * mean;
-            }
-        }
-        let size = if excess > 0.0 { mu2 / excess } else { 1e6 };
+    let baselines = derived_baselines(world, args.replicates, args.seed, levels_seed);
+    for (&which, baseline) in DERIVED.iter().zip(baselines) {
+        let DerivedBaseline { mu, size, null } = baseline;
         let series = world.derived(which, &placed);
         let truth = Simulated {
             counts: world.tested.iter().map(|&w| series[w].clone()).collect(),
@@ -358,11 +322,7 @@ pub async fn run(args: AlertEvalArgs) -> anyhow::Result<()> {
                 .collect(),
         };
         let null = Simulated {
-            counts: world
-                .tested
-                .iter()
-                .map(|&w| null_derived[d][w].clone())
-                .collect(),
+            counts: world.tested.iter().map(|&w| null[w].clone()).collect(),
             outbreaks: Vec::new(),
             ..truth.clone()
         };
@@ -397,6 +357,72 @@ pub async fn run(args: AlertEvalArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// A derived series' baseline from worlds without rises.
+struct DerivedBaseline {
+    /// Per wijk and month: the mean over the worlds.
+    mu: Vec<Vec<f64>>,
+    /// The negative binomial size of its variance around that mean
+    /// (μ + μ²/size), over all wijk-months.
+    size: f64,
+    /// The first world's series: outbreak-free data for calibration.
+    null: Vec<Vec<u64>>,
+}
+
+/// Every derived series' baseline ([`DERIVED`] in turn), from `replicates`
+/// worlds of the same wijk levels with other counts.
+fn derived_baselines(
+    world: &World,
+    replicates: usize,
+    seed: u64,
+    levels_seed: u64,
+) -> Vec<DerivedBaseline> {
+    let s = world.scenario;
+    let bar = bar(replicates as u64, "basislijn afgeleide reeksen");
+    let mut sums = vec![vec![vec![0.0f64; s.months]; world.wijken.len()]; DERIVED.len()];
+    let mut squares = sums.clone();
+    let mut nulls = Vec::new();
+    for r in 0..replicates {
+        let noise = seed.wrapping_add(1000 + r as u64);
+        let sims = world.counts(&[], levels_seed, noise);
+        let placed = world.place(&sims, noise);
+        for (d, &which) in DERIVED.iter().enumerate() {
+            let series = world.derived(which, &placed);
+            for (w, row) in series.iter().enumerate() {
+                for (m, &y) in row.iter().enumerate() {
+                    sums[d][w][m] += y as f64;
+                    squares[d][w][m] += (y as f64).powi(2);
+                }
+            }
+            if r == 0 {
+                nulls.push(series);
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let n = replicates as f64;
+    sums.into_iter()
+        .zip(squares)
+        .zip(nulls)
+        .map(|((sums, squares), null)| {
+            let mu: Vec<Vec<f64>> = sums
+                .iter()
+                .map(|row| row.iter().map(|x| x / n).collect())
+                .collect();
+            let (mut excess, mut mu2) = (0.0, 0.0);
+            for (w, row) in mu.iter().enumerate() {
+                for (m, &mean) in row.iter().enumerate() {
+                    let var = (squares[w][m] / n - mean * mean) * n / (n - 1.0);
+                    excess += var - mean;
+                    mu2 += mean * mean;
+                }
+            }
+            let size = if excess > 0.0 { mu2 / excess } else { 1e6 };
+            DerivedBaseline { mu, size, null }
+        })
+        .collect()
 }
 
 /// The gemeenten drawn, their wijken and households.
