@@ -137,6 +137,29 @@ impl World {
         self.wijken.iter().map(|w| w.households).collect()
     }
 
+    /// The scored wijken's part of series over all simulated wijken, with
+    /// `outbreaks` (numbered over the scored wijken).
+    fn scored(&self, counts: &[Vec<u64>], mu: &[Vec<f64>], outbreaks: &[Outbreak]) -> Simulated {
+        Simulated {
+            counts: self.tested.iter().map(|&w| counts[w].clone()).collect(),
+            mu: self.tested.iter().map(|&w| mu[w].clone()).collect(),
+            outbreaks: outbreaks.to_vec(),
+            households: self
+                .tested
+                .iter()
+                .map(|&w| self.wijken[w].households)
+                .collect(),
+        }
+    }
+
+    /// Each scored wijk's gemeente: the pools the levels are shrunk in.
+    fn pools(&self) -> Vec<usize> {
+        self.tested
+            .iter()
+            .map(|&w| self.wijken[w].gemeente)
+            .collect()
+    }
+
     /// Each type's counts per wijk and month: the same rises in every type,
     /// each type's wijk levels and noise its own.
     fn counts(&self, outbreaks: &[Outbreak], levels_seed: u64, noise_seed: u64) -> Vec<Simulated> {
@@ -258,41 +281,24 @@ pub async fn run(args: AlertEvalArgs) -> anyhow::Result<()> {
     let api_time = answers.seconds;
 
     // The truth per series family, restricted to the scored wijken.
-    let restrict = |sim: &Simulated, outbreaks: &[Outbreak]| -> Simulated {
-        Simulated {
-            counts: world
-                .tested
-                .iter()
-                .map(|&w| sim.counts[w].clone())
-                .collect(),
-            mu: world.tested.iter().map(|&w| sim.mu[w].clone()).collect(),
-            outbreaks: outbreaks.to_vec(),
-            households: world.tested.iter().map(|&w| sim.households[w]).collect(),
-        }
-    };
+    let world = &world;
     let types_truth = join_areas(
         &sims
             .iter()
-            .map(|sim| restrict(sim, &tested_outbreaks))
+            .map(|sim| world.scored(&sim.counts, &sim.mu, &tested_outbreaks))
             .collect::<Vec<_>>(),
     );
     let null_sims = world.counts(&[], levels_seed, args.seed.wrapping_add(1));
     let types_null = join_areas(
         &null_sims
             .iter()
-            .map(|sim| restrict(sim, &[]))
+            .map(|sim| world.scored(&sim.counts, &sim.mu, &[]))
             .collect::<Vec<_>>(),
     );
-    let world = &world;
     // Each type's wijken are pooled per gemeente, apart from the other
     // types' (fewer than 1,000 gemeenten).
     let pools: Vec<usize> = (0..TYPES.len())
-        .flat_map(|t| {
-            world
-                .tested
-                .iter()
-                .map(move |&w| t * 1000 + world.wijken[w].gemeente)
-        })
+        .flat_map(|t| world.pools().into_iter().map(move |g| t * 1000 + g))
         .collect();
     let mut rows = Vec::new();
     let api = evaluate(&answers.tests(world, None), &types_truth, &s, Some(0.5));
@@ -311,21 +317,8 @@ pub async fn run(args: AlertEvalArgs) -> anyhow::Result<()> {
     for (&which, baseline) in DERIVED.iter().zip(baselines) {
         let DerivedBaseline { mu, size, null } = baseline;
         let series = world.derived(which, &placed);
-        let truth = Simulated {
-            counts: world.tested.iter().map(|&w| series[w].clone()).collect(),
-            mu: world.tested.iter().map(|&w| mu[w].clone()).collect(),
-            outbreaks: tested_outbreaks.clone(),
-            households: world
-                .tested
-                .iter()
-                .map(|&w| world.wijken[w].households)
-                .collect(),
-        };
-        let null = Simulated {
-            counts: world.tested.iter().map(|&w| null[w].clone()).collect(),
-            outbreaks: Vec::new(),
-            ..truth.clone()
-        };
+        let truth = world.scored(&series, &mu, &tested_outbreaks);
+        let null = world.scored(&null, &mu, &[]);
         let scenario = Scenario { size, ..s };
         let api = evaluate(
             &answers.tests(world, Some(which)),
@@ -333,18 +326,13 @@ pub async fn run(args: AlertEvalArgs) -> anyhow::Result<()> {
             &scenario,
             Some(0.5),
         );
-        let pools: Vec<usize> = world
-            .tested
-            .iter()
-            .map(|&w| world.wijken[w].gemeente)
-            .collect();
         rows.push(Row::compare(
             which.name(),
             api,
             &truth,
             &null,
             &scenario,
-            &pools,
+            &world.pools(),
             Learner::FromMeans,
         ));
     }
